@@ -1,0 +1,203 @@
+"""Typed configuration, validated at load with errors that name the file, line and dotted path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from liberator import plugins
+from liberator.errors import ConfigError
+from liberator.source import SourceConfig
+from liberator.yamlfile import LoadedYaml, Loc, dotted, load_yaml
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'500ms', '2s', '5m', '1h' or a number of seconds, as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 500ms, 2s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 2s, 5m or 1h")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicDefaults(Model):
+    partitions: int = Field(1, ge=1)
+    replication_factor: int = -1  # -1: the broker's default
+    config: dict[str, str] = {}
+
+
+class KafkaConfig(Model):
+    bootstrap_servers: str
+    settings: dict[str, str | int | float | bool] = {}
+    create_topics: bool = True
+    topic_defaults: TopicDefaults = TopicDefaults()
+
+
+Compatibility = Literal[
+    "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"
+]
+
+
+class RegistryConfig(Model):
+    url: str
+    basic_auth: str | None = None  # "user:password"; use ${ENV} or ${file:...}
+    # Set on each subject before its first registration; None keeps the registry's own setting.
+    compatibility: Compatibility | None = "BACKWARD"
+
+
+class OffsetsConfig(Model):
+    store: Literal["kafka", "file"] = "kafka"
+    path: str | None = None  # file store
+    topic: str = "liberator-offsets"  # kafka store: a compacted topic
+    flush_interval: Duration = 1.0
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("path is empty; give a file path or remove the field")
+        return value
+
+
+class HttpConfig(Model):
+    listen: str = "127.0.0.1:9400"  # /health and /metrics
+
+
+class RawAppConfig(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    kafka: KafkaConfig
+    schema_registry: RegistryConfig
+    offsets: OffsetsConfig = OffsetsConfig()
+    http: HttpConfig | None = None
+    sources: list[dict[str, Any]] = []
+    sinks: list[dict[str, Any]] = []
+
+
+class AppConfig:
+    """The validated config: top-level settings plus each source's own validated model."""
+
+    def __init__(self, raw: RawAppConfig, sources: list[SourceConfig], sinks: list[Any], path: str):
+        self.raw = raw
+        self.sources = sources
+        self.sinks = sinks
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return self.raw.name
+
+    @property
+    def kafka(self) -> KafkaConfig:
+        return self.raw.kafka
+
+    @property
+    def schema_registry(self) -> RegistryConfig:
+        return self.raw.schema_registry
+
+    @property
+    def offsets(self) -> OffsetsConfig:
+        return self.raw.offsets
+
+    @property
+    def http(self) -> HttpConfig | None:
+        return self.raw.http
+
+
+def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: type[BaseModel]) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc: Loc = prefix + tuple(part for part in err["loc"] if not _is_union_tag(part))
+    message = err["msg"]
+    kind = err["type"]
+    if kind == "missing":
+        message = "is required but missing"
+    elif kind == "extra_forbidden":
+        message = f"is not a known field; allowed here: {_fields_at(model, loc[len(prefix):-1])}"
+    elif kind == "literal_error":
+        message = f"{err.get('input')!r} is not allowed; {message.lower()}"
+    elif "input" in err and not isinstance(err["input"], dict | list):
+        message = f"{message} (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return loaded.error(loc, message + suffix)
+
+
+def _fields_at(model: type[BaseModel], loc: Loc) -> str:
+    """The field names of the (nested) model found at `loc` below `model`."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        nested = getattr(field.annotation, "model_fields", None) if field else None
+        if field is None or nested is None:
+            break
+        model = field.annotation  # type: ignore[assignment]
+    return ", ".join(model.model_fields)
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and (part.startswith("function-") or part in {"str", "int", "float", "bool"})
+
+
+def load_config(path: str | Path) -> AppConfig:
+    loaded = load_yaml(path)
+    if not isinstance(loaded.data, dict):
+        raise loaded.error((), "the top level must be a mapping with name, kafka, schema_registry, sources")
+    try:
+        raw = RawAppConfig.model_validate(loaded.data)
+    except ValidationError as exc:
+        raise _first_error(exc, loaded, (), RawAppConfig) from None
+    if raw.offsets.store == "file" and not raw.offsets.path:
+        raise loaded.error(("offsets", "store"), "the file store needs offsets.path: a file to keep positions in")
+    sources: list[SourceConfig] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw.sources):
+        loc: Loc = ("sources", index)
+        if not isinstance(entry, dict) or "type" not in entry:
+            known = ", ".join(sorted(plugins.available(plugins.SOURCE_GROUP)))
+            raise loaded.error(loc, f"each source needs a type; installed: {known}")
+        source_cls = plugins.load(plugins.SOURCE_GROUP, str(entry["type"]), _where(loaded, loc + ("type",)))
+        model = source_cls.config_model
+        try:
+            config = model.model_validate(entry)
+        except ValidationError as exc:
+            raise _first_error(exc, loaded, loc, model) from None
+        if config.name in seen:
+            raise loaded.error(loc + ("name",), f"source name {config.name!r} is used twice; names must be unique")
+        seen.add(config.name)
+        sources.append(config)
+    sinks: list[Any] = []
+    for index, entry in enumerate(raw.sinks):
+        loc = ("sinks", index)
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise loaded.error(loc, "each sink needs a type")
+        sink_cls = plugins.load(plugins.SINK_GROUP, str(entry["type"]), _where(loaded, loc + ("type",)))
+        try:
+            sinks.append(sink_cls.config_model.model_validate(entry))
+        except ValidationError as exc:
+            raise _first_error(exc, loaded, loc, sink_cls.config_model) from None
+    if not sources and not sinks:
+        raise loaded.error((), "no sources and no sinks: nothing to run; add a `sources:` list")
+    return AppConfig(raw, sources, sinks, loaded.path)
+
+
+def _where(loaded: LoadedYaml, loc: Loc) -> str:
+    line = loaded.line_of(loc)
+    return f"{loaded.path}:{line}: {dotted(loc)}" if line else loaded.path

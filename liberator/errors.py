@@ -1,0 +1,31 @@
+"""Error kinds the runtime treats differently.
+
+Every message is one line naming the cause and the fix; the runtime prints it as is.
+"""
+
+
+class LiberatorError(Exception):
+    """Base class: a problem with a one-line, operator-facing message."""
+
+
+class ConfigError(LiberatorError):
+    """The configuration file is wrong; nothing was started."""
+
+
+class FatalSourceError(LiberatorError):
+    """The source cannot go on without an operator (bad schema change, purged log, bad credentials).
+
+    The runtime stops that source, keeps its stored position where it was, and reports the message.
+    """
+
+
+class TransientSourceError(LiberatorError):
+    """The source lost its database or hit a passing fault; the runtime reopens it after a backoff."""
+
+
+class SchemaError(LiberatorError):
+    """A table cannot be represented exactly (an unknown column type, an unnamed key)."""
+
+
+class IncompatibleSchemaError(FatalSourceError):
+    """The registry refused a new schema version under the subject's compatibility rule."""

@@ -1,0 +1,62 @@
+"""What a source yields and the runtime publishes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from liberator.positions import Position
+
+
+@dataclass(frozen=True, eq=False)
+class Stream:
+    """A topic with the Avro schemas of its keys and values, as a source currently produces it.
+
+    A source makes a new Stream when a table's shape changes; the runtime registers (and so checks the
+    compatibility of) both schemas before it publishes the first event that refers to the new Stream.
+    """
+
+    topic: str
+    key_schema: dict[str, Any]
+    value_schema: dict[str, Any]
+    # Where the stream comes from, for logs and errors ("public.orders").
+    origin: str = ""
+
+    @cached_property
+    def fingerprint(self) -> tuple[str, str, str]:
+        return (
+            self.topic,
+            json.dumps(self.key_schema, sort_keys=True),
+            json.dumps(self.value_schema, sort_keys=True),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One record for Kafka. `key` and `value` are Avro datums matching the stream's schemas.
+
+    `value is None` is a tombstone. `position` is where the source stands once this event and every
+    earlier one are acknowledged; None inside a transaction, where resuming is not possible.
+    """
+
+    stream: Stream
+    key: dict[str, Any]
+    value: dict[str, Any] | None
+    timestamp_ms: int
+    position: Position | None
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A position with no record: a heartbeat, an idle poll, the end of a snapshot phase.
+
+    It is stored once everything yielded before it is acknowledged, so idle sources still advance.
+    """
+
+    position: Position
+
+
+SourceItem = ChangeEvent | Checkpoint

@@ -1,0 +1,26 @@
+"""Sources and sinks are found through entry points, so other packages can add their own."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from liberator.errors import ConfigError
+
+SOURCE_GROUP = "liberator.sources"
+SINK_GROUP = "liberator.sinks"
+
+
+def available(group: str) -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def load(group: str, type_name: str, where: str) -> Any:
+    found = available(group)
+    if type_name not in found:
+        known = ", ".join(sorted(found)) or "none installed"
+        raise ConfigError(
+            f"{where}: unknown type {type_name!r}; installed: {known} "
+            f"(a third-party type needs its package installed, registering an entry point in {group!r})"
+        )
+    return found[type_name].load()

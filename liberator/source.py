@@ -1,0 +1,64 @@
+"""The one small interface every source connector implements.
+
+A connector reads its database and yields `ChangeEvent`s (Avro datums plus the position after each)
+and `Checkpoint`s. The runtime does the rest: schema registration, serialisation, publishing, storing
+positions only after Kafka acknowledged everything before them, retries, metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from liberator.events import SourceItem, Stream
+from liberator.positions import Position
+
+
+class SourceConfig(BaseModel):
+    """Fields every source has; a connector subclasses this with its own, validated at load time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    app_name: str  # the config's `name`: part of client ids and offset keys
+    stop: threading.Event  # set on shutdown; sources leave their loops promptly when it is
+    log: logging.Logger
+
+
+class Source(ABC):
+    config_model: ClassVar[type[SourceConfig]]
+    position_type: ClassVar[type[Position]]
+
+    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+        self.config = config
+        self.context = context
+
+    @abstractmethod
+    def check(self) -> list[str]:
+        """Connect and verify everything the source needs; one line per problem, each naming the fix."""
+
+    @abstractmethod
+    def streams(self) -> list[Stream]:
+        """The streams the source would publish now (for `liberator schemas` and start-up registration)."""
+
+    @abstractmethod
+    def read(self, start: Position | None) -> Iterator[SourceItem]:
+        """Yield events from `start` (None: from the beginning, snapshot first) until `context.stop` is set.
+
+        Raise TransientSourceError when the database goes away (the runtime reopens at the last position
+        yielded), FatalSourceError when only an operator can help.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called once after `read` ends, however it ended."""
