@@ -1,0 +1,111 @@
+"""The project's embedded schema registry (``liberator.registry.server``) in a child process.
+
+No Confluent Schema Registry, Karapace or Apicurio build is installable on these machines, so tests,
+benchmarks and the demo use liberator's own Confluent-compatible registry, run as
+``python -c "from liberator.registry.server import serve; serve(host, port, data_path)"`` so that it
+does not depend on the CLI. It is the same in the native and the testcontainers test bed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import liberator
+from liberator.testbed.ports import LOOPBACK, free_port, wait_for_port_closed, wait_until
+from liberator.testbed.process import make_workdir, spawn, stop_process, track, untrack
+
+
+def _answers(url: str) -> bool | None:
+    with urllib.request.urlopen(f"{url}/subjects", timeout=2) as resp:
+        return True if resp.status == 200 else None
+
+
+class EmbeddedRegistry:
+    """A schema registry on 127.0.0.1 and a free port; ``with EmbeddedRegistry() as r: r.url``.
+
+    ``data_path`` is where the registry keeps its schemas; by default a path inside a temporary
+    directory that :meth:`stop` removes. Give your own to keep schemas across a restart (it is then
+    left in place).
+    """
+
+    def __init__(
+        self, *, port: int | None = None, data_path: Path | str | None = None, timeout: float = 30.0
+    ):
+        self.host = LOOPBACK
+        self.port = port or 0
+        self._requested_port = port
+        self._given_data_path = Path(data_path) if data_path is not None else None
+        self.data_path: Path | None = self._given_data_path
+        self.timeout = timeout
+        self.workdir: Path | None = None
+        self.log_path: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        if self.running:
+            return self
+        self.port = self._requested_port or free_port()
+        self.workdir = make_workdir("registry")
+        self.log_path = self.workdir / "registry.log"
+        self.data_path = self._given_data_path or (self.workdir / "registry.db")
+        args = f"{self.host!r}, {self.port}, {str(self.data_path)!r}"
+        code = f"from liberator.registry.server import serve; serve({args})"
+        # Make this checkout importable in the child even when liberator is not pip-installed.
+        src_root = str(Path(liberator.__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            self._proc = spawn([sys.executable, "-c", code], self.log_path, cwd=self.workdir, env=env)
+            track(self, self.stop)
+            wait_until(
+                lambda: _answers(self.url),
+                what=f"schema registry at {self.url}",
+                timeout=self.timeout,
+                process=self._proc,
+                log_path=self.log_path,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM by pid, SIGKILL after 10 s, then remove the temporary directory."""
+        import shutil
+
+        untrack(self)
+        was_running = self.running
+        stop_process(self._proc, timeout=10)
+        self._proc = None
+        if was_running:
+            wait_for_port_closed(self.host, self.port, what="stopped schema registry", timeout=10)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
