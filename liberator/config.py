@@ -124,7 +124,9 @@ class AppConfig:
 
 
 def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: type[BaseModel]) -> ConfigError:
-    err = exc.errors(include_url=False)[0]
+    # A typo shows up twice (unknown field + missing field); the unknown one names the real mistake.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     loc: Loc = prefix + tuple(part for part in err["loc"] if not _is_union_tag(part))
     message = err["msg"]
     kind = err["type"]
@@ -132,6 +134,8 @@ def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: t
         message = "is required but missing"
     elif kind == "extra_forbidden":
         message = f"is not a known field; allowed here: {_fields_at(model, loc[len(prefix):-1])}"
+    elif kind == "model_type" and err.get("input") is None:
+        message = f"is empty; give a mapping with {_fields_at(model, loc[len(prefix):])}"
     elif kind == "literal_error":
         message = f"{err.get('input')!r} is not allowed; {message.lower()}"
     elif "input" in err and not isinstance(err["input"], dict | list):

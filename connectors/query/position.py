@@ -1,0 +1,59 @@
+"""Where a query-based source stands: per stream, the last cursor emitted and the NULL-cursor pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Self
+
+from liberator.positions import Position, decode_scalar, encode_scalar
+
+
+@dataclass(frozen=True)
+class StreamCursor:
+    # The cursor values (timestamp, tie-breakers) of the last row emitted; None: nothing emitted yet.
+    cursor: tuple[object, ...] | None = None
+    # Rows whose timestamp is NULL are read once, by key, before anything else: the last key read.
+    nulls_after: tuple[object, ...] | None = None
+    nulls_done: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cursor": None if self.cursor is None else [encode_scalar(v) for v in self.cursor],
+            "nulls_after": None if self.nulls_after is None else [encode_scalar(v) for v in self.nulls_after],
+            "nulls_done": self.nulls_done,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StreamCursor:
+        cursor = data.get("cursor")
+        nulls_after = data.get("nulls_after")
+        return cls(
+            cursor=None if cursor is None else tuple(decode_scalar(v) for v in cursor),
+            nulls_after=None if nulls_after is None else tuple(decode_scalar(v) for v in nulls_after),
+            nulls_done=bool(data.get("nulls_done", False)),
+        )
+
+
+@dataclass(frozen=True)
+class QueryPosition(Position):
+    streams: tuple[tuple[str, StreamCursor], ...] = ()
+
+    def get(self, stream: str) -> StreamCursor:
+        for name, cursor in self.streams:
+            if name == stream:
+                return cursor
+        return StreamCursor()
+
+    def with_cursor(self, stream: str, cursor: StreamCursor) -> QueryPosition:
+        others = tuple((name, c) for name, c in self.streams if name != stream)
+        return replace(self, streams=tuple(sorted((*others, (stream, cursor)), key=lambda item: item[0])))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"streams": {name: cursor.to_json() for name, cursor in self.streams}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        streams = data["streams"]
+        if not isinstance(streams, dict):
+            raise ValueError("streams must be an object")
+        return cls(tuple(sorted((str(k), StreamCursor.from_json(v)) for k, v in streams.items())))

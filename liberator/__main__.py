@@ -1,0 +1,5 @@
+import sys
+
+from liberator.cli import main
+
+sys.exit(main())

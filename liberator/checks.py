@@ -1,0 +1,64 @@
+"""`liberator check`: connect to everything a config names and report each problem on one line."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from liberator.config import AppConfig
+from liberator.errors import LiberatorError
+from liberator.offsets import open_store
+from liberator.registry.client import RegistryClient
+from liberator.runtime import build_source
+
+
+def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
+    problems: list[str] = []
+    servers = config.kafka.bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": servers, "socket.timeout.ms": 5000,
+                         **{k: v for k, v in config.kafka.settings.items()
+                            if k.startswith(("security.", "sasl.", "ssl."))}})
+    try:
+        metadata = admin.list_topics(timeout=8)
+        report(f"Kafka at {servers}: {len(metadata.brokers)} broker(s)")
+        kafka_ok = True
+    except KafkaException as exc:
+        problems.append(f"Kafka at {servers} did not answer ({exc.args[0].str()}); start it or fix kafka.bootstrap_servers")
+        kafka_ok = False
+
+    registry = RegistryClient(config.schema_registry.url, config.schema_registry.basic_auth, timeout=5)
+    try:
+        count = len(registry.subjects())
+        report(f"schema registry at {config.schema_registry.url}: {count} subject(s)")
+    except LiberatorError as exc:
+        problems.append(str(exc))
+
+    if config.offsets.store == "file" or kafka_ok:
+        store = open_store(config)
+        try:
+            stored = store.load_all()
+            report(f"offsets in {store.describe()}: {len(stored)} stored position(s)")
+        except LiberatorError as exc:
+            problems.append(str(exc))
+        finally:
+            store.close()
+
+    for source_config in config.sources:
+        try:
+            source = build_source(source_config, config.name, threading.Event())
+        except LiberatorError as exc:
+            problems.append(str(exc))
+            continue
+        try:
+            found = source.check()
+            if found:
+                problems.extend(f"source {source_config.name}: {line}" if not line.startswith("source ") else line
+                                for line in found)
+            else:
+                report(f"source {source_config.name} ({source_config.type}): reachable, tables readable")
+        finally:
+            source.close()
+    return problems

@@ -1,0 +1,192 @@
+"""The `liberator` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from liberator import __version__
+from liberator.config import AppConfig, load_config
+from liberator.errors import LiberatorError
+
+log = logging.getLogger("liberator")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from liberator.runtime import Daemon
+
+    config = load_config(args.config)
+    daemon = Daemon(config)
+    daemon.install_signal_handlers()
+    log.info("liberator %s starting %s with %d source(s)", __version__, config.name, len(config.sources))
+    return daemon.run()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from liberator.checks import check_all
+
+    try:
+        config = load_config(args.config)
+    except LiberatorError as exc:
+        print(f"problem: {exc}")
+        return 1
+    problems = check_all(config, report=lambda line: print(f"ok: {line}"))
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 1 if problems else 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    import threading
+
+    from liberator.runtime import build_source
+
+    config = load_config(args.config)
+    out = []
+    for source_config in config.sources:
+        source = build_source(source_config, config.name, threading.Event())
+        try:
+            for stream in source.streams():
+                out.append({
+                    "source": source_config.name,
+                    "topic": stream.topic,
+                    "origin": stream.origin,
+                    "subjects": {f"{stream.topic}-key": stream.key_schema, f"{stream.topic}-value": stream.value_schema},
+                })
+        finally:
+            source.close()
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_offsets(args: argparse.Namespace) -> int:
+    from liberator.offsets import open_store
+
+    config: AppConfig = load_config(args.config)
+    store = open_store(config)
+    try:
+        if args.offsets_command == "show":
+            stored = store.load_all()
+            print(json.dumps({name: doc.to_json() for name, doc in sorted(stored.items())}, indent=2))
+            return 0
+        names = [args.source] if args.source else [s.name for s in config.sources]
+        known = {s.name for s in config.sources}
+        for name in names:
+            if name not in known:
+                raise LiberatorError(f"no source named {name!r} in {config.path}; known: {', '.join(sorted(known))}")
+            store.reset(name)
+            print(f"reset {name}: its next run starts from the beginning ({store.describe()})")
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from liberator.tail import tail
+
+    tail(args.topic, args.bootstrap_servers, args.registry, from_beginning=args.from_beginning,
+         max_records=args.max, group=args.group, idle_timeout=args.idle_timeout)
+    return 0
+
+
+def cmd_registry_serve(args: argparse.Namespace) -> int:
+    from liberator.registry.server import serve
+
+    serve(args.host, args.port, args.data)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from liberator.demo import run_demo
+
+    return run_demo(duration=args.duration, workdir=args.workdir)
+
+
+def cmd_config_reference(_args: argparse.Namespace) -> int:
+    from liberator.docgen import config_reference
+
+    print(config_reference(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liberator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"liberator {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check", help="validate the config and connect to everything it names")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("schemas", help="print the Avro key/value schemas the config would register")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_schemas)
+
+    p = sub.add_parser("offsets", help="show or reset stored source positions")
+    offsets = p.add_subparsers(dest="offsets_command", required=True)
+    o = offsets.add_parser("show", help="print the stored positions")
+    o.add_argument("config")
+    o.set_defaults(func=cmd_offsets)
+    o = offsets.add_parser("reset", help="forget positions: the next run starts over (a new snapshot)")
+    o.add_argument("config")
+    o.add_argument("--source", help="only this source (default: all)")
+    o.set_defaults(func=cmd_offsets)
+
+    p = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded through the registry")
+    p.add_argument("topic")
+    p.add_argument("--bootstrap-servers", required=True)
+    p.add_argument("--registry", required=True, help="schema registry URL")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--max", type=int, help="stop after this many records")
+    p.add_argument("--group", help="consumer group (default: a throwaway one that commits nothing)")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("registry", help="the embedded Confluent-compatible schema registry")
+    registry = p.add_subparsers(dest="registry_command", required=True)
+    r = registry.add_parser("serve", help="serve the registry API, storing schemas in a SQLite file")
+    r.add_argument("--port", type=int, default=8081)
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--data", required=True, help="SQLite file for the schemas")
+    r.set_defaults(func=cmd_registry_serve)
+
+    p = sub.add_parser("demo", help="run an end-to-end demo on embedded defaults (SQLite, broker, registry)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of live changes (default 20)")
+    p.add_argument("--workdir", help="where to keep the demo's files (default: a temporary directory)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    p.set_defaults(func=cmd_config_reference)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        code: int = args.func(args)
+        return code
+    except LiberatorError as exc:
+        print(f"liberator: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

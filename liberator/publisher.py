@@ -1,0 +1,167 @@
+"""Turns ChangeEvents into Kafka records: registers schemas, serialises, produces, tracks delivery."""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from liberator.config import KafkaConfig, RegistryConfig
+from liberator.errors import FatalSourceError, LiberatorError
+from liberator.events import ChangeEvent, Stream
+from liberator.registry.client import RegistryClient
+
+log = logging.getLogger("liberator.publisher")
+
+
+def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
+    """Safe defaults first, the operator's `kafka.settings` last so they can override any of them."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": f"liberator-{app}",
+        "enable.idempotence": True,
+        "acks": "all",
+        # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
+        "message.timeout.ms": 0,
+        "linger.ms": 10,
+        "compression.type": "lz4",
+        "logger": logging.getLogger("liberator.kafka"),
+        **kafka.settings,
+    }
+
+
+class AvroWriter:
+    """Confluent wire format: magic byte 0, the 4-byte schema id, then the Avro binary body."""
+
+    def __init__(self, schema: dict[str, Any], schema_id: int) -> None:
+        self._parsed = fastavro.parse_schema(schema)
+        self._header = struct.pack(">bI", 0, schema_id)
+
+    def write(self, datum: dict[str, Any]) -> bytes:
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        fastavro.schemaless_writer(buffer, self._parsed, datum)
+        return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class PreparedStream:
+    key: AvroWriter
+    value: AvroWriter
+
+
+class TopicManager:
+    def __init__(self, kafka: KafkaConfig, admin_settings: dict[str, Any]) -> None:
+        self.kafka = kafka
+        self._admin = AdminClient(admin_settings)
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def ensure(self, topic: str) -> None:
+        with self._lock:
+            if topic in self._known:
+                return
+            if self.kafka.create_topics:
+                metadata = self._admin.list_topics(timeout=10)
+                if topic not in metadata.topics:
+                    defaults = self.kafka.topic_defaults
+                    new = NewTopic(topic, defaults.partitions, defaults.replication_factor,
+                                   config=dict(defaults.config))
+                    for future in self._admin.create_topics([new]).values():
+                        try:
+                            future.result(timeout=30)
+                            log.info("created topic %s (%d partitions)", topic, defaults.partitions)
+                        except KafkaException as exc:
+                            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                                raise FatalSourceError(
+                                    f"cannot create topic {topic}: {exc.args[0].str()}; create it yourself "
+                                    "or give liberator's principal CreateTopics"
+                                ) from None
+            self._known.add(topic)
+
+
+class Publisher:
+    """Shared by all sources of a daemon; thread-safe (confluent_kafka's Producer is)."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        registry: RegistryClient,
+        registry_config: RegistryConfig,
+        topics: TopicManager,
+    ) -> None:
+        self.producer = producer
+        self.registry = registry
+        self.registry_config = registry_config
+        self.topics = topics
+        self._prepared: dict[tuple[str, str, str], PreparedStream] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, stream: Stream) -> PreparedStream:
+        """Register (and so check) both schemas before the first event that uses them is published."""
+        prepared = self._prepared.get(stream.fingerprint)
+        if prepared is not None:
+            return prepared
+        with self._lock:
+            self.topics.ensure(stream.topic)
+            key_id = self._register(f"{stream.topic}-key", stream.key_schema)
+            value_id = self._register(f"{stream.topic}-value", stream.value_schema)
+            prepared = PreparedStream(AvroWriter(stream.key_schema, key_id), AvroWriter(stream.value_schema, value_id))
+            self._prepared[stream.fingerprint] = prepared
+            log.info("schemas for %s registered (key id %d, value id %d)", stream.topic, key_id, value_id)
+            return prepared
+
+    def _register(self, subject: str, schema: dict[str, Any]) -> int:
+        wanted = self.registry_config.compatibility
+        if wanted is not None and not self.registry.subject_exists(subject):
+            # Only a new subject gets our level: an operator's later choice on an existing one stands.
+            self.registry.set_compatibility(subject, wanted)
+        return self.registry.register(subject, schema)
+
+    def publish(self, event: ChangeEvent, on_delivery: Callable[[KafkaError | None, Message], None],
+                stop: threading.Event) -> int:
+        """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
+        prepared = self.prepare(event.stream)
+        key = prepared.key.write(event.key)
+        value = None if event.value is None else prepared.value.write(event.value)
+        while True:
+            try:
+                self.producer.produce(
+                    event.stream.topic,
+                    key=key,
+                    value=value,
+                    timestamp=event.timestamp_ms,
+                    headers=list(event.headers) or None,
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                # The broker is slow or away: wait for room instead of dropping or buffering without bound.
+                self.producer.poll(0.1)
+                if stop.is_set():
+                    raise ShutdownDuringBackpressure() from None
+        return len(key) + (len(value) if value is not None else 0)
+
+
+class ShutdownDuringBackpressure(LiberatorError):
+    """Stop was requested while the producer queue was full; the unpublished event is simply not sent."""
+
+
+def wait_for_broker(producer: Producer, stop: threading.Event, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            producer.list_topics(timeout=2)
+            return True
+        except KafkaException:
+            continue
+    return False

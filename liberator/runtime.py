@@ -1,0 +1,240 @@
+"""The daemon: runs each source in its own thread, publishes through one producer, stores positions.
+
+Positions are stored only from the Checkpointer, i.e. only once Kafka acknowledged every event before
+them; a crash at any moment therefore replays (at-least-once) but never loses.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from liberator import plugins
+from liberator.checkpoint import Checkpointer
+from liberator.config import AppConfig
+from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+from liberator.events import ChangeEvent, Checkpoint
+from liberator.health import start_http
+from liberator.metrics import Metrics, SourceStatus
+from liberator.offsets import OffsetStore, StoredOffset, open_store
+from liberator.positions import Position
+from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicManager, producer_settings
+from liberator.registry.client import RegistryClient, RegistryUnavailable
+from liberator.source import Source, SourceConfig, SourceContext
+
+log = logging.getLogger("liberator")
+
+MAX_BACKOFF = 30.0
+FLUSH_ON_STOP = 30.0
+
+
+class SourceRunner:
+    def __init__(self, source: Source, config: SourceConfig, publisher: Publisher, status: SourceStatus,
+                 start: Position | None, stop: threading.Event) -> None:
+        self.source = source
+        self.config = config
+        self.publisher = publisher
+        self.status = status
+        self.start = start
+        self.stop = stop
+        self.checkpointer = Checkpointer()
+        self.stored: Position | None = start
+        self.log = logging.getLogger(f"liberator.source.{config.name}")
+        self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
+
+    def _on_delivery(self, seq: int, size: int) -> Any:
+        def callback(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                self.checkpointer.ack(seq)
+                self.status.events_acked += 1
+            else:
+                self.checkpointer.fail(seq, f"Kafka refused an event for topic {message.topic()}: {error.str()}")
+        return callback
+
+    def _run(self) -> None:
+        position = self.start
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                self.status.state = "running"
+                for item in self.source.read(position):
+                    if self.checkpointer.failure:
+                        raise FatalSourceError(
+                            f"{self.checkpointer.failure}; positions stay at the last acknowledged event; "
+                            "fix the broker or topic and restart"
+                        )
+                    if isinstance(item, Checkpoint):
+                        self.checkpointer.add(item.position, acked=True)
+                        position = item.position
+                    else:
+                        self._publish(item)
+                        if item.position is not None:
+                            position = item.position
+                    if self.stop.is_set():
+                        break
+                    backoff = 1.0
+                else:
+                    if not self.stop.is_set():
+                        self.status.state = "finished"
+                        self.log.info("source finished (nothing more to read)")
+                        return
+                break
+            except (TransientSourceError, RegistryUnavailable) as exc:
+                self.status.state = "retrying"
+                self.status.retries += 1
+                self.status.error = str(exc)
+                self.log.warning("%s; retrying in %.0fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except ShutdownDuringBackpressure:
+                break
+            except LiberatorError as exc:
+                self._fail(str(exc))
+                return
+            except Exception as exc:
+                self.log.exception("unexpected error")
+                self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
+                return
+            finally:
+                self.source.close()
+        self.status.state = "stopped"
+
+    def _publish(self, event: ChangeEvent) -> None:
+        seq = self.checkpointer.add(event.position)
+        size = self.publisher.publish(event, self._on_delivery(seq, 0), self.stop)
+        self.status.events_published += 1
+        self.status.bytes_published += size
+        self.status.last_event_ms = event.timestamp_ms
+
+    def _fail(self, message: str) -> None:
+        self.status.state = "failed"
+        self.status.error = message
+        self.log.error("%s", message)
+
+    def store_position(self, store: OffsetStore) -> None:
+        position = self.checkpointer.committable()
+        if position is None or position == self.stored:
+            return
+        document = position.to_json()
+        store.save(StoredOffset.now(self.config.name, self.config.type, document))
+        self.stored = position
+        self.status.positions_stored += 1
+        self.status.last_stored_at = time.time()
+        self.status.position = document
+
+
+def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfig) -> Position | None:
+    stored = store.load(config.name)
+    if stored is None:
+        return None
+    if stored.source_type != config.type:
+        raise ConfigError(
+            f"source {config.name}: the stored position is for a {stored.source_type!r} source, not "
+            f"{config.type!r}; run `liberator offsets reset CONFIG --source {config.name}` to start over"
+        )
+    try:
+        return source_cls.position_type.from_json(stored.position)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"source {config.name}: the stored position in {store.describe()} cannot be read ({exc}); "
+            f"run `liberator offsets reset CONFIG --source {config.name}` to start over"
+        ) from None
+
+
+def build_source(config: SourceConfig, app: str, stop: threading.Event) -> Source:
+    source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
+    context = SourceContext(app_name=app, stop=stop, log=logging.getLogger(f"liberator.source.{config.name}"))
+    source: Source = source_cls(config, context)
+    return source
+
+
+class Daemon:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.metrics = Metrics(config.name)
+        self.runners: list[SourceRunner] = []
+        self._signalled = False
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if self._signalled:
+                log.warning("%s again: still stopping (finishing deliveries, storing positions)", name)
+                return
+            self._signalled = True
+            log.info("%s received: stopping", name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> int:
+        """Run until stopped or until no source can run any more. Returns the process exit code."""
+        config = self.config
+        store = open_store(config)
+        registry = RegistryClient(config.schema_registry.url, config.schema_registry.basic_auth)
+        settings = producer_settings(config.name, config.kafka)
+        producer = Producer(settings)
+        admin_settings = {k: v for k, v in settings.items() if k in ("bootstrap.servers", "logger")
+                          or k.startswith(("security.", "sasl.", "ssl."))}
+        publisher = Publisher(producer, registry, config.schema_registry, TopicManager(config.kafka, admin_settings))
+        http = start_http(config.http.listen, self.metrics) if config.http else None
+
+        stored_all = store.load_all()
+        for source_config in config.sources:
+            source = build_source(source_config, config.name, self.stop)
+            start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
+            status = self.metrics.source(source_config.name, source_config.type)
+            if start is not None:
+                status.position = start.to_json()
+                log.info("source %s resumes from %s", source_config.name, start.to_json())
+            else:
+                log.info("source %s starts from the beginning", source_config.name)
+            self.runners.append(SourceRunner(source, source_config, publisher, status, start, self.stop))
+
+        poller_done = threading.Event()
+
+        def poll_forever() -> None:
+            while not poller_done.is_set():
+                producer.poll(0.1)
+
+        poller = threading.Thread(target=poll_forever, name="kafka-poll", daemon=True)
+        poller.start()
+        for runner in self.runners:
+            runner.thread.start()
+        try:
+            while any(r.thread.is_alive() for r in self.runners):
+                self.stop.wait(config.offsets.flush_interval)
+                self._store_positions(store)
+        finally:
+            self.stop.set()
+            for runner in self.runners:
+                runner.thread.join()
+            left = producer.flush(FLUSH_ON_STOP)
+            if left:
+                log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
+            poller_done.set()
+            poller.join()
+            self._store_positions(store)
+            store.close()
+            if http is not None:
+                http.shutdown()
+        failed = [r for r in self.runners if r.status.state == "failed"]
+        for runner in failed:
+            log.error("source %s failed: %s", runner.config.name, runner.status.error)
+        log.info("stopped")
+        return 1 if failed else 0
+
+    def _store_positions(self, store: OffsetStore) -> None:
+        for runner in self.runners:
+            try:
+                runner.store_position(store)
+            except LiberatorError as exc:
+                log.warning("could not store the position of %s: %s", runner.config.name, exc)

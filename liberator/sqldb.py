@@ -1,0 +1,76 @@
+"""SQLAlchemy plumbing shared by SQL sources and sinks: engines, redacted URLs, error classification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+
+# Bare dialect names get the driver liberator ships with, so `mysql://` and `postgresql://` just work.
+_DEFAULT_DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql", "postgresql": "postgresql+psycopg",
+                    "postgres": "postgresql+psycopg"}
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"{redact(url)} is not a database URL; write e.g. postgresql://user:${{PW}}@host:5432/db"
+        ) from None
+    if parsed.drivername in _DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
+    return parsed
+
+
+def redact(url: str | URL) -> str:
+    """A URL safe for logs and errors: the password is never shown."""
+    try:
+        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable url>"
+
+
+def create_engine(url: str, **kwargs: Any) -> sa.Engine:
+    parsed = parse_url(url)
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"{redact(parsed)}: no SQLAlchemy dialect {parsed.drivername!r}; install its driver package "
+            "or use postgresql://, mysql://, sqlite:///"
+        ) from None
+
+
+_AUTH = ("password authentication failed", "access denied", "authentication failed", "no password supplied",
+         "(1045,", "(1044,", "(1698,")
+_MISSING_DB = ("does not exist", "(1049,", "unknown database", "unable to open database file")
+_UNREACHABLE = ("connection refused", "could not connect", "can't connect", "connection reset",
+                "server closed the connection", "lost connection", "gone away", "timeout", "timed out",
+                "terminating connection", "the database system is", "broken pipe", "(2003,", "(2006,",
+                "(2013,", "connection is closed", "consuming input failed", "server conn crashed")
+
+
+def classify(exc: Exception, url: str | URL, what: str) -> LiberatorError:
+    """Turn a driver error into the runtime's kinds: retry passing faults, stop on what needs an operator."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    lowered = str(exc).lower()
+    where = redact(url)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return TransientSourceError(f"{what}: lost the connection to {where} ({text})")
+    if "role" in lowered and "does not exist" in lowered:
+        return FatalSourceError(f"{what}: {where}: {text}; create the user or fix the user name in the url")
+    if any(marker in lowered for marker in _AUTH):
+        return FatalSourceError(
+            f"{what}: {where} refused the credentials ({text}); fix the user/password in the url "
+            "(use ${ENV_VAR} or ${file:/path} for the password)"
+        )
+    if any(marker in lowered for marker in _MISSING_DB):
+        return FatalSourceError(f"{what}: {where}: {text}; create it or fix the url")
+    if any(marker in lowered for marker in _UNREACHABLE):
+        return TransientSourceError(f"{what}: cannot reach {where} ({text})")
+    return FatalSourceError(f"{what}: {where}: {text}")

@@ -1,0 +1,111 @@
+"""`liberator tail`: print each record of a topic as one JSON line, decoded through the registry."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import sys
+import time
+import uuid
+from typing import Any, TextIO
+
+from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+
+def jsonable(value: Any) -> Any:
+    """Decimals as strings (exact), times as ISO-8601, bytes as base64."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+class RecordDecoder:
+    def __init__(self, registry_url: str) -> None:
+        client = SchemaRegistryClient({"url": registry_url})
+        self._deserializer = AvroDeserializer(client)
+
+    def decode(self, message: Message) -> dict[str, Any]:
+        topic = message.topic()
+        key = message.key()
+        value = message.value()
+        ts_type, ts = message.timestamp()
+        headers = {name: _header_text(raw) for name, raw in (message.headers() or [])}
+        return {
+            "topic": topic,
+            "partition": message.partition(),
+            "offset": message.offset(),
+            "timestamp": dt.datetime.fromtimestamp(ts / 1000, dt.UTC).isoformat(timespec="milliseconds")
+            if ts_type != 0 and ts >= 0 else None,
+            "headers": headers,
+            "key": jsonable(self._decode(key, topic, MessageField.KEY)),
+            "value": jsonable(self._decode(value, topic, MessageField.VALUE)),
+        }
+
+    def _decode(self, data: bytes | None, topic: str, field: str) -> Any:
+        if data is None:
+            return None
+        if not data or data[0] != 0:
+            return {"undecodable_base64": base64.b64encode(data).decode("ascii")}
+        return self._deserializer(data, SerializationContext(topic, field))
+
+
+def _header_text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
+
+
+def tail(topic: str, bootstrap_servers: str, registry_url: str, from_beginning: bool = False,
+         max_records: int | None = None, group: str | None = None, idle_timeout: float | None = None,
+         out: TextIO = sys.stdout) -> int:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group or f"liberator-tail-{uuid.uuid4().hex[:12]}",
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": group is not None,
+        "fetch.wait.max.ms": 50,
+        "session.timeout.ms": 6000,
+    })
+    decoder = RecordDecoder(registry_url)
+    printed = 0
+    last_record = time.monotonic()
+    try:
+        consumer.subscribe([topic])
+        while max_records is None or printed < max_records:
+            message = consumer.poll(0.2)
+            if message is None:
+                if idle_timeout is not None and time.monotonic() - last_record > idle_timeout:
+                    break
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    continue
+                raise RuntimeError(f"reading {topic}: {error.str()}")
+            out.write(json.dumps(decoder.decode(message), ensure_ascii=False) + "\n")
+            out.flush()
+            printed += 1
+            last_record = time.monotonic()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return printed

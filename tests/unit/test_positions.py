@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+
+import pytest
+
+from connectors.query.position import QueryPosition, StreamCursor
+from liberator.positions import decode_scalar, encode_scalar
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        7,
+        "x",
+        1.5,
+        decimal.Decimal("12.340"),
+        dt.datetime(2026, 1, 2, 3, 4, 5, 678901),
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        dt.date(2026, 1, 2),
+        dt.time(23, 59, 59, 999999),
+        uuid.UUID(int=5),
+        b"\x00\xff",
+    ],
+)
+def test_scalars_round_trip_through_json(value: object) -> None:
+    decoded = decode_scalar(json.loads(json.dumps(encode_scalar(value))))
+    assert decoded == value
+    assert type(decoded) is type(value)
+
+
+def test_query_position_round_trips_and_is_immutable() -> None:
+    position = QueryPosition().with_cursor(
+        "public.orders", StreamCursor((dt.datetime(2026, 1, 1), 5), None, True)
+    )
+    position = position.with_cursor("public.customers", StreamCursor(None, (3,), False))
+    again = QueryPosition.from_json(json.loads(json.dumps(position.to_json())))
+    assert again == position
+    assert again.get("public.orders").cursor == (dt.datetime(2026, 1, 1), 5)
+    assert again.get("unknown") == StreamCursor()
+    with pytest.raises(AttributeError):
+        position.streams = ()  # type: ignore[misc]
+
+
+def test_bad_stored_position_is_a_value_error() -> None:
+    with pytest.raises((ValueError, KeyError)):
+        QueryPosition.from_json({"streams": {"t": {"cursor": [{"nonsense": 1}]}}})
