@@ -18,15 +18,21 @@ from liberator.runtime import build_source
 def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
     problems: list[str] = []
     servers = config.kafka.bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": servers, "socket.timeout.ms": 5000,
-                         **{k: v for k, v in config.kafka.settings.items()
-                            if k.startswith(("security.", "sasl.", "ssl."))}})
+    admin = AdminClient(
+        {
+            "bootstrap.servers": servers,
+            "socket.timeout.ms": 5000,
+            **{k: v for k, v in config.kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))},
+        }
+    )
     try:
         metadata = admin.list_topics(timeout=8)
         report(f"Kafka at {servers}: {len(metadata.brokers)} broker(s)")
         kafka_ok = True
     except KafkaException as exc:
-        problems.append(f"Kafka at {servers} did not answer ({exc.args[0].str()}); start it or fix kafka.bootstrap_servers")
+        problems.append(
+            f"Kafka at {servers} did not answer ({exc.args[0].str()}); start it or fix kafka.bootstrap_servers"
+        )
         kafka_ok = False
 
     registry = RegistryClient(config.schema_registry.url, config.schema_registry.basic_auth, timeout=5)
@@ -55,8 +61,9 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
         try:
             found = source.check()
             if found:
-                problems.extend(f"source {source_config.name}: {line}" if not line.startswith("source ") else line
-                                for line in found)
+                problems.extend(
+                    f"source {source_config.name}: {line}" if not line.startswith("source ") else line for line in found
+                )
             else:
                 report(f"source {source_config.name} ({source_config.type}): reachable, tables readable")
         finally:

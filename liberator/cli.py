@@ -59,12 +59,17 @@ def cmd_schemas(args: argparse.Namespace) -> int:
         source = build_source(source_config, config.name, threading.Event())
         try:
             for stream in source.streams():
-                out.append({
-                    "source": source_config.name,
-                    "topic": stream.topic,
-                    "origin": stream.origin,
-                    "subjects": {f"{stream.topic}-key": stream.key_schema, f"{stream.topic}-value": stream.value_schema},
-                })
+                out.append(
+                    {
+                        "source": source_config.name,
+                        "topic": stream.topic,
+                        "origin": stream.origin,
+                        "subjects": {
+                            f"{stream.topic}-key": stream.key_schema,
+                            f"{stream.topic}-value": stream.value_schema,
+                        },
+                    }
+                )
         finally:
             source.close()
     print(json.dumps(out, indent=2))
@@ -96,8 +101,15 @@ def cmd_offsets(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     from liberator.tail import tail
 
-    tail(args.topic, args.bootstrap_servers, args.registry, from_beginning=args.from_beginning,
-         max_records=args.max, group=args.group, idle_timeout=args.idle_timeout)
+    tail(
+        args.topic,
+        args.bootstrap_servers,
+        args.registry,
+        from_beginning=args.from_beginning,
+        max_records=args.max,
+        group=args.group,
+        idle_timeout=args.idle_timeout,
+    )
     return 0
 
 

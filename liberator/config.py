@@ -41,15 +41,17 @@ class Model(BaseModel):
 
 
 class TopicDefaults(Model):
-    partitions: int = Field(1, ge=1)
-    replication_factor: int = -1  # -1: the broker's default
-    config: dict[str, str] = {}
+    partitions: int = Field(1, ge=1, description="partitions of topics liberator creates")
+    replication_factor: int = Field(-1, description="-1: the broker's default")
+    config: dict[str, str] = Field({}, description="topic configs, e.g. cleanup.policy, retention.ms")
 
 
 class KafkaConfig(Model):
-    bootstrap_servers: str
-    settings: dict[str, str | int | float | bool] = {}
-    create_topics: bool = True
+    bootstrap_servers: str = Field(description="host:port[,host:port...]")
+    settings: dict[str, str | int | float | bool] = Field(
+        {}, description="librdkafka settings applied last (security.protocol, sasl.*, linger.ms, ...)"
+    )
+    create_topics: bool = Field(True, description="create missing topics (with topic_defaults) before publishing")
     topic_defaults: TopicDefaults = TopicDefaults()
 
 
@@ -59,17 +61,18 @@ Compatibility = Literal[
 
 
 class RegistryConfig(Model):
-    url: str
-    basic_auth: str | None = None  # "user:password"; use ${ENV} or ${file:...}
-    # Set on each subject before its first registration; None keeps the registry's own setting.
-    compatibility: Compatibility | None = "BACKWARD"
+    url: str = Field(description="Confluent-compatible schema registry")
+    basic_auth: str | None = Field(None, description='"user:password"; use ${ENV} or ${file:...}')
+    compatibility: Compatibility | None = Field(
+        "BACKWARD", description="set on each new subject before its first schema; null keeps the registry's"
+    )
 
 
 class OffsetsConfig(Model):
-    store: Literal["kafka", "file"] = "kafka"
-    path: str | None = None  # file store
-    topic: str = "liberator-offsets"  # kafka store: a compacted topic
-    flush_interval: Duration = 1.0
+    store: Literal["kafka", "file"] = Field("kafka", description="kafka: a compacted topic; file: a local file")
+    path: str | None = Field(None, description="the file store's file (replaced atomically, fsynced)")
+    topic: str = Field("liberator-offsets", description="the kafka store's compacted topic")
+    flush_interval: Duration = Field(1.0, description="how often acknowledged positions are stored")
 
     @field_validator("path")
     @classmethod
@@ -80,17 +83,17 @@ class OffsetsConfig(Model):
 
 
 class HttpConfig(Model):
-    listen: str = "127.0.0.1:9400"  # /health and /metrics
+    listen: str = Field("127.0.0.1:9400", description="host:port serving /health (JSON) and /metrics")
 
 
 class RawAppConfig(Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="the app's identity: client ids, offset keys")
     kafka: KafkaConfig
     schema_registry: RegistryConfig
     offsets: OffsetsConfig = OffsetsConfig()
-    http: HttpConfig | None = None
-    sources: list[dict[str, Any]] = []
-    sinks: list[dict[str, Any]] = []
+    http: HttpConfig | None = Field(None, description="operator endpoint; off unless set")
+    sources: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
+    sinks: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
 
 
 class AppConfig:
@@ -133,9 +136,9 @@ def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: t
     if kind == "missing":
         message = "is required but missing"
     elif kind == "extra_forbidden":
-        message = f"is not a known field; allowed here: {_fields_at(model, loc[len(prefix):-1])}"
+        message = f"is not a known field; allowed here: {_fields_at(model, loc[len(prefix) : -1])}"
     elif kind == "model_type" and err.get("input") is None:
-        message = f"is empty; give a mapping with {_fields_at(model, loc[len(prefix):])}"
+        message = f"is empty; give a mapping with {_fields_at(model, loc[len(prefix) :])}"
     elif kind == "literal_error":
         message = f"{err.get('input')!r} is not allowed; {message.lower()}"
     elif "input" in err and not isinstance(err["input"], dict | list):
@@ -177,14 +180,14 @@ def load_config(path: str | Path) -> AppConfig:
         if not isinstance(entry, dict) or "type" not in entry:
             known = ", ".join(sorted(plugins.available(plugins.SOURCE_GROUP)))
             raise loaded.error(loc, f"each source needs a type; installed: {known}")
-        source_cls = plugins.load(plugins.SOURCE_GROUP, str(entry["type"]), _where(loaded, loc + ("type",)))
+        source_cls = plugins.load(plugins.SOURCE_GROUP, str(entry["type"]), _where(loaded, (*loc, "type")))
         model = source_cls.config_model
         try:
             config = model.model_validate(entry)
         except ValidationError as exc:
             raise _first_error(exc, loaded, loc, model) from None
         if config.name in seen:
-            raise loaded.error(loc + ("name",), f"source name {config.name!r} is used twice; names must be unique")
+            raise loaded.error((*loc, "name"), f"source name {config.name!r} is used twice; names must be unique")
         seen.add(config.name)
         sources.append(config)
     sinks: list[Any] = []
@@ -192,7 +195,7 @@ def load_config(path: str | Path) -> AppConfig:
         loc = ("sinks", index)
         if not isinstance(entry, dict) or "type" not in entry:
             raise loaded.error(loc, "each sink needs a type")
-        sink_cls = plugins.load(plugins.SINK_GROUP, str(entry["type"]), _where(loaded, loc + ("type",)))
+        sink_cls = plugins.load(plugins.SINK_GROUP, str(entry["type"]), _where(loaded, (*loc, "type")))
         try:
             sinks.append(sink_cls.config_model.model_validate(entry))
         except ValidationError as exc:

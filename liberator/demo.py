@@ -78,9 +78,17 @@ def seed(db_path: Path, rng: random.Random) -> None:
             db.execute("INSERT INTO customers VALUES (?, ?, ?, ?)", (i, name, f"{name.lower()}@example.com", _now()))
         for i in range(1, 41):
             total = decimal.Decimal(rng.randint(500, 50000)) / 100
-            db.execute("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)",
-                       (i, rng.randint(1, len(NAMES)), rng.choice(STATUSES[:2]), str(total),
-                        dt.date(2026, 1, 1 + i % 28).isoformat(), _now()))
+            db.execute(
+                "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    i,
+                    rng.randint(1, len(NAMES)),
+                    rng.choice(STATUSES[:2]),
+                    str(total),
+                    dt.date(2026, 1, 1 + i % 28).isoformat(),
+                    _now(),
+                ),
+            )
 
 
 class LegacyApp(threading.Thread):
@@ -98,16 +106,26 @@ class LegacyApp(threading.Thread):
             with db:
                 if self.rng.random() < 0.4:
                     total = decimal.Decimal(self.rng.randint(500, 50000)) / 100
-                    db.execute("INSERT INTO orders VALUES (?, ?, 'placed', ?, ?, ?)",
-                               (next_id, self.rng.randint(1, len(NAMES)), str(total),
-                                dt.date.today().isoformat(), _now()))
+                    db.execute(
+                        "INSERT INTO orders VALUES (?, ?, 'placed', ?, ?, ?)",
+                        (
+                            next_id,
+                            self.rng.randint(1, len(NAMES)),
+                            str(total),
+                            dt.date.today().isoformat(),
+                            _now(),
+                        ),
+                    )
                     next_id += 1
                 else:
                     order_id = self.rng.randint(1, next_id - 1)
                     status = db.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
                     if status != STATUSES[-1]:
                         new = STATUSES[STATUSES.index(status) + 1]
-                        db.execute("UPDATE orders SET status = ?, updated_at = ? WHERE id = ?", (new, _now(), order_id))
+                        db.execute(
+                            "UPDATE orders SET status = ?, updated_at = ? WHERE id = ?",
+                            (new, _now(), order_id),
+                        )
             self.changes += 1
         db.close()
 
@@ -120,7 +138,8 @@ def _describe(record: dict[str, Any]) -> str:
         detail = f"status={value.get('status'):<9} total={value.get('total'):>8} customer={value.get('customer_id')}"
     else:
         detail = f"name={value.get('name')} email={value.get('email')}"
-    return f"{record['timestamp'][11:23]}  {table:<9} {key:<7} {detail}  (partition {record['partition']} offset {record['offset']})"
+    where = f"(partition {record['partition']} offset {record['offset']})"
+    return f"{record['timestamp'][11:23]}  {table:<9} {key:<7} {detail}  {where}"
 
 
 def run_demo(duration: float = 20.0, workdir: str | None = None, out: TextIO = sys.stdout) -> int:
@@ -152,9 +171,16 @@ def run_demo(duration: float = 20.0, workdir: str | None = None, out: TextIO = s
 
         stop_app = threading.Event()
         app = LegacyApp(db_path, rng, stop_app)
-        consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "liberator-demo-view",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "fetch.wait.max.ms": 10, "session.timeout.ms": 6000})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                "group.id": "liberator-demo-view",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+                "session.timeout.ms": 6000,
+            }
+        )
         topics = ["legacy.main.customers", "legacy.main.orders"]
         decoder = RecordDecoder(registry.url)
         latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -167,7 +193,7 @@ def run_demo(duration: float = 20.0, workdir: str | None = None, out: TextIO = s
                     return 1
                 time.sleep(0.2)
             consumer.subscribe(topics)
-            say("== events as they arrive (the legacy app changes rows for %.0fs)" % duration)
+            say(f"== events as they arrive (the legacy app changes rows for {duration:.0f}s)")
             app.start()
             end = time.monotonic() + duration
             quiet_since = None
@@ -206,8 +232,10 @@ def _summarise(db_path: Path, latest: dict[tuple[str, str], dict[str, Any]], see
         value = topic_orders.get(("legacy.main.orders", str({"id": order_id})))
         if value is None or value["status"] != status or decimal.Decimal(value["total"]) != decimal.Decimal(str(total)):
             mismatched += 1
-    say(f"== {seen} events; database: {len(orders)} orders, {customers} customers; "
-        f"topics: {len(topic_orders)} order keys")
+    say(
+        f"== {seen} events; database: {len(orders)} orders, {customers} customers; "
+        f"topics: {len(topic_orders)} order keys"
+    )
     if mismatched:
         say(f"!! {mismatched} orders differ between the database and the topic")
         return 1

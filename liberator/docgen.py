@@ -13,7 +13,15 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from liberator import plugins
-from liberator.config import HttpConfig, KafkaConfig, OffsetsConfig, RawAppConfig, RegistryConfig, TopicDefaults
+from liberator.config import (
+    HttpConfig,
+    KafkaConfig,
+    OffsetsConfig,
+    RawAppConfig,
+    RegistryConfig,
+    TopicDefaults,
+    parse_duration,
+)
 
 
 def _type_name(annotation: Any) -> str:
@@ -34,7 +42,7 @@ def _type_name(annotation: Any) -> str:
 def _default(field: Any) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "**required**"
-    value = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+    value = field.default_factory() if field.default_factory is not None else field.default
     if isinstance(value, BaseModel):
         return "(see below)"
     return f"`{json.dumps(value, default=str)}`"
@@ -48,7 +56,10 @@ def model_table(title: str, model: type[BaseModel]) -> str:
     lines += ["| field | type | default | notes |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         notes = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {notes} |")
+        is_duration = any(getattr(m, "func", None) is parse_duration for m in field.metadata)
+        type_name = "duration (500ms, 2s, 5m, 1h)" if is_duration else _type_name(field.annotation)
+        default = f"`{field.default:g}s`" if is_duration else _default(field)
+        lines.append(f"| `{name}` | {type_name} | {default} | {notes} |")
     return "\n".join(lines) + "\n"
 
 

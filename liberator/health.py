@@ -18,7 +18,7 @@ def start_http(listen: str, metrics: Metrics) -> ThreadingHTTPServer:
         raise ConfigError(f"http.listen {listen!r} is not host:port; write e.g. 127.0.0.1:9400") from None
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if self.path.startswith("/health"):
                 body = json.dumps(metrics.health(), indent=1).encode()
                 self._send(200 if metrics.healthy() else 503, "application/json", body)

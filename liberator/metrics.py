@@ -71,18 +71,46 @@ class Metrics:
                     lines.append(f"liberator_{name}{{{labels}}} {value}")
 
         statuses = list(self.sources.values())
-        metric("events_published_total", "counter", "Events handed to the Kafka producer.",
-               [(s, s.events_published) for s in statuses])
-        metric("events_acked_total", "counter", "Events acknowledged by Kafka.",
-               [(s, s.events_acked) for s in statuses])
-        metric("bytes_published_total", "counter", "Serialised key and value bytes published.",
-               [(s, s.bytes_published) for s in statuses])
-        metric("source_retries_total", "counter", "Times the source was reopened after a passing fault.",
-               [(s, s.retries) for s in statuses])
-        metric("positions_stored_total", "counter", "Positions written to the offset store.",
-               [(s, s.positions_stored) for s in statuses])
-        metric("source_up", "gauge", "1 while the source runs or retries, 0 once it failed or stopped.",
-               [(s, 1.0 if s.state in ("starting", "running", "retrying") else 0.0) for s in statuses])
-        metric("last_event_timestamp_seconds", "gauge", "Event time of the newest published event.",
-               [(s, None if s.last_event_ms is None else s.last_event_ms / 1000) for s in statuses])
+        metric(
+            "events_published_total",
+            "counter",
+            "Events handed to the Kafka producer.",
+            [(s, s.events_published) for s in statuses],
+        )
+        metric(
+            "events_acked_total",
+            "counter",
+            "Events acknowledged by Kafka.",
+            [(s, s.events_acked) for s in statuses],
+        )
+        metric(
+            "bytes_published_total",
+            "counter",
+            "Serialised key and value bytes published.",
+            [(s, s.bytes_published) for s in statuses],
+        )
+        metric(
+            "source_retries_total",
+            "counter",
+            "Times the source was reopened after a passing fault.",
+            [(s, s.retries) for s in statuses],
+        )
+        metric(
+            "positions_stored_total",
+            "counter",
+            "Positions written to the offset store.",
+            [(s, s.positions_stored) for s in statuses],
+        )
+        metric(
+            "source_up",
+            "gauge",
+            "1 while the source runs or retries, 0 once it failed or stopped.",
+            [(s, 1.0 if s.state in ("starting", "running", "retrying") else 0.0) for s in statuses],
+        )
+        metric(
+            "last_event_timestamp_seconds",
+            "gauge",
+            "Event time of the newest published event.",
+            [(s, None if s.last_event_ms is None else s.last_event_ms / 1000) for s in statuses],
+        )
         return "\n".join(lines) + "\n"

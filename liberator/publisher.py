@@ -13,7 +13,9 @@ from typing import Any
 
 import fastavro
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+
+# NewTopic is re-exported without being listed in the package stubs' __all__.
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from liberator.config import KafkaConfig, RegistryConfig
 from liberator.errors import FatalSourceError, LiberatorError
@@ -74,8 +76,9 @@ class TopicManager:
                 metadata = self._admin.list_topics(timeout=10)
                 if topic not in metadata.topics:
                     defaults = self.kafka.topic_defaults
-                    new = NewTopic(topic, defaults.partitions, defaults.replication_factor,
-                                   config=dict(defaults.config))
+                    new = NewTopic(
+                        topic, defaults.partitions, defaults.replication_factor, config=dict(defaults.config)
+                    )
                     for future in self._admin.create_topics([new]).values():
                         try:
                             future.result(timeout=30)
@@ -127,8 +130,12 @@ class Publisher:
             self.registry.set_compatibility(subject, wanted)
         return self.registry.register(subject, schema)
 
-    def publish(self, event: ChangeEvent, on_delivery: Callable[[KafkaError | None, Message], None],
-                stop: threading.Event) -> int:
+    def publish(
+        self,
+        event: ChangeEvent,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        stop: threading.Event,
+    ) -> int:
         """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
         prepared = self.prepare(event.stream)
         key = prepared.key.write(event.key)

@@ -35,8 +35,15 @@ FLUSH_ON_STOP = 30.0
 
 
 class SourceRunner:
-    def __init__(self, source: Source, config: SourceConfig, publisher: Publisher, status: SourceStatus,
-                 start: Position | None, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        source: Source,
+        config: SourceConfig,
+        publisher: Publisher,
+        status: SourceStatus,
+        start: Position | None,
+        stop: threading.Event,
+    ) -> None:
         self.source = source
         self.config = config
         self.publisher = publisher
@@ -55,6 +62,7 @@ class SourceRunner:
                 self.status.events_acked += 1
             else:
                 self.checkpointer.fail(seq, f"Kafka refused an event for topic {message.topic()}: {error.str()}")
+
         return callback
 
     def _run(self) -> None:
@@ -182,8 +190,11 @@ class Daemon:
         registry = RegistryClient(config.schema_registry.url, config.schema_registry.basic_auth)
         settings = producer_settings(config.name, config.kafka)
         producer = Producer(settings)
-        admin_settings = {k: v for k, v in settings.items() if k in ("bootstrap.servers", "logger")
-                          or k.startswith(("security.", "sasl.", "ssl."))}
+        admin_settings = {
+            k: v
+            for k, v in settings.items()
+            if k in ("bootstrap.servers", "logger") or k.startswith(("security.", "sasl.", "ssl."))
+        }
         publisher = Publisher(producer, registry, config.schema_registry, TopicManager(config.kafka, admin_settings))
         http = start_http(config.http.listen, self.metrics) if config.http else None
 

@@ -11,8 +11,12 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
 
 # Bare dialect names get the driver liberator ships with, so `mysql://` and `postgresql://` just work.
-_DEFAULT_DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql", "postgresql": "postgresql+psycopg",
-                    "postgres": "postgresql+psycopg"}
+_DEFAULT_DRIVERS = {
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+}
 
 
 def parse_url(url: str) -> URL:
@@ -38,21 +42,65 @@ def redact(url: str | URL) -> str:
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     parsed = parse_url(url)
     try:
-        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
     except NoSuchModuleError:
         raise ConfigError(
             f"{redact(parsed)}: no SQLAlchemy dialect {parsed.drivername!r}; install its driver package "
             "or use postgresql://, mysql://, sqlite:///"
         ) from None
+    sa.event.listen(engine, "connect", _session_setup(engine.dialect.name))
+    return engine
 
 
-_AUTH = ("password authentication failed", "access denied", "authentication failed", "no password supplied",
-         "(1045,", "(1044,", "(1698,")
+def _session_setup(dialect: str) -> Any:
+    """Per-connection settings that make values exact, whatever the server's defaults are."""
+
+    def setup(dbapi_connection: Any, _record: Any) -> None:
+        if dialect in ("mysql", "mariadb"):
+            # TIMESTAMP columns come back in the session zone: UTC makes them the instants they are.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET time_zone = '+00:00'")
+            cursor.close()
+        elif dialect == "postgresql":
+            from psycopg.types.string import TextLoader
+
+            # psycopg folds interval months into days and unwraps top-level JSON strings; text is exact.
+            for type_name in ("interval", "json", "jsonb"):
+                dbapi_connection.adapters.register_loader(type_name, TextLoader)
+
+    return setup
+
+
+_AUTH = (
+    "password authentication failed",
+    "access denied",
+    "authentication failed",
+    "no password supplied",
+    "(1045,",
+    "(1044,",
+    "(1698,",
+)
 _MISSING_DB = ("does not exist", "(1049,", "unknown database", "unable to open database file")
-_UNREACHABLE = ("connection refused", "could not connect", "can't connect", "connection reset",
-                "server closed the connection", "lost connection", "gone away", "timeout", "timed out",
-                "terminating connection", "the database system is", "broken pipe", "(2003,", "(2006,",
-                "(2013,", "connection is closed", "consuming input failed", "server conn crashed")
+_UNREACHABLE = (
+    "connection refused",
+    "could not connect",
+    "can't connect",
+    "connection reset",
+    "server closed the connection",
+    "lost connection",
+    "gone away",
+    "timeout",
+    "timed out",
+    "terminating connection",
+    "the database system is",
+    "broken pipe",
+    "(2003,",
+    "(2006,",
+    "(2013,",
+    "connection is closed",
+    "consuming input failed",
+    "server conn crashed",
+)
 
 
 def classify(exc: Exception, url: str | URL, what: str) -> LiberatorError:

@@ -119,9 +119,7 @@ def neutral_type(sa_type: Any, *, dialect: str, table: str, column: str, type_na
         if isinstance(sa_type, sqltypes.NullType) and type_name.lower() in _UNRECOGNISED_BY_NAME:
             return _UNRECOGNISED_BY_NAME[type_name.lower()]
         if isinstance(sa_type, sqltypes.NullType):
-            name = (
-                type_name.upper() if type_name else "(none declared)" if family == "sqlite" else "(unknown)"
-            )
+            name = type_name.upper() if type_name else "(none declared)" if family == "sqlite" else "(unknown)"
         else:
             name = type_name.upper() if type_name else type_label(sa_type, family)
         raise unmappable(table, column, name)
@@ -275,8 +273,7 @@ def reflect_table(
         missing = [k for k in key if k not in names]
         if missing:
             raise SchemaError(
-                f"table {qualified}: key column(s) {', '.join(missing)} not found; "
-                f"columns are {', '.join(names)}"
+                f"table {qualified}: key column(s) {', '.join(missing)} not found; columns are {', '.join(names)}"
             )
     key_columns = tuple(key) if key else primary_key
     if not key_columns:

@@ -40,28 +40,34 @@ class RecordDecoder:
         self._deserializer = AvroDeserializer(client)
 
     def decode(self, message: Message) -> dict[str, Any]:
-        topic = message.topic()
+        topic = message.topic() or ""
         key = message.key()
         value = message.value()
         ts_type, ts = message.timestamp()
-        headers = {name: _header_text(raw) for name, raw in (message.headers() or [])}
+        raw_headers: list[tuple[str, bytes | None]] = list(message.headers() or [])  # type: ignore[arg-type]
+        headers = {name: _header_text(raw) for name, raw in raw_headers}
         return {
             "topic": topic,
             "partition": message.partition(),
             "offset": message.offset(),
             "timestamp": dt.datetime.fromtimestamp(ts / 1000, dt.UTC).isoformat(timespec="milliseconds")
-            if ts_type != 0 and ts >= 0 else None,
+            if ts_type != 0 and ts >= 0
+            else None,
             "headers": headers,
-            "key": jsonable(self._decode(key, topic, MessageField.KEY)),
-            "value": jsonable(self._decode(value, topic, MessageField.VALUE)),
+            "key": jsonable(self._decode(_as_bytes(key), topic, MessageField.KEY)),
+            "value": jsonable(self._decode(_as_bytes(value), topic, MessageField.VALUE)),
         }
 
-    def _decode(self, data: bytes | None, topic: str, field: str) -> Any:
+    def _decode(self, data: bytes | None, topic: str, field: MessageField) -> Any:
         if data is None:
             return None
         if not data or data[0] != 0:
             return {"undecodable_base64": base64.b64encode(data).decode("ascii")}
         return self._deserializer(data, SerializationContext(topic, field))
+
+
+def _as_bytes(data: str | bytes | None) -> bytes | None:
+    return data.encode() if isinstance(data, str) else data
 
 
 def _header_text(raw: bytes | None) -> str | None:
@@ -73,17 +79,26 @@ def _header_text(raw: bytes | None) -> str | None:
         return "base64:" + base64.b64encode(raw).decode("ascii")
 
 
-def tail(topic: str, bootstrap_servers: str, registry_url: str, from_beginning: bool = False,
-         max_records: int | None = None, group: str | None = None, idle_timeout: float | None = None,
-         out: TextIO = sys.stdout) -> int:
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": group or f"liberator-tail-{uuid.uuid4().hex[:12]}",
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "enable.auto.commit": group is not None,
-        "fetch.wait.max.ms": 50,
-        "session.timeout.ms": 6000,
-    })
+def tail(
+    topic: str,
+    bootstrap_servers: str,
+    registry_url: str,
+    from_beginning: bool = False,
+    max_records: int | None = None,
+    group: str | None = None,
+    idle_timeout: float | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group or f"liberator-tail-{uuid.uuid4().hex[:12]}",
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": group is not None,
+            "fetch.wait.max.ms": 50,
+            "session.timeout.ms": 6000,
+        }
+    )
     decoder = RecordDecoder(registry_url)
     printed = 0
     last_record = time.monotonic()

@@ -57,7 +57,8 @@ def expand(text: str, on_error: Any) -> str:
             try:
                 return secret_path.read_text().rstrip("\n")
             except OSError as exc:
-                raise on_error(f"cannot read secret file {secret_path}: {exc.strerror}; create it or fix the path")
+                message = f"cannot read secret file {secret_path}: {exc.strerror}; create it or fix the path"
+                raise on_error(message) from None
         name, sep, default = ref.partition(":-")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise on_error(f"bad reference ${{{ref}}}; use ${{NAME}}, ${{NAME:-default}} or ${{file:/path}}")
@@ -65,9 +66,7 @@ def expand(text: str, on_error: Any) -> str:
         if value is None or (sep and value == ""):
             if sep:
                 return default
-            raise on_error(
-                f"environment variable {name} is not set; export it, or write ${{{name}:-default}}"
-            )
+            raise on_error(f"environment variable {name} is not set; export it, or write ${{{name}:-default}}")
         return value
 
     return _REFERENCE.sub(replace, text)
@@ -100,12 +99,12 @@ def _convert(node: yaml.Node, loc: Loc, loaded: LoadedYaml) -> Any:
         for key_node, value_node in node.value:
             key = str(key_node.value)
             if key in out:
-                raise loaded.error(loc + (key,), "this key appears twice; keep one")
-            out[key] = _convert(value_node, loc + (key,), loaded)
-            loaded.lines[loc + (key,)] = key_node.start_mark.line + 1
+                raise loaded.error((*loc, key), "this key appears twice; keep one")
+            out[key] = _convert(value_node, (*loc, key), loaded)
+            loaded.lines[(*loc, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, loc + (i,), loaded) for i, item in enumerate(node.value)]
+        return [_convert(item, (*loc, i), loaded) for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
     if "${" in node.value:
         expanded = expand(node.value, lambda message: loaded.error(loc, message))

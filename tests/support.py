@@ -18,11 +18,19 @@ from liberator.runtime import Daemon
 from liberator.tail import RecordDecoder
 
 
-def app_config(tmp_path: Path, bootstrap: str, registry: str, sources: str, name: str = "test",
-               offsets: str | None = None) -> Path:
+def app_config(
+    tmp_path: Path,
+    bootstrap: str,
+    registry: str,
+    sources: str,
+    name: str = "test",
+    offsets: str | None = None,
+) -> Path:
     offsets = offsets or f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\n  flush_interval: 200ms\n"
-    text = (f"name: {name}\nkafka:\n  bootstrap_servers: {bootstrap}\n"
-            f"schema_registry:\n  url: {registry}\n{offsets}sources:\n{sources}")
+    text = (
+        f"name: {name}\nkafka:\n  bootstrap_servers: {bootstrap}\n"
+        f"schema_registry:\n  url: {registry}\n{offsets}sources:\n{sources}"
+    )
     path = tmp_path / "liberator.yaml"
     path.write_text(text)
     return path
@@ -61,11 +69,23 @@ class DaemonThread:
         return self.daemon.metrics.sources[source]
 
 
-def read_topic(bootstrap: str, registry: str, topic: str, expect: int | None = None, timeout: float = 30.0,
-               quiet: float = 1.5) -> list[dict[str, Any]]:
+def read_topic(
+    bootstrap: str,
+    registry: str,
+    topic: str,
+    expect: int | None = None,
+    timeout: float = 30.0,
+    quiet: float = 1.5,
+) -> list[dict[str, Any]]:
     """Every record of `topic` from the start, decoded. Stops at `expect` records, or when quiet."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 10})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-reader",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
     decoder = RecordDecoder(registry)
     records: list[dict[str, Any]] = []
     try:
@@ -105,8 +125,12 @@ def wait_for(condition: Any, timeout: float = 30.0, interval: float = 0.1, what:
 
 def start_daemon_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "liberator", "run", str(config_path)], stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "liberator", "run", str(config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 60) -> int:

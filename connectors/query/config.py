@@ -13,13 +13,13 @@ class TableEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    table: str | None = None  # schema.table, or table in the default schema
-    query: str | None = None  # a SELECT whose result is captured like a table
-    name: str | None = None  # the stream's name (required with query)
-    key: list[str] | None = None  # default: the primary key (required with query)
-    cursor: list[str] | None = None
-    topic: str | None = None
-    exclude: list[str] = []  # columns left out of the events
+    table: str | None = Field(None, description="schema.table, or a table (or view) in the default schema")
+    query: str | None = Field(None, description="a SELECT captured like a table (needs name and key)")
+    name: str | None = Field(None, description="the stream's name; required with query")
+    key: list[str] | None = Field(None, description="key columns; default: the primary key")
+    cursor: list[str] | None = Field(None, description="overrides the source's cursor")
+    topic: str | None = Field(None, description="overrides the source's topic template")
+    exclude: list[str] = Field([], description="columns left out of the events")
 
     @model_validator(mode="after")
     def _one_of_table_or_query(self) -> TableEntry:
@@ -37,13 +37,13 @@ class QuerySourceConfig(SourceConfig):
     cursor: list[str] = Field(
         min_length=1, description="incremental columns: a timestamp (or increasing number), then tie-breakers"
     )
-    poll_interval: Duration = 1.0
+    poll_interval: Duration = Field(1.0, description="pause between polls once caught up")
     # Rows newer than the database's now() minus this wait for a later poll, so a transaction that
     # commits late with an older timestamp is still read.
-    safety_delay: Duration = 2.0
-    batch_size: int = Field(5000, ge=1, le=1_000_000)
-    topic: str = "{source}.{schema}.{table}"
-    schema_refresh: Duration = 30.0
+    safety_delay: Duration = Field(2.0, description="rows newer than the database's now() minus this wait")
+    batch_size: int = Field(5000, ge=1, le=1_000_000, description="rows per keyset page")
+    topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
+    schema_refresh: Duration = Field(30.0, description="how often table shapes are re-read")
 
     @model_validator(mode="before")
     @classmethod

@@ -83,9 +83,9 @@ class TableReader:
         schema = self.schema_name or inspector.default_schema_name
         if self.entry.query is not None:
             table = _reflect_query(conn, self.entry.query, self.table_name, self.entry.key or [], schema)
-            sql_table: sa.FromClause = sa.text(self.entry.query).columns(
-                *(sa.column(c.name) for c in table.columns)
-            ).subquery("q")
+            sql_table: sa.FromClause = (
+                sa.text(self.entry.query).columns(*(sa.column(c.name) for c in table.columns)).subquery("q")
+            )
         else:
             table = reflect_table(conn, schema, self.table_name, self.entry.key)
             sql_table = sa.table(self.table_name, *(sa.column(c.name) for c in table.columns), schema=schema)
@@ -110,9 +110,10 @@ class TableReader:
             return False
         namespace = namespace_for(self.app, self.config.name, schema or "", self.table_name)
         topic = self.config.topic if self.entry.topic is None else self.entry.topic
-        topic = _TOPIC_UNSAFE.sub("_", topic.format(
-            source=self.config.name, app=self.app, schema=schema or "", table=self.table_name
-        ))
+        topic = _TOPIC_UNSAFE.sub(
+            "_",
+            topic.format(source=self.config.name, app=self.app, schema=schema or "", table=self.table_name),
+        )
         stream = Stream(topic, key_schema(table, namespace), value_schema(table, namespace), table.qualified_name)
         self.shape = Shape(
             table=table,
@@ -152,8 +153,9 @@ class TableReader:
         assert self.shape is not None
         return tuple(row._mapping[k] for k in self.shape.table.key)
 
-    def rows_after(self, conn: sa.Connection, after: Sequence[object] | None, upper: object | None,
-                   limit: int) -> Iterator[sa.Row[Any]]:
+    def rows_after(
+        self, conn: sa.Connection, after: Sequence[object] | None, upper: object | None, limit: int
+    ) -> Iterator[sa.Row[Any]]:
         """Rows in cursor order after `after`, up to `upper`, a page of `limit` at a time (keyset, no OFFSET)."""
         exprs = self._cursor_exprs()
         while True:
@@ -168,8 +170,9 @@ class TableReader:
                 return
             after = self.cursor_of(rows[-1])
 
-    def null_cursor_rows_after(self, conn: sa.Connection, after: Sequence[object] | None,
-                               limit: int) -> list[sa.Row[Any]]:
+    def null_cursor_rows_after(
+        self, conn: sa.Connection, after: Sequence[object] | None, limit: int
+    ) -> list[sa.Row[Any]]:
         """One page, in key order, of rows whose timestamp is NULL (legacy rows never stamped)."""
         assert self.shape is not None
         cols = self.shape.sql_table.c

@@ -123,8 +123,9 @@ class QuerySource(Source):
             if reader.reflect(conn):
                 self.context.log.info("the shape of %s changed; new schemas will be checked before use", reader.name)
 
-    def _poll_once(self, conn: sa.Connection, readers: list[TableReader],
-                   position: QueryPosition) -> Iterator[ChangeEvent | QueryPosition]:
+    def _poll_once(
+        self, conn: sa.Connection, readers: list[TableReader], position: QueryPosition
+    ) -> Iterator[ChangeEvent | QueryPosition]:
         batch = self.cfg.batch_size
         read_time_ms = int(time.time() * 1000)
         # Rows never stamped (NULL cursor) are read once, by key, before the ordered stream.
@@ -149,23 +150,29 @@ class QuerySource(Source):
             yield position
 
         upper = self._upper_bound(conn, readers)
-        streams = [self._keyed(reader, reader.rows_after(conn, position.get(reader.name).cursor,
-                                                          upper.get(reader.name), batch), index)
-                   for index, reader in enumerate(readers)]
+        streams = [
+            self._keyed(
+                reader,
+                reader.rows_after(conn, position.get(reader.name).cursor, upper.get(reader.name), batch),
+                index,
+            )
+            for index, reader in enumerate(readers)
+        ]
         for _sort_key, _index, reader, row in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
             position = position.with_cursor(reader.name, StreamCursor(reader.cursor_of(row), None, True))
             yield self._event(reader, row, read_time_ms, position)
 
     @staticmethod
-    def _keyed(reader: TableReader, rows: Iterator[sa.Row[Any]],
-               index: int) -> Iterator[tuple[Any, int, TableReader, sa.Row[Any]]]:
+    def _keyed(
+        reader: TableReader, rows: Iterator[sa.Row[Any]], index: int
+    ) -> Iterator[tuple[Any, int, TableReader, sa.Row[Any]]]:
         for row in rows:
             cursor = reader.cursor_of(row)[0]
             micros = epoch_us(cursor)
             yield (micros if micros is not None else cursor), index, reader, row
 
     def _upper_bound(self, conn: sa.Connection, readers: list[TableReader]) -> dict[str, object | None]:
-        """Per stream: the newest cursor timestamp this poll may read (the database's now − safety delay)."""
+        """Per stream: the newest cursor timestamp this poll may read (the database's now - safety delay)."""
         delay = dt.timedelta(seconds=self.cfg.safety_delay)
         bounds: dict[str, object | None] = {}
         cache: dict[bool, Any] = {}
@@ -186,8 +193,7 @@ class QuerySource(Source):
                 bounds[reader.name] = now - delay
         return bounds
 
-    def _event(self, reader: TableReader, row: sa.Row[Any], read_time_ms: int,
-               position: QueryPosition) -> ChangeEvent:
+    def _event(self, reader: TableReader, row: sa.Row[Any], read_time_ms: int, position: QueryPosition) -> ChangeEvent:
         shape = reader.shape
         assert shape is not None
         mapping = row._mapping
@@ -208,7 +214,10 @@ def _database_now(conn: sa.Connection, aware: bool) -> Any:
     elif dialect == "postgresql":
         sql = "SELECT CURRENT_TIMESTAMP" if aware else "SELECT LOCALTIMESTAMP"
     elif dialect in ("mysql", "mariadb"):
-        sql = "SELECT NOW(6)"
+        # Our session runs in UTC (see sqldb); wall-clock DATETIMEs are written in the server's zone.
+        sql = (
+            "SELECT UTC_TIMESTAMP(6)" if aware else "SELECT CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', @@global.time_zone)"
+        )
     else:
         sql = "SELECT CURRENT_TIMESTAMP"
     return conn.execute(sa.text(sql)).scalar_one()

@@ -25,8 +25,9 @@ TimestampType          long / timestamp-micros. Aware values are encoded as the 
                        encoded as if they were UTC: 2024-01-01 12:00 becomes 2024-01-01T12:00Z whatever
                        the server's or the daemon's time zone.
 UuidType               string / uuid (lower-case hyphenated)
-JsonType               a string with ``"liberator.type": "json"``: the JSON text; values the driver
-                       decoded are re-encoded compactly (no spaces, non-ASCII kept)
+JsonType               a string with ``"liberator.type": "json"``: the JSON text. A str from the driver
+                       is taken as JSON text, as is; values the driver decoded (dict, list, numbers) are
+                       re-encoded compactly (no spaces, non-ASCII kept)
 EnumType               an Avro enum named ``<Record>_<db type name or field>`` when every symbol is a valid
                        Avro name; otherwise a string with ``"liberator.type": "enum"`` and the allowed values
                        in ``"liberator.symbols"``

@@ -129,9 +129,7 @@ class _RecordTypes:
             case BitsType():
                 return {"type": "string", PROP_TYPE: "bits"}
             case IntervalType():
-                return self.named(
-                    "Interval", {"type": "record", PROP_TYPE: "interval", "fields": INTERVAL_FIELDS}
-                )
+                return self.named("Interval", {"type": "record", PROP_TYPE: "interval", "fields": INTERVAL_FIELDS})
             case ArrayType(item=item, item_nullable=item_nullable):
                 items = self.avro_type(item, hint)
                 return {"type": "array", "items": ["null", items] if item_nullable else items}
@@ -180,8 +178,7 @@ def key_schema(table: TableSchema, namespace: str) -> dict[str, Any]:
     """The record "Key" of the table's key columns."""
     if not table.key:
         raise SchemaError(
-            f"table {table.qualified_name} has no primary key; "
-            "name key columns with `key: [...]` in the source config"
+            f"table {table.qualified_name} has no primary key; name key columns with `key: [...]` in the source config"
         )
     return record_schema(table, table.key_columns, "Key", namespace)
 

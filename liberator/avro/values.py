@@ -101,9 +101,7 @@ def decimal_converter(precision: int, scale: int | None, label: str) -> tuple[ty
         if extra > 0:
             # More places than the column has: fine only when they are zeros (1.500 in DECIMAL(10,2)).
             if any(digits[-extra:]):
-                raise ConversionError(
-                    f"{describe(value)} has more than {s} digits after the point of {label}"
-                )
+                raise ConversionError(f"{describe(value)} has more than {s} digits after the point of {label}")
             digits, exp = digits[:-extra] or (0,), -s
             number = Decimal((sign, digits, exp))
         if digits != (0,) and len(digits) + exp > max_int_digits:
@@ -164,9 +162,6 @@ def date_converter() -> tuple[type, Convert]:
         raise _wrong_type(value, "a date")
 
     return date, convert
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def timestamp_converter() -> tuple[type, Convert]:
@@ -248,7 +243,10 @@ def json_converter() -> tuple[type, Convert]:
         except (TypeError, ValueError) as exc:
             raise ConversionError(f"{describe(value)} is not JSON: {exc}") from None
 
-    return str, convert  # drivers that return JSON text (pymysql) pass it through untouched
+    # A str is JSON text (pymysql, psycopg loading json as text) and passes through untouched. psycopg's
+    # default loader decodes JSON, so a top-level JSON *string* would arrive as a bare str, mistaken for
+    # text: PostgreSQL sources load json/jsonb as text to stay exact.
+    return str, convert
 
 
 def enum_converter(enum: EnumType) -> tuple[type, Convert]:

@@ -21,8 +21,12 @@ class StoredOffset:
         return cls(source, source_type, position, stamp)
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "type": self.source_type, "position": self.position,
-                "stored_at": self.stored_at}
+        return {
+            "source": self.source,
+            "type": self.source_type,
+            "position": self.position,
+            "stored_at": self.stored_at,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredOffset:

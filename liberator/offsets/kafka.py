@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+
+# NewTopic is re-exported without being listed in the package stubs' __all__.
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from liberator.errors import LiberatorError
 from liberator.offsets.base import OffsetStore, StoredOffset
@@ -70,13 +72,15 @@ class KafkaOffsetStore(OffsetStore):
 
     def load_all(self) -> dict[str, StoredOffset]:
         self._ensure_topic()
-        consumer = Consumer({
-            **self._base,
-            "group.id": f"liberator-offsets-reader-{self.app}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
-        })
+        consumer = Consumer(
+            {
+                **self._base,
+                "group.id": f"liberator-offsets-reader-{self.app}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,
+            }
+        )
         prefix = f"{self.app}/".encode()
         found: dict[str, StoredOffset] = {}
         try:
@@ -102,7 +106,7 @@ class KafkaOffsetStore(OffsetStore):
                 key = message.key() or b""
                 if not key.startswith(prefix):
                     continue
-                source = key[len(prefix):].decode()
+                source = key[len(prefix) :].decode()
                 value = message.value()
                 if value is None:
                     found.pop(source, None)
@@ -114,12 +118,14 @@ class KafkaOffsetStore(OffsetStore):
 
     def _producer_instance(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer({
-                **self._base,
-                "enable.idempotence": True,
-                "acks": "all",
-                "client.id": f"liberator-{self.app}-offsets",
-            })
+            self._producer = Producer(
+                {
+                    **self._base,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "client.id": f"liberator-{self.app}-offsets",
+                }
+            )
         return self._producer
 
     def _write(self, source: str, value: bytes | None) -> None:
@@ -127,8 +133,12 @@ class KafkaOffsetStore(OffsetStore):
             self._ensure_topic()
             producer = self._producer_instance()
             outcome: list[KafkaError | None] = []
-            producer.produce(self.topic, key=self._key(source), value=value,
-                             on_delivery=lambda err, _msg: outcome.append(err))
+            producer.produce(
+                self.topic,
+                key=self._key(source),
+                value=value,
+                on_delivery=lambda err, _msg: outcome.append(err),
+            )
             remaining = producer.flush(_READ_TIMEOUT)
             if remaining or not outcome:
                 raise OffsetStoreUnavailable(

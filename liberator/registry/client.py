@@ -20,8 +20,7 @@ from liberator.errors import ConfigError, IncompatibleSchemaError, LiberatorErro
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _ACCEPT = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json"
 _FIX_INCOMPATIBLE = (
-    "make the change compatible (add a default, widen a type) or register it under a new topic; "
-    "see `liberator schemas`"
+    "make the change compatible (add a default, widen a type) or register it under a new topic; see `liberator schemas`"
 )
 # Confluent's verbose messages look like
 #   {errorType:'READER_FIELD_MISSING_DEFAULT_VALUE', description:'The field 'b' ...', additionalInfo:'b'}
@@ -69,15 +68,11 @@ class RegistryClient:
         if basic_auth:
             user, sep, password = basic_auth.partition(":")
             if not sep:
-                raise ConfigError(
-                    "schema_registry.basic_auth must be 'user:password' (no ':' found); fix the setting"
-                )
+                raise ConfigError("schema_registry.basic_auth must be 'user:password' (no ':' found); fix the setting")
             auth = (user, password)
         self._has_auth = auth is not None
         try:
-            self._http = httpx.Client(
-                base_url=self.url, auth=auth, timeout=timeout, headers={"Accept": _ACCEPT}
-            )
+            self._http = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={"Accept": _ACCEPT})
         except (httpx.InvalidURL, ValueError) as e:
             raise ConfigError(
                 f"schema_registry.url {url!r} is not a valid URL ({_one_line(e)}); use http(s)://host:port"

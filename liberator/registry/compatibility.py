@@ -106,7 +106,9 @@ def _parse_text(schema_str: str) -> ParsedSchema:
     except (avro.errors.AvroException, TypeError, ValueError, AttributeError, KeyError) as e:
         raise InvalidSchemaError(f"Invalid schema: {_one_line(str(e))}") from e
     _validate(parsed, "", set())
-    canonical = json.dumps(_ordered(parsed.to_json()), separators=(",", ":"), ensure_ascii=False)
+    # The stored form is built from the submitted JSON, not avro's to_json(): that one writes a named
+    # fixed decimal out in full at every use, which makes a text that does not parse again.
+    canonical = json.dumps(_ordered(json.loads(schema_str)), separators=(",", ":"), ensure_ascii=False)
     return ParsedSchema(parsed, canonical)
 
 
@@ -115,8 +117,8 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# Key order of the stored form, so equal schemas written with different key order get one id and
-# what clients read back looks like what Java Avro prints.
+# Key order of the stored form, so one schema spelled with other key order or whitespace gets the same
+# id, and what clients read back is laid out the way Java Avro prints schemas.
 _SCHEMA_KEYS = ("type", "name", "namespace", "doc", "aliases", "fields", "symbols", "default", "items")
 _SCHEMA_KEYS2 = ("values", "size", "logicalType", "precision", "scale")
 _FIELD_KEYS = ("name", "type", "doc", "default", "order", "aliases")
@@ -127,6 +129,8 @@ def _ordered(node: Any, is_field: bool = False) -> Any:
         return [_ordered(item) for item in node]
     if not isinstance(node, dict):
         return node
+    if not is_field and node.keys() == {"type"} and node["type"] in avro.constants.PRIMITIVE_TYPES:
+        return node["type"]  # {"type": "int"} is "int"
     preferred = _FIELD_KEYS if is_field else _SCHEMA_KEYS + _SCHEMA_KEYS2
     keys = [k for k in preferred if k in node] + sorted(k for k in node if k not in preferred)
     out: dict[str, Any] = {}
@@ -158,8 +162,7 @@ def _validate(schema: _Node, path: str, seen: set[int]) -> None:
             sub = f"{path}.{field.name}" if path else field.name
             if field.has_default and not _default_ok(field.type, field.default):
                 raise InvalidSchemaError(
-                    f"Invalid default for field {sub}: {json.dumps(field.default)} is not a valid "
-                    f"{_label(field.type)}"
+                    f"Invalid default for field {sub}: {json.dumps(field.default)} is not a valid {_label(field.type)}"
                 )
             _validate(field.type, sub, seen)
     for child in _children(schema):
@@ -201,9 +204,7 @@ def _default_ok(schema: _Node, value: Any) -> bool:
     if t in ("record", "error"):
         if not isinstance(value, dict):
             return False
-        return all(
-            _default_ok(f.type, value[f.name]) if f.name in value else f.has_default for f in schema.fields
-        )
+        return all(_default_ok(f.type, value[f.name]) if f.name in value else f.has_default for f in schema.fields)
     if t == "union":
         # The spec says the first branch; Java Avro (and so Confluent) accepts any branch.
         return any(_default_ok(branch, value) for branch in schema.schemas)
@@ -329,9 +330,7 @@ def _explain(
             wfield = lookup_writer_field(writer_schema=writer, reader_field=field)
             if wfield is None:
                 if not field.has_default:
-                    out.append(
-                        f"field {sub} is in {rrole} but not in {wrole} and has no default; add a default"
-                    )
+                    out.append(f"field {sub} is in {rrole} but not in {wrole} and has no default; add a default")
             else:
                 _explain(checker, field.type, wfield.type, sub, roles, out, seen)
     elif reader.type == "array":

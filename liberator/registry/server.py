@@ -388,8 +388,7 @@ class RegistryServer:
             store = RegistryStore(self.data_path)
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(
-                f"cannot open the schema registry data file {self.data_path} ({e}); "
-                "point --data at a writable path"
+                f"cannot open the schema registry data file {self.data_path} ({e}); point --data at a writable path"
             ) from e
         cls = _HTTPServer6 if ":" in self.host else _HTTPServer
         try:

@@ -76,15 +76,11 @@ def schema_not_found(what: object = None) -> RegistryError:
 
 
 def subject_soft_deleted(subject: str) -> RegistryError:
-    return RegistryError(
-        404, 40404, f"Subject '{subject}' was soft deleted. Set permanent=true to delete permanently"
-    )
+    return RegistryError(404, 40404, f"Subject '{subject}' was soft deleted. Set permanent=true to delete permanently")
 
 
 def subject_not_soft_deleted(subject: str) -> RegistryError:
-    return RegistryError(
-        404, 40405, f"Subject '{subject}' was not deleted first before being permanently deleted"
-    )
+    return RegistryError(404, 40405, f"Subject '{subject}' was not deleted first before being permanently deleted")
 
 
 def version_soft_deleted(subject: str, version: int) -> RegistryError:
@@ -104,9 +100,7 @@ def version_not_soft_deleted(subject: str, version: int) -> RegistryError:
 
 
 def subject_config_not_found(subject: str) -> RegistryError:
-    return RegistryError(
-        404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured"
-    )
+    return RegistryError(404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured")
 
 
 def invalid_schema(message: str) -> RegistryError:
@@ -229,8 +223,7 @@ class RegistryStore:
     ) -> list[str]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT subject, MIN(deleted), MAX(deleted) FROM subject_versions "
-                "GROUP BY subject ORDER BY subject"
+                "SELECT subject, MIN(deleted), MAX(deleted) FROM subject_versions GROUP BY subject ORDER BY subject"
             ).fetchall()
         out = []
         for subject, min_deleted, max_deleted in rows:
@@ -260,9 +253,7 @@ class RegistryStore:
         rows = db.execute(_VERSION_SQL + "WHERE v.subject = ? ORDER BY v.version", (subject,)).fetchall()
         return [SubjectVersion(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
 
-    def get_version(
-        self, subject: str, version: int | None, *, include_deleted: bool = False
-    ) -> SubjectVersion:
+    def get_version(self, subject: str, version: int | None, *, include_deleted: bool = False) -> SubjectVersion:
         """One version; ``version=None`` means the latest live one."""
         with self._read() as db:
             rows = self._versions(db, subject)
@@ -295,9 +286,7 @@ class RegistryStore:
             raise schema_not_found()
         return matches[-1]
 
-    def register(
-        self, subject: str, canonical: str, schema_type: str, check: CompatibilityCheck
-    ) -> tuple[int, int]:
+    def register(self, subject: str, canonical: str, schema_type: str, check: CompatibilityCheck) -> tuple[int, int]:
         """Add ``canonical`` as the next version of ``subject``; returns (schema id, version).
 
         The same schema already live under the subject returns its existing id and version without a
@@ -318,9 +307,7 @@ class RegistryStore:
             if found is not None:
                 schema_id = int(found[0])
             else:
-                cur = db.execute(
-                    "INSERT INTO schemas (schema_type, canonical) VALUES (?, ?)", (schema_type, canonical)
-                )
+                cur = db.execute("INSERT INTO schemas (schema_type, canonical) VALUES (?, ?)", (schema_type, canonical))
                 schema_id = int(cur.lastrowid or 0)
             # Numbering continues after soft-deleted versions; only a permanent delete frees numbers.
             version = (rows[-1].version if rows else 0) + 1
@@ -365,9 +352,7 @@ class RegistryStore:
             else:
                 if not row.deleted:
                     raise version_not_soft_deleted(subject, row.version)
-                db.execute(
-                    "DELETE FROM subject_versions WHERE subject = ? AND version = ?", (subject, row.version)
-                )
+                db.execute("DELETE FROM subject_versions WHERE subject = ? AND version = ?", (subject, row.version))
             return row.version
 
     # --- schemas by id -------------------------------------------------------------------------
@@ -388,8 +373,7 @@ class RegistryStore:
         self.schema_by_id(schema_id)  # 40403 for an unknown id rather than an empty list
         with self._read() as db:
             rows = db.execute(
-                "SELECT subject, version, deleted FROM subject_versions WHERE schema_id = ? "
-                "ORDER BY subject, version",
+                "SELECT subject, version, deleted FROM subject_versions WHERE schema_id = ? ORDER BY subject, version",
                 (schema_id,),
             ).fetchall()
         return [(str(s), int(v)) for s, v, d in rows if include_deleted or not d]

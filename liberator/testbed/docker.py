@@ -84,9 +84,7 @@ class MySQLContainer(MySQLInstance):
         if self._container is not None:
             return self
         tc = _require("testcontainers.mysql")
-        c = tc.MySqlContainer(
-            self.image, dialect="pymysql", username="root", password=_PASSWORD, dbname="test"
-        )
+        c = tc.MySqlContainer(self.image, dialect="pymysql", username="root", password=_PASSWORD, dbname="test")
         c.with_command(
             "--server-id=1 --log-bin=binlog --binlog-format=ROW --binlog-row-image=FULL"
             " --binlog-row-metadata=FULL --gtid-mode=ON --enforce-gtid-consistency=ON"

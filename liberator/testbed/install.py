@@ -144,7 +144,5 @@ def ensure_apt_packages(requirements: Mapping[str, str], *, what: str = "test be
                 )
     still = missing_packages(requirements)
     if still:
-        raise TestbedError(
-            f"{what}: installed {' '.join(pkgs)} but binaries are still missing ({' '.join(still)})"
-        )
+        raise TestbedError(f"{what}: installed {' '.join(pkgs)} but binaries are still missing ({' '.join(still)})")
     return pkgs

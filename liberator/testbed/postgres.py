@@ -150,8 +150,7 @@ class PostgresInstance:
                 )
                 try:
                     conn.execute(
-                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                        " WHERE database = %s",
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
                         (name,),
                     )
                     break
@@ -161,9 +160,7 @@ class PostgresInstance:
                     time.sleep(0.1)  # the walsender is still shutting down
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
-    def create_user(
-        self, name: str, password: str, superuser: bool = False, replication: bool = False
-    ) -> None:
+    def create_user(self, name: str, password: str, superuser: bool = False, replication: bool = False) -> None:
         """A login role that must authenticate with ``password`` (scram-sha-256)."""
         from psycopg import sql
 
@@ -212,9 +209,7 @@ def find_bindir(preferred_major: int = 15) -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_version_key)
     if found:
         return Path(found[-1]).parent
-    raise TestbedError(
-        "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)"
-    )
+    raise TestbedError("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
 
 
 class PostgresServer(PostgresInstance):
@@ -224,9 +219,7 @@ class PostgresServer(PostgresInstance):
     ``log_path``, ``bindir``. ``settings`` adds or overrides ``-c`` server settings.
     """
 
-    def __init__(
-        self, *, port: int | None = None, settings: dict[str, str] | None = None, timeout: float = 60.0
-    ):
+    def __init__(self, *, port: int | None = None, settings: dict[str, str] | None = None, timeout: float = 60.0):
         super().__init__(LOOPBACK, port or 0)
         self._requested_port = port
         self.settings = {**_SETTINGS, **(settings or {})}
@@ -261,9 +254,7 @@ class PostgresServer(PostgresInstance):
         self.bindir = find_bindir()
         run_as = "postgres" if os.geteuid() == 0 else None
         if run_as and not system_user_exists(run_as):
-            raise TestbedError(
-                "system user 'postgres' is missing (it comes with the Debian postgresql package)"
-            )
+            raise TestbedError("system user 'postgres' is missing (it comes with the Debian postgresql package)")
         self.port = self._requested_port or free_port()
         self.workdir = make_workdir("pg", owner_user=run_as)
         self.log_path = self.workdir / "postgres.log"

@@ -34,9 +34,7 @@ class EmbeddedRegistry:
     left in place).
     """
 
-    def __init__(
-        self, *, port: int | None = None, data_path: Path | str | None = None, timeout: float = 30.0
-    ):
+    def __init__(self, *, port: int | None = None, data_path: Path | str | None = None, timeout: float = 30.0):
         self.host = LOOPBACK
         self.port = port or 0
         self._requested_port = port

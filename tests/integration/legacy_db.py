@@ -25,8 +25,11 @@ class LegacyDb:
     @property
     def now(self) -> str:
         """The expression a legacy app uses to stamp rows."""
-        return {"postgresql": "clock_timestamp()::timestamp", "mariadb": "NOW(6)",
-                "sqlite": "strftime('%Y-%m-%d %H:%M:%f','now')"}[self.kind]
+        return {
+            "postgresql": "clock_timestamp()::timestamp",
+            "mariadb": "NOW(6)",
+            "sqlite": "strftime('%Y-%m-%d %H:%M:%f','now')",
+        }[self.kind]
 
     @property
     def schema(self) -> str:
@@ -60,6 +63,11 @@ class LegacyDb:
         self.run(f"CREATE INDEX {table}_cursor ON {table} (updated_at, id)")
 
     def insert_order(self, order_id: int, table: str = "orders", total: str = "12.50", qty: int = 1) -> None:
-        self.run(f"INSERT INTO {table} (id, customer, total, qty, updated_at) "
-                 f"VALUES (:id, :customer, :total, :qty, {self.now})",
-                 id=order_id, customer=f"c{order_id}", total=total, qty=qty)
+        self.run(
+            f"INSERT INTO {table} (id, customer, total, qty, updated_at) "
+            f"VALUES (:id, :customer, :total, :qty, {self.now})",
+            id=order_id,
+            customer=f"c{order_id}",
+            total=total,
+            qty=qty,
+        )

@@ -26,17 +26,20 @@ def legacy(request: pytest.FixtureRequest) -> LegacyDb:
 
 def source_yaml(legacy: LegacyDb, tables: str = "[orders]", extra: str = "") -> str:
     # The broker lives for the whole session and cannot delete topics: each test gets its own names.
-    return (f"  - name: legacy\n    topic: \"{legacy.prefix}.{{schema}}.{{table}}\"\n"
-            f"    type: query\n    url: {legacy.url}\n    tables: {tables}\n"
-            f"    cursor: [updated_at, id]\n    poll_interval: 200ms\n    safety_delay: 500ms\n{extra}")
+    return (
+        f'  - name: legacy\n    topic: "{legacy.prefix}.{{schema}}.{{table}}"\n'
+        f"    type: query\n    url: {legacy.url}\n    tables: {tables}\n"
+        f"    cursor: [updated_at, id]\n    poll_interval: 200ms\n    safety_delay: 500ms\n{extra}"
+    )
 
 
 def topic_of(legacy: LegacyDb, table: str = "orders") -> str:
     return f"{legacy.prefix}.{legacy.schema}.{table}"
 
 
-def test_snapshot_then_incremental_updates(legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str,
-                                           registry_url: str) -> None:
+def test_snapshot_then_incremental_updates(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
     legacy.create_orders()
     for i in range(1, 251):
         legacy.insert_order(i, total=f"{i}.25")
@@ -45,8 +48,13 @@ def test_snapshot_then_incremental_updates(legacy: LegacyDb, tmp_path: Path, kaf
     with DaemonThread(config):
         records = read_topic(kafka_bootstrap, registry_url, topic, expect=250)
         assert [r["key"] for r in records] == [{"id": i} for i in range(1, 251)]
-        assert records[9]["value"] == {"id": 10, "customer": "c10", "total": "10.25", "qty": 1,
-                                       "updated_at": records[9]["value"]["updated_at"]}
+        assert records[9]["value"] == {
+            "id": 10,
+            "customer": "c10",
+            "total": "10.25",
+            "qty": 1,
+            "updated_at": records[9]["value"]["updated_at"],
+        }
         # Kafka's record time is the row's cursor timestamp, and the source emits in that order.
         stamps = [r["timestamp"] for r in records]
         assert stamps == sorted(stamps)
@@ -56,16 +64,23 @@ def test_snapshot_then_incremental_updates(legacy: LegacyDb, tmp_path: Path, kaf
         legacy.insert_order(251, total="99999999.99")
         more = read_topic(kafka_bootstrap, registry_url, topic, expect=252)[250:]
         assert [(r["key"]["id"], r["value"]["qty"], r["value"]["total"]) for r in more] == [
-            (3, 7, "3.25"), (251, 1, "99999999.99")]
+            (3, 7, "3.25"),
+            (251, 1, "99999999.99"),
+        ]
 
 
 def test_safety_delay_catches_a_late_commit_with_an_older_timestamp(
-        legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> None:
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
     legacy.create_orders()
     legacy.insert_order(1)
     extra = "    safety_delay: 3s\n"
-    config = app_config(tmp_path, kafka_bootstrap, registry_url,
-                        source_yaml(legacy).replace("    safety_delay: 500ms\n", "") + extra)
+    config = app_config(
+        tmp_path,
+        kafka_bootstrap,
+        registry_url,
+        source_yaml(legacy).replace("    safety_delay: 500ms\n", "") + extra,
+    )
     with DaemonThread(config):
         read_topic(kafka_bootstrap, registry_url, topic_of(legacy), expect=1)
         with legacy.engine.connect() as slow:
@@ -80,12 +95,17 @@ def test_safety_delay_catches_a_late_commit_with_an_older_timestamp(
 
 
 def test_without_safety_delay_the_late_commit_is_lost(
-        legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> None:
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
     """The counterpart of the test above: it shows the delay is what saves the late row."""
     legacy.create_orders()
     legacy.insert_order(1)
-    config = app_config(tmp_path, kafka_bootstrap, registry_url,
-                        source_yaml(legacy).replace("safety_delay: 500ms", "safety_delay: 0s"))
+    config = app_config(
+        tmp_path,
+        kafka_bootstrap,
+        registry_url,
+        source_yaml(legacy).replace("safety_delay: 500ms", "safety_delay: 0s"),
+    )
     with DaemonThread(config):
         read_topic(kafka_bootstrap, registry_url, topic_of(legacy), expect=1)
         with legacy.engine.connect() as slow:
@@ -105,8 +125,12 @@ def test_several_tables_merge_in_timestamp_order(legacy: LegacyDb, tmp_path: Pat
     legacy.create_orders("refunds")
     for i in range(1, 61):
         legacy.insert_order(i, table="orders" if i % 3 else "refunds")
-    config = app_config(tmp_path, "127.0.0.1:1", "http://127.0.0.1:1",
-                        source_yaml(legacy, tables="[orders, refunds]", extra="    batch_size: 7\n"))
+    config = app_config(
+        tmp_path,
+        "127.0.0.1:1",
+        "http://127.0.0.1:1",
+        source_yaml(legacy, tables="[orders, refunds]", extra="    batch_size: 7\n"),
+    )
     source_config = load_config(config).sources[0]
     stop = threading.Event()
     source = build_source(source_config, "test", stop)
@@ -126,7 +150,8 @@ def test_several_tables_merge_in_timestamp_order(legacy: LegacyDb, tmp_path: Pat
 
 
 def test_restart_after_clean_stop_resumes_without_loss_or_duplicates(
-        legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> None:
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
     legacy.create_orders()
     for i in range(1, 21):
         legacy.insert_order(i)
@@ -148,11 +173,13 @@ def test_restart_after_clean_stop_resumes_without_loss_or_duplicates(
 
 
 def test_incompatible_schema_change_stops_the_source_and_loses_nothing(
-        legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> None:
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
     legacy.create_orders()
     legacy.insert_order(1)
-    config = app_config(tmp_path, kafka_bootstrap, registry_url,
-                        source_yaml(legacy, extra="    schema_refresh: 200ms\n"))
+    config = app_config(
+        tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy, extra="    schema_refresh: 200ms\n")
+    )
     topic = topic_of(legacy)
     with DaemonThread(config) as daemon:
         read_topic(kafka_bootstrap, registry_url, topic, expect=1)
@@ -171,22 +198,29 @@ def test_incompatible_schema_change_stops_the_source_and_loses_nothing(
 
 
 def test_query_option_captures_a_select_with_named_key(
-        legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> None:
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
     legacy.create_orders()
     for i in range(1, 6):
         legacy.insert_order(i, total=f"{i}.00", qty=i)
-    tables = ("\n      - name: big_orders\n        key: [id]\n"
-              "        query: \"SELECT id, total * qty AS amount, updated_at FROM orders WHERE qty >= 3\"")
+    tables = (
+        "\n      - name: big_orders\n        key: [id]\n"
+        '        query: "SELECT id, total * qty AS amount, updated_at FROM orders WHERE qty >= 3"'
+    )
     config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy, tables=tables))
     topic = topic_of(legacy, "big_orders")
     with DaemonThread(config):
         records = read_topic(kafka_bootstrap, registry_url, topic, expect=3)
     assert [(r["key"]["id"], decimal.Decimal(r["value"]["amount"])) for r in records] == [
-        (3, decimal.Decimal(9)), (4, decimal.Decimal(16)), (5, decimal.Decimal(25))]
+        (3, decimal.Decimal(9)),
+        (4, decimal.Decimal(16)),
+        (5, decimal.Decimal(25)),
+    ]
 
 
-def test_wrong_password_is_one_fatal_line(legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str,
-                                          registry_url: str, request: pytest.FixtureRequest) -> None:
+def test_wrong_password_is_one_fatal_line(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str, request: pytest.FixtureRequest
+) -> None:
     server: Any = request.getfixturevalue("postgres_server" if legacy.kind == "postgresql" else "mariadb_server")
     server.create_user("app", "right-password")
     url = sa.make_url(legacy.url).set(username="app", password="wrong-password")

@@ -78,9 +78,7 @@ def test_incompatible_schema_error_is_one_line_with_cause_and_fix(registry: Regi
 
 def test_invalid_schema_is_a_schema_error(registry: RegistryClient) -> None:
     bad = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int", "default": "x"}]}
-    with pytest.raises(
-        SchemaError, match="rejected the schema for subject 'x-value' as invalid: Invalid default"
-    ):
+    with pytest.raises(SchemaError, match="rejected the schema for subject 'x-value' as invalid: Invalid default"):
         registry.register("x-value", bad)
 
 
@@ -194,9 +192,7 @@ def test_subject_is_url_encoded(scripted: Any) -> None:
 
 @pytest.mark.parametrize("basic_auth", [None, "liberator:wrong"])
 def test_refused_credentials_are_a_config_error(scripted: Any, basic_auth: str | None) -> None:
-    fake = scripted(
-        {"GET /subjects/s/versions/latest": (401, {"error_code": 401, "message": "Unauthorized"})}
-    )
+    fake = scripted({"GET /subjects/s/versions/latest": (401, {"error_code": 401, "message": "Unauthorized"})})
     with pytest.raises(ConfigError, match=r"HTTP 401.*schema_registry\.basic_auth") as info:
         RegistryClient(fake.url, basic_auth=basic_auth).latest("s")
     assert "\n" not in str(info.value)

@@ -213,9 +213,7 @@ def test_rest_shapes_and_errors(server: RegistryServer) -> None:
     assert (missing.status_code, missing.json()["error_code"]) == (404, 404)
     wrong_method = httpx.put(f"{server.url}/subjects")
     assert (wrong_method.status_code, wrong_method.json()["error_code"]) == (405, 405)
-    broken = httpx.post(
-        f"{server.url}/subjects/x/versions", content=b"{", headers={"Content-Type": CONTENT_TYPE}
-    )
+    broken = httpx.post(f"{server.url}/subjects/x/versions", content=b"{", headers={"Content-Type": CONTENT_TYPE})
     assert broken.status_code == 400 and "message" in broken.json()
 
 

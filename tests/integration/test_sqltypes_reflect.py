@@ -372,9 +372,7 @@ def test_mariadb_values_and_types_without_exact_mapping_are_refused(mysql_engine
     table = reflect_table(mysql_engine, None, "durations")
     with mysql_engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM durations")).mappings().one()
-    with pytest.raises(
-        DatumError, match=rf"table {table.schema}\.durations column tm: .* is not a time of day"
-    ):
+    with pytest.raises(DatumError, match=rf"table {table.schema}\.durations column tm: .* is not a time of day"):
         DatumConverter(table).convert(row)
     with pytest.raises(SchemaError, match=r"column g: type GEOMETRY has no exact Avro mapping"):
         reflect_table(mysql_engine, None, "shapes")

@@ -132,9 +132,7 @@ def test_each_neutral_type_maps_to_its_narrowest_exact_avro_type(ctype: ColumnTy
 
 
 def test_nullable_columns_are_unions_with_null_default_and_not_null_ones_have_no_default() -> None:
-    schema = value_schema(
-        table_of(Column("a", IntType(), nullable=True), Column("b", IntType(), nullable=False)), "ns"
-    )
+    schema = value_schema(table_of(Column("a", IntType(), nullable=True), Column("b", IntType(), nullable=False)), "ns")
     assert schema["fields"] == [
         {"name": "a", "type": ["null", "int"], "default": None},
         {"name": "b", "type": "int"},
@@ -194,9 +192,7 @@ def test_invalid_column_names_are_sanitised_deterministically_and_keep_the_origi
 
 
 def test_key_and_value_records_name_a_column_the_same_way() -> None:
-    table = table_of(
-        Column("a b", IntType(), nullable=False), Column("a-b", IntType(), nullable=False), key=("a-b",)
-    )
+    table = table_of(Column("a b", IntType(), nullable=False), Column("a-b", IntType(), nullable=False), key=("a-b",))
     assert [f["name"] for f in value_schema(table, "ns")["fields"]] == ["a_b", "a_b_2"]
     assert [f["name"] for f in key_schema(table, "ns")["fields"]] == ["a_b_2"]
 

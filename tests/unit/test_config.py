@@ -79,7 +79,10 @@ def test_secret_from_file(tmp_path: Path) -> None:
             ("  bootstrap_servers: 127.0.0.1:9092\n", "  settings: {}\n"),
             ":2: kafka.bootstrap_servers: is required but missing",
         ),
-        (("  bootstrap_servers: 127.0.0.1:9092\n", ""), ":2: kafka: is empty; give a mapping with bootstrap_servers"),
+        (
+            ("  bootstrap_servers: 127.0.0.1:9092\n", ""),
+            ":2: kafka: is empty; give a mapping with bootstrap_servers",
+        ),
         (
             ("tables: [public.orders, {table: public.customers, cursor: [modified, id]}]", "tables: []"),
             ":13: sources[0].tables: ",
@@ -128,13 +131,11 @@ def test_duplicate_source_names_refused(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_file_store_needs_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_PASSWORD", "x")
-    with pytest.raises(ConfigError, match="offsets.store: the file store needs offsets.path"):
+    with pytest.raises(ConfigError, match=r"offsets\.store: the file store needs offsets\.path"):
         load_config(write(tmp_path, GOOD.replace("  path: /tmp/offsets.json\n", "")))
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("500ms", 0.5), ("2s", 2.0), ("5m", 300.0), ("1h", 3600.0), (3, 3.0)]
-)
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("2s", 2.0), ("5m", 300.0), ("1h", 3600.0), (3, 3.0)])
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

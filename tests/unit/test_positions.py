@@ -35,9 +35,7 @@ def test_scalars_round_trip_through_json(value: object) -> None:
 
 
 def test_query_position_round_trips_and_is_immutable() -> None:
-    position = QueryPosition().with_cursor(
-        "public.orders", StreamCursor((dt.datetime(2026, 1, 1), 5), None, True)
-    )
+    position = QueryPosition().with_cursor("public.orders", StreamCursor((dt.datetime(2026, 1, 1), 5), None, True))
     position = position.with_cursor("public.customers", StreamCursor(None, (3,), False))
     again = QueryPosition.from_json(json.loads(json.dumps(position.to_json())))
     assert again == position

@@ -204,10 +204,7 @@ def test_backward_and_forward_are_directional() -> None:
 
 def test_full_needs_both_directions() -> None:
     old = history(V_A_INT)
-    assert (
-        check_compatibility("FULL", schema(record(field("a", "int"), field("b", "int", default=1))), old)
-        == []
-    )
+    assert check_compatibility("FULL", schema(record(field("a", "int"), field("b", "int", default=1))), old) == []
     assert check_compatibility("FULL", schema(record(field("a", "int"), field("b", "int"))), old) != []
     # Widening int to long is BACKWARD-compatible only: old readers cannot take a long.
     widened = schema(record(field("a", "long")))
@@ -255,6 +252,18 @@ def test_canonical_form_ignores_whitespace_and_key_order() -> None:
     b = parse_schema('{"fields":[{"type":"int","name":"a"}],\n "name":"Row","type":"record"}')
     assert a.canonical == b.canonical == '{"type":"record","name":"Row","fields":[{"name":"a","type":"int"}]}'
     assert parse_schema('{"type": "string"}').canonical == '"string"'
+
+
+def test_canonical_form_parses_back_to_itself() -> None:
+    # Clients re-submit the text the registry gave them (lookups, re-registration); it must parse and
+    # map to the same id.  A named fixed decimal used twice once broke this (avro's to_json).
+    money = {"type": "fixed", "name": "Money", "size": 8, "logicalType": "decimal", "precision": 12}
+    text = json.dumps(
+        record(field("price", money), field("history", {"type": "array", "items": "Money"}), namespace="shop")
+    )
+    canonical = parse_schema(text).canonical
+    assert parse_schema(canonical).canonical == canonical
+    assert json.loads(canonical) == json.loads(text)
 
 
 def test_canonical_form_keeps_what_changes_meaning() -> None:

@@ -199,9 +199,9 @@ def test_unknown_types_raise_one_line_naming_the_fix() -> None:
 
 
 def test_types_sqlalchemy_does_not_know_but_we_do() -> None:
-    assert neutral_type(
-        sqltypes.NullType(), dialect="postgresql", table="t", column="x", type_name="xml"
-    ) == (TextRepr("xml"))
+    assert neutral_type(sqltypes.NullType(), dialect="postgresql", table="t", column="x", type_name="xml") == (
+        TextRepr("xml")
+    )
     assert neutral_type(sqltypes.NullType(), dialect="mariadb", table="t", column="x", type_name="inet6") == (
         TextRepr("inet6")
     )
@@ -260,8 +260,7 @@ def test_sqlite_reflection_of_a_real_table(tmp_path: Path) -> None:
     with pytest.raises(SchemaError) as raised:
         reflect_table(engine, None, "missing")
     assert str(raised.value) == (
-        f"table missing not found in SQLite database {tmp_path / 'shop.db'}; "
-        "check `tables:` (names are schema.table)"
+        f"table missing not found in SQLite database {tmp_path / 'shop.db'}; check `tables:` (names are schema.table)"
     )
     with pytest.raises(SchemaError, match=r"table geo column shape: type \(none declared\) has no exact"):
         reflect_table(engine, None, "geo")

@@ -1,0 +1,167 @@
+"""The operator's commands: check, schemas, offsets, tail, and the /health endpoint, as processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.integration.legacy_db import LegacyDb
+from tests.support import DaemonThread, app_config, read_topic, wait_for
+
+
+def liberator(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "liberator", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def legacy(pg_url: str) -> LegacyDb:
+    db = LegacyDb(pg_url, "postgresql")
+    db.create_orders()
+    for i in range(1, 4):
+        db.insert_order(i, total=f"{i}.10")
+    return db
+
+
+def source_yaml(legacy: LegacyDb, url: str | None = None) -> str:
+    return (
+        f'  - name: legacy\n    topic: "{legacy.prefix}.{{table}}"\n    type: query\n    url: {url or legacy.url}\n'
+        "    tables: [public.orders]\n    cursor: [updated_at, id]\n    poll_interval: 100ms\n"
+        "    safety_delay: 100ms\n"
+    )
+
+
+def test_check_passes_on_a_good_config(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
+    result = liberator("check", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: Kafka at" in result.stdout and "ok: source legacy (query)" in result.stdout
+
+
+def test_check_lists_one_line_problems(legacy: LegacyDb, tmp_path: Path, postgres_server: object) -> None:
+    postgres_server.create_user("checker", "right")  # type: ignore[attr-defined]
+    bad_url = legacy.url.replace("postgres@", "checker:wrong@", 1)
+    assert "checker:wrong@" in bad_url
+    config = app_config(tmp_path, "127.0.0.1:1", "http://127.0.0.1:9", source_yaml(legacy, bad_url))
+    result = liberator("check", str(config))
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 3, result.stdout
+    assert "Kafka at 127.0.0.1:1 did not answer" in problems[0]
+    assert "schema registry" in problems[1] and "127.0.0.1:9" in problems[1]
+    assert "refused the credentials" in problems[2] and "wrong" not in problems[2]
+
+
+def test_check_reports_a_config_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nkafka:\n  bootstrap_servers: b\nschema_registry: {url: u}\nsources:\n  - type: query\n")
+    result = liberator("check", str(path))
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"problem: {path}:6: sources[0].name: is required but missing")
+
+
+def test_run_with_a_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nkafka: {bootstrap_servers: b}\nschema_registry: {url: u}\nsources: [{type: tap}]\n")
+    result = liberator("run", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "unknown type 'tap'" in result.stderr
+
+
+def test_schemas_prints_exact_avro_types(legacy: LegacyDb, tmp_path: Path) -> None:
+    config = app_config(tmp_path, "127.0.0.1:1", "http://127.0.0.1:9", source_yaml(legacy))
+    result = liberator("schemas", str(config))
+    assert result.returncode == 0, result.stderr
+    (stream,) = json.loads(result.stdout)
+    value = stream["subjects"][f"{legacy.prefix}.orders-value"]
+    fields = {f["name"]: f["type"] for f in value["fields"]}
+    assert fields["id"] == "int"
+    assert fields["total"][1] == {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}
+    assert fields["updated_at"]["logicalType"] == "timestamp-micros"
+    key = stream["subjects"][f"{legacy.prefix}.orders-key"]
+    assert [f["name"] for f in key["fields"]] == ["id"]
+
+
+def test_offsets_show_and_reset(legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> None:
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
+    with DaemonThread(config) as daemon:
+        read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders", expect=3)
+        wait_for(lambda: daemon.status("legacy").positions_stored > 0, what="a stored position")
+    shown = json.loads(liberator("offsets", "show", str(config)).stdout)
+    assert shown["legacy"]["position"]["streams"]["public.orders"]["cursor"][1] == 3
+    reset = liberator("offsets", "reset", str(config), "--source", "legacy")
+    assert reset.returncode == 0 and "reset legacy" in reset.stdout
+    assert json.loads(liberator("offsets", "show", str(config)).stdout) == {}
+    unknown = liberator("offsets", "reset", str(config), "--source", "nope")
+    assert unknown.returncode == 1 and "no source named 'nope'" in unknown.stderr
+
+
+def test_tail_prints_json_lines(legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> None:
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
+    with DaemonThread(config):
+        read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders", expect=3)
+    result = liberator(
+        "tail",
+        f"{legacy.prefix}.orders",
+        "--bootstrap-servers",
+        kafka_bootstrap,
+        "--registry",
+        registry_url,
+        "--from-beginning",
+        "--max",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["key"] for line in lines] == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert lines[1]["value"]["total"] == "2.10"  # decimals as exact strings
+    assert lines[0]["timestamp"].endswith("+00:00") and lines[0]["partition"] == 0 and lines[0]["offset"] == 0
+
+
+def test_kafka_offset_store_resumes_without_duplicates(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    offsets = f"offsets:\n  store: kafka\n  topic: {legacy.prefix}-offsets\n  flush_interval: 200ms\n"
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy), offsets=offsets)
+    topic = f"{legacy.prefix}.orders"
+    with DaemonThread(config) as daemon:
+        read_topic(kafka_bootstrap, registry_url, topic, expect=3)
+        wait_for(lambda: daemon.status("legacy").positions_stored > 0, what="a stored position")
+    legacy.insert_order(4)
+    with DaemonThread(config):
+        read_topic(kafka_bootstrap, registry_url, topic, expect=4)
+    assert [r["key"]["id"] for r in read_topic(kafka_bootstrap, registry_url, topic)] == [1, 2, 3, 4]
+    shown = json.loads(liberator("offsets", "show", str(config)).stdout)
+    assert shown["legacy"]["position"]["streams"]["public.orders"]["cursor"][1] == 4
+
+
+def test_health_and_metrics_endpoints(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    from liberator.testbed.ports import free_port
+
+    port = free_port()
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
+    config.write_text(config.read_text().replace("sources:\n", f"http:\n  listen: 127.0.0.1:{port}\nsources:\n"))
+    with DaemonThread(config):
+        read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders", expect=3)
+        wait_for(
+            lambda: (
+                json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health"))["sources"]["legacy"][
+                    "events_acked"
+                ]
+                == 3
+            ),
+            what="health to count the events",
+        )
+        health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health"))
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    assert health["status"] == "ok" and health["sources"]["legacy"]["state"] == "running"
+    assert 'liberator_events_acked_total{app="test",source="legacy",type="query"} 3' in metrics
