@@ -117,6 +117,7 @@ class SourceRunner:
         seq = self.checkpointer.add(event.position)
         size = self.publisher.publish(event, self._on_delivery(seq, 0), self.stop)
         self.status.events_published += 1
+        self.status.phase = self.source.phase
         self.status.bytes_published += size
         self.status.last_event_ms = event.timestamp_ms
 

@@ -39,6 +39,8 @@ class SourceContext:
 class Source(ABC):
     config_model: ClassVar[type[SourceConfig]]
     position_type: ClassVar[type[Position]]
+    # What the source is doing, for /health: "snapshot", "polling", "streaming"...
+    phase: str = ""
 
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         self.config = config

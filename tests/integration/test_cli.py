@@ -165,3 +165,34 @@ def test_health_and_metrics_endpoints(
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     assert health["status"] == "ok" and health["sources"]["legacy"]["state"] == "running"
     assert 'liberator_events_acked_total{app="test",source="legacy",type="query"} 3' in metrics
+
+
+def test_registry_serve_command(tmp_path: Path) -> None:
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    from liberator.testbed.ports import free_port
+
+    port = free_port()
+    data = tmp_path / "registry.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "liberator", "registry", "serve", "--port", str(port), "--data", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"{url}/subjects"), what="the registry to listen")
+        client = SchemaRegistryClient({"url": url})
+        schema_id = client.register_schema("t-value", Schema('{"type":"record","name":"R","fields":[]}', "AVRO"))
+        assert client.get_schema(schema_id).schema_str is not None
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+    assert data.exists()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=1).status == 200
+    except OSError:
+        return False

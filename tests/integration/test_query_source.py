@@ -230,3 +230,26 @@ def test_wrong_password_is_one_fatal_line(
         assert daemon.wait(30) == 1
         error = daemon.status("legacy").error
     assert "refused the credentials" in error and "wrong-password" not in error and "\n" not in error
+
+
+def test_a_lost_database_connection_is_retried_and_resumes_without_loss(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    legacy = LegacyDb(pg_url, "postgresql")
+    legacy.create_orders()
+    legacy.insert_order(1)
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
+    topic = topic_of(legacy)
+    with DaemonThread(config) as daemon:
+        read_topic(kafka_bootstrap, registry_url, topic, expect=1)
+        database = sa.make_url(pg_url).database
+        # What a database restart or a network cut looks like to the source: its session dies.
+        legacy.run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()",
+            db=database,
+        )
+        legacy.insert_order(2)
+        wait_for(lambda: daemon.status("legacy").retries >= 1, what="the source to notice and retry")
+        records = read_topic(kafka_bootstrap, registry_url, topic, expect=2, timeout=30)
+        assert daemon.status("legacy").state == "running"
+    assert [r["key"]["id"] for r in records] == [1, 2]
