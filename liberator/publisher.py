@@ -35,6 +35,8 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
         # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
         "message.timeout.ms": 0,
         "linger.ms": 10,
+        # Events waiting for acknowledgement are held in memory with their positions: keep that bounded.
+        "queue.buffering.max.messages": 20000,
         "compression.type": "lz4",
         "logger": logging.getLogger("liberator.kafka"),
         **kafka.settings,

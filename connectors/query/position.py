@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Self
 
 from liberator.positions import Position, decode_scalar, encode_scalar
@@ -45,8 +45,11 @@ class QueryPosition(Position):
         return StreamCursor()
 
     def with_cursor(self, stream: str, cursor: StreamCursor) -> QueryPosition:
-        others = tuple((name, c) for name, c in self.streams if name != stream)
-        return replace(self, streams=tuple(sorted((*others, (stream, cursor)), key=lambda item: item[0])))
+        # Called once per row: swap in place when the stream is known, sort only when one is added.
+        for index, (name, _old) in enumerate(self.streams):
+            if name == stream:
+                return QueryPosition((*self.streams[:index], (stream, cursor), *self.streams[index + 1 :]))
+        return QueryPosition(tuple(sorted((*self.streams, (stream, cursor)), key=lambda item: item[0])))
 
     def to_json(self) -> dict[str, Any]:
         return {"streams": {name: cursor.to_json() for name, cursor in self.streams}}
