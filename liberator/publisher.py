@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import fastavro
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 # NewTopic is re-exported without being listed in the package stubs' __all__.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from liberator.avro import AvroEncoder
 from liberator.config import KafkaConfig, RegistryConfig
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import ChangeEvent, Stream
@@ -43,24 +40,10 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
     }
 
 
-class AvroWriter:
-    """Confluent wire format: magic byte 0, the 4-byte schema id, then the Avro binary body."""
-
-    def __init__(self, schema: dict[str, Any], schema_id: int) -> None:
-        self._parsed = fastavro.parse_schema(schema)
-        self._header = struct.pack(">bI", 0, schema_id)
-
-    def write(self, datum: dict[str, Any]) -> bytes:
-        buffer = io.BytesIO()
-        buffer.write(self._header)
-        fastavro.schemaless_writer(buffer, self._parsed, datum)
-        return buffer.getvalue()
-
-
 @dataclass(frozen=True)
 class PreparedStream:
-    key: AvroWriter
-    value: AvroWriter
+    key: AvroEncoder
+    value: AvroEncoder
 
 
 class TopicManager:
@@ -120,7 +103,9 @@ class Publisher:
             self.topics.ensure(stream.topic)
             key_id = self._register(f"{stream.topic}-key", stream.key_schema)
             value_id = self._register(f"{stream.topic}-value", stream.value_schema)
-            prepared = PreparedStream(AvroWriter(stream.key_schema, key_id), AvroWriter(stream.value_schema, value_id))
+            prepared = PreparedStream(
+                AvroEncoder(stream.key_schema, key_id), AvroEncoder(stream.value_schema, value_id)
+            )
             self._prepared[stream.fingerprint] = prepared
             log.info("schemas for %s registered (key id %d, value id %d)", stream.topic, key_id, value_id)
             return prepared
@@ -140,8 +125,8 @@ class Publisher:
     ) -> int:
         """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
         prepared = self.prepare(event.stream)
-        key = prepared.key.write(event.key)
-        value = None if event.value is None else prepared.value.write(event.value)
+        key = prepared.key.encode(event.key)
+        value = None if event.value is None else prepared.value.encode(event.value)
         while True:
             try:
                 self.producer.produce(
@@ -149,7 +134,7 @@ class Publisher:
                     key=key,
                     value=value,
                     timestamp=event.timestamp_ms,
-                    headers=list(event.headers) or None,
+                    headers=list(event.headers) if event.headers else None,
                     on_delivery=on_delivery,
                 )
                 break
@@ -163,14 +148,3 @@ class Publisher:
 
 class ShutdownDuringBackpressure(LiberatorError):
     """Stop was requested while the producer queue was full; the unpublished event is simply not sent."""
-
-
-def wait_for_broker(producer: Producer, stop: threading.Event, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop.is_set():
-        try:
-            producer.list_topics(timeout=2)
-            return True
-        except KafkaException:
-            continue
-    return False

@@ -55,7 +55,7 @@ class SourceRunner:
         self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
-    def _on_delivery(self, seq: int, size: int) -> Any:
+    def _on_delivery(self, seq: int) -> Any:
         def callback(error: KafkaError | None, message: Message) -> None:
             if error is None:
                 self.checkpointer.ack(seq)
@@ -115,7 +115,7 @@ class SourceRunner:
 
     def _publish(self, event: ChangeEvent) -> None:
         seq = self.checkpointer.add(event.position)
-        size = self.publisher.publish(event, self._on_delivery(seq, 0), self.stop)
+        size = self.publisher.publish(event, self._on_delivery(seq), self.stop)
         self.status.events_published += 1
         self.status.phase = self.source.phase
         self.status.bytes_published += size

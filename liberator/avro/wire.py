@@ -42,19 +42,17 @@ def unframe(data: bytes) -> tuple[int, bytes]:
 
 
 class AvroEncoder:
-    """Encodes datums of one schema into framed bytes. Not thread-safe: it reuses one buffer."""
+    """Encodes datums of one schema into framed bytes; shareable between threads (no reused buffer,
+    which measured no faster)."""
 
     def __init__(self, schema: dict[str, Any], schema_id: int) -> None:
         self.schema = schema
         self.schema_id = schema_id
         self._parsed = fastavro.parse_schema(schema)
         self._header = _header(schema_id)
-        self._buffer = io.BytesIO()
 
     def encode(self, datum: Any) -> bytes:
-        buffer = self._buffer
-        buffer.seek(0)
-        buffer.truncate()
+        buffer = io.BytesIO()
         buffer.write(self._header)
         try:
             fastavro.schemaless_writer(buffer, self._parsed, datum)
