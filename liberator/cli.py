@@ -66,6 +66,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
                         "origin": stream.origin,
                         "subjects": {
                             f"{stream.topic}-key": stream.key_schema,
+                            # None: the application registers the value schema itself (pre-encoded values)
                             f"{stream.topic}-value": stream.value_schema,
                         },
                     }

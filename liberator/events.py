@@ -20,7 +20,9 @@ class Stream:
 
     topic: str
     key_schema: dict[str, Any]
-    value_schema: dict[str, Any]
+    # None: the source hands over values already in the Confluent wire format (bytes whose schema id the
+    # application registered, e.g. outbox rows written as Avro); the runtime publishes them unchanged.
+    value_schema: dict[str, Any] | None
     # Where the stream comes from, for logs and errors ("public.orders").
     origin: str = ""
 
@@ -37,13 +39,14 @@ class Stream:
 class ChangeEvent:
     """One record for Kafka. `key` and `value` are Avro datums matching the stream's schemas.
 
-    `value is None` is a tombstone. `position` is where the source stands once this event and every
+    `value is None` is a tombstone; `bytes` is a value already in the wire format (see Stream).
+    `position` is where the source stands once this event and every
     earlier one are acknowledged; None inside a transaction, where resuming is not possible.
     """
 
     stream: Stream
     key: dict[str, Any]
-    value: dict[str, Any] | None
+    value: dict[str, Any] | bytes | None
     timestamp_ms: int
     position: Position | None
     headers: tuple[tuple[str, bytes], ...] = field(default=())

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from liberator.avro import AvroEncoder
 from liberator.config import KafkaConfig, RegistryConfig
-from liberator.errors import FatalSourceError, LiberatorError
+from liberator.errors import FatalSourceError, LiberatorError, SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.registry.client import RegistryClient
 
@@ -43,7 +43,7 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
 @dataclass(frozen=True)
 class PreparedStream:
     key: AvroEncoder
-    value: AvroEncoder
+    value: AvroEncoder | None  # None: values arrive pre-encoded
 
 
 class TopicManager:
@@ -102,12 +102,18 @@ class Publisher:
         with self._lock:
             self.topics.ensure(stream.topic)
             key_id = self._register(f"{stream.topic}-key", stream.key_schema)
-            value_id = self._register(f"{stream.topic}-value", stream.value_schema)
-            prepared = PreparedStream(
-                AvroEncoder(stream.key_schema, key_id), AvroEncoder(stream.value_schema, value_id)
-            )
+            value: AvroEncoder | None = None
+            if stream.value_schema is not None:
+                value_id = self._register(f"{stream.topic}-value", stream.value_schema)
+                value = AvroEncoder(stream.value_schema, value_id)
+            prepared = PreparedStream(AvroEncoder(stream.key_schema, key_id), value)
             self._prepared[stream.fingerprint] = prepared
-            log.info("schemas for %s registered (key id %d, value id %d)", stream.topic, key_id, value_id)
+            log.info(
+                "schemas for %s registered (key id %d, value %s)",
+                stream.topic,
+                key_id,
+                f"id {value.schema_id}" if value is not None else "pre-encoded by the application",
+            )
             return prepared
 
     def _register(self, subject: str, schema: dict[str, Any]) -> int:
@@ -126,7 +132,7 @@ class Publisher:
         """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
         prepared = self.prepare(event.stream)
         key = prepared.key.encode(event.key)
-        value = None if event.value is None else prepared.value.encode(event.value)
+        value = self._value(event, prepared)
         while True:
             try:
                 self.producer.produce(
@@ -144,6 +150,17 @@ class Publisher:
                 if stop.is_set():
                     raise ShutdownDuringBackpressure() from None
         return len(key) + (len(value) if value is not None else 0)
+
+    @staticmethod
+    def _value(event: ChangeEvent, prepared: PreparedStream) -> bytes | None:
+        datum = event.value
+        if datum is None or isinstance(datum, bytes):
+            if datum is not None and prepared.value is not None:
+                raise SchemaError(f"topic {event.stream.topic}: a pre-encoded value for a stream with a schema")
+            return datum
+        if prepared.value is None:
+            raise SchemaError(f"topic {event.stream.topic}: a datum for a stream of pre-encoded values")
+        return prepared.value.encode(datum)
 
 
 class ShutdownDuringBackpressure(LiberatorError):

@@ -136,6 +136,7 @@ class SourceRunner:
         self.status.positions_stored += 1
         self.status.last_stored_at = time.time()
         self.status.position = document
+        self.source.acknowledged(position)
 
 
 def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfig) -> Position | None:

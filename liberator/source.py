@@ -62,5 +62,13 @@ class Source(ABC):
         yielded), FatalSourceError when only an operator can help.
         """
 
+    def acknowledged(self, position: Position) -> None:  # noqa: B027 - optional hook
+        """Everything up to `position` is acknowledged by Kafka and the position is stored.
+
+        Called from the daemon's committer thread, so keep it to recording the fact: the reading thread acts
+        on it (confirm a replication slot's flush LSN, delete published outbox rows). It may also come after
+        `close()`, for the last positions stored at shutdown.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once after `read` ends, however it ended."""

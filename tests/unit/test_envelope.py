@@ -1,0 +1,45 @@
+"""The change envelope: a valid Avro schema around a table's Value record, round-tripping its datums."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from liberator.avro import AvroDecoder, AvroEncoder, DatumConverter, value_schema
+from liberator.envelope import Op, SourceInfo, change_schema, change_value, is_change_schema
+from liberator.schema import Column, DecimalType, EnumType, IntType, StringType, TableSchema
+
+TABLE = TableSchema(
+    "shop",
+    "orders",
+    (
+        Column("id", IntType(64, False), False, "bigint"),
+        Column("total", DecimalType(10, 2), True, "decimal(10,2)"),
+        Column("state", EnumType("state", ("new", "paid")), False, "enum"),
+        Column("note", StringType(), True, "text"),
+    ),
+    ("id",),
+)
+INFO = SourceInfo("mysql_binlog", "shop", "1", "shop", "orders")
+
+
+def test_change_envelope_round_trips_before_and_after() -> None:
+    schema = change_schema(value_schema(TABLE, "liberator.shop.orders"))
+    assert is_change_schema(schema)
+    convert = DatumConverter(TABLE)
+    before = convert.convert({"id": 1, "total": Decimal("9.99"), "state": "new", "note": None})
+    after = convert.convert({"id": 1, "total": Decimal("10.00"), "state": "paid", "note": "x"})
+    datum = change_value(
+        Op.update, before, after, INFO, position="0-1-7", commit_ms=5, transaction_id="0-1-7", order=2, ts_ms=9
+    )
+    decoded = AvroDecoder(schema).decode(AvroEncoder(schema, 3).encode(datum))
+    assert decoded == datum
+    assert decoded["transaction"] == {"id": "0-1-7", "order": 2}
+
+
+def test_delete_envelope_has_no_after_and_state_values_are_not_envelopes() -> None:
+    values = value_schema(TABLE, "liberator.shop.orders")
+    schema = change_schema(values)
+    before = DatumConverter(TABLE).convert({"id": 1, "total": None, "state": "new", "note": None})
+    datum = change_value(Op.delete, before, None, INFO, ts_ms=1)
+    assert AvroDecoder(schema).decode(AvroEncoder(schema, 1).encode(datum))["after"] is None
+    assert not is_change_schema(values)
