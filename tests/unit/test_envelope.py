@@ -14,7 +14,7 @@ TABLE = TableSchema(
     (
         Column("id", IntType(64, False), False, "bigint"),
         Column("total", DecimalType(10, 2), True, "decimal(10,2)"),
-        Column("state", EnumType("state", ("new", "paid")), False, "enum"),
+        Column("state", EnumType(("new", "paid")), False, "enum"),
         Column("note", StringType(), True, "text"),
     ),
     ("id",),
