@@ -12,7 +12,7 @@ from liberator.config import AppConfig
 from liberator.errors import LiberatorError
 from liberator.offsets import open_store
 from liberator.registry.client import RegistryClient
-from liberator.runtime import build_source
+from liberator.runtime import build_source, registry_client
 
 
 def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
@@ -54,7 +54,7 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
 
     for source_config in config.sources:
         try:
-            source = build_source(source_config, config.name, threading.Event())
+            source = build_source(source_config, config.name, threading.Event(), registry_client(config))
         except LiberatorError as exc:
             problems.append(str(exc))
             continue

@@ -51,12 +51,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_schemas(args: argparse.Namespace) -> int:
     import threading
 
-    from liberator.runtime import build_source
+    from liberator.runtime import build_source, registry_client
 
     config = load_config(args.config)
     out = []
     for source_config in config.sources:
-        source = build_source(source_config, config.name, threading.Event())
+        source = build_source(source_config, config.name, threading.Event(), registry_client(config))
         try:
             for stream in source.streams():
                 out.append(

@@ -157,9 +157,16 @@ def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfi
         ) from None
 
 
-def build_source(config: SourceConfig, app: str, stop: threading.Event) -> Source:
+def registry_client(config: AppConfig, timeout: float = 10.0) -> RegistryClient:
+    return RegistryClient(config.schema_registry.url, config.schema_registry.basic_auth, timeout=timeout)
+
+
+def build_source(
+    config: SourceConfig, app: str, stop: threading.Event, registry: RegistryClient | None = None
+) -> Source:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
-    context = SourceContext(app_name=app, stop=stop, log=logging.getLogger(f"liberator.source.{config.name}"))
+    log = logging.getLogger(f"liberator.source.{config.name}")
+    context = SourceContext(app_name=app, stop=stop, log=log, registry=registry)
     source: Source = source_cls(config, context)
     return source
 
@@ -202,7 +209,7 @@ class Daemon:
 
         stored_all = store.load_all()
         for source_config in config.sources:
-            source = build_source(source_config, config.name, self.stop)
+            source = build_source(source_config, config.name, self.stop, registry)
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)
             if start is not None:

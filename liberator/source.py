@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from liberator.events import SourceItem, Stream
 from liberator.positions import Position
+from liberator.registry.client import RegistryClient
 
 
 class SourceConfig(BaseModel):
@@ -34,6 +35,9 @@ class SourceContext:
     app_name: str  # the config's `name`: part of client ids and offset keys
     stop: threading.Event  # set on shutdown; sources leave their loops promptly when it is
     log: logging.Logger
+    # The daemon's schema registry, for sources that must read schemas the application registered
+    # (outbox payloads validated against their subject). None where no registry is configured (tests, bench).
+    registry: RegistryClient | None = None
 
 
 class Source(ABC):
