@@ -1,0 +1,294 @@
+"""Outbox rows -> Kafka records: topic from the aggregate type, key = aggregate id, the event id and type
+as headers, event time = occurred_at, the payload checked against the registry (and encoded, for JSON).
+
+A row that cannot be published is never skipped silently: under `on_invalid: stop` it raises
+FatalSourceError (the source stops before it, nothing behind it is published out of order); under
+`dead_letter` it becomes a record on the dead-letter topic holding the original row and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+
+from liberator.avro import AvroEncoder, FramingError, frame, unframe
+from liberator.errors import ConfigError, FatalSourceError, SchemaError
+from liberator.events import ChangeEvent, Stream
+from liberator.outbox import values
+from liberator.outbox.jsonavro import JsonToAvro, PayloadMismatch
+from liberator.outbox.routing import OutboxRouting
+from liberator.outbox.values import InvalidRow
+from liberator.positions import Position
+from liberator.registry.client import RegistryClient, RegistryRequestError
+
+NAMESPACE = "liberator.outbox"
+KEY_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "OutboxKey",
+    "namespace": NAMESPACE,
+    "fields": [{"name": "aggregate_id", "type": "string"}],
+}
+DEAD_LETTER_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "OutboxDeadLetter",
+    "namespace": NAMESPACE,
+    "doc": "An outbox row that could not be published, as it was read, and why",
+    "fields": [
+        {"name": "source", "type": "string"},
+        {"name": "reason", "type": "string"},
+        {"name": "event_id", "type": "string"},
+        {"name": "aggregate_type", "type": ["null", "string"], "default": None},
+        {"name": "aggregate_id", "type": ["null", "string"], "default": None},
+        {"name": "event_type", "type": ["null", "string"], "default": None},
+        {"name": "payload", "type": ["null", "bytes"], "default": None, "doc": "the payload column's bytes"},
+        {
+            "name": "row",
+            "type": {"type": "map", "values": ["null", "string"]},
+            "doc": "every column as text; binary values as base64:...",
+        },
+    ],
+}
+# Header names liberator sets; a row's own headers may not override them.
+HEADER_ID = "id"
+HEADER_EVENT_TYPE = "event_type"
+HEADER_AGGREGATE_TYPE = "aggregate_type"
+HEADER_ERROR = "liberator.error"
+RESERVED_HEADERS = frozenset({HEADER_ID, HEADER_EVENT_TYPE, HEADER_AGGREGATE_TYPE, HEADER_ERROR})
+# A payload that fails validation against a cached schema re-reads the subject at most this often.
+_RECHECK_AFTER = 2.0
+
+
+@dataclass(frozen=True)
+class _SubjectSchema:
+    fetched_at: float
+    encoder: AvroEncoder
+    converter: JsonToAvro
+
+
+class OutboxRouter:
+    """Turns one outbox row at a time into the records to publish. Not thread-safe: one per reading thread."""
+
+    def __init__(self, routing: OutboxRouting, source_name: str, registry: RegistryClient | None) -> None:
+        if routing.payload == "json" and registry is None:
+            raise ConfigError(
+                f"source {source_name}: payload: json needs the schema registry to validate against; "
+                "configure schema_registry or use payload: avro"
+            )
+        self.routing = routing
+        self.source_name = source_name
+        self.registry = registry
+        self.columns = routing.columns
+        self._streams: dict[str, Stream] = {}
+        self._subjects: dict[str, _SubjectSchema] = {}
+        self._writer_schemas: dict[int, Any] = {}
+        self.dead_letter_topic = routing.dead_letter_topic.format(source=source_name)
+        self.dead_letter_stream = Stream(self.dead_letter_topic, KEY_SCHEMA, DEAD_LETTER_SCHEMA, "outbox dead letters")
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def route(self, row: Mapping[str, Any], position: Position | None) -> list[ChangeEvent]:
+        try:
+            return [self._domain_event(row, position)]
+        except InvalidRow as exc:
+            reason = str(exc)
+        if self.routing.on_invalid == "stop":
+            raise FatalSourceError(
+                f"source {self.source_name}: outbox row {self.describe(row)} cannot be published: {reason}; "
+                "fix or delete that row (nothing after it is published until then), "
+                "or set on_invalid: dead_letter to divert such rows"
+            )
+        return [self._dead_letter(row, position, reason)]
+
+    def describe(self, row: Mapping[str, Any]) -> str:
+        """`id=42 (order/17)`: enough to find the row, nothing of its payload."""
+        ident = values.column_text(row.get(self.columns.id))
+        aggregate = f"{row.get(self.columns.aggregate_type)}/{row.get(self.columns.aggregate_id)}"
+        return f"{self.columns.id}={ident} ({aggregate})"
+
+    def stream(self, topic: str) -> Stream:
+        stream = self._streams.get(topic)
+        if stream is None:
+            # Values are pre-encoded: the application (avro) or the subject's registered schema (json)
+            # owns the value schema; the runtime registers only the key schema.
+            stream = Stream(topic, KEY_SCHEMA, None, f"outbox of {self.source_name}")
+            self._streams[topic] = stream
+        return stream
+
+    # -- domain events ------------------------------------------------------------------------------
+
+    def _domain_event(self, row: Mapping[str, Any], position: Position | None) -> ChangeEvent:
+        cols = self.columns
+        event_id = values.text_of(self._get(row, cols.id), cols.id)
+        aggregate_type = values.text_of(self._get(row, cols.aggregate_type), cols.aggregate_type)
+        aggregate_id = values.text_of(self._get(row, cols.aggregate_id), cols.aggregate_id)
+        event_type = values.text_of(self._get(row, cols.event_type), cols.event_type)
+        if cols.occurred_at is not None:
+            timestamp_ms = values.epoch_ms(self._get(row, cols.occurred_at), cols.occurred_at)
+        else:
+            timestamp_ms = int(time.time() * 1000)
+        topic = values.check_topic(
+            self.routing.topic.format(aggregate_type=aggregate_type, event_type=event_type, source=self.source_name)
+        )
+        headers = [
+            (HEADER_ID, event_id.encode()),
+            (HEADER_EVENT_TYPE, event_type.encode()),
+            (HEADER_AGGREGATE_TYPE, aggregate_type.encode()),
+        ]
+        if cols.headers is not None:
+            extra = values.header_pairs(self._get(row, cols.headers), cols.headers)
+            clash = [name for name, _ in extra if name in RESERVED_HEADERS]
+            if clash:
+                raise InvalidRow(f"{cols.headers} sets the reserved header {clash[0]!r}; rename it")
+            headers += extra
+        payload = self._get(row, cols.payload)
+        if self.routing.payload == "avro":
+            value = self._checked_avro(row, payload)
+        else:
+            subject = self.routing.subject.format(
+                topic=topic, aggregate_type=aggregate_type, event_type=event_type, source=self.source_name
+            )
+            value = self._encoded_json(subject, payload)
+        return ChangeEvent(
+            self.stream(topic), {"aggregate_id": aggregate_id}, value, timestamp_ms, position, tuple(headers)
+        )
+
+    def _get(self, row: Mapping[str, Any], column: str) -> Any:
+        try:
+            return row[column]
+        except KeyError:
+            raise FatalSourceError(
+                f"source {self.source_name}: the outbox rows have no column {column!r} (they have "
+                f"{', '.join(map(str, row))}); fix the `columns` mapping"
+            ) from None
+
+    def _checked_avro(self, row: Mapping[str, Any], payload: Any) -> bytes:
+        cols = self.columns
+        data = values.payload_bytes(payload, cols.payload)
+        declared = None
+        if cols.schema_id is not None:
+            declared = values.schema_id_of(self._get(row, cols.schema_id), cols.schema_id)
+        if self.routing.avro_framing == "raw":
+            assert declared is not None  # the config validator requires the column
+            schema_id, body, data = declared, data, frame(declared, data)
+        else:
+            try:
+                schema_id, body = unframe(data)
+            except FramingError as exc:
+                raise InvalidRow(f"{cols.payload} is not in the Confluent wire format ({exc})") from None
+            if declared is not None and declared != schema_id:
+                raise InvalidRow(f"{cols.payload} carries schema id {schema_id} but {cols.schema_id} says {declared}")
+        writer = self._writer_schema(schema_id)
+        if writer is not None:
+            buffer = io.BytesIO(body)
+            try:
+                fastavro.schemaless_reader(buffer, writer, None)
+            except Exception as exc:  # fastavro raises many kinds on corrupt input
+                raise InvalidRow(
+                    f"{cols.payload} does not decode with schema id {schema_id} ({type(exc).__name__})"
+                ) from None
+            if buffer.tell() != len(body):
+                raise InvalidRow(
+                    f"{cols.payload} has {len(body) - buffer.tell()} bytes left after a schema id {schema_id} record"
+                )
+        return data
+
+    def _writer_schema(self, schema_id: int) -> Any:
+        """The parsed schema of a registry id (ids never change, so cached for good); None without a registry."""
+        if self.registry is None:
+            return None
+        parsed = self._writer_schemas.get(schema_id)
+        if parsed is None:
+            try:
+                schema = self.registry.get_schema(schema_id)
+            except RegistryRequestError as exc:
+                if exc.status == 404:
+                    raise InvalidRow(f"schema id {schema_id} is not in the schema registry") from None
+                raise
+            parsed = fastavro.parse_schema(schema)
+            self._writer_schemas[schema_id] = parsed
+        return parsed
+
+    def _encoded_json(self, subject: str, payload: Any) -> bytes:
+        document = values.payload_json(payload, self.columns.payload)
+        cached = self._subject_schema(subject, refresh=False)
+        try:
+            return self._encode(cached, document)
+        except InvalidRow:
+            # The application may have registered a newer version since we looked: check once more.
+            if time.monotonic() - cached.fetched_at < _RECHECK_AFTER:
+                raise
+            fresh = self._subject_schema(subject, refresh=True)
+            if fresh.encoder.schema_id == cached.encoder.schema_id:
+                raise
+            return self._encode(fresh, document)
+
+    def _encode(self, subject_schema: _SubjectSchema, document: Any) -> bytes:
+        try:
+            datum = subject_schema.converter.convert(document)
+            return subject_schema.encoder.encode(datum)
+        except (PayloadMismatch, SchemaError) as exc:
+            raise InvalidRow(f"{exc} (schema id {subject_schema.encoder.schema_id})") from None
+
+    def _subject_schema(self, subject: str, refresh: bool) -> _SubjectSchema:
+        cached = self._subjects.get(subject)
+        now = time.monotonic()
+        if cached is not None and not refresh and now - cached.fetched_at < self.routing.schema_refresh:
+            return cached
+        assert self.registry is not None
+        latest = self.registry.latest(subject)
+        if latest is None:
+            raise InvalidRow(
+                f"subject {subject!r} has no schema in the registry to validate the JSON payload against; "
+                "register the event's Avro schema under it"
+            )
+        schema_id, _version, schema = latest
+        if cached is not None and cached.encoder.schema_id == schema_id:
+            fresh = _SubjectSchema(now, cached.encoder, cached.converter)
+        else:
+            fresh = _SubjectSchema(now, AvroEncoder(schema, schema_id), JsonToAvro(schema))
+        self._subjects[subject] = fresh
+        return fresh
+
+    # -- dead letters -------------------------------------------------------------------------------
+
+    def _dead_letter(self, row: Mapping[str, Any], position: Position | None, reason: str) -> ChangeEvent:
+        cols = self.columns
+        event_id = values.column_text(row.get(cols.id)) or ""
+        aggregate_id = values.column_text(row.get(cols.aggregate_id))
+        event_type = values.column_text(row.get(cols.event_type))
+        payload = row.get(cols.payload)
+        payload_text = payload if isinstance(payload, str) else values.column_text(payload)
+        if isinstance(payload, bytes | bytearray | memoryview):
+            payload_data: bytes | None = bytes(payload)
+        else:
+            payload_data = None if payload_text is None else payload_text.encode("utf-8")
+        try:
+            timestamp_ms = values.epoch_ms(row.get(cols.occurred_at), "occurred_at") if cols.occurred_at else None
+        except InvalidRow:
+            timestamp_ms = None
+        value = {
+            "source": self.source_name,
+            "reason": reason,
+            "event_id": event_id,
+            "aggregate_type": values.column_text(row.get(cols.aggregate_type)),
+            "aggregate_id": aggregate_id,
+            "event_type": event_type,
+            "payload": payload_data,
+            "row": {str(name): values.column_text(item) for name, item in row.items()},
+        }
+        headers = [(HEADER_ID, event_id.encode()), (HEADER_ERROR, reason.encode())]
+        if event_type is not None:
+            headers.append((HEADER_EVENT_TYPE, event_type.encode()))
+        return ChangeEvent(
+            self.dead_letter_stream,
+            {"aggregate_id": aggregate_id or ""},
+            value,
+            timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
+            position,
+            tuple(headers),
+        )
