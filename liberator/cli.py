@@ -127,6 +127,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, workdir=args.workdir)
 
 
+def cmd_outbox_ddl(args: argparse.Namespace) -> int:
+    from connectors.outbox.ddl import outbox_ddl
+
+    try:
+        print(outbox_ddl(args.dialect, args.table, args.payload, args.cleanup, args.notify), end="")
+    except ValueError as exc:
+        raise LiberatorError(f"{exc}; drop --notify for {args.dialect}") from None
+    return 0
+
+
 def cmd_config_reference(_args: argparse.Namespace) -> int:
     from liberator.docgen import config_reference
 
@@ -182,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of live changes (default 20)")
     p.add_argument("--workdir", help="where to keep the demo's files (default: a temporary directory)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("outbox", help="the transactional outbox table (see docs/outbox.md)")
+    outbox = p.add_subparsers(dest="outbox_command", required=True)
+    o = outbox.add_parser("ddl", help="print the default outbox CREATE TABLE with its index")
+    o.add_argument("--dialect", required=True, choices=["postgresql", "mysql", "sqlite"])
+    o.add_argument("--table", default="outbox", help="table name, or schema.table (default outbox)")
+    o.add_argument("--payload", default="json", choices=["json", "avro"], help="payload column type (default json)")
+    o.add_argument("--cleanup", default="delete", choices=["delete", "mark"], help="delete rows, or mark published_at")
+    o.add_argument("--notify", metavar="CHANNEL", help="PostgreSQL: add a trigger that NOTIFYs CHANNEL on insert")
+    o.set_defaults(func=cmd_outbox_ddl)
 
     p = sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     p.set_defaults(func=cmd_config_reference)

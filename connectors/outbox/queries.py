@@ -1,0 +1,81 @@
+"""The statements the outbox source runs, built once per dialect with SQLAlchemy Core.
+
+Columns are untyped (`sa.column`), so values arrive exactly as the driver returns them and the router
+sees what the application wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.outbox.config import OutboxSourceConfig
+
+# Expanding IN lists are cut to this many ids per statement.
+CLEANUP_CHUNK = 1000
+
+
+class OutboxQueries:
+    def __init__(self, config: OutboxSourceConfig, dialect: str) -> None:
+        self.config = config
+        self.dialect = dialect
+        cols = config.columns
+        names = [cols.id, cols.aggregate_type, cols.aggregate_id, cols.event_type, cols.payload]
+        names += [c for c in (cols.occurred_at, cols.headers, cols.schema_id) if c is not None]
+        self.selected = list(dict.fromkeys(names))
+        schema, _, name = config.table.rpartition(".")
+        extra = [config.published_column] if config.cleanup == "mark" else []
+        self.table = sa.table(name, *(sa.column(c) for c in [*self.selected, *extra]), schema=schema or None)
+        self.id = self.table.c[cols.id]
+        self.order_cols = (
+            [self.table.c[cols.occurred_at]] if config.order_by == "occurred_at" and cols.occurred_at else []
+        )
+        self.order_cols.append(self.id)
+
+    def _pending(self) -> Any:
+        if self.config.cleanup == "mark":
+            return self.table.c[self.config.published_column].is_(None)
+        return sa.true()
+
+    def claim(self, limit: int, skip_locked: bool) -> sa.Select[Any]:
+        """The oldest unpublished rows, in publishing order; with skip_locked, locked (FOR UPDATE) minus
+        rows other daemons hold."""
+        query = (
+            sa.select(*(self.table.c[c] for c in self.selected))
+            .where(self._pending())
+            .order_by(*self.order_cols)
+            .limit(limit)
+        )
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        return query
+
+    def older_than(self, last: sa.Row[Any]) -> sa.Select[Any]:
+        """Unpublished rows before `last` in publishing order (id and aggregate only): the ones a daemon
+        did not get are held by another daemon, and their aggregates must wait."""
+        cols = self.config.columns
+        mapping = last._mapping
+        if len(self.order_cols) == 2:
+            at = self.order_cols[0]
+            before = sa.or_(at < mapping[at.name], sa.and_(at == mapping[at.name], self.id < mapping[cols.id]))
+        else:
+            before = self.id < mapping[cols.id]
+        return sa.select(self.id, self.table.c[cols.aggregate_type], self.table.c[cols.aggregate_id]).where(
+            self._pending(), before
+        )
+
+    def cleanup(self, ids: Sequence[Any]) -> list[sa.Executable]:
+        statements: list[sa.Executable] = []
+        for start in range(0, len(ids), CLEANUP_CHUNK):
+            chunk = list(ids[start : start + CLEANUP_CHUNK])
+            if self.config.cleanup == "delete":
+                statements.append(sa.delete(self.table).where(self.id.in_(chunk)))
+            else:
+                statements.append(
+                    sa.update(self.table)
+                    .where(self.id.in_(chunk))
+                    .values({self.config.published_column: sa.func.current_timestamp()})
+                )
+        return statements
