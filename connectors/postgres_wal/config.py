@@ -1,0 +1,70 @@
+"""`type: postgres_wal`: settings of the PostgreSQL logical-replication source."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from liberator.config import Duration
+from liberator.envelope import Envelope
+from liberator.source import SourceConfig
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
+
+
+class OutboxConfig(BaseModel):
+    """Publish an outbox table's inserts and `pg_logical_emit_message` messages as domain events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str | None = Field(None, description="schema.table of the outbox table (its inserts become events)")
+    message_prefix: str | None = Field(
+        None, description="logical messages with this prefix (pg_logical_emit_message) become events"
+    )
+    topic: str = Field("{source}.outbox.{aggregate_type}", description="topic template; also {app}")
+
+
+class PostgresWalConfig(SourceConfig):
+    type: Literal["postgres_wal"] = "postgres_wal"
+    url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
+    tables: list[str] = Field(
+        min_length=1, description="schema.table names or fnmatch patterns (public.order_*); default schema public"
+    )
+    slot: str = Field("liberator", description="logical replication slot (pgoutput)")
+    publication: str = Field("liberator", description="publication naming the captured tables")
+    create: bool = Field(True, description="create the slot and publication when missing (needs the privileges)")
+    snapshot: Literal["initial", "never", "initial_only"] = Field(
+        "initial",
+        description="initial: read the tables first, then stream; never: stream only; initial_only: read once",
+    )
+    snapshot_chunk: int = Field(10_000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
+    envelope: Envelope = Field(Envelope.change, description="change: before/after/op records; state: the row itself")
+    topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
+    replica_identity: Literal["warn", "require_full", "ignore"] = Field(
+        "warn",
+        description="tables without REPLICA IDENTITY FULL have no before-images: warn, refuse to start, or ignore",
+    )
+    truncate: Literal["warn", "fail"] = Field(
+        "warn", description="TRUNCATE of a captured table: log a warning and go on, or stop the source"
+    )
+    infinity: Literal["clamp", "fail"] = Field(
+        "clamp", description="timestamp/date 'infinity': clamp to 9999-12-31T23:59:59.999999 / 0001-01-01, or stop"
+    )
+    toast_placeholder: str = Field(
+        "__liberator_unchanged_toast__",
+        description="stands for an unchanged TOASTed text/bytes value whose old value is unknown",
+    )
+    status_interval: Duration = Field(10.0, description="how often the server hears the acknowledged LSN")
+    heartbeat: Duration | None = Field(
+        None, description="write a pg_logical_emit_message this often, so an idle database's slot advances"
+    )
+    outbox: OutboxConfig | None = None
+
+    @field_validator("slot", "publication")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r}: use lower-case letters, digits and _ (a PostgreSQL identifier)")
+        return value

@@ -1,0 +1,48 @@
+"""Connections to the source database: the libpq URL, exact session settings, error classification."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+
+from liberator import sqldb
+from liberator.errors import LiberatorError, TransientSourceError
+
+# Text output settings that make every value's text exact and parseable the same way, in snapshot
+# queries and in the walsender (pgoutput prints values with the walsender session's settings).
+SESSION_OPTIONS = (
+    "-c datestyle=ISO,YMD -c intervalstyle=postgres -c timezone=UTC -c extra_float_digits=3 "
+    "-c bytea_output=hex -c lc_monetary=C"
+)
+
+_DRIVER = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://")
+
+
+def libpq_url(url: str) -> str:
+    """`postgresql+psycopg://` (SQLAlchemy style) is accepted too; libpq wants `postgresql://`."""
+    return _DRIVER.sub(r"\1://", url)
+
+
+def connect(url: str, *, replication: bool = False, what: str = "") -> psycopg.Connection[Any]:
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 10, "options": SESSION_OPTIONS}
+    if replication:
+        kwargs["replication"] = "database"
+    try:
+        return psycopg.connect(libpq_url(url), **kwargs)
+    except psycopg.Error as exc:
+        raise classify(exc, url, what) from None
+
+
+def classify(exc: Exception, url: str, what: str) -> LiberatorError:
+    """Passing faults (lost connection, server restart) are transient; the rest needs an operator."""
+    if "is active for pid" in str(exc).lower():
+        text = " ".join(str(exc).split())
+        return TransientSourceError(f"{what}: {text} (a previous session is ending)")
+    if isinstance(exc, psycopg.OperationalError) and "permission denied" not in str(exc).lower():
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        lowered = text.lower()
+        if not any(m in lowered for m in ("password", "does not exist", "role", "authentication")):
+            return TransientSourceError(f"{what}: lost or cannot reach {sqldb.redact(url)} ({text})")
+    return sqldb.classify(exc, url, what)

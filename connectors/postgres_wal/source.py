@@ -1,0 +1,239 @@
+"""`type: postgres_wal`: committed changes from PostgreSQL logical replication (pgoutput), after a snapshot.
+
+The read loop: set up (checks, publication, slot), snapshot the tables that still need it, then stream.
+Events inside a transaction carry no position; the transaction's Commit yields a Checkpoint at its end
+LSN, and a keepalive between transactions yields one at the server's LSN, so an idle slot still advances
+once Kafka acknowledged everything before it (`acknowledged` -> the standby status update).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Generator, Iterator
+from typing import Any, ClassVar
+
+import psycopg
+
+from connectors.postgres_wal import checks
+from connectors.postgres_wal.config import PostgresWalConfig
+from connectors.postgres_wal.connection import classify, connect
+from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
+from connectors.postgres_wal.rows import EventMaker
+from connectors.postgres_wal.snapshot import SnapshotReader, create_slot
+from connectors.postgres_wal.stream import ReplicationStream
+from connectors.postgres_wal.streaming import ChangeDecoder
+from connectors.postgres_wal.tables import TableCatalog
+from liberator.errors import FatalSourceError
+from liberator.events import Checkpoint, SourceItem, Stream
+from liberator.positions import Position
+from liberator.source import Source, SourceConfig, SourceContext
+
+HEARTBEAT_PREFIX = "liberator.heartbeat"
+
+
+class AckedLsn:
+    """The newest LSN the daemon stored; written by the committer thread, read by the reading thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lsn = 0
+
+    def raise_to(self, lsn: int) -> None:
+        with self._lock:
+            if lsn > self._lsn:
+                self._lsn = lsn
+
+    @property
+    def value(self) -> int:
+        with self._lock:
+            return self._lsn
+
+
+class PostgresWalSource(Source):
+    config_model: ClassVar[type[SourceConfig]] = PostgresWalConfig
+    position_type: ClassVar[type[Position]] = WalPosition
+
+    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+        super().__init__(config, context)
+        assert isinstance(config, PostgresWalConfig)
+        self.cfg = config
+        self.what = f"source {config.name}"
+        self.acked = AckedLsn()
+        self.phase = "starting"
+        self._conn: psycopg.Connection[Any] | None = None
+
+    # -- contract -------------------------------------------------------------------------------------
+
+    def _catalog(self) -> TableCatalog:
+        self.close()
+        self._conn = connect(self.cfg.url, what=self.what)
+        server = f"{self._conn.info.host}:{self._conn.info.port}"
+        return TableCatalog(self._conn, self.cfg, self.context.app_name, server)
+
+    def check(self) -> list[str]:
+        try:
+            catalog = self._catalog()
+            return checks.problems(catalog.conn, self.cfg, catalog, self.context.log)
+        except FatalSourceError as exc:
+            return [str(exc)]
+        except Exception as exc:  # an unreachable server is a problem to report, not a crash
+            return [str(classify(exc, self.cfg.url, self.what))]
+        finally:
+            self.close()
+
+    def streams(self) -> list[Stream]:
+        try:
+            catalog = self._catalog()
+            return [catalog.from_catalog(name).stream for name in catalog.resolve()]
+        finally:
+            self.close()
+
+    def acknowledged(self, position: Position) -> None:
+        if isinstance(position, WalPosition):
+            self.acked.raise_to(position.lsn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def read(self, start: Position | None) -> Iterator[SourceItem]:
+        try:
+            yield from self._read(start if isinstance(start, WalPosition) else None)
+        except psycopg.Error as exc:
+            raise classify(exc, self.cfg.url, self.what) from None
+
+    def _read(self, start: WalPosition | None) -> Iterator[SourceItem]:
+        cfg = self.cfg
+        catalog = self._catalog()
+        conn = catalog.conn
+        found = checks.problems(conn, cfg, catalog, self.context.log)
+        if found:
+            raise FatalSourceError(found[0])
+        tables = catalog.resolve()
+        maker_reader = SnapshotReader(cfg.url, catalog, _maker(cfg), cfg.snapshot_chunk, self.what, self.context.stop)
+        if cfg.snapshot == "initial_only":
+            yield from self._initial_only(start, tables, maker_reader, conn)
+            return
+        checks.ensure_publication(conn, cfg, tables)
+        slot = checks.slot_state(conn, cfg.slot)
+        position = start
+        if slot is not None and slot.confirmed_flush is not None:
+            self.acked.raise_to(slot.confirmed_flush)
+        if position is None:
+            wants_snapshot = cfg.snapshot == "initial"
+            if slot is None:
+                repl = connect(cfg.url, replication=True, what=self.what)
+                try:
+                    point, snapshot_name = create_slot(repl, cfg.slot, export=wants_snapshot)
+                    self.acked.raise_to(point)
+                    self.context.log.info("created replication slot %s at %s", cfg.slot, lsn_text(point))
+                    position = WalPosition(point, (), snapshot_done=not wants_snapshot)
+                    if wants_snapshot:
+                        self.phase = "snapshot"
+                        for item in maker_reader.read(snapshot_name, tables, point, position):
+                            if isinstance(item, Checkpoint):
+                                assert isinstance(item.position, WalPosition)
+                                position = item.position
+                            yield item
+                finally:
+                    repl.close()
+            else:
+                assert slot.confirmed_flush is not None
+                position = WalPosition(slot.confirmed_flush, (), snapshot_done=not wants_snapshot)
+        elif slot is None:
+            raise FatalSourceError(
+                f"{self.what}: replication slot {cfg.slot} is gone, so changes after {lsn_text(position.lsn)} may be "
+                "lost; run `liberator offsets reset CONFIG --source {cfg.name}` to snapshot again"
+            )
+        elif slot.confirmed_flush is not None and slot.confirmed_flush > position.lsn:
+            raise FatalSourceError(
+                f"{self.what}: slot {cfg.slot} is at {lsn_text(slot.confirmed_flush)}, past the stored position "
+                f"{lsn_text(position.lsn)} (offsets restored from an older copy?); changes in between are gone; "
+                f"run `liberator offsets reset CONFIG --source {cfg.name}` to snapshot again"
+            )
+        if self.context.stop.is_set():
+            return
+        if not position.snapshot_done:
+            position = yield from self._resume_snapshot(position, tables, maker_reader)
+            if self.context.stop.is_set():
+                return
+            position = WalPosition(position.lsn, position.tables, snapshot_done=True)
+            self.context.log.info("snapshot done; streaming from %s", lsn_text(position.lsn))
+            yield Checkpoint(position)
+        self.phase = "streaming"
+        yield from self._stream(position, catalog, tables)
+
+    def _resume_snapshot(
+        self, position: WalPosition, tables: list[str], reader: SnapshotReader
+    ) -> Generator[SourceItem, None, WalPosition]:
+        """Read the tables the snapshot has not finished, in a new snapshot from a temporary slot.
+
+        The exported snapshot of the slot died with its connection; a temporary slot gives a new one with
+        its exact consistent point P. Streamed changes to these tables that committed before P are in the
+        read and are skipped (WalPosition.skip_before), so nothing is lost or applied twice out of order.
+        """
+        done = {name for name, _point in position.tables}
+        remaining = [t for t in tables if t not in done]
+        if not remaining:
+            return position
+        self.phase = "snapshot"
+        repl = connect(self.cfg.url, replication=True, what=self.what)
+        try:
+            temp = f"{self.cfg.slot}_snap_{os.getpid()}"[:63]
+            point, snapshot_name = create_slot(repl, temp, export=True, temporary=True)
+            self.context.log.info("reading %d table(s) at %s", len(remaining), lsn_text(point))
+            for item in reader.read(snapshot_name, remaining, point, position):
+                if isinstance(item, Checkpoint):
+                    assert isinstance(item.position, WalPosition)
+                    position = item.position
+                yield item
+        finally:
+            repl.close()
+        return position
+
+    def _initial_only(
+        self, start: WalPosition | None, tables: list[str], reader: SnapshotReader, conn: psycopg.Connection[Any]
+    ) -> Iterator[SourceItem]:
+        """`snapshot: initial_only`: one consistent read of every table, then the source is finished."""
+        if start is not None and start.snapshot_done:
+            return
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        position = start or WalPosition(parse_lsn(row[0]), (), snapshot_done=False)
+        done = {name for name, _point in position.tables}
+        self.phase = "snapshot"
+        for item in reader.read(None, [t for t in tables if t not in done], position.lsn, position):
+            if isinstance(item, Checkpoint):
+                assert isinstance(item.position, WalPosition)
+                position = item.position
+            yield item
+        if not self.context.stop.is_set():
+            yield Checkpoint(WalPosition(position.lsn, position.tables, snapshot_done=True))
+
+    def _stream(self, position: WalPosition, catalog: TableCatalog, tables: list[str]) -> Iterator[SourceItem]:
+        cfg = self.cfg
+        stream = ReplicationStream(
+            cfg.url, cfg.slot, cfg.publication, position.lsn, cfg.status_interval, self.what, lambda: self.acked.value
+        )
+        decoder = ChangeDecoder(cfg, catalog, set(tables), _maker(cfg), position, self.context.log)
+        heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
+        stream.open()
+        try:
+            for frame in stream.frames(self.context.stop):
+                yield from decoder.frame(frame)
+                if cfg.heartbeat and time.monotonic() >= heartbeat_at:
+                    heartbeat_at = time.monotonic() + cfg.heartbeat
+                    catalog.conn.execute("SELECT pg_logical_emit_message(false, %s, '')", (HEARTBEAT_PREFIX,))
+        finally:
+            stream.close()
+
+
+def _maker(cfg: PostgresWalConfig) -> EventMaker:
+    return EventMaker(cfg.envelope)

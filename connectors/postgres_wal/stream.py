@@ -1,0 +1,138 @@
+"""The replication connection: START_REPLICATION in COPY_BOTH mode, keepalives and standby status updates.
+
+psycopg (3.3+) has no replication API, but `START_REPLICATION` enters COPY_BOTH and its libpq object
+does the rest (docs/postgres_wal.md). The server hears only the LSN that Kafka acknowledged and the
+offset store holds (the `acked` callable), never the LSN received: after a crash it resends from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connectors.postgres_wal.connection import classify, connect
+from connectors.postgres_wal.pgoutput import PG_EPOCH_MICROS
+from connectors.postgres_wal.position import lsn_text
+from liberator.errors import TransientSourceError
+
+_XLOG_HEADER = struct.Struct("!QQq")  # wal start, wal end, send time
+_KEEPALIVE = struct.Struct("!QqB")  # wal end, send time, reply requested
+_STATUS = struct.Struct("!cQQQqB")
+
+
+@dataclass(frozen=True, slots=True)
+class XLogData:
+    wal_start: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    wal_end: int  # everything before it has been sent to us
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing arrived for a while: a chance to check timers and the stop flag."""
+
+
+Frame = XLogData | Keepalive | Idle
+
+
+def status_update(lsn: int, reply: bool = False) -> bytes:
+    micros = int(time.time() * 1_000_000) - PG_EPOCH_MICROS
+    return _STATUS.pack(b"r", lsn, lsn, lsn, micros, 1 if reply else 0)
+
+
+class ReplicationStream:
+    def __init__(
+        self,
+        url: str,
+        slot: str,
+        publication: str,
+        start_lsn: int,
+        status_interval: float,
+        what: str,
+        acked: Callable[[], int],
+    ) -> None:
+        self.url = url
+        self.what = what
+        self.slot = slot
+        self.publication = publication
+        self.start_lsn = start_lsn
+        self.status_interval = status_interval
+        self.acked = acked  # the newest LSN the daemon stored: all the server may forget
+        self._sent = -1
+        self._last_status = 0.0
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def open(self) -> None:
+        self._conn = connect(self.url, replication=True, what=self.what)
+        command = sql.SQL(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {}, messages 'true')"
+        ).format(sql.Identifier(self.slot), sql.SQL(lsn_text(self.start_lsn)), sql.Literal(self.publication))
+        try:
+            self._conn.execute(command)
+        except psycopg.Error as exc:
+            raise classify(exc, self.url, self.what) from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def frames(self, stop: threading.Event, idle_after: float = 0.5) -> Iterator[Frame]:
+        assert self._conn is not None, "open() first"
+        pgconn = self._conn.pgconn
+        try:
+            while not stop.is_set():
+                self._maybe_send_status(pgconn)
+                nbytes, data = pgconn.get_copy_data(1)
+                if nbytes == 0:
+                    readable, _, _ = select.select([pgconn.socket], [], [], idle_after)
+                    if readable:
+                        pgconn.consume_input()
+                    else:
+                        yield Idle()
+                    continue
+                if nbytes < 0:
+                    message = (pgconn.error_message or b"").decode("utf-8", "replace").strip()
+                    raise TransientSourceError(
+                        f"{self.what}: the replication stream ended ({message or 'server closed it'})"
+                    )
+                frame = bytes(data)
+                kind = frame[0]
+                if kind == 0x77:  # 'w' XLogData
+                    wal_start, _wal_end, _ts = _XLOG_HEADER.unpack_from(frame, 1)
+                    yield XLogData(wal_start, frame[25:])
+                elif kind == 0x6B:  # 'k' primary keepalive
+                    wal_end, _ts, reply = _KEEPALIVE.unpack_from(frame, 1)
+                    if reply:
+                        self._send_status(pgconn)
+                    yield Keepalive(wal_end)
+        except psycopg.Error as exc:
+            raise classify(exc, self.url, self.what) from None
+        except OSError as exc:
+            raise TransientSourceError(f"{self.what}: replication connection failed ({exc})") from None
+
+    def _maybe_send_status(self, pgconn: Any) -> None:
+        now = time.monotonic()
+        if self.acked() != self._sent or now - self._last_status >= self.status_interval:
+            self._send_status(pgconn)
+
+    def _send_status(self, pgconn: Any) -> None:
+        lsn = self.acked()
+        pgconn.put_copy_data(status_update(lsn))
+        pgconn.flush()
+        self._sent = lsn
+        self._last_status = time.monotonic()

@@ -1,0 +1,206 @@
+"""pgoutput messages -> events: transactions, relations (shape changes), TOAST, truncates, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from connectors.postgres_wal.config import PostgresWalConfig
+from connectors.postgres_wal.pgoutput import (
+    UNCHANGED_TOAST,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Message,
+    Relation,
+    Truncate,
+    decode,
+)
+from connectors.postgres_wal.position import WalPosition, lsn_text
+from connectors.postgres_wal.rows import EventMaker, fill_unchanged, key_datum, parse_values, value_datum
+from connectors.postgres_wal.stream import Frame, Keepalive, XLogData
+from connectors.postgres_wal.tables import TableCatalog, TableState
+from liberator.envelope import Op
+from liberator.errors import FatalSourceError
+from liberator.events import ChangeEvent, Checkpoint, SourceItem
+
+
+class ChangeDecoder:
+    """State of one replication session: the relations seen and the transaction being read."""
+
+    def __init__(
+        self,
+        config: PostgresWalConfig,
+        catalog: TableCatalog,
+        captured: set[str],
+        maker: EventMaker,
+        position: WalPosition,
+        log: logging.Logger,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.captured = captured
+        self.maker = maker
+        self.log = log
+        self.relations: dict[int, TableState | None] = {}
+        self.names: dict[int, str] = {}
+        self.last = position.lsn  # everything before it is yielded (a commit end, or a keepalive's LSN)
+        self.tables = position.tables
+        self.skip = position.skip_before()
+        self.begin: Begin | None = None
+        self.order = 0
+        self.xid = ""
+        self.lsn = ""
+        self.commit_ms = 0
+        # Extra consumers of messages and rows (the outbox), by hook name.
+        self.message_hook: Any = None
+
+    def frame(self, frame: Frame) -> Iterator[SourceItem]:
+        if isinstance(frame, XLogData):
+            yield from self.message(frame.payload)
+        elif isinstance(frame, Keepalive) and self.begin is None and frame.wal_end > self.last:
+            # Between transactions, everything before the server's LSN has reached us: nothing is pending.
+            yield self._checkpoint(frame.wal_end)
+
+    def _checkpoint(self, lsn: int) -> Checkpoint:
+        self.last = lsn
+        if self.skip:
+            self.skip = {t: p for t, p in self.skip.items() if p > lsn}
+            self.tables = tuple((t, p) for t, p in self.tables if p > lsn)
+        elif self.tables:
+            self.tables = ()
+        return Checkpoint(WalPosition(lsn, self.tables, snapshot_done=True))
+
+    def _state(self, relid: int) -> TableState | None:
+        state = self.relations.get(relid)
+        if state is None:
+            return None
+        if self.skip:
+            point = self.skip.get(state.name)
+            if point is not None and self.begin is not None and self.begin.final_lsn < point:
+                return None  # this transaction is already in the snapshot read at `point`
+        return state
+
+    def message(self, payload: bytes) -> Iterator[SourceItem]:
+        msg = decode(payload)
+        kind = type(msg)
+        if kind is Insert:
+            assert isinstance(msg, Insert)
+            state = self._state(msg.relid)
+            if state is not None:
+                values = parse_values(state, msg.new)
+                yield from self._change(state, Op.create, key_datum(state, values), None, value_datum(state, values))
+        elif kind is Begin:
+            assert isinstance(msg, Begin)
+            self.begin = msg
+            self.order = 0
+            self.xid = str(msg.xid)
+            self.lsn = lsn_text(msg.final_lsn)
+            self.commit_ms = msg.commit_micros // 1000
+        elif kind is Commit:
+            assert isinstance(msg, Commit)
+            self.begin = None
+            yield self._checkpoint(msg.end_lsn)
+        elif kind is Delete:
+            assert isinstance(msg, Delete)
+            state = self._state(msg.relid)
+            if state is not None:
+                old = parse_values(state, msg.old)
+                before = value_datum(state, old) if msg.old_is_full else None
+                yield from self._change(state, Op.delete, key_datum(state, old), before, None)
+        elif kind is Relation:
+            assert isinstance(msg, Relation)
+            yield from self._relation(msg)
+        elif kind is Truncate:
+            assert isinstance(msg, Truncate)
+            self._truncate(msg)
+        elif kind is Message:
+            assert isinstance(msg, Message)
+            if self.message_hook is not None:
+                yield from self.message_hook(self, msg)
+        else:
+            from connectors.postgres_wal.pgoutput import Update
+
+            if isinstance(msg, Update):
+                yield from self._update(msg)
+
+    def _relation(self, msg: Relation) -> Iterator[SourceItem]:
+        name = f"{msg.namespace}.{msg.name}"
+        self.names[msg.relid] = name
+        if name not in self.captured:
+            self.relations[msg.relid] = None
+            return
+        known = self.relations.get(msg.relid)
+        state = self.catalog.from_relation(msg)
+        if known is not None and known.stream is not state.stream:
+            self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
+        self.relations[msg.relid] = state
+        yield from ()
+
+    def _update(self, msg: Any) -> Iterator[SourceItem]:
+        state = self._state(msg.relid)
+        if state is None:
+            return
+        new = parse_values(state, msg.new)
+        old = None if msg.old is None else parse_values(state, msg.old)
+        full_old = old if msg.old_is_full else None
+        headers: tuple[tuple[str, bytes], ...] = ()
+        if UNCHANGED_TOAST in new:
+            headers = fill_unchanged(state, new, full_old, self.config.toast_placeholder)
+        after = value_datum(state, new)
+        key = key_datum(state, new)
+        before = None
+        if full_old is not None:
+            if UNCHANGED_TOAST in full_old:  # pragma: no cover - FULL old rows are sent detoasted
+                fill_unchanged(state, full_old, None, self.config.toast_placeholder)
+            before = value_datum(state, full_old)
+        if old is not None:
+            old_key = key_datum(state, old)
+            if old_key != key:
+                # The primary key changed: the old key is deleted, the new one created (each on its partition).
+                yield from self._change(state, Op.delete, old_key, before, None)
+                yield from self._change(state, Op.create, key, None, after, headers)
+                return
+        yield from self._change(state, Op.update, key, before, after, headers)
+
+    def _truncate(self, msg: Truncate) -> None:
+        names = [self.names.get(r, str(r)) for r in msg.relids]
+        names = [n for n in names if n in self.captured]
+        if not names:
+            return
+        line = (
+            f"TRUNCATE of {', '.join(names)} at {self.lsn}: the deleted rows cannot be published one by one; "
+            "consumers keep them until they re-read the table"
+        )
+        if self.config.truncate == "fail":
+            raise FatalSourceError(
+                f"source {self.config.name}: {line}; set `truncate: warn` to go on, or reset the offsets to "
+                "snapshot again"
+            )
+        self.log.warning("%s", line)
+
+    def _change(
+        self,
+        state: TableState,
+        op: Op,
+        key: dict[str, Any],
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> Iterator[ChangeEvent]:
+        self.order += 1
+        yield from self.maker.events(
+            state,
+            op,
+            key,
+            before,
+            after,
+            timestamp_ms=self.commit_ms,
+            lsn_text=self.lsn,
+            commit_ms=self.commit_ms,
+            xid=self.xid,
+            order=self.order,
+            headers=headers,
+        )
