@@ -1,0 +1,135 @@
+"""The initial snapshot: primary-key chunks read in one consistent-snapshot transaction per run.
+
+The run's binlog point is read without a long global lock: MariaDB reports the exact point of its consistent
+snapshot (`binlog_snapshot_file/position`); MySQL 8 holds FLUSH TABLES WITH READ LOCK only while it starts
+the transaction and reads SHOW MASTER STATUS. A crash makes a new run at a newer point that goes on after the
+last key handed over (or from the table's start when Python cannot order its key like the server does);
+see SnapshotRun for how the stream keeps per-key order across runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pymysql  # type: ignore[import-untyped]
+
+from connectors.mysql_binlog.checks import ServerInfo, binlog_status, quote
+from connectors.mysql_binlog.history import TableDef
+from connectors.mysql_binlog.position import (
+    BinlogPosition,
+    Coord,
+    GtidState,
+    MariaDBGtidPos,
+    MySQLGtidSet,
+    SnapshotRun,
+    SnapshotState,
+)
+from connectors.mysql_binlog.shape import Shape, read_table_def
+from connectors.mysql_binlog.types import key_is_ordered
+from liberator.envelope import Envelope, Op, change_value
+from liberator.events import ChangeEvent, Checkpoint, SourceItem
+
+
+def begin_consistent_snapshot(conn: Any, info: ServerInfo) -> tuple[Coord, GtidState | None]:
+    """Start a REPEATABLE READ consistent-snapshot transaction; return the binlog point it sees."""
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if info.mariadb:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            status = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+            coord = Coord(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
+            cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (coord.file, coord.pos))
+            return coord, MariaDBGtidPos.parse(str(cur.fetchone()[0] or ""))
+        cur.execute("FLUSH TABLES WITH READ LOCK")
+        try:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            row = binlog_status(cur)
+        finally:
+            cur.execute("UNLOCK TABLES")
+        coord = Coord(str(row[0]), int(row[1]))
+        return coord, MySQLGtidSet.parse(str(row[4] or "")) if info.gtid_mode else None
+
+
+def read_snapshot(
+    conn: Any,
+    info: ServerInfo,
+    position: BinlogPosition,
+    shape_for: Callable[[TableDef], Shape],
+    chunk: int,
+    envelope: Envelope,
+    stop: Any,
+) -> Iterator[SourceItem]:
+    """Yield every row of the snapshot's tables from where `position` left off, then a done Checkpoint."""
+    state = position.snapshot
+    assert state is not None
+    at, gtid = begin_consistent_snapshot(conn, info)
+    schemas = position.schemas
+    if not state.runs:  # the first run: the stream will start from its point
+        position = BinlogPosition(at, gtid, schemas, state)
+        runs: tuple[SnapshotRun, ...] = (SnapshotRun(0, None, at),)
+        first_after = None
+    else:
+        first_after = state.after
+        if first_after is not None:
+            database, name = state.tables[state.table_index].split(".", 1)
+            current = read_table_def(conn, database, name, not info.mariadb)
+            if current is None or not key_is_ordered(current):
+                first_after = None  # re-read the whole table in this run (see SnapshotRun)
+        runs = (*state.runs, SnapshotRun(state.table_index, first_after, at))
+    started_ms = int(time.time() * 1000)
+    txn = f"snapshot:{at}"
+    order = 0
+    for index in range(state.table_index, len(state.tables)):
+        database, name = state.tables[index].split(".", 1)
+        table = read_table_def(conn, database, name, not info.mariadb)
+        if table is None:
+            continue  # dropped since the snapshot began
+        shape = shape_for(table)
+        schemas = schemas.with_table(table)
+        after = first_after if index == state.table_index else None
+        columns = ", ".join(quote(c) for c in shape.names)
+        keys = [quote(k) for k in table.key]
+        base = f"SELECT {columns} FROM {quote(database)}.{quote(name)}"
+        order_by = f" ORDER BY {', '.join(keys)} LIMIT {int(chunk)}"
+        condition = f" WHERE ({', '.join(keys)}) > ({', '.join(['%s'] * len(keys))})"
+        while True:
+            with conn.cursor() as cur:
+                if after is None:
+                    cur.execute(base + order_by)
+                else:
+                    cur.execute(base + condition + order_by, after)
+                rows = cur.fetchall()
+            for row in rows:
+                values = shape.normalise(list(row))
+                after = shape.key_of(values)
+                order += 1
+                progress = SnapshotState(state.tables, runs, index, after)
+                event_position = BinlogPosition(position.coord, position.gtid, schemas, progress)
+                key = shape.key.convert_values(after)
+                record = shape.value.convert_values(values)
+                value = record
+                if envelope is Envelope.change:
+                    value = change_value(
+                        Op.read,
+                        None,
+                        record,
+                        shape.info,
+                        position=str(at),
+                        commit_ms=started_ms,
+                        snapshot=True,
+                        transaction_id=txn,
+                        order=order,
+                    )
+                yield ChangeEvent(shape.stream, key, value, started_ms, event_position)
+            if stop.is_set():
+                return
+            if len(rows) < chunk:
+                break
+    with contextlib.suppress(pymysql.MySQLError):
+        conn.commit()  # a read-only transaction: nothing to lose if it fails
+    done = SnapshotState(state.tables, runs, len(state.tables), None, done=True)
+    yield Checkpoint(BinlogPosition(position.coord, position.gtid, schemas, done))

@@ -1,0 +1,166 @@
+"""The MySQL / MariaDB binlog source (`type: mysql_binlog`): snapshot, then the row-based binlog."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pymysql  # type: ignore[import-untyped]
+
+from connectors.mysql_binlog.checks import (
+    ServerInfo,
+    classify,
+    connect,
+    connection_settings,
+    current_point,
+    position_problems,
+    select_problems,
+    server_info,
+    setting_problems,
+    transient,
+)
+from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.history import TableDef
+from connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
+from connectors.mysql_binlog.shape import Shape, build_shape, list_tables, read_table_def
+from connectors.mysql_binlog.snapshot import read_snapshot
+from connectors.mysql_binlog.stream import BinlogStreamer, open_reader
+from liberator.errors import FatalSourceError, LiberatorError
+from liberator.events import SourceItem, Stream
+from liberator.positions import Position
+from liberator.source import Source, SourceConfig, SourceContext
+
+
+class MySQLBinlogSource(Source):
+    config_model: ClassVar[type[SourceConfig]] = MySQLBinlogConfig
+    position_type: ClassVar[type[Position]] = BinlogPosition
+
+    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+        super().__init__(config, context)
+        assert isinstance(config, MySQLBinlogConfig)
+        self.cfg = config
+        self.phase = "starting"
+        self._shapes: dict[TableDef, Shape] = {}
+        self._server = ""
+        self._open: list[Any] = []
+
+    def _shape(self, table: TableDef) -> Shape:
+        shape = self._shapes.get(table)
+        if shape is None:
+            if len(self._shapes) > 1000:  # shapes of old table versions: rebuilt if ever needed again
+                self._shapes.clear()
+            shape = self._shapes[table] = build_shape(table, self.cfg, self.context.app_name, self._server)
+        return shape
+
+    def _connect(self) -> tuple[Any, ServerInfo]:
+        conn = connect(self.cfg)
+        self._open.append(conn)
+        settings = connection_settings(self.cfg)
+        self._server = f"{settings['host']}:{settings['port']}"
+        try:
+            return conn, server_info(conn)
+        except pymysql.MySQLError as exc:
+            raise classify(exc, self.cfg) from None
+
+    # -- checks and schemas -------------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        try:
+            conn, info = self._connect()
+            problems = setting_problems(self.cfg, info)
+            tables = list_tables(conn, self.cfg)
+            problems += select_problems(conn, self.cfg, tables)
+            for database, name in tables:
+                try:
+                    table = read_table_def(conn, database, name, not info.mariadb)
+                    if table is not None:
+                        self._shape(table)
+                except LiberatorError as exc:
+                    problems.append(f"source {self.cfg.name}: {exc}")
+            return problems
+        except LiberatorError as exc:
+            return [str(exc)]
+        except pymysql.MySQLError as exc:
+            return [str(classify(exc, self.cfg))]
+        finally:
+            self.close()
+
+    def streams(self) -> list[Stream]:
+        try:
+            conn, info = self._connect()
+            out = []
+            for database, name in list_tables(conn, self.cfg):
+                table = read_table_def(conn, database, name, not info.mariadb)
+                if table is not None:
+                    out.append(self._shape(table).stream)
+            return out
+        except pymysql.MySQLError as exc:
+            raise classify(exc, self.cfg) from None
+        finally:
+            self.close()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def read(self, start: Position | None) -> Iterator[SourceItem]:
+        cfg = self.cfg
+        try:
+            conn, info = self._connect()
+            problems = setting_problems(cfg, info)
+            if isinstance(start, BinlogPosition) and not start.snapshotting:
+                problems += position_problems(cfg, info, start, conn)
+            if problems:
+                for problem in problems[1:]:
+                    self.context.log.error("%s", problem)
+                raise FatalSourceError(problems[0])
+            position = self._initial(conn, info) if not isinstance(start, BinlogPosition) else start
+            if position.snapshotting:
+                self.phase = "snapshot"
+                self.context.log.info("snapshot of %d tables", len(position.snapshot.tables))  # type: ignore[union-attr]
+                final: BinlogPosition | None = None
+                for item in read_snapshot(
+                    conn, info, position, self._shape, cfg.snapshot_chunk, cfg.envelope, self.context.stop
+                ):
+                    yield item
+                    final = item.position  # type: ignore[assignment]
+                if self.context.stop.is_set() or final is None or final.snapshotting:
+                    return
+                position = final
+                self.context.log.info("snapshot done; streaming from %s", position.describe())
+            if cfg.snapshot == "initial_only":
+                self.phase = "done"
+                return
+            yield from self._stream(conn, info, position)
+        except pymysql.MySQLError as exc:
+            raise transient(exc, cfg) from None
+
+    def _initial(self, conn: Any, info: ServerInfo) -> BinlogPosition:
+        if self.cfg.snapshot == "never":
+            coord, gtid = current_point(conn, info)
+            self.context.log.info("no stored position and snapshot: never; streaming from %s", coord)
+            return BinlogPosition(coord, gtid)
+        tables = tuple(f"{db}.{t}" for db, t in list_tables(conn, self.cfg))
+        return BinlogPosition(Coord("", 0), None, snapshot=SnapshotState(tables, ()))
+
+    def _stream(self, conn: Any, info: ServerInfo, position: BinlogPosition) -> Iterator[SourceItem]:
+        cfg = self.cfg
+        by_gtid = cfg.resume == "gtid" or (cfg.resume == "auto" and info.gtid_mode)
+        if cfg.resume == "gtid" and not info.gtid_mode:
+            raise FatalSourceError(
+                f"source {cfg.name}: resume: gtid but the server runs with gtid_mode OFF; "
+                "enable GTIDs or use resume: file"
+            )
+        if position.gtid is None or not str(position.gtid):
+            by_gtid = False  # no GTID known yet (none written before the start point)
+        self.phase = "streaming"
+        self.context.log.info("streaming from %s by %s", position.describe(), "GTID" if by_gtid else "file/position")
+        reader = open_reader(cfg, connection_settings(cfg), position, by_gtid, info.mariadb)
+        self._open.append(reader)
+        streamer = BinlogStreamer(cfg, self._shape, conn, not info.mariadb, self.context.log, self.context.stop)
+        yield from streamer.run(reader, position)
+
+    def close(self) -> None:
+        while self._open:
+            resource = self._open.pop()
+            with contextlib.suppress(Exception):  # a broken connection must not hide the real error
+                resource.close()
