@@ -178,12 +178,23 @@ class EmbeddedBroker(BrokerInstance):
             raise
         return self
 
+    def freeze(self, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the broker: connections stay open and nothing answers, like a hung broker or
+        a network partition. Unlike a restart, this keeps Tansu's in-memory topics and producer state."""
+        import signal
+
+        if self._proc is None:
+            raise TestbedError("the broker is not running")
+        self._proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def stop(self) -> None:
         """SIGTERM by pid, SIGKILL after 10 s, then remove the directory (all data is lost)."""
         import shutil
 
         untrack(self)
         was_running = self.running
+        if self._proc is not None:
+            self.freeze(False)  # a frozen process would ignore SIGTERM until the SIGKILL
         stop_process(self._proc, timeout=10)
         self._proc = None
         if was_running:
