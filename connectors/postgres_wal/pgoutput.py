@@ -147,8 +147,11 @@ def _tuple(data: bytes, at: int) -> tuple[list[TupleValue], int]:
         if kind == 0x74:  # 't' text
             (length,) = _I32.unpack_from(data, at)
             at += 4
-            append(data[at : at + length].decode("utf-8"))
-            at += length
+            end = at + length
+            if end > len(data):
+                raise ProtocolError(f"a column value runs past the end of the message ({length} bytes)")
+            append(data[at:end].decode("utf-8"))
+            at = end
         elif kind == 0x6E:  # 'n' null
             append(None)
         elif kind == 0x75:  # 'u' unchanged TOAST
@@ -163,15 +166,15 @@ def _tuple(data: bytes, at: int) -> tuple[list[TupleValue], int]:
     return values, at
 
 
-def decode(data: bytes) -> PgOutputMessage | None:
-    """One pgoutput message (the payload of an XLogData frame); None for kinds this source ignores."""
+def decode(data: bytes) -> PgOutputMessage:
+    """One pgoutput message (the payload of an XLogData frame)."""
     try:
         return _decode(data)
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed pgoutput message {data[:1]!r}: {exc}") from None
 
 
-def _decode(data: bytes) -> PgOutputMessage | None:
+def _decode(data: bytes) -> PgOutputMessage:
     kind = data[0]
     if kind == 0x49:  # 'I'
         relid = _U32.unpack_from(data, 1)[0]

@@ -150,7 +150,7 @@ class PostgresWalSource(Source):
         elif slot is None:
             raise FatalSourceError(
                 f"{self.what}: replication slot {cfg.slot} is gone, so changes after {lsn_text(position.lsn)} may be "
-                "lost; run `liberator offsets reset CONFIG --source {cfg.name}` to snapshot again"
+                f"lost; run `liberator offsets reset CONFIG --source {cfg.name}` to snapshot again"
             )
         elif slot.confirmed_flush is not None and slot.confirmed_flush > position.lsn:
             raise FatalSourceError(

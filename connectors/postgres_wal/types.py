@@ -40,7 +40,8 @@ from liberator.schema import (
 from liberator.sqltypes import unmappable
 
 # text -> Python value; None where the text is the value already (strings, JSON, enums, bits, TextRepr).
-Parser = Callable[[str], Any] | None
+Parse = Callable[[str], Any]
+Parser = Parse | None
 
 _FIXED: dict[str, ColumnType] = {
     "int2": IntType(16),
@@ -159,7 +160,7 @@ def _no_bc(text: str, label: str) -> None:
         raise ValueError(f"{label} {text!r} is before year 1, which Avro readers cannot hold")
 
 
-def date_parser(policy: InfinityPolicy) -> Parser:
+def date_parser(policy: InfinityPolicy) -> Parse:
     def parse(text: str) -> dt.date:
         if text.endswith("infinity"):
             return policy.value(text, dt.date.max, dt.date.min, "date")  # type: ignore[no-any-return]
@@ -169,7 +170,7 @@ def date_parser(policy: InfinityPolicy) -> Parser:
     return parse
 
 
-def timestamp_parser(policy: InfinityPolicy, aware: bool) -> Parser:
+def timestamp_parser(policy: InfinityPolicy, aware: bool) -> Parse:
     high = dt.datetime.max.replace(tzinfo=dt.UTC) if aware else dt.datetime.max
     low = dt.datetime.min.replace(tzinfo=dt.UTC) if aware else dt.datetime.min
 
@@ -190,7 +191,7 @@ def _timetz(text: str) -> str:
     return dt.time.fromisoformat(text).isoformat()  # "12:30:00.25+02" -> "12:30:00.250000+02:00"
 
 
-def array_parser(item: Parser) -> Parser:
+def array_parser(item: Parser) -> Parse:
     def parse(text: str) -> list[Any]:
         items = parse_pg_array(text)
         if item is None:

@@ -125,3 +125,9 @@ def values(events: list[ChangeEvent]) -> list[tuple[str, Any, Any]]:
             assert isinstance(e.value, dict)
             out.append((e.value["op"], e.key, e.value["after"] or e.value["before"]))
     return out
+
+
+def env(event: ChangeEvent) -> dict[str, Any]:
+    """The event's value as a datum (not a tombstone, not pre-encoded bytes)."""
+    assert isinstance(event.value, dict), f"not a datum: {event.value!r:.80}"
+    return event.value
