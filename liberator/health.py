@@ -1,4 +1,4 @@
-"""A tiny HTTP endpoint for operators: /health (JSON, 503 once a source failed) and /metrics."""
+"""A tiny HTTP endpoint for operators: /health (JSON, 503 once a source or sink failed) and /metrics."""
 
 from __future__ import annotations
 

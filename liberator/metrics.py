@@ -26,18 +26,43 @@ class SourceStatus:
     started_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class SinkStatus:
+    name: str
+    type: str
+    state: str = "starting"  # starting | running | retrying | failed | stopped
+    error: str | None = None
+    records_consumed: int = 0
+    records_applied: int = 0  # records whose batch committed in the target (dead-lettered ones included)
+    rows_changed: int = 0
+    batches: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    rebalances: int = 0
+    assigned: list[str] = field(default_factory=list)  # "topic[partition]"
+    last_batch_at: float | None = None
+    last_record_ms: int | None = None  # Kafka timestamp of the newest applied record
+    started_at: float = field(default_factory=time.time)
+
+
 class Metrics:
     def __init__(self, app: str) -> None:
         self.app = app
         self._lock = threading.Lock()
         self.sources: dict[str, SourceStatus] = {}
+        self.sinks: dict[str, SinkStatus] = {}
 
     def source(self, name: str, type_name: str) -> SourceStatus:
         with self._lock:
             return self.sources.setdefault(name, SourceStatus(name, type_name))
 
+    def sink(self, name: str, type_name: str) -> SinkStatus:
+        with self._lock:
+            return self.sinks.setdefault(name, SinkStatus(name, type_name))
+
     def healthy(self) -> bool:
-        return all(s.state not in ("failed",) for s in self.sources.values())
+        statuses: list[SourceStatus | SinkStatus] = [*self.sources.values(), *self.sinks.values()]
+        return all(s.state != "failed" for s in statuses)
 
     def health(self) -> dict[str, Any]:
         now = time.time()
@@ -56,6 +81,25 @@ class Metrics:
                 "seconds_behind_source": lag,
                 "position": status.position,
                 "last_position_stored_at": status.last_stored_at,
+            }
+        if self.sinks:
+            out["sinks"] = {}
+        for sink in list(self.sinks.values()):
+            lag = None if sink.last_record_ms is None else max(0.0, now - sink.last_record_ms / 1000)
+            out["sinks"][sink.name] = {
+                "type": sink.type,
+                "state": sink.state,
+                "error": sink.error,
+                "records_consumed": sink.records_consumed,
+                "records_applied": sink.records_applied,
+                "rows_changed": sink.rows_changed,
+                "batches": sink.batches,
+                "dead_lettered": sink.dead_lettered,
+                "retries": sink.retries,
+                "rebalances": sink.rebalances,
+                "assigned": sink.assigned,
+                "seconds_behind_topic": lag,
+                "last_batch_at": sink.last_batch_at,
             }
         return out
 
@@ -113,4 +157,51 @@ class Metrics:
             "Event time of the newest published event.",
             [(s, None if s.last_event_ms is None else s.last_event_ms / 1000) for s in statuses],
         )
+        self._sink_metrics(lines)
         return "\n".join(lines) + "\n"
+
+    def _sink_metrics(self, lines: list[str]) -> None:
+        sinks = list(self.sinks.values())
+        if not sinks:
+            return
+
+        def metric(name: str, kind: str, help_text: str, values: list[tuple[SinkStatus, float | None]]) -> None:
+            lines.append(f"# HELP liberator_sink_{name} {help_text}")
+            lines.append(f"# TYPE liberator_sink_{name} {kind}")
+            for status, value in values:
+                if value is not None:
+                    labels = f'app="{self.app}",sink="{status.name}",type="{status.type}"'
+                    lines.append(f"liberator_sink_{name}{{{labels}}} {value}")
+
+        metric(
+            "records_consumed_total", "counter", "Records read from Kafka.", [(s, s.records_consumed) for s in sinks]
+        )
+        metric(
+            "records_applied_total",
+            "counter",
+            "Records whose batch committed in the target.",
+            [(s, s.records_applied) for s in sinks],
+        )
+        metric(
+            "rows_changed_total", "counter", "Rows inserted, updated or deleted.", [(s, s.rows_changed) for s in sinks]
+        )
+        metric("batches_total", "counter", "Batches committed in the target.", [(s, s.batches) for s in sinks])
+        metric(
+            "dead_lettered_total",
+            "counter",
+            "Bad records sent to the dead-letter topic.",
+            [(s, s.dead_lettered) for s in sinks],
+        )
+        metric("retries_total", "counter", "Batches retried after a passing fault.", [(s, s.retries) for s in sinks])
+        metric(
+            "up",
+            "gauge",
+            "1 while the sink runs or retries, 0 once it failed or stopped.",
+            [(s, 1.0 if s.state in ("starting", "running", "retrying") else 0.0) for s in sinks],
+        )
+        metric(
+            "last_record_timestamp_seconds",
+            "gauge",
+            "Kafka timestamp of the newest applied record.",
+            [(s, None if s.last_record_ms is None else s.last_record_ms / 1000) for s in sinks],
+        )

@@ -1,5 +1,7 @@
 """The daemon: runs each source in its own thread, publishes through one producer, stores positions.
 
+Sinks run beside the sources, each in its own thread (liberator.sinkrunner).
+
 Positions are stored only from the Checkpointer, i.e. only once Kafka acknowledged every event before
 them; a crash at any moment therefore replays (at-least-once) but never loses.
 """
@@ -26,6 +28,7 @@ from liberator.offsets import OffsetStore, StoredOffset, open_store
 from liberator.positions import Position
 from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicManager, producer_settings
 from liberator.registry.client import RegistryClient, RegistryUnavailable
+from liberator.sinkrunner import SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
 
 log = logging.getLogger("liberator")
@@ -177,6 +180,7 @@ class Daemon:
         self.stop = threading.Event()
         self.metrics = Metrics(config.name)
         self.runners: list[SourceRunner] = []
+        self.sink_runners: list[SinkRunner] = []
         self._signalled = False
 
     def install_signal_handlers(self) -> None:
@@ -219,6 +223,8 @@ class Daemon:
                 log.info("source %s starts from the beginning", source_config.name)
             self.runners.append(SourceRunner(source, source_config, publisher, status, start, self.stop))
 
+        self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
+
         poller_done = threading.Event()
 
         def poll_forever() -> None:
@@ -229,14 +235,19 @@ class Daemon:
         poller.start()
         for runner in self.runners:
             runner.thread.start()
+        for sink_runner in self.sink_runners:
+            sink_runner.thread.start()
         try:
-            while any(r.thread.is_alive() for r in self.runners):
+            while any(r.thread.is_alive() for r in self.runners) or any(r.thread.is_alive() for r in self.sink_runners):
                 self.stop.wait(config.offsets.flush_interval)
                 self._store_positions(store)
         finally:
             self.stop.set()
             for runner in self.runners:
                 runner.thread.join()
+            for sink_runner in self.sink_runners:
+                sink_runner.thread.join()
+            dead_letter.close()
             left = producer.flush(FLUSH_ON_STOP)
             if left:
                 log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
@@ -249,8 +260,11 @@ class Daemon:
         failed = [r for r in self.runners if r.status.state == "failed"]
         for runner in failed:
             log.error("source %s failed: %s", runner.config.name, runner.status.error)
+        failed_sinks = [r for r in self.sink_runners if r.status.state == "failed"]
+        for sink_runner in failed_sinks:
+            log.error("sink %s failed: %s", sink_runner.sink.config.name, sink_runner.status.error)
         log.info("stopped")
-        return 1 if failed else 0
+        return 1 if failed or failed_sinks else 0
 
     def _store_positions(self, store: OffsetStore) -> None:
         for runner in self.runners:

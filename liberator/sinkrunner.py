@@ -1,0 +1,298 @@
+"""Runs one sink: a consumer group member that applies batches and commits Kafka offsets after them.
+
+Order of durability, per batch: the sink applies the records and stores the highest applied offset per
+partition in its target in one transaction; only then are the Kafka offsets committed (for lag tools and
+as a fallback start). On assignment every partition is sought to the sink's own stored offset + 1, so a
+crash between the two commits, or a rebalance, resumes exactly where the target stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from liberator import plugins
+from liberator.config import AppConfig
+from liberator.errors import LiberatorError, TransientSourceError
+from liberator.metrics import SinkStatus
+from liberator.registry.client import RegistryClient, RegistryUnavailable
+from liberator.sink import Sink, SinkConfig, SinkContext, SinkRecord, TransientSinkError
+
+MAX_BACKOFF = 30.0
+DEAD_LETTER_TIMEOUT = 30.0
+
+
+def consumer_settings(config: AppConfig, sink: Sink) -> dict[str, Any]:
+    consuming = sink.consuming
+    security = {k: v for k, v in config.kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
+    return {
+        "bootstrap.servers": config.kafka.bootstrap_servers,
+        "client.id": f"liberator-{config.name}-{sink.config.name}",
+        "group.id": consuming.group_id,
+        "enable.auto.commit": False,  # committed by us, after the target committed
+        "auto.offset.reset": consuming.start,
+        "isolation.level": "read_committed",
+        "logger": logging.getLogger("liberator.kafka"),
+        **security,
+        **consuming.settings,
+    }
+
+
+class DeadLetterProducer:
+    """Publishes bad records (original bytes, reason in headers) and waits for the broker's acknowledgement."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, record: SinkRecord, topic: str, reason: str) -> None:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(self._settings)
+            outcome: list[KafkaError | None] = []
+            headers: list[tuple[str, str | bytes | None]] = [
+                *record.headers,
+                ("liberator.error", reason.encode()),
+                ("liberator.topic", record.topic.encode()),
+                ("liberator.partition", str(record.partition).encode()),
+                ("liberator.offset", str(record.offset).encode()),
+            ]
+            self._producer.produce(
+                topic,
+                key=record.key,
+                value=record.value,
+                headers=headers,
+                timestamp=record.timestamp_ms or 0,
+                on_delivery=lambda error, _message: outcome.append(error),
+            )
+            self._producer.flush(DEAD_LETTER_TIMEOUT)
+            if not outcome or outcome[0] is not None:
+                why = outcome[0].str() if outcome and outcome[0] is not None else "no acknowledgement in time"
+                raise TransientSinkError(f"cannot publish a bad record to dead-letter topic {topic}: {why}")
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(DEAD_LETTER_TIMEOUT)
+
+
+def build_sink(
+    config: SinkConfig, app: str, stop: threading.Event, registry: RegistryClient, dead_letter: DeadLetterProducer
+) -> Sink:
+    sink_cls = plugins.load(plugins.SINK_GROUP, config.type, f"sink {config.name}")
+    log = logging.getLogger(f"liberator.sink.{config.name}")
+    sink: Sink = sink_cls(config, SinkContext(app, stop, log, registry, dead_letter))
+    return sink
+
+
+def to_record(message: Message) -> SinkRecord:
+    ts_type, ts = message.timestamp()
+    headers: tuple[tuple[str, bytes | None], ...] = tuple(
+        (str(pair[0]), pair[1].encode() if isinstance(pair[1], str) else pair[1]) for pair in message.headers() or []
+    )
+    key, value = message.key(), message.value()
+    return SinkRecord(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=key.encode() if isinstance(key, str) else key,
+        value=value.encode() if isinstance(value, str) else value,
+        timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
+        headers=headers,
+    )
+
+
+class SinkRunner:
+    def __init__(self, sink: Sink, settings: dict[str, Any], status: SinkStatus, stop: threading.Event) -> None:
+        self.sink = sink
+        self.settings = settings
+        self.status = status
+        self.stop = stop
+        self.log = logging.getLogger(f"liberator.sink.{sink.config.name}")
+        self.thread = threading.Thread(target=self._run, name=f"sink-{sink.config.name}", daemon=True)
+        self._pending: list[SinkRecord] = []
+        self._assign_error: LiberatorError | None = None
+
+    # -- the thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 1.0
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._consume()
+                    break
+                except (TransientSinkError, TransientSourceError, RegistryUnavailable) as exc:
+                    self._retrying(exc, backoff)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                except LiberatorError as exc:
+                    self._fail(str(exc))
+                    return
+                except Exception as exc:
+                    self.log.exception("unexpected error")
+                    self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
+                    return
+            self.status.state = "stopped"
+        finally:
+            self.sink.close()
+
+    def _consume(self) -> None:
+        consuming = self.sink.consuming
+        consumer = Consumer(self.settings)
+        self._pending = []
+        self._assign_error = None
+        try:
+            consumer.subscribe(
+                list(consuming.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            )
+            self.status.state = "running"
+            first_at: float | None = None
+            while not self.stop.is_set():
+                room = max(1, consuming.batch_size - len(self._pending))
+                wait = (
+                    0.1 if first_at is None else max(0.0, min(0.1, first_at + consuming.batch_time - time.monotonic()))
+                )
+                messages = consumer.consume(room, wait)
+                if self._assign_error is not None:
+                    raise self._assign_error
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            self.log.warning("consumer: %s", error.str())
+                        continue
+                    self._pending.append(to_record(message))
+                    self.status.records_consumed += 1
+                if self._pending and first_at is None:
+                    first_at = time.monotonic()
+                if not self._pending:
+                    first_at = None
+                    continue
+                assert first_at is not None
+                if len(self._pending) >= consuming.batch_size or time.monotonic() - first_at >= consuming.batch_time:
+                    self._flush(consumer)
+                    first_at = None
+            if self._pending:
+                self._flush(consumer)  # a clean stop writes what was read
+        finally:
+            consumer.close()
+
+    def _flush(self, consumer: Consumer) -> None:
+        backoff = 1.0
+        while True:
+            batch = self._pending
+            if not batch:
+                return  # a rebalance while retrying took every partition: the next owners re-read them
+            try:
+                changed = self.sink.write(batch)
+                break
+            except (TransientSinkError, TransientSourceError, RegistryUnavailable) as exc:
+                if self.stop.is_set():
+                    raise
+                self._retrying(exc, backoff)
+                self._wait_in_group(consumer, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        self.status.state = "running"
+        self.status.error = None
+        self._pending = []
+        self.status.batches += 1
+        self.status.records_applied += len(batch)
+        self.status.rows_changed += changed
+        self.status.last_batch_at = time.time()
+        stamps = [r.timestamp_ms for r in batch if r.timestamp_ms is not None]
+        if stamps:
+            self.status.last_record_ms = max(stamps)
+        highest: dict[tuple[str, int], int] = {}
+        for record in batch:
+            where = (record.topic, record.partition)
+            highest[where] = max(record.offset, highest.get(where, -1))
+        try:
+            consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in highest.items()], asynchronous=False)
+        except KafkaException as exc:
+            # The target holds the truth; a failed Kafka commit only makes lag figures stale.
+            self.log.info("Kafka offset commit failed (%s); the target's stored offsets stay authoritative", exc)
+
+    def _wait_in_group(self, consumer: Consumer, seconds: float) -> None:
+        """Wait without leaving the group: paused partitions deliver nothing, but rebalances are served."""
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline and not self.stop.is_set():
+                consumer.pause(consumer.assignment())  # again each time: a rebalance may have added some
+                for message in consumer.consume(100, 0.2):
+                    if message.error() is None:  # delivered before the pause took effect: keep it in order
+                        self._pending.append(to_record(message))
+                        self.status.records_consumed += 1
+                if self._assign_error is not None:
+                    raise self._assign_error
+        finally:
+            consumer.resume(consumer.assignment())
+
+    # -- rebalances ---------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        self.status.rebalances += 1
+        try:
+            stored = self.sink.applied_offsets([(tp.topic, tp.partition) for tp in partitions])
+        except LiberatorError as exc:
+            self._assign_error = exc
+            consumer.assign([])
+            return
+        assigned = []
+        for tp in partitions:
+            applied = stored.get((tp.topic, tp.partition))
+            assigned.append(
+                TopicPartition(tp.topic, tp.partition, applied + 1 if applied is not None else OFFSET_STORED)
+            )
+        consumer.assign(assigned)
+        self.status.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        self.log.info("assigned %s", ", ".join(self.status.assigned) or "nothing")
+
+    def _on_revoke(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        # Unwritten records of revoked partitions are dropped: the next owner reads them again from the
+        # offset stored in the target, and the target never saw them.
+        self._pending = [r for r in self._pending if (r.topic, r.partition) not in gone]
+        self.status.assigned = [a for a in self.status.assigned if a not in {f"{t}[{p}]" for t, p in gone}]
+        consumer.unassign()
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def _retrying(self, exc: Exception, backoff: float) -> None:
+        self.status.state = "retrying"
+        self.status.retries += 1
+        self.status.error = str(exc)
+        self.log.warning("%s; retrying in %.0fs", exc, backoff)
+
+    def _fail(self, message: str) -> None:
+        self.status.state = "failed"
+        self.status.error = message
+        self.log.error("%s", message)
+
+
+def create_sink_runners(
+    config: AppConfig, stop: threading.Event, registry: RegistryClient, metrics: Any
+) -> tuple[list[SinkRunner], DeadLetterProducer]:
+    """One runner per configured sink (not started), sharing one dead-letter producer."""
+    from liberator.publisher import producer_settings
+
+    dead_letter = DeadLetterProducer(producer_settings(f"{config.name}-dead-letter", config.kafka))
+    runners = []
+    for sink_config in config.sinks:
+        sink = build_sink(sink_config, config.name, stop, registry, dead_letter)
+        status = metrics.sink(sink_config.name, sink_config.type)
+        runners.append(SinkRunner(sink, consumer_settings(config, sink), status, stop))
+    return runners, dead_letter

@@ -1,0 +1,321 @@
+"""Target tables: reflect, create from the Avro schema, evolve by adding columns, and refuse what cannot fit.
+
+Created columns use the field's own `liberator.db_type` where the target accepts that spelling and the
+created column maps back to the same Avro type (checked by reflecting the new table); every other column
+gets a type mapped from the field's kind. Evolution only ever adds nullable columns or drops a NOT NULL;
+a field whose type the existing column cannot hold stops the sink with one line naming both.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from liberator import sqldb
+from liberator.avro import record_schema
+from liberator.errors import SchemaError
+from liberator.schema import Column, ColumnType, TableSchema
+from liberator.sink import FatalSinkError
+from liberator.sqltypes import neutral_type, type_label
+from sinks.sql.columns import FieldColumn, _Named, db_type_usable, fallback_type, field_columns, normalised
+from sinks.sql.errors import classify as sqldb_error
+from sinks.sql.values import ToColumn, to_column
+
+log = logging.getLogger("liberator.sink.sql")
+
+
+@dataclass
+class Plan:
+    """How the rows of one writer schema go into one table."""
+
+    columns: list[tuple[str, str, ToColumn]]  # field, column, converter
+    key_columns: tuple[str, ...]
+
+
+@dataclass
+class TargetTable:
+    name: str
+    schema: str | None
+    key: tuple[str, ...]
+    types: dict[str, ColumnType | None]  # column -> neutral type (None: a type liberator does not map)
+    sql: sa.TableClause
+    nullable: dict[str, bool] = field(default_factory=dict)  # column -> accepts NULL
+    required: set[str] = field(default_factory=set)  # NOT NULL columns without a default
+    plans: dict[int, Plan] = field(default_factory=dict)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+def _avro_of(column: str, ctype: ColumnType, nullable: bool) -> Any:
+    table = TableSchema(None, "t", (Column(column, ctype, nullable),), ())
+    return normalised(record_schema(table, table.columns, "R", "")["fields"][0]["type"])
+
+
+def _created_avro(table: TargetTable, fc: FieldColumn) -> Any:
+    ctype = table.types.get(fc.column)
+    return None if ctype is None else _avro_of(fc.column, ctype, fc.nullable)
+
+
+def _field_avro(fc: FieldColumn) -> Any:
+    return normalised(["null", fc.avro] if fc.nullable else fc.avro)
+
+
+_WIDER = {("int", "long"), ("float", "double"), ("int", "double")}
+
+
+def holds(column_avro: Any, field_avro: Any) -> bool:
+    """Whether every value of `field_avro` fits a column whose own Avro type is `column_avro`."""
+    if column_avro == field_avro:
+        return True
+    if isinstance(column_avro, list) or isinstance(field_avro, list):
+        col = [b for b in column_avro if b != "null"] if isinstance(column_avro, list) else [column_avro]
+        fld = [b for b in field_avro if b != "null"] if isinstance(field_avro, list) else [field_avro]
+        if (
+            isinstance(field_avro, list)
+            and "null" in field_avro
+            and not (isinstance(column_avro, list) and "null" in column_avro)
+        ):
+            return False
+        return len(col) == 1 and len(fld) == 1 and holds(col[0], fld[0])
+    if (column_avro, field_avro) in _WIDER:
+        return True
+    if isinstance(column_avro, dict) and isinstance(field_avro, dict):
+        if column_avro.get("logicalType") == field_avro.get("logicalType") == "decimal":
+            cp, cs = column_avro["precision"], column_avro.get("scale", 0)
+            fp, fs = field_avro["precision"], field_avro.get("scale", 0)
+            return bool(cs >= fs and cp - cs >= fp - fs)
+        if column_avro.get("type") == "string" and field_avro.get("type") in ("string", "enum"):
+            return not (column_avro.get("logicalType") or column_avro.get("liberator.type"))
+    return bool(column_avro == "string" and isinstance(field_avro, dict) and field_avro.get("type") == "enum")
+
+
+class Tables:
+    """The target tables of one sink, found or made once per (table, writer schema)."""
+
+    def __init__(self, engine: sa.Engine, url: str, create: bool, evolve: bool, mode: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.create = create
+        self.evolve = evolve
+        self.mode = mode
+        self.dialect = engine.dialect.name
+        self._tables: dict[tuple[str | None, str], TargetTable] = {}
+
+    def plan(
+        self,
+        schema: str | None,
+        name: str,
+        schema_id: int,
+        value_schema: dict[str, Any],
+        key_columns: tuple[str, ...],
+    ) -> tuple[TargetTable, Plan]:
+        table = self._tables.get((schema, name))
+        if table is not None and schema_id in table.plans:
+            return table, table.plans[schema_id]
+        fields = field_columns(value_schema, f"table {name}")
+        by_column = {f.column: f for f in fields}
+        missing_key = [k for k in key_columns if k not in by_column]
+        if missing_key:
+            raise FatalSinkError(
+                f"table {name}: key column(s) {', '.join(missing_key)} are not fields of the records; "
+                "set `key:` to columns the records carry"
+            )
+        try:
+            table = self._reconcile(schema, name, fields, key_columns)
+        except SQLAlchemyError as exc:
+            raise sqldb_error(exc, self.url, f"table {name}") from None
+        plan = Plan(
+            [(f.field, f.column, to_column(f.kind, self.dialect, table.types.get(f.column))) for f in fields],
+            key_columns,
+        )
+        table.plans[schema_id] = plan
+        self._tables[(schema, name)] = table
+        return table, plan
+
+    def known(self, schema: str | None, name: str, key_columns: tuple[str, ...]) -> TargetTable:
+        """A table for deletes only (tombstones): it must exist."""
+        table = self._tables.get((schema, name))
+        if table is None:
+            with self.engine.connect() as conn:
+                table = self._reflect(conn, schema, name, key_columns)
+            if table is None:
+                raise FatalSinkError(f"cannot delete from {name}: the table does not exist in {sqldb.redact(self.url)}")
+            self._tables[(schema, name)] = table
+        return table
+
+    # -- reflection and DDL -------------------------------------------------------------------------
+
+    def _reflect(self, conn: sa.Connection, schema: str | None, name: str, key: tuple[str, ...]) -> TargetTable | None:
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(name, schema=schema):
+            return None
+        types: dict[str, ColumnType | None] = {}
+        nullable: dict[str, bool] = {}
+        required: set[str] = set()
+        for info in inspector.get_columns(name, schema=schema):
+            try:
+                types[info["name"]] = neutral_type(info["type"], dialect=self.dialect, table=name, column=info["name"])
+            except SchemaError:
+                types[info["name"]] = None
+            nullable[info["name"]] = bool(info.get("nullable", True))
+            if not nullable[info["name"]] and info.get("default") is None and info.get("autoincrement") is not True:
+                required.add(info["name"])
+        qualified = f"{schema}.{name}" if schema else name
+        if self.mode == "upsert" and key:
+            pk = inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
+            unique: list[tuple[str, ...]] = [tuple(str(c) for c in pk)]
+            unique += [
+                tuple(str(c) for c in ix["column_names"])
+                for ix in inspector.get_indexes(name, schema=schema)
+                if ix.get("unique")
+            ]
+            unique += [tuple(uc["column_names"]) for uc in inspector.get_unique_constraints(name, schema=schema)]
+            if not any(set(u) == set(key) for u in unique if u):
+                raise FatalSinkError(
+                    f"table {qualified} has no primary key or unique index on ({', '.join(key)}), which upserts "
+                    "need; add one, set `key:` to the columns that are unique, or use `mode: insert`"
+                )
+        sql = sa.table(name, *(sa.column(c) for c in types), schema=schema)
+        return TargetTable(name, schema, key, types, sql, nullable, required)
+
+    def _reconcile(self, schema: str | None, name: str, fields: list[FieldColumn], key: tuple[str, ...]) -> TargetTable:
+        qualified = f"{schema}.{name}" if schema else name
+        with self.engine.connect() as conn:
+            table = self._reflect(conn, schema, name, key)
+        if table is None:
+            if not self.create:
+                raise FatalSinkError(
+                    f"table {qualified} does not exist in {sqldb.redact(self.url)}; create it or set `create: true`"
+                )
+            self._create(schema, name, fields, key)
+            with self.engine.connect() as conn:
+                table = self._reflect(conn, schema, name, key)
+            assert table is not None
+            return table
+        missing = [f for f in fields if f.column not in table.types]
+        if missing:
+            names = ", ".join(f.column for f in missing)
+            if not self.evolve:
+                raise FatalSinkError(
+                    f"table {qualified} has no column(s) {names} for fields of the records; "
+                    "add them or set `evolve: true`"
+                )
+            self._add_columns(table, missing)
+            log.info("table %s: added column(s) %s", qualified, names)
+        for fc in fields:
+            ctype = table.types.get(fc.column)
+            if ctype is None:
+                continue  # a type liberator does not map: the database judges each value
+            column_avro = _avro_of(fc.column, ctype, table.nullable.get(fc.column, True))
+            if not holds(column_avro, _field_avro(fc)):
+                raise FatalSinkError(
+                    f"table {qualified} column {fc.column}: the column ({type_label(ctype, self.dialect)}) cannot hold "
+                    f"field {fc.field} ({fc.db_type or fc.kind.name}); change the column yourself (liberator never "
+                    "narrows or retypes columns) or write to another table"
+                )
+        blocking = sorted(table.required - {f.column for f in fields})
+        if blocking:
+            raise FatalSinkError(
+                f"table {qualified}: column(s) {', '.join(blocking)} are NOT NULL without a default but the records "
+                "have no such fields; give them a default or make them nullable"
+            )
+        return table
+
+    def _column_type(self, fc: FieldColumn, in_key: bool, use_db_type: bool, table: str) -> Any:
+        mysql_text_key = (
+            in_key and self.dialect in ("mysql", "mariadb") and fc.db_type.upper().endswith(("TEXT", "BLOB"))
+        )
+        if use_db_type and db_type_usable(fc.db_type, self.dialect) and not mysql_text_key:
+            return _Named(fc.db_type)
+        enum_name = fc.db_type if fc.db_type.isidentifier() else f"{table}_{fc.column}"
+        return fallback_type(fc.kind, self.dialect, in_key, enum_name)
+
+    def _create(self, schema: str | None, name: str, fields: list[FieldColumn], key: tuple[str, ...]) -> None:
+        qualified = f"{schema}.{name}" if schema else name
+        plain: set[str] = set()  # columns whose db_type did not round-trip: mapped types instead
+        for attempt in range(3):
+            table = self._table_model(schema, name, fields, key, plain if attempt < 2 else {f.column for f in fields})
+            try:
+                with self.engine.begin() as conn:
+                    self._create_enums(conn, fields, name, plain)
+                    table.create(conn)
+            except SQLAlchemyError as exc:
+                if attempt == 2:
+                    reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+                    raise FatalSinkError(f"cannot create table {qualified}: {reason}; create it yourself") from None
+                plain = {f.column for f in fields}
+                continue
+            with self.engine.connect() as conn:
+                reflected = self._reflect(conn, schema, name, key)
+            assert reflected is not None
+            wrong = [
+                f.column for f in fields if f.column not in plain and _created_avro(reflected, f) != _field_avro(f)
+            ]
+            if not wrong or attempt == 2:
+                log.info("created table %s", qualified)
+                return
+            with self.engine.begin() as conn:
+                table.drop(conn)
+            plain |= set(wrong)
+
+    def _table_model(
+        self, schema: str | None, name: str, fields: list[FieldColumn], key: tuple[str, ...], plain: set[str]
+    ) -> sa.Table:
+        columns = [
+            sa.Column(
+                f.column,
+                self._column_type(f, f.column in key, f.column not in plain, name),
+                nullable=f.nullable and f.column not in key,
+                primary_key=f.column in key and self.mode == "upsert",
+                autoincrement=False,
+            )
+            for f in fields
+        ]
+        return sa.Table(name, sa.MetaData(), *columns, schema=schema)
+
+    def _create_enums(self, conn: sa.Connection, fields: list[FieldColumn], table: str, plain: set[str]) -> None:
+        if self.dialect != "postgresql":
+            return
+        for f in fields:
+            kinds = [f.kind, f.kind.item] if f.kind.item is not None else [f.kind]
+            for kind in kinds:
+                if kind is None or kind.name != "enum" or not kind.symbols:
+                    continue
+                if f.column not in plain and db_type_usable(f.db_type, self.dialect):
+                    continue
+                enum_name = (
+                    f.db_type.removesuffix("[]")
+                    if f.db_type.removesuffix("[]").isidentifier()
+                    else f"{table}_{f.column}"
+                )
+                exists = conn.execute(sa.text("SELECT 1 FROM pg_type WHERE typname = :n"), {"n": enum_name}).first()
+                if not exists:
+                    labels = ", ".join("'" + s.replace("'", "''") + "'" for s in kind.symbols)
+                    conn.execute(sa.text(f'CREATE TYPE "{enum_name}" AS ENUM ({labels})'))
+
+    def _add_columns(self, table: TargetTable, missing: list[FieldColumn]) -> None:
+        preparer = self.engine.dialect.identifier_preparer
+        target = (
+            preparer.quote(table.name)
+            if not table.schema
+            else f"{preparer.quote_schema(table.schema)}.{preparer.quote(table.name)}"
+        )
+        with self.engine.begin() as conn:
+            self._create_enums(conn, missing, table.name, set())
+            for fc in missing:
+                ctype = self._column_type(fc, False, True, table.name)
+                spelled = (
+                    ctype.compile(dialect=self.engine.dialect) if not isinstance(ctype, _Named) else ctype.type_name
+                )
+                conn.execute(sa.text(f"ALTER TABLE {target} ADD COLUMN {preparer.quote(fc.column)} {spelled} NULL"))
+        with self.engine.connect() as conn:
+            reflected = self._reflect(conn, table.schema, table.name, table.key)
+        assert reflected is not None
+        table.types, table.sql = reflected.types, reflected.sql
+        table.nullable, table.required = reflected.nullable, reflected.required

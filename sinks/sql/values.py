@@ -1,0 +1,125 @@
+"""Avro datums (as fastavro decodes them) -> the values each driver stores exactly: the inverse of
+liberator/avro/values.py, so a row read by a source and written here reads back equal."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from liberator.schema import ArrayType, BitsType, ColumnType, IntervalType, IntType, TimestampType
+from sinks.sql.columns import Kind
+
+ToColumn = Callable[[Any], Any]
+
+_SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+_SQLITE_TIME = "%H:%M:%S.%f"
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """Datums -> JSON values: decimals as strings (exact), times ISO 8601, bytes base64."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def interval_text(value: dict[str, int]) -> str:
+    """PostgreSQL interval input keeping months, days and microseconds apart."""
+    return f"{value['months']} mons {value['days']} days {value['micros']} microseconds"
+
+
+def _pg_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        text = "t" if value else "f"
+    elif isinstance(value, decimal.Decimal):
+        text = format(value, "f")
+    elif isinstance(value, dt.datetime | dt.date | dt.time):
+        text = value.isoformat()
+    elif isinstance(value, bytes):
+        text = "\\x" + value.hex()
+    elif isinstance(value, dict):
+        text = interval_text(value)
+    else:
+        text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def pg_array_literal(items: list[Any]) -> str:
+    """A one-dimensional PostgreSQL array literal; every element quoted, so any element type casts."""
+    return "{" + ",".join(_pg_element(i) for i in items) + "}"
+
+
+def to_column(kind: Kind, dialect: str, target: ColumnType | None) -> ToColumn:
+    """The converter for one field into one column of `dialect` (`target`: the column's neutral type)."""
+    k = kind.name
+    pg = dialect == "postgresql"
+    my = dialect in ("mysql", "mariadb")
+    lite = dialect == "sqlite"
+    if k == "decimal":
+        if isinstance(target, IntType):
+            return int
+        return (lambda v: format(v, "f")) if lite or not (pg or my) else _identity
+    if k == "numeric":
+        return decimal.Decimal if my else _identity
+    if k == "date":
+        return (lambda v: v.isoformat()) if lite else _identity
+    if k == "time":
+        return (lambda v: v.strftime(_SQLITE_TIME)) if lite else _identity
+    if k in ("timestamp", "local_timestamp"):
+        if lite:
+            return lambda v: _naive_utc(v).strftime(_SQLITE_TIMESTAMP)
+        if pg and isinstance(target, TimestampType) and target.with_timezone:
+            return lambda v: v if v.tzinfo is not None else v.replace(tzinfo=dt.UTC)
+        return _naive_utc  # wall-clock columns; MySQL sessions run in UTC, so TIMESTAMP takes UTC too
+    if k == "uuid":
+        return _identity if pg else str
+    if k == "set":
+        if isinstance(target, ArrayType):
+            return pg_array_literal
+        return ",".join
+    if k == "bits":
+        if my or isinstance(target, IntType):
+            return lambda v: int(v, 2) if v else 0
+        return _identity
+    if k == "interval":
+        return interval_text if isinstance(target, IntervalType) or (pg and target is None) else _json_text
+    if k == "array":
+        if isinstance(target, ArrayType) or (pg and target is None):
+            return pg_array_literal
+        return _json_text
+    if k in ("record", "map"):
+        return _json_text
+    if k == "boolean" and isinstance(target, BitsType):
+        return lambda v: "1" if v else "0"
+    return _identity
+
+
+__all__ = ["ToColumn", "interval_text", "jsonable", "pg_array_literal", "to_column"]
