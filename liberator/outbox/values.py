@@ -120,6 +120,8 @@ def header_pairs(value: Any, what: str) -> list[tuple[str, bytes]]:
 
 
 def schema_id_of(value: Any, what: str) -> int:
+    if value is None:
+        raise InvalidRow(f"{what} is NULL")
     if isinstance(value, bool):
         raise InvalidRow(f"{what} is a boolean, not a schema id")
     try:

@@ -1,0 +1,142 @@
+"""The outbox source against real PostgreSQL, MariaDB and SQLite, a real broker and the registry."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+from pathlib import Path
+
+from liberator.avro import AvroEncoder, frame
+from liberator.outbox import OutboxRouting
+from tests.integration.test_outbox_support import (
+    ORDER_SCHEMA,
+    AppDb,
+    app_db,
+    outbox_yaml,
+    read_raw,
+    register_order_schema,
+)
+from tests.support import DaemonThread, app_config, read_topic, wait_for
+
+__all__ = ["app_db"]
+
+
+def test_routing_keys_headers_and_json_payloads(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    app_db.create_outbox(extra_columns="headers VARCHAR(200)")
+    topic = f"{app_db.prefix}.order"
+    register_order_schema(registry_url, topic)
+    at = dt.datetime(2024, 5, 6, 7, 8, 9, 123000)
+    first = app_db.insert("17", {"order_id": 17, "total": "12.50"}, occurred_at=at, headers='{"trace": "abc"}')
+    second = app_db.insert("18", {"order_id": 18, "total": 3, "note": "gift"}, event_type="OrderShipped")
+    third = app_db.insert("17", {"order_id": 17, "total": "0.99"}, event_type="OrderPaid")
+    config = app_config(
+        tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, "    columns: {headers: headers}\n")
+    )
+    with DaemonThread(config):
+        records = read_topic(kafka_bootstrap, registry_url, topic, expect=3)
+        wait_for(lambda: app_db.count() == 0, what="the published rows to be deleted")
+    assert len(records) == 3
+    by_id = {r["headers"]["id"]: r for r in records}
+    assert set(by_id) == {str(first), str(second), str(third)}
+    one = by_id[str(first)]
+    assert one["key"] == {"aggregate_id": "17"}
+    assert one["headers"] == {"id": str(first), "event_type": "OrderPlaced", "aggregate_type": "order", "trace": "abc"}
+    assert one["value"] == {"order_id": 17, "total": "12.50", "note": None}
+    assert one["timestamp"] == "2024-05-06T07:08:09.123+00:00"  # naive occurred_at read as UTC
+    assert by_id[str(second)]["value"] == {"order_id": 18, "total": "3.00", "note": "gift"}
+    # One aggregate's events keep their outbox order (same key, same partition).
+    seventeen = [r for r in records if r["key"] == {"aggregate_id": "17"}]
+    assert [r["headers"]["event_type"] for r in seventeen] == ["OrderPlaced", "OrderPaid"]
+    assert decimal.Decimal(seventeen[1]["value"]["total"]) == decimal.Decimal("0.99")
+
+
+def test_default_routing_matches_the_documented_table() -> None:
+    routing = OutboxRouting()
+    assert routing.topic == "outbox.event.{aggregate_type}"
+    assert routing.columns.id == "id" and routing.columns.payload == "payload"
+
+
+def test_avro_payloads_are_checked_and_published_unchanged(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    app_db.create_outbox(payload="avro", extra_columns="schema_id INTEGER")
+    topic = f"{app_db.prefix}.order"
+    schema_id = register_order_schema(registry_url, topic)
+    encoder = AvroEncoder(ORDER_SCHEMA, schema_id)
+    good = encoder.encode({"order_id": 1, "total": decimal.Decimal("4.20"), "note": None})
+    app_db.insert("1", good, schema_id=schema_id)
+    app_db.insert("2", frame(987654, good[5:]))  # a schema id the registry does not have
+    app_db.insert("3", good, schema_id=schema_id + 1)  # the row says another schema than its bytes
+    app_db.insert("4", good[:-3])  # truncated: does not decode
+    later = app_db.insert("1", good, event_type="OrderPaid")
+    extra = "    payload: avro\n    columns: {schema_id: schema_id}\n    on_invalid: dead_letter\n"
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, extra))
+    with DaemonThread(config):
+        published = read_raw(kafka_bootstrap, topic, expect=2)
+        dead = read_topic(kafka_bootstrap, registry_url, f"{app_db.prefix}.dead.ob", expect=3)
+        wait_for(lambda: app_db.count() == 0, what="every row, good or bad, to be cleaned up")
+    assert [value for value, _ in published] == [good, good]
+    assert published[1][1]["id"] == str(later).encode()
+    reasons = {r["key"]["aggregate_id"]: r["value"]["reason"] for r in dead}
+    assert "schema id 987654 is not in the schema registry" in reasons["2"]
+    assert f"carries schema id {schema_id} but schema_id says {schema_id + 1}" in reasons["3"]
+    assert "does not decode" in reasons["4"]
+    assert all(r["headers"]["liberator.error"] == r["value"]["reason"] for r in dead)
+
+
+def test_invalid_json_goes_to_the_dead_letter_topic_with_the_original_row(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    app_db.create_outbox()
+    # A plain text payload column: JSONB and MariaDB's JSON would refuse the broken row at INSERT.
+    app_db.run(
+        {
+            "postgresql": "ALTER TABLE outbox ALTER COLUMN payload TYPE TEXT",
+            "mariadb": "ALTER TABLE outbox MODIFY payload LONGTEXT NOT NULL",
+            "sqlite": "SELECT 1",
+        }[app_db.kind]
+    )
+    topic = f"{app_db.prefix}.order"
+    register_order_schema(registry_url, topic)
+    app_db.insert("1", {"order_id": 1, "total": "1.00"})
+    broken = app_db.insert("2", "{not json")
+    wrong = app_db.insert("3", {"order_id": "three", "total": "1.00"})
+    typo = app_db.insert("4", {"order_id": 4, "total": "1.00", "nots": "x"})
+    app_db.insert("5", {"order_id": 5, "total": "1.00"})
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, "    on_invalid: dead_letter\n"))
+    with DaemonThread(config):
+        good = read_topic(kafka_bootstrap, registry_url, topic, expect=2)
+        dead = read_topic(kafka_bootstrap, registry_url, f"{app_db.prefix}.dead.ob", expect=3)
+        wait_for(lambda: app_db.count() == 0, what="the outbox to be emptied")
+    assert [r["value"]["order_id"] for r in good] == [1, 5]
+    by_id = {r["value"]["event_id"]: r["value"] for r in dead}
+    assert "is not valid JSON" in by_id[str(broken)]["reason"]
+    assert by_id[str(broken)]["payload"] == base64.b64encode(b"{not json").decode()
+    assert "payload.order_id: expected an integer (long), got 'three'" in by_id[str(wrong)]["reason"]
+    assert "payload.nots: record OrderEvent has no such field" in by_id[str(typo)]["reason"]
+    assert by_id[str(typo)]["row"]["aggregate_id"] == "4" and by_id[str(typo)]["row"]["event_type"] == "OrderPlaced"
+
+
+def test_invalid_row_under_stop_halts_exactly_there(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    app_db.create_outbox()
+    topic = f"{app_db.prefix}.order"
+    register_order_schema(registry_url, topic)
+    app_db.insert("1", {"order_id": 1, "total": "1.00"})
+    bad = app_db.insert("2", {"order_id": 2})
+    app_db.insert("3", {"order_id": 3, "total": "1.00"})
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db))
+    with DaemonThread(config) as daemon:
+        sources = daemon.daemon.metrics.sources
+        wait_for(lambda: "ob" in sources and sources["ob"].state == "failed", what="the source to stop")
+        error = daemon.status("ob").error
+    assert "\n" not in error
+    assert f"outbox row id={bad} (order/2) cannot be published: payload.total: required field" in error
+    assert "fix or delete that row" in error and "on_invalid: dead_letter" in error
+    # The row before it was published and cleaned up; the bad one and everything after it wait.
+    assert [r["value"]["order_id"] for r in read_topic(kafka_bootstrap, registry_url, topic)] == [1]
+    assert app_db.count() == 2

@@ -1,0 +1,139 @@
+"""Shared by the outbox tests (no tests here): an application database with the default outbox table,
+created from `liberator outbox ddl` so the printed DDL is exercised on every database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.outbox.ddl import outbox_ddl
+from liberator.registry.client import RegistryClient
+
+ORDER_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "OrderEvent",
+    "namespace": "shop",
+    "fields": [
+        {"name": "order_id", "type": "long"},
+        {"name": "total", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+        {"name": "note", "type": ["null", "string"], "default": None},
+    ],
+}
+
+
+class AppDb:
+    """The application's database: owns the outbox table and writes events into it."""
+
+    def __init__(self, url: str, kind: str) -> None:
+        self.url = url
+        self.kind = kind  # postgresql | mariadb | sqlite
+        self.engine = sa.create_engine(url)
+        self.prefix = f"t{uuid.uuid4().hex[:10]}"  # topics never repeat on the session-wide broker
+
+    @property
+    def dialect(self) -> str:
+        return "mysql" if self.kind == "mariadb" else self.kind
+
+    def create_outbox(self, payload: str = "json", cleanup: str = "delete", extra_columns: str = "") -> None:
+        ddl = outbox_ddl(self.dialect, payload=payload, cleanup=cleanup)  # type: ignore[arg-type]
+        with self.engine.begin() as conn:
+            for statement in ddl.split(";\n\n"):
+                conn.execute(sa.text(statement.strip().rstrip(";")))
+            for column in filter(None, extra_columns.split(",")):
+                conn.execute(sa.text(f"ALTER TABLE outbox ADD COLUMN {column.strip()}"))
+
+    def insert(
+        self,
+        aggregate_id: str,
+        payload: Any,
+        event_type: str = "OrderPlaced",
+        aggregate_type: str = "order",
+        conn: sa.Connection | None = None,
+        **extra: Any,
+    ) -> int:
+        values = {
+            "aggregate_type": aggregate_type,
+            "aggregate_id": aggregate_id,
+            "event_type": event_type,
+            "payload": payload if isinstance(payload, str | bytes) else json.dumps(payload),
+            **extra,
+        }
+        names = ", ".join(values)
+        params = ", ".join(f":{name}" for name in values)
+        statement = sa.text(f"INSERT INTO outbox ({names}) VALUES ({params})")
+        if conn is not None:
+            conn.execute(statement, values)
+            return int(conn.execute(sa.text(self._last_id)).scalar_one())
+        with self.engine.begin() as own:
+            own.execute(statement, values)
+            return int(own.execute(sa.text(self._last_id)).scalar_one())
+
+    @property
+    def _last_id(self) -> str:
+        return {
+            "postgresql": "SELECT lastval()",
+            "mariadb": "SELECT LAST_INSERT_ID()",
+            "sqlite": "SELECT last_insert_rowid()",
+        }[self.kind]
+
+    def run(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(sql), params)
+
+    def count(self, where: str = "1=1") -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM outbox WHERE {where}")).scalar_one())
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+def app_db(request: pytest.FixtureRequest, tmp_path: Path) -> AppDb:
+    if request.param == "sqlite":
+        return AppDb(f"sqlite:///{tmp_path}/app.db", "sqlite")
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "mysql_url")
+    return AppDb(url, request.param)
+
+
+def register_order_schema(registry_url: str, topic: str) -> int:
+    with RegistryClient(registry_url) as client:
+        return client.register(f"{topic}-value", ORDER_SCHEMA)
+
+
+def outbox_yaml(db: AppDb, extra: str = "", name: str = "ob") -> str:
+    return (
+        f"  - name: {name}\n    type: outbox\n    url: {db.url}\n"
+        f'    topic: "{db.prefix}.{{aggregate_type}}"\n'
+        f'    dead_letter_topic: "{db.prefix}.dead.{{source}}"\n'
+        f"    poll_interval: 100ms\n{extra}"
+    )
+
+
+def read_raw(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[tuple[bytes, dict[str, bytes]]]:
+    """(value bytes, headers) of each record, undecoded: what a consumer receives byte for byte."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "raw", "enable.auto.commit": False})
+    found: list[tuple[bytes, dict[str, bytes]]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        metadata = None
+        while metadata is None or not metadata.partitions:
+            metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        while len(found) < expect and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is None or message.error():
+                continue
+            found.append((message.value() or b"", dict(message.headers() or [])))  # type: ignore[arg-type]
+    finally:
+        consumer.close()
+    return found
