@@ -42,6 +42,9 @@ class PostgresWalConfig(SourceConfig):
     snapshot_chunk: int = Field(10_000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
     envelope: Envelope = Field(Envelope.change, description="change: before/after/op records; state: the row itself")
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
+    exclude: dict[str, list[str]] = Field(
+        {}, description="columns left out of the events, per table: {public.users: [password_hash]}"
+    )
     replica_identity: Literal["warn", "require_full", "ignore"] = Field(
         "warn",
         description="tables without REPLICA IDENTITY FULL have no before-images: warn, refuse to start, or ignore",

@@ -18,6 +18,19 @@ from liberator.schema import BytesType, JsonType, StringType, TextRepr
 UNCHANGED_HEADER = "liberator.unchanged_toast"
 
 
+def parse_tuple(state: TableState, values: Sequence[TupleValue]) -> list[Any]:
+    """A streamed tuple (every column of the table) -> Python values of the captured columns."""
+    index = state.wire_index
+    if index is not None:
+        if len(values) <= index[-1]:
+            raise FatalSourceError(
+                f"table {state.name}: a change has {len(values)} values, fewer than the table's columns; "
+                "restart the source so it re-reads the table's shape"
+            )
+        values = [values[i] for i in index]
+    return parse_values(state, values)
+
+
 def parse_values(state: TableState, values: Sequence[TupleValue]) -> list[Any]:
     """Text values -> Python values in column order (UNCHANGED_TOAST left in place for the caller)."""
     if len(values) != len(state.parsers):

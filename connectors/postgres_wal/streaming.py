@@ -19,7 +19,7 @@ from connectors.postgres_wal.pgoutput import (
     decode,
 )
 from connectors.postgres_wal.position import WalPosition, lsn_text
-from connectors.postgres_wal.rows import EventMaker, fill_unchanged, key_datum, parse_values, value_datum
+from connectors.postgres_wal.rows import EventMaker, fill_unchanged, key_datum, parse_tuple, value_datum
 from connectors.postgres_wal.stream import Frame, Keepalive, XLogData
 from connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.envelope import Op
@@ -90,7 +90,7 @@ class ChangeDecoder:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
             if state is not None:
-                values = parse_values(state, msg.new)
+                values = parse_tuple(state, msg.new)
                 yield from self._change(state, Op.create, key_datum(state, values), None, value_datum(state, values))
         elif kind is Begin:
             assert isinstance(msg, Begin)
@@ -107,7 +107,7 @@ class ChangeDecoder:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
             if state is not None:
-                old = parse_values(state, msg.old)
+                old = parse_tuple(state, msg.old)
                 before = value_datum(state, old) if msg.old_is_full else None
                 yield from self._change(state, Op.delete, key_datum(state, old), before, None)
         elif kind is Relation:
@@ -143,8 +143,8 @@ class ChangeDecoder:
         state = self._state(msg.relid)
         if state is None:
             return
-        new = parse_values(state, msg.new)
-        old = None if msg.old is None else parse_values(state, msg.old)
+        new = parse_tuple(state, msg.new)
+        old = None if msg.old is None else parse_tuple(state, msg.old)
         full_old = old if msg.old_is_full else None
         headers: tuple[tuple[str, bytes], ...] = ()
         if UNCHANGED_TOAST in new:

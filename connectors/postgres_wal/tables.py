@@ -43,6 +43,8 @@ class TableState:
     key_converter: DatumConverter
     info: SourceInfo
     relid: int
+    # Streamed tuples carry every column; where columns are excluded, the places of those kept.
+    wire_index: tuple[int, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -118,6 +120,10 @@ class TableCatalog:
         )
         return relid, columns, key, identity
 
+    def _excluded(self, name: str) -> list[str]:
+        schema, table = split_name(name)
+        return self.config.exclude.get(name) or self.config.exclude.get(table if schema == "public" else name) or []
+
     def from_catalog(self, name: str) -> TableState:
         relid, columns, key, _identity = self.catalog_columns(name)
         return self._state(name, relid, columns, key)
@@ -145,6 +151,14 @@ class TableCatalog:
                 f"table {name} has no primary key; add one (ALTER TABLE {name} ADD PRIMARY KEY (...)) so its "
                 "events have a key"
             )
+        excluded = set(self._excluded(name))
+        unknown = excluded - {c.name for c in columns}
+        if unknown:
+            raise SchemaError(f"table {name}: `exclude` names unknown columns {sorted(unknown)}")
+        if excluded & set(key):
+            raise SchemaError(f"table {name}: key columns cannot be excluded ({sorted(excluded & set(key))})")
+        wire_index = tuple(i for i, c in enumerate(columns) if c.name not in excluded) if excluded else None
+        columns = [c for c in columns if c.name not in excluded]
         neutral: list[Column] = []
         parsers: list[Parser] = []
         for col in columns:
@@ -160,6 +174,7 @@ class TableCatalog:
         known = self._states.get(name)
         if known is not None and known.table == shape:
             known.relid = relid
+            known.wire_index = wire_index
             return known
         namespace = namespace_for(self.app, self.config.name, schema, table)
         value = value_schema(shape, namespace)
@@ -177,6 +192,7 @@ class TableCatalog:
             key_converter=DatumConverter.for_key(shape),
             info=SourceInfo("postgres_wal", self.config.name, self.server, schema, table),
             relid=relid,
+            wire_index=wire_index,
         )
         self._states[name] = state
         return state

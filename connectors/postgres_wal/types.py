@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from liberator.avro import parse_pg_array, parse_pg_interval
+from liberator.errors import SchemaError
 from liberator.schema import (
     ArrayType,
     BitsType,
@@ -37,7 +38,14 @@ from liberator.schema import (
     TimeType,
     UuidType,
 )
-from liberator.sqltypes import unmappable
+
+
+def unmappable(table: str, column: str, type_name: str) -> SchemaError:
+    return SchemaError(
+        f"table {table} column {column}: type {type_name} has no exact Avro mapping; leave the column out with "
+        f"`exclude: {{{table}: [{column}]}}`"
+    )
+
 
 # text -> Python value; None where the text is the value already (strings, JSON, enums, bits, TextRepr).
 Parse = Callable[[str], Any]
