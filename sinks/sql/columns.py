@@ -42,6 +42,12 @@ _PG_TEXT_KINDS = {
 }
 
 
+# How SQLAlchemy spells PostgreSQL types that reflection lists under their long names.
+_PG_SPELLINGS = {"varchar", "char", "decimal", "int", "xml", "timestamptz", "timetz", "float4", "float8", "bool"}
+
+_MARIADB_TYPES = {"inet4", "inet6"}  # MariaDB types SQLAlchemy does not know
+
+
 @dataclass(frozen=True)
 class Kind:
     """What an Avro field holds, independent of any database."""
@@ -177,7 +183,7 @@ def db_type_usable(db_type: str, dialect: str) -> bool:
     if dialect == "postgresql" and base.endswith("[]"):
         base = base[:-2].strip()
     names = (postgresql.dialect() if dialect == "postgresql" else mysql.dialect()).ischema_names  # type: ignore[no-untyped-call]
-    return base in names
+    return base in names or base in (_PG_SPELLINGS if dialect == "postgresql" else _MARIADB_TYPES)
 
 
 def fallback_type(kind: Kind, dialect: str, in_key: bool, enum_name: str) -> Any:

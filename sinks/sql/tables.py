@@ -20,7 +20,7 @@ from liberator.avro import record_schema
 from liberator.errors import SchemaError
 from liberator.schema import Column, ColumnType, TableSchema
 from liberator.sink import FatalSinkError
-from liberator.sqltypes import neutral_type, type_label
+from liberator.sqltypes import neutral_type, reflect_table, type_label
 from sinks.sql.columns import FieldColumn, _Named, db_type_usable, fallback_type, field_columns, normalised
 from sinks.sql.errors import classify as sqldb_error
 from sinks.sql.values import ToColumn, to_column
@@ -55,6 +55,12 @@ class TargetTable:
 def _avro_of(column: str, ctype: ColumnType, nullable: bool) -> Any:
     table = TableSchema(None, "t", (Column(column, ctype, nullable),), ())
     return normalised(record_schema(table, table.columns, "R", "")["fields"][0]["type"])
+
+
+def enum_type_name(fc: FieldColumn, table: str) -> str:
+    """PostgreSQL enums keep their type name (the db_type of the column or of its array's items)."""
+    base = fc.db_type.removesuffix("[]")
+    return base if base.isidentifier() else f"{table}_{fc.column}"
 
 
 def _created_avro(table: TargetTable, fc: FieldColumn) -> Any:
@@ -158,9 +164,16 @@ class Tables:
         types: dict[str, ColumnType | None] = {}
         nullable: dict[str, bool] = {}
         required: set[str] = set()
+        try:
+            # The sources' own reflection: it also knows MariaDB's JSON check and types SQLAlchemy does not.
+            known = {c.name: c.type for c in reflect_table(conn, schema, name, key or None).columns}
+        except SchemaError:
+            known = {}
         for info in inspector.get_columns(name, schema=schema):
             try:
-                types[info["name"]] = neutral_type(info["type"], dialect=self.dialect, table=name, column=info["name"])
+                types[info["name"]] = known.get(info["name"]) or neutral_type(
+                    info["type"], dialect=self.dialect, table=name, column=info["name"]
+                )
             except SchemaError:
                 types[info["name"]] = None
             nullable[info["name"]] = bool(info.get("nullable", True))
@@ -233,8 +246,7 @@ class Tables:
         )
         if use_db_type and db_type_usable(fc.db_type, self.dialect) and not mysql_text_key:
             return _Named(fc.db_type)
-        enum_name = fc.db_type if fc.db_type.isidentifier() else f"{table}_{fc.column}"
-        return fallback_type(fc.kind, self.dialect, in_key, enum_name)
+        return fallback_type(fc.kind, self.dialect, in_key, enum_type_name(fc, table))
 
     def _create(self, schema: str | None, name: str, fields: list[FieldColumn], key: tuple[str, ...]) -> None:
         qualified = f"{schema}.{name}" if schema else name
