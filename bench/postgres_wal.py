@@ -1,0 +1,201 @@
+"""WAL source throughput next to a bare pgoutput stream read of the same changes, in the same run.
+
+    python bench/postgres_wal.py [--rows 200000] [--tx-rows 1000]
+
+Starts its own PostgreSQL 15, Kafka-protocol broker and schema registry (liberator.testbed), makes three
+slots on one publication, writes `--rows` inserts into `orders` in transactions of `--tx-rows`, then
+reads the same changes three ways: a bare START_REPLICATION read that only counts Insert messages (the
+1.00 reference), the source alone (pgoutput -> events, no Avro, no Kafka), and the whole daemon until
+Kafka acknowledged every event (WAL -> Avro -> Kafka). The machine is noisy: read the ratio column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import resource
+import select
+import tempfile
+import threading
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+
+from connectors.postgres_wal import PostgresWalSource
+from connectors.postgres_wal.config import PostgresWalConfig
+from connectors.postgres_wal.stream import status_update
+from liberator import testbed
+from liberator.config import load_config
+from liberator.events import ChangeEvent, SourceItem
+from liberator.runtime import Daemon
+from liberator.source import SourceContext
+
+SOURCE = "bench"
+PUBLICATION = "bench"
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, float, float]] = []  # phase, rows, seconds, peak RSS MiB
+
+    def add(self, phase: str, rows: int, seconds: float) -> None:
+        self.rows.append((phase, rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        print(f"  {phase}: {rows} rows in {seconds:.2f}s", flush=True)
+
+    def print(self, reference: str) -> None:
+        base = next(rows / secs for phase, rows, secs, _ in self.rows if phase == reference)
+        header = f"{'phase':<52} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'ratio':>6} {'peak RSS':>9}"
+        print("\n" + header + "\n" + "-" * len(header))
+        for phase, rows, secs, rss in self.rows:
+            rate = rows / secs if secs > 0 else float("inf")
+            print(f"{phase:<52} {rows:>8} {secs:>8.2f} {rate:>9.0f} {rate / base:>6.2f} {rss:>7.0f}MB")
+        print(f"ratio = rows/s / rows/s of '{reference}'; peak RSS = this process's high-water mark so far")
+
+
+def load(dsn: str, rows: int, tx_rows: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for start in range(1, rows + 1, tx_rows):
+            end = min(start + tx_rows - 1, rows)
+            conn.execute(
+                "INSERT INTO orders SELECT i, 'customer-' || (i %% 1000), (i %% 100000) / 100.0, i %% 50 + 1,"
+                " CASE WHEN i %% 10 = 0 THEN NULL ELSE 'note ' || i END,"
+                " TIMESTAMP '2024-01-01' + i * INTERVAL '1 millisecond' FROM generate_series(%s::bigint, %s::bigint) AS i",
+                (start, end),
+            )
+
+
+def bare_stream(dsn: str, slot: str, rows: int) -> int:
+    """START_REPLICATION and count Insert messages: the cost of the wire and libpq alone."""
+    conn = psycopg.connect(dsn, replication="database", autocommit=True)
+    try:
+        conn.execute(
+            f"START_REPLICATION SLOT {slot} LOGICAL 0/0 (proto_version '1', publication_names '{PUBLICATION}')"
+        )
+        pgconn = conn.pgconn
+        count = 0
+        while count < rows:
+            nbytes, data = pgconn.get_copy_data(1)
+            if nbytes == 0:
+                select.select([pgconn.socket], [], [], 1.0)
+                pgconn.consume_input()
+                continue
+            if nbytes < 0:
+                raise SystemExit("the bare stream ended early")
+            frame = bytes(data)
+            if frame[0] == 0x77 and frame[25] == 0x49:  # XLogData carrying an Insert
+                count += 1
+            elif frame[0] == 0x6B and frame[17]:
+                pgconn.put_copy_data(status_update(0))
+                pgconn.flush()
+        return count
+    finally:
+        conn.close()
+
+
+def source_alone(dsn: str, slot: str, rows: int) -> int:
+    stop = threading.Event()
+    config = PostgresWalConfig(
+        name=SOURCE, url=dsn, tables=["orders"], slot=slot, publication=PUBLICATION, snapshot="never"
+    )
+    source = PostgresWalSource(config, SourceContext("bench", stop, logging.getLogger("bench")))
+    items = cast(Generator[SourceItem, None, None], source.read(None))
+    count = 0
+    try:
+        for item in items:
+            if isinstance(item, ChangeEvent):
+                count += 1
+                if count == rows:
+                    break
+    finally:
+        stop.set()
+        items.close()
+        source.close()
+    return count
+
+
+def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: str) -> Path:
+    q = json.dumps
+    path = workdir / "liberator.yaml"
+    path.write_text(
+        f"name: bench\nkafka:\n  bootstrap_servers: {q(bootstrap)}\nschema_registry:\n  url: {q(registry)}\n"
+        f"offsets:\n  store: file\n  path: {q(str(workdir / 'offsets.json'))}\n  flush_interval: 200ms\n"
+        f"sources:\n  - name: {SOURCE}\n    type: postgres_wal\n    url: {q(dsn)}\n    tables: [orders]\n"
+        f"    slot: {slot}\n    publication: {PUBLICATION}\n    snapshot: never\n"
+    )
+    return path
+
+
+def daemon_until_acked(config: Path, rows: int) -> float:
+    daemon = Daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    try:
+        while SOURCE not in daemon.metrics.sources and thread.is_alive():
+            time.sleep(0.001)
+        status = daemon.metrics.sources[SOURCE]
+        in_flight = 0
+        while status.events_acked < rows:
+            in_flight = max(in_flight, status.events_published - status.events_acked)
+            if status.state == "failed":
+                raise SystemExit(f"daemon failed: {status.error}")
+            time.sleep(0.002)
+        print(f"  (at most {in_flight} events published but not yet acknowledged)", flush=True)
+        return time.perf_counter() - t0
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[tuple[Any, str, str]]:
+    with contextlib.ExitStack() as stack:
+        db = testbed.start_postgres()
+        stack.callback(db.stop)
+        broker = testbed.start_broker()
+        stack.callback(broker.stop)
+        registry = testbed.start_registry()
+        stack.callback(registry.stop)
+        yield db, broker.bootstrap_servers, registry.url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="inserted rows (= change events)")
+    parser.add_argument("--tx-rows", type=int, default=1000, help="rows per transaction")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    table = Table()
+    with servers() as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
+        db.create_database("bench")
+        dsn = db.dsn("bench")
+        db.execute(
+            "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(50) NOT NULL, total NUMERIC(10, 2),"
+            " qty INTEGER NOT NULL, note TEXT, updated_at TIMESTAMP(6) NOT NULL)",
+            database="bench",
+        )
+        db.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE orders", database="bench")
+        for slot in ("bare", "alone", "daemon"):
+            db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,), database="bench")
+        print(f"writing {args.rows} rows in transactions of {args.tx_rows}...", flush=True)
+        t0 = time.perf_counter()
+        load(dsn, args.rows, args.tx_rows)
+        print(f"  written in {time.perf_counter() - t0:.1f}s", flush=True)
+
+        reference = "bare pgoutput stream read (count Insert messages)"
+        t0 = time.perf_counter()
+        table.add(reference, bare_stream(dsn, "bare", args.rows), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        table.add("source alone (pgoutput -> events, no Avro/Kafka)", source_alone(dsn, "alone", args.rows), time.perf_counter() - t0)  # fmt: skip
+        seconds = daemon_until_acked(write_config(Path(tmp), dsn, "daemon", bootstrap, registry), args.rows)
+        table.add("daemon, start -> all acked by Kafka (WAL->Avro->Kafka)", args.rows, seconds)
+    table.print(reference)
+
+
+if __name__ == "__main__":
+    main()
