@@ -64,7 +64,8 @@ def load(dsn: str, rows: int, tx_rows: int) -> None:
             conn.execute(
                 "INSERT INTO orders SELECT i, 'customer-' || (i %% 1000), (i %% 100000) / 100.0, i %% 50 + 1,"
                 " CASE WHEN i %% 10 = 0 THEN NULL ELSE 'note ' || i END,"
-                " TIMESTAMP '2024-01-01' + i * INTERVAL '1 millisecond' FROM generate_series(%s::bigint, %s::bigint) AS i",
+                " TIMESTAMP '2024-01-01' + i * INTERVAL '1 millisecond'"
+                " FROM generate_series(%s::bigint, %s::bigint) AS i",
                 (start, end),
             )
 
@@ -191,7 +192,8 @@ def main() -> None:
         t0 = time.perf_counter()
         table.add(reference, bare_stream(dsn, "bare", args.rows), time.perf_counter() - t0)
         t0 = time.perf_counter()
-        table.add("source alone (pgoutput -> events, no Avro/Kafka)", source_alone(dsn, "alone", args.rows), time.perf_counter() - t0)  # fmt: skip
+        alone = source_alone(dsn, "alone", args.rows)
+        table.add("source alone (pgoutput -> events, no Avro/Kafka)", alone, time.perf_counter() - t0)
         seconds = daemon_until_acked(write_config(Path(tmp), dsn, "daemon", bootstrap, registry), args.rows)
         table.add("daemon, start -> all acked by Kafka (WAL->Avro->Kafka)", args.rows, seconds)
     table.print(reference)
