@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +102,35 @@ def test_wal_level_replica_is_refused_with_the_fix(replica_level_server: Postgre
         "and restart PostgreSQL"
     )
     assert isinstance(Run(db.config(["t"])).source, PostgresWalSource)
+
+
+def test_example_config_passes_check(
+    postgres_server: PostgresInstance, pg_url: str, kafka_bootstrap: str, registry_url: str, tmp_path: Path
+) -> None:
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE orders (id int PRIMARY KEY, total numeric(10,2))")
+    db.run("CREATE TABLE customers (id int PRIMARY KEY, name text, password_hash text)")
+    user = f"cdc_{db.tag}"
+    postgres_server.create_user(user, "s3cret", replication=True)
+    db.run(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {user}")
+    db.run(f"CREATE PUBLICATION {db.tag} FOR TABLE orders, customers")  # as the owner, the documented set-up
+    host_port, database = db.url.split("@", 1)[1].split("/", 1)
+    env = {
+        **os.environ,
+        "APP_USER": user,
+        "APP_PASSWORD": "s3cret",
+        "PG_HOST": host_port.split(":")[0],
+        "PG_PORT": host_port.split(":")[1],
+        "PG_DATABASE": database,
+        "SLOT": db.tag,
+        "PUBLICATION": db.tag,
+        "KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "SCHEMA_REGISTRY_URL": registry_url,
+        "OFFSETS_PATH": str(tmp_path / "offsets.json"),
+    }
+    config = Path(__file__).parents[2] / "configs" / "postgres-wal.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "liberator", "check", str(config)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
