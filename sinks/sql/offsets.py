@@ -35,6 +35,9 @@ class OffsetTable:
             with self.engine.begin() as conn:
                 self.table.create(conn, checkfirst=True)
         except SQLAlchemyError as exc:
+            if self._exists():  # another sink or group member created it at the same moment
+                self._ready = True
+                return
             error = classify(exc, str(self.engine.url), f"sink {self.sink}: offsets table {self.table.name}")
             if isinstance(error, FatalSinkError):
                 raise FatalSinkError(
@@ -42,6 +45,13 @@ class OffsetTable:
                 ) from None
             raise error from None
         self._ready = True
+
+    def _exists(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                return bool(sa.inspect(conn).has_table(self.table.name))
+        except SQLAlchemyError:
+            return False
 
     def read(
         self, partitions: Sequence[tuple[str, int]], conn: sa.Connection | None = None, lock: bool = False

@@ -258,6 +258,9 @@ class Tables:
                     self._create_enums(conn, fields, name, plain)
                     table.create(conn)
             except SQLAlchemyError as exc:
+                with self.engine.connect() as conn:
+                    if sa.inspect(conn).has_table(name, schema=schema):
+                        return  # another sink or group member created it at the same moment
                 if attempt == 2:
                     reason = str(getattr(exc, "orig", exc)).splitlines()[0]
                     raise FatalSinkError(f"cannot create table {qualified}: {reason}; create it yourself") from None
