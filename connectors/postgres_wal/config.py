@@ -5,25 +5,32 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from liberator.config import Duration
 from liberator.envelope import Envelope
+from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
 
 
-class OutboxConfig(BaseModel):
-    """Publish an outbox table's inserts and `pg_logical_emit_message` messages as domain events."""
+class WalOutboxConfig(OutboxRouting):
+    """Domain events from the WAL: inserts into an outbox table and/or `pg_logical_emit_message` messages.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    The routing rules (columns, topic, payload, on_invalid...) are the outbox source's (docs/outbox.md).
+    """
 
-    table: str | None = Field(None, description="schema.table of the outbox table (its inserts become events)")
+    table: str | None = Field(None, description="schema.table of the outbox table: each insert is one event")
     message_prefix: str | None = Field(
-        None, description="logical messages with this prefix (pg_logical_emit_message) become events"
+        None, description="logical messages with this prefix carry one event as a JSON object of the columns"
     )
-    topic: str = Field("{source}.outbox.{aggregate_type}", description="topic template; also {app}")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> WalOutboxConfig:
+        if self.table is None and self.message_prefix is None:
+            raise ValueError("give the outbox `table`, a `message_prefix`, or both")
+        return self
 
 
 class PostgresWalConfig(SourceConfig):
@@ -63,7 +70,7 @@ class PostgresWalConfig(SourceConfig):
     heartbeat: Duration | None = Field(
         None, description="write a pg_logical_emit_message this often, so an idle database's slot advances"
     )
-    outbox: OutboxConfig | None = None
+    outbox: WalOutboxConfig | None = Field(None, description="publish outbox rows / messages as domain events")
 
     @field_validator("slot", "publication")
     @classmethod

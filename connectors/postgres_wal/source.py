@@ -20,6 +20,7 @@ import psycopg
 from connectors.postgres_wal import checks
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.connection import classify, connect
+from connectors.postgres_wal.outbox import WalOutbox
 from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from connectors.postgres_wal.rows import EventMaker
 from connectors.postgres_wal.snapshot import SnapshotReader, create_slot
@@ -121,7 +122,14 @@ class PostgresWalSource(Source):
         if cfg.snapshot == "initial_only":
             yield from self._initial_only(start, tables, maker_reader, conn)
             return
-        checks.ensure_publication(conn, cfg, tables)
+        published = list(tables)
+        outbox = None
+        if cfg.outbox is not None:
+            outbox = WalOutbox(cfg, catalog.types, self.context.registry)
+            if outbox.table is not None:
+                catalog.catalog_columns(outbox.table)  # SchemaError when it does not exist
+                published += [outbox.table] if outbox.table not in published else []
+        checks.ensure_publication(conn, cfg, published)
         slot = checks.slot_state(conn, cfg.slot)
         position = start
         if slot is not None and slot.confirmed_flush is not None:
@@ -168,7 +176,7 @@ class PostgresWalSource(Source):
             self.context.log.info("snapshot done; streaming from %s", lsn_text(position.lsn))
             yield Checkpoint(position)
         self.phase = "streaming"
-        yield from self._stream(position, catalog, tables)
+        yield from self._stream(position, catalog, tables, outbox)
 
     def _resume_snapshot(
         self, position: WalPosition, tables: list[str], reader: SnapshotReader
@@ -217,12 +225,14 @@ class PostgresWalSource(Source):
         if not self.context.stop.is_set():
             yield Checkpoint(WalPosition(position.lsn, position.tables, snapshot_done=True))
 
-    def _stream(self, position: WalPosition, catalog: TableCatalog, tables: list[str]) -> Iterator[SourceItem]:
+    def _stream(
+        self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None
+    ) -> Iterator[SourceItem]:
         cfg = self.cfg
         stream = ReplicationStream(
             cfg.url, cfg.slot, cfg.publication, position.lsn, cfg.status_interval, self.what, lambda: self.acked.value
         )
-        decoder = ChangeDecoder(cfg, catalog, set(tables), _maker(cfg), position, self.context.log)
+        decoder = ChangeDecoder(cfg, catalog, set(tables), _maker(cfg), position, self.context.log, outbox)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
         try:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from connectors.postgres_wal.config import PostgresWalConfig
+from connectors.postgres_wal.outbox import WalOutbox
 from connectors.postgres_wal.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -38,6 +39,7 @@ class ChangeDecoder:
         maker: EventMaker,
         position: WalPosition,
         log: logging.Logger,
+        outbox: WalOutbox | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -54,8 +56,7 @@ class ChangeDecoder:
         self.xid = ""
         self.lsn = ""
         self.commit_ms = 0
-        # Extra consumers of messages and rows (the outbox), by hook name.
-        self.message_hook: Any = None
+        self.outbox = outbox
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
         if isinstance(frame, XLogData):
@@ -92,6 +93,8 @@ class ChangeDecoder:
             if state is not None:
                 values = parse_tuple(state, msg.new)
                 yield from self._change(state, Op.create, key_datum(state, values), None, value_datum(state, values))
+            if self.outbox is not None and self.outbox.is_outbox(msg.relid):
+                yield from self.outbox.inserted(msg.relid, msg.new)
         elif kind is Begin:
             assert isinstance(msg, Begin)
             self.begin = msg
@@ -118,8 +121,8 @@ class ChangeDecoder:
             self._truncate(msg)
         elif kind is Message:
             assert isinstance(msg, Message)
-            if self.message_hook is not None:
-                yield from self.message_hook(self, msg)
+            if self.outbox is not None:
+                yield from self.outbox.message(msg)
         else:
             from connectors.postgres_wal.pgoutput import Update
 
@@ -129,6 +132,8 @@ class ChangeDecoder:
     def _relation(self, msg: Relation) -> Iterator[SourceItem]:
         name = f"{msg.namespace}.{msg.name}"
         self.names[msg.relid] = name
+        if self.outbox is not None:
+            self.outbox.relation(msg)
         if name not in self.captured:
             self.relations[msg.relid] = None
             return

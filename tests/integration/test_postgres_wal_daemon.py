@@ -134,3 +134,55 @@ def test_example_config_passes_check(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def _streaming(db: WalDb) -> bool:
+    rows = db.rows("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (db.tag,))
+    return bool(rows and rows[0][0])
+
+
+def test_outbox_rows_and_logical_messages_become_domain_events(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE orders (id int PRIMARY KEY, status text)")
+    db.run(
+        "CREATE TABLE outbox (id bigserial PRIMARY KEY, aggregate_type text NOT NULL, aggregate_id text NOT NULL,"
+        " event_type text NOT NULL, payload jsonb NOT NULL, occurred_at timestamptz NOT NULL DEFAULT now())"
+    )
+    topic = f"{db.tag}.order"
+    schema = {"type": "record", "name": "OrderEvent", "fields": [{"name": "status", "type": "string"}]}
+    RegistryClient(registry_url).register(f"{topic}-value", schema)
+    extra = (
+        "    outbox:\n      table: public.outbox\n      message_prefix: outbox\n"
+        f'      topic: "{db.tag}.{{aggregate_type}}"\n'
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(db, "[orders]", extra))
+    with DaemonThread(config):
+        wait_for(lambda: _streaming(db), what="streaming")
+        with db.conn.transaction():
+            db.run("INSERT INTO orders VALUES (1, 'new')")
+            db.run(
+                "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                """ VALUES ('order', '1', 'created', '{"status": "new"}')"""
+            )
+            db.run("DELETE FROM outbox")  # the application cleans up at once: the WAL still has the insert
+        with db.conn.transaction():
+            db.run("UPDATE orders SET status = 'shipped'")
+            db.run(
+                "SELECT pg_logical_emit_message(true, 'outbox', %s)",
+                (
+                    '{"aggregate_type": "order", "aggregate_id": "1", "event_type": "shipped",'
+                    ' "payload": {"status": "shipped"}, "occurred_at": "2024-05-01T12:00:00+00:00"}',
+                ),
+            )
+        db.run("SELECT pg_logical_emit_message(true, 'other', 'ignored')")
+        records = read_topic(kafka_bootstrap, registry_url, topic, expect=2)
+        rows = read_topic(kafka_bootstrap, registry_url, f"{db.tag}.public.orders", expect=2)
+    assert [(r["key"], r["value"], r["headers"]["event_type"]) for r in records] == [
+        ({"aggregate_id": "1"}, {"status": "new"}, "created"),
+        ({"aggregate_id": "1"}, {"status": "shipped"}, "shipped"),
+    ]
+    assert records[1]["timestamp"] == "2024-05-01T12:00:00.000+00:00"
+    assert records[1]["headers"]["id"].count("/") == 1  # a message's id defaults to its LSN
+    assert [r["value"]["op"] for r in rows] == ["c", "u"]
