@@ -67,8 +67,8 @@ class PostgresWalConfig(SourceConfig):
         description="stands for an unchanged TOASTed text/bytes value whose old value is unknown",
     )
     status_interval: Duration = Field(10.0, description="how often the server hears the acknowledged LSN")
-    heartbeat: Duration | None = Field(
-        None, description="write a pg_logical_emit_message this often, so an idle database's slot advances"
+    heartbeat: Duration = Field(
+        0.0, description="write a pg_logical_emit_message this often, so an idle database's slot advances; 0: off"
     )
     outbox: WalOutboxConfig | None = Field(None, description="publish outbox rows / messages as domain events")
 
