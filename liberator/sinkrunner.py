@@ -29,7 +29,7 @@ from liberator.config import AppConfig
 from liberator.errors import LiberatorError, TransientSourceError
 from liberator.metrics import SinkStatus
 from liberator.registry.client import RegistryClient, RegistryUnavailable
-from liberator.sink import Sink, SinkConfig, SinkContext, SinkRecord, TransientSinkError
+from liberator.sink import DeadLetter, Sink, SinkConfig, SinkContext, SinkRecord, TransientSinkError
 
 MAX_BACKOFF = 30.0
 DEAD_LETTER_TIMEOUT = 30.0
@@ -90,7 +90,7 @@ class DeadLetterProducer:
 
 
 def build_sink(
-    config: SinkConfig, app: str, stop: threading.Event, registry: RegistryClient, dead_letter: DeadLetterProducer
+    config: SinkConfig, app: str, stop: threading.Event, registry: RegistryClient, dead_letter: DeadLetter
 ) -> Sink:
     sink_cls = plugins.load(plugins.SINK_GROUP, config.type, f"sink {config.name}")
     log = logging.getLogger(f"liberator.sink.{config.name}")
@@ -292,7 +292,15 @@ def create_sink_runners(
     dead_letter = DeadLetterProducer(producer_settings(f"{config.name}-dead-letter", config.kafka))
     runners = []
     for sink_config in config.sinks:
-        sink = build_sink(sink_config, config.name, stop, registry, dead_letter)
         status = metrics.sink(sink_config.name, sink_config.type)
+        sink = build_sink(sink_config, config.name, stop, registry, counted(dead_letter, status))
         runners.append(SinkRunner(sink, consumer_settings(config, sink), status, stop))
     return runners, dead_letter
+
+
+def counted(dead_letter: DeadLetter, status: SinkStatus) -> DeadLetter:
+    def send(record: SinkRecord, topic: str, reason: str) -> None:
+        dead_letter(record, topic, reason)
+        status.dead_lettered += 1
+
+    return send
