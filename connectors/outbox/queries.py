@@ -66,16 +66,20 @@ class OutboxQueries:
             self._pending(), before
         )
 
-    def cleanup(self, ids: Sequence[Any]) -> list[sa.Executable]:
-        statements: list[sa.Executable] = []
-        for start in range(0, len(ids), CLEANUP_CHUNK):
-            chunk = list(ids[start : start + CLEANUP_CHUNK])
-            if self.config.cleanup == "delete":
-                statements.append(sa.delete(self.table).where(self.id.in_(chunk)))
-            else:
-                statements.append(
-                    sa.update(self.table)
-                    .where(self.id.in_(chunk))
-                    .values({self.config.published_column: sa.func.current_timestamp()})
-                )
-        return statements
+    def cleanup(self, ids: Sequence[Any]) -> list[tuple[sa.Executable, Any]]:
+        """(statement, parameters) pairs that delete or mark the rows of `ids`."""
+        if self.config.cleanup == "delete":
+            statement: Any = sa.delete(self.table)
+        else:
+            statement = sa.update(self.table).values({self.config.published_column: sa.func.current_timestamp()})
+        if self.dialect in ("mysql", "mariadb"):
+            # One primary-key lookup per row (sent as one executemany): an IN list is a range scan, and
+            # InnoDB reads (and waits on) records next to the range, which another daemon's claim may
+            # hold: two daemons deadlocked that way.
+            one = statement.where(self.id == sa.bindparam("outbox_id"))
+            return [(one, [{"outbox_id": i} for i in ids])] if ids else []
+        in_list = statement.where(self.id.in_(sa.bindparam("outbox_ids", expanding=True)))
+        return [
+            (in_list, {"outbox_ids": list(ids[start : start + CLEANUP_CHUNK])})
+            for start in range(0, len(ids), CLEANUP_CHUNK)
+        ]

@@ -139,8 +139,8 @@ class OutboxSource(Source):
                 # The claim and the cleanup, run and rolled back: checks the table, the columns and the
                 # privileges (FOR UPDATE needs UPDATE rights) in one go.
                 conn.execute(self._queries.claim(1, self._skip_locked)).all()
-                for statement in self._queries.cleanup([-1]):
-                    conn.execute(statement)
+                for statement, params in self._queries.cleanup([-1]):
+                    conn.execute(statement, params)
                 conn.rollback()
         except LiberatorError as exc:
             return [str(exc)]
@@ -299,13 +299,13 @@ class OutboxSource(Source):
         assert self._queries is not None and self._engine is not None
         statements = self._queries.cleanup(batch.ids)
         if batch.conn is not None:
-            for statement in statements:
-                batch.conn.execute(statement)
+            for statement, params in statements:
+                batch.conn.execute(statement, params)
             batch.conn.commit()
         else:
             with self._engine.begin() as conn:
-                for statement in statements:
-                    conn.execute(statement)
+                for statement, params in statements:
+                    conn.execute(statement, params)
         batch.ids = []
 
     def _release(self, batch: _Batch) -> None:
