@@ -186,3 +186,21 @@ def test_outbox_rows_and_logical_messages_become_domain_events(
     assert records[1]["timestamp"] == "2024-05-01T12:00:00.000+00:00"
     assert records[1]["headers"]["id"].count("/") == 1  # a message's id defaults to its LSN
     assert [r["value"]["op"] for r in rows] == ["c", "u"]
+
+
+def test_a_killed_replication_session_is_retried_without_loss(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE t (id int PRIMARY KEY)")
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(db, "[t]"))
+    topic = f"{db.tag}.public.t"
+    with DaemonThread(config) as daemon:
+        wait_for(lambda: _streaming(db), what="streaming")
+        db.run("INSERT INTO t SELECT g FROM generate_series(1, 10) g")
+        read_topic(kafka_bootstrap, registry_url, topic, expect=10)
+        db.run("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s", (db.tag,))
+        db.run("INSERT INTO t SELECT g FROM generate_series(11, 20) g")
+        records = read_topic(kafka_bootstrap, registry_url, topic, expect=20)
+        assert daemon.status("wal").retries >= 1
+    assert sorted(r["key"]["id"] for r in records) == list(range(1, 21))
