@@ -275,3 +275,23 @@ def test_unacknowledged_changes_are_not_confirmed_to_the_server(db: WalDb) -> No
         assert db.slot()["confirmed_flush_lsn"] == confirmed
         run.source.acknowledged(run.position)  # type: ignore[arg-type]
         run.wait(lambda: db.slot()["confirmed_flush_lsn"] > confirmed, what="the acknowledged LSN to be confirmed")
+
+
+def test_initial_only_reads_once_and_finishes(db: WalDb) -> None:
+    db.run("CREATE TABLE t (id int PRIMARY KEY)")
+    db.run("INSERT INTO t SELECT g FROM generate_series(1, 30) g")
+    with Run(db.config(["t"], snapshot="initial_only", snapshot_chunk=7)) as run:
+        run.wait(lambda: not run.thread.is_alive(), what="the source to finish")
+    assert [e.key["id"] for e in run.events] == list(range(1, 31))
+    assert run.position is not None and run.position.snapshot_done
+    assert db.rows("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (db.tag,)) == [(0,)]
+
+
+def test_a_dropped_slot_stops_the_source_instead_of_skipping_changes(db: WalDb) -> None:
+    db.run("CREATE TABLE t (id int PRIMARY KEY)")
+    with Run(db.config(["t"])) as run:
+        run.wait(lambda: run.source.phase == "streaming", what="streaming")
+    start = run.position
+    db.run("SELECT pg_drop_replication_slot(%s)", (db.tag,))
+    with Run(db.config(["t"]), start=start) as again, pytest.raises(FatalSourceError, match="is gone.*offsets reset"):
+        again.wait(lambda: False, timeout=10)
