@@ -293,5 +293,5 @@ def test_a_dropped_slot_stops_the_source_instead_of_skipping_changes(db: WalDb) 
         run.wait(lambda: run.source.phase == "streaming", what="streaming")
     start = run.position
     db.run("SELECT pg_drop_replication_slot(%s)", (db.tag,))
-    with Run(db.config(["t"]), start=start) as again, pytest.raises(FatalSourceError, match="is gone.*offsets reset"):
+    with Run(db.config(["t"]), start=start) as again, pytest.raises(FatalSourceError, match=r"is gone.*offsets reset"):
         again.wait(lambda: False, timeout=10)
