@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import threading
 from pathlib import Path
 
 from liberator.avro import AvroEncoder, frame
+from liberator.config import load_config
+from liberator.events import ChangeEvent, Checkpoint
 from liberator.outbox import OutboxRouting
+from liberator.registry.client import RegistryClient
+from liberator.runtime import build_source
 from tests.integration.test_outbox_support import (
     ORDER_SCHEMA,
     AppDb,
@@ -140,3 +145,37 @@ def test_invalid_row_under_stop_halts_exactly_there(
     # The row before it was published and cleaned up; the bad one and everything after it wait.
     assert [r["value"]["order_id"] for r in read_topic(kafka_bootstrap, registry_url, topic)] == [1]
     assert app_db.count() == 2
+
+
+def test_a_batch_acknowledged_after_close_is_cleaned_up_and_held_until_then(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """What shutdown does: the reading thread ends, then Kafka's last acknowledgement arrives."""
+    app_db.create_outbox()
+    register_order_schema(registry_url, f"{app_db.prefix}.order")
+    for n in range(3):
+        app_db.insert(str(n), {"order_id": n, "total": "1.00"})
+    config = load_config(app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db)))
+    stop = threading.Event()
+    source = build_source(config.sources[0], "test", stop, RegistryClient(registry_url))
+    items = source.read(None)
+    events = [next(items) for _ in range(3)]
+    checkpoint = next(items)
+    assert all(isinstance(e, ChangeEvent) for e in events) and isinstance(checkpoint, Checkpoint)
+    stop.set()
+    items.close()
+    source.close()
+    # Still claimed: a second daemon finds nothing to publish (SKIP LOCKED / the leader lock).
+    other_stop = threading.Event()
+    other = build_source(config.sources[0], "other", other_stop, RegistryClient(registry_url))
+    other_items = other.read(None)
+    finished = threading.Thread(target=lambda: next(other_items, None), daemon=True)
+    finished.start()
+    finished.join(1.0)
+    assert finished.is_alive(), "a second source claimed rows that are still being published"
+    other_stop.set()
+    finished.join(5)
+    other.close()
+    assert app_db.count() == 3
+    source.acknowledged(checkpoint.position)
+    assert app_db.count() == 0
