@@ -9,6 +9,7 @@ Values are read as text, parsed by the same parsers as streamed values (identica
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +41,9 @@ def create_slot(
 
 
 class SnapshotReader:
-    def __init__(self, url: str, catalog: TableCatalog, maker: EventMaker, chunk: int, what: str, stop: Any) -> None:
+    def __init__(
+        self, url: str, catalog: TableCatalog, maker: EventMaker, chunk: int, what: str, stop: threading.Event
+    ) -> None:
         self.url = url
         self.catalog = catalog
         self.maker = maker

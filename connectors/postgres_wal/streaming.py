@@ -17,6 +17,7 @@ from connectors.postgres_wal.pgoutput import (
     Message,
     Relation,
     Truncate,
+    Update,
     decode,
 )
 from connectors.postgres_wal.position import WalPosition, lsn_text
@@ -123,11 +124,9 @@ class ChangeDecoder:
             assert isinstance(msg, Message)
             if self.outbox is not None:
                 yield from self.outbox.message(msg)
-        else:
-            from connectors.postgres_wal.pgoutput import Update
-
-            if isinstance(msg, Update):
-                yield from self._update(msg)
+        elif kind is Update:
+            assert isinstance(msg, Update)
+            yield from self._update(msg)
 
     def _relation(self, msg: Relation) -> Iterator[SourceItem]:
         name = f"{msg.namespace}.{msg.name}"
@@ -144,7 +143,7 @@ class ChangeDecoder:
         self.relations[msg.relid] = state
         yield from ()
 
-    def _update(self, msg: Any) -> Iterator[SourceItem]:
+    def _update(self, msg: Update) -> Iterator[SourceItem]:
         state = self._state(msg.relid)
         if state is None:
             return
