@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import types
 import typing
 from typing import Any
 
@@ -34,6 +35,13 @@ def _type_name(annotation: Any) -> str:
         if base is float and any("duration" in repr(m) for m in meta):
             return "duration (500ms, 2s, 5m, 1h)"
         return _type_name(base)
+    if origin in (typing.Union, types.UnionType):
+        # Unions spelled out member by member: a repr would print validators' memory addresses.
+        return " \\| ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if origin in (list, tuple, dict, set, frozenset):
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in typing.get_args(annotation))}]"
     for prefix in ("typing.", "liberator.config.", "connectors.query.config."):
         text = text.replace(prefix, "")
     return text.replace("|", "\\|").replace("NoneType", "null")

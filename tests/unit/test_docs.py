@@ -19,3 +19,11 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert commands == ["scripts/demo", "scripts/test"]
     for command in commands:
         assert (ROOT / command).stat().st_mode & 0o111, f"{command} is not executable"
+
+
+def test_optional_fields_are_named_without_memory_addresses() -> None:
+    from liberator.config import Duration
+    from liberator.docgen import _type_name
+
+    assert _type_name(Duration | None) == "duration (500ms, 2s, 5m, 1h) \\| null"
+    assert "0x" not in _type_name(list[Duration] | None)
