@@ -83,6 +83,7 @@ class SourceRunner:
                     if isinstance(item, Checkpoint):
                         self.checkpointer.add(item.position, acked=True)
                         position = item.position
+                        self.status.phase = self.source.phase  # idle sources show their phase too
                     else:
                         self._publish(item)
                         if item.position is not None:
