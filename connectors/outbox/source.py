@@ -89,6 +89,11 @@ class OutboxSource(Source):
             return FatalSourceError(
                 f"{error}; create the outbox table (`liberator outbox ddl --dialect ...`) or fix `table`/`columns`"
             )
+        if isinstance(error, FatalSourceError) and ("permission denied" in text or "command denied" in text):
+            return FatalSourceError(
+                f"{error}; grant the user SELECT, UPDATE{', DELETE' if self.cfg.cleanup == 'delete' else ''} "
+                f"on {self.cfg.table}"
+            )
         return error
 
     def _open(self) -> None:

@@ -62,3 +62,37 @@ def test_postgres_examples_pass_check(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_outbox_postgres_example_passes_check(
+    pg_url: str, postgres_server: object, kafka_bootstrap: str, registry_url: str, tmp_path: Path
+) -> None:
+    from connectors.outbox.ddl import outbox_ddl
+
+    legacy = LegacyDb(pg_url, "postgresql")
+    for statement in outbox_ddl("postgresql", notify_channel="outbox_wake").split(";\n\n"):
+        legacy.run(statement.strip().rstrip(";"))
+    url = sa.make_url(pg_url)
+    user = f"app_{legacy.prefix}"
+    postgres_server.create_user(user, "s3cret")  # type: ignore[attr-defined]
+    legacy.run(f"GRANT SELECT, UPDATE, DELETE ON outbox TO {user}")
+    env = {
+        **os.environ,
+        "APP_USER": user,
+        "APP_PASSWORD": "s3cret",
+        "PG_HOST": str(url.host),
+        "PG_PORT": str(url.port),
+        "PG_DATABASE": str(url.database),
+        "KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "SCHEMA_REGISTRY_URL": registry_url,
+        "OFFSETS_PATH": str(tmp_path / "offsets.json"),
+    }
+    config = Path(__file__).parents[2] / "configs" / "outbox-postgres.yaml"
+    command = [sys.executable, "-m", "liberator", "check", str(config)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+    legacy.run(f"REVOKE DELETE ON outbox FROM {user}")  # the cleanup needs it: check must say so
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert "permission denied for table outbox; grant the user SELECT, UPDATE, DELETE on outbox" in result.stdout
