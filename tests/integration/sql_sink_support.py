@@ -69,12 +69,14 @@ def count(url: str, table: str) -> int:
 class TopicWriter:
     """Produces liberator-shaped records for a table (state values or change envelopes), as a source would."""
 
-    def __init__(self, bootstrap: str, registry: str, topic: str, url: str, table: str, envelope: str) -> None:
+    def __init__(
+        self, bootstrap: str, registry: str, topic: str, url: str, table: str, envelope: str, partitions: int = 1
+    ) -> None:
         self.topic = topic
         self.registry = RegistryClient(registry)
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
             future.result(30)
         self.url, self.table_name, self.envelope = url, table, envelope
         self.engine = sqldb.create_engine(url)
