@@ -173,3 +173,20 @@ def test_position_round_trips_and_orders_within_a_run() -> None:
     assert OutboxPosition.from_json(position.to_json()) == position
     assert position.covers(OutboxPosition("run1", 2)) and not position.covers(OutboxPosition("run1", 4))
     assert not position.covers(OutboxPosition("run2", 1))
+
+
+def test_outbox_ddl_command_prints_a_table_sqlite_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    from liberator.cli import main
+
+    assert main(["outbox", "ddl", "--dialect", "sqlite", "--cleanup", "mark"]) == 0
+    printed = capsys.readouterr().out
+    db = sqlite3.connect(":memory:")
+    db.executescript(printed)
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE published_at IS NULL ORDER BY occurred_at, id LIMIT 10"
+    ).fetchall()
+    assert "USING COVERING INDEX outbox_pending" in str(plan) or "USING INDEX outbox_pending" in str(plan)
+    assert main(["outbox", "ddl", "--dialect", "mysql", "--notify", "x"]) == 1
+    assert "--notify needs PostgreSQL" in capsys.readouterr().err
