@@ -2,7 +2,9 @@
 
 A SQLite "legacy" shop database with sample rows, the embedded Kafka-protocol broker and schema
 registry, the daemon running the query source, an application thread changing rows, and a live view
-of the events as they arrive. At the end it checks that the topics agree with the database.
+of the events as they arrive. The same daemon runs the SQL sink, writing the stream into a second SQLite
+database (a "replica" a legacy reporting tool could read). At the end it checks that the topics agree
+with the database, and compares the two databases row by row.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ sources:
     cursor: [updated_at, id]
     poll_interval: 500ms
     safety_delay: 1s
+sinks:
+  - name: replica
+    type: sql
+    url: sqlite:///{workdir}/replica.db
+    topics: [legacy.main.customers, legacy.main.orders]
+    create: true
+    batch: {{size: 500, time: 300ms}}
+    consumer: {{settings: {{session.timeout.ms: 6000, fetch.wait.max.ms: 10}}}}
 """
 
 NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John", "Radia", "Ken"]
@@ -149,8 +159,9 @@ def run_demo(duration: float = 20.0, workdir: str | None = None, out: TextIO = s
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="liberator-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     db_path = base / "shop.db"
-    if db_path.exists():
-        db_path.unlink()
+    replica_path = base / "replica.db"
+    for stale in (db_path, replica_path):
+        stale.unlink(missing_ok=True)
     (base / "offsets.json").unlink(missing_ok=True)
     rng = random.Random(42)
 
@@ -214,12 +225,16 @@ def run_demo(duration: float = 20.0, workdir: str | None = None, out: TextIO = s
                 say("   " + _describe(record))
                 if quiet_since is not None:
                     quiet_since = time.monotonic()
+            say(f"== the SQL sink writes the same stream into {replica_path}")
+            replica_ok = _wait_for_replica(db_path, replica_path, 30.0)
         finally:
             stop_app.set()
             consumer.close()
             daemon.stop.set()
             daemon_thread.join(timeout=60)
-        return _summarise(db_path, latest, seen, say)
+        topics_ok = _summarise(db_path, latest, seen, say) == 0
+        replica_ok = _compare_replica(db_path, replica_path, say) and replica_ok
+        return 0 if topics_ok and replica_ok else 1
 
 
 def _summarise(db_path: Path, latest: dict[tuple[str, str], dict[str, Any]], seen: int, say: Any) -> int:
@@ -241,3 +256,46 @@ def _summarise(db_path: Path, latest: dict[tuple[str, str], dict[str, Any]], see
         return 1
     say("== every order's latest event matches the database: the legacy table is liberated")
     return 0
+
+
+TABLES = {"customers": "id, name, email, updated_at", "orders": "id, customer_id, status, total, placed_on, updated_at"}
+
+
+def _rows(path: Path, table: str) -> dict[int, tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        try:
+            return {row[0]: row for row in db.execute(f"SELECT {TABLES[table]} FROM {table} ORDER BY id")}
+        except sqlite3.OperationalError:  # the sink has not created the table yet
+            return {}
+
+
+def _wait_for_replica(source: Path, replica: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(_rows(source, t) == _rows(replica, t) for t in TABLES):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _compare_replica(source: Path, replica: Path, say: Any) -> bool:
+    """Both databases, row by row: every row of the legacy tables must be in the replica, equal."""
+    say(f"== {source.name} and {replica.name}, row by row")
+    agree = True
+    for table in TABLES:
+        left, right = _rows(source, table), _rows(replica, table)
+        same = sum(1 for key, row in left.items() if right.get(key) == row)
+        differ = sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
+        for key in list(left)[:3]:
+            mark = "=" if right.get(key) == left[key] else "!"
+            say(f"   {table:<9} {mark} {left[key]}")
+        say(f"   {table:<9} {len(left)} rows in {source.name}, {len(right)} in {replica.name}, {same} identical")
+        if differ:
+            agree = False
+            for key in differ[:5]:
+                say(f"!! {table} id {key}: {left.get(key)} vs {right.get(key)}")
+    if agree:
+        say("== both databases agree, row for row: the stream went out and came back intact")
+    else:
+        say("!! the replica differs from the legacy database (see above)")
+    return agree
