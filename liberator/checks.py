@@ -68,4 +68,29 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
                 report(f"source {source_config.name} ({source_config.type}): reachable, tables readable")
         finally:
             source.close()
+    problems.extend(check_sinks(config, report))
+    return problems
+
+
+def check_sinks(config: AppConfig, report: Callable[[str], None]) -> list[str]:
+    from liberator.sinkrunner import DeadLetterProducer, build_sink
+
+    problems: list[str] = []
+    for sink_config in config.sinks:
+        try:
+            sink = build_sink(
+                sink_config, config.name, threading.Event(), registry_client(config), DeadLetterProducer({})
+            )
+        except LiberatorError as exc:
+            problems.append(str(exc))
+            continue
+        try:
+            found = sink.check()
+            problems.extend(
+                f"sink {sink_config.name}: {line}" if not line.startswith("sink ") else line for line in found
+            )
+            if not found:
+                report(f"sink {sink_config.name} ({sink_config.type}): target reachable, offsets table ready")
+        finally:
+            sink.close()
     return problems

@@ -93,5 +93,9 @@ def config_reference() -> str:
                 if isinstance(arg, type) and issubclass(arg, BaseModel):
                     parts.append(model_table(f"sources: type `{type_name}`, entries of `{name}`", arg))
     for type_name, entry_point in sorted(plugins.available(plugins.SINK_GROUP).items()):
-        parts.append(model_table(f"sinks: type `{type_name}`", entry_point.load().config_model))
+        sink_model = entry_point.load().config_model
+        parts.append(model_table(f"sinks: type `{type_name}`", sink_model))
+        for name, field in sink_model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                parts.append(model_table(f"sinks: type `{type_name}`, `{name}`", field.annotation))
     return "\n".join(parts)

@@ -50,7 +50,9 @@ class SqlSinkConfig(SinkConfig):
     delete: bool = Field(True, description="delete events and tombstones delete the row")
     batch: BatchConfig = BatchConfig()
     create: bool = Field(False, description="create missing tables from the Avro schema (types, primary key)")
-    evolve: bool = Field(False, description="add columns for new fields (nullable); widen safely, never narrow")
+    evolve: bool = Field(
+        False, description="add nullable columns for new fields; never drops, narrows or retypes a column"
+    )
     on_error: Literal["stop", "dead_letter"] = Field(
         "stop", description="a bad record (undecodable, violating a constraint) stops the sink or is dead-lettered"
     )
