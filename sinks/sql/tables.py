@@ -72,7 +72,7 @@ def _field_avro(fc: FieldColumn) -> Any:
     return normalised(["null", fc.avro] if fc.nullable else fc.avro)
 
 
-_WIDER = {("int", "long"), ("float", "double"), ("int", "double")}
+_WIDER = {("long", "int"), ("double", "float"), ("double", "int")}  # (column, field)
 
 
 def holds(column_avro: Any, field_avro: Any) -> bool:
