@@ -89,7 +89,7 @@ def holds(column_avro: Any, field_avro: Any) -> bool:
         ):
             return False
         return len(col) == 1 and len(fld) == 1 and holds(col[0], fld[0])
-    if (column_avro, field_avro) in _WIDER:
+    if isinstance(column_avro, str) and isinstance(field_avro, str) and (column_avro, field_avro) in _WIDER:
         return True
     if isinstance(column_avro, dict) and isinstance(field_avro, dict):
         if column_avro.get("logicalType") == field_avro.get("logicalType") == "decimal":
