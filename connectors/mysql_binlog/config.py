@@ -10,9 +10,28 @@ from pydantic import Field, field_validator
 
 from liberator.config import Duration
 from liberator.envelope import Envelope
+from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
 
 _TABLE = re.compile(r"^[^.\s]+\.[^.\s]+$")
+_PATTERN = re.compile(r"[*?\[]")
+
+
+class BinlogOutboxConfig(OutboxRouting):
+    """Domain events from the binlog: each row inserted into the outbox table is one event.
+
+    The routing rules (columns, topic, payload, on_invalid...) are the outbox source's (docs/outbox.md).
+    Updates and deletes of outbox rows are ignored, so the application may delete a row right after inserting it.
+    """
+
+    table: str = Field(description="database.table of the outbox table: each inserted row is one domain event")
+
+    @field_validator("table")
+    @classmethod
+    def _one_table(cls, table: str) -> str:
+        if not _TABLE.match(table) or _PATTERN.search(table):
+            raise ValueError(f"{table!r} must be one database.table (no patterns)")
+        return table
 
 
 class MySQLBinlogConfig(SourceConfig):
@@ -34,6 +53,9 @@ class MySQLBinlogConfig(SourceConfig):
     )
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
     snapshot_chunk: int = Field(5000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
+    outbox: BinlogOutboxConfig | None = Field(
+        None, description="publish rows inserted into this outbox table as domain events (not as row changes)"
+    )
 
     @field_validator("tables")
     @classmethod
@@ -44,12 +66,17 @@ class MySQLBinlogConfig(SourceConfig):
         return tables
 
     def captures(self, database: str, table: str) -> bool:
+        """Whether the table's row changes are published (the outbox table's rows are domain events instead)."""
         name = f"{database}.{table}"
+        if self.outbox is not None and name == self.outbox.table:
+            return False
         return any(fnmatch.fnmatchcase(name, entry) for entry in self.tables)
 
     def literal_databases(self) -> list[str] | None:
         """The databases named in `tables`, or None when a database part is itself a pattern."""
         databases = {entry.split(".", 1)[0] for entry in self.tables}
+        if self.outbox is not None:
+            databases.add(self.outbox.table.split(".", 1)[0])
         if any(any(ch in db for ch in "*?[") for db in databases):
             return None
         return sorted(databases)

@@ -22,6 +22,7 @@ from connectors.mysql_binlog.checks import (
 )
 from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.history import TableDef
+from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
 from connectors.mysql_binlog.shape import Shape, build_shape, list_tables, read_table_def
 from connectors.mysql_binlog.snapshot import read_snapshot
@@ -71,6 +72,7 @@ class MySQLBinlogSource(Source):
             problems = setting_problems(self.cfg, info)
             tables = list_tables(conn, self.cfg)
             problems += select_problems(conn, self.cfg, tables)
+            problems += self._outbox_problems(conn, info)
             for database, name in tables:
                 try:
                     table = read_table_def(conn, database, name, not info.mariadb)
@@ -85,6 +87,22 @@ class MySQLBinlogSource(Source):
             return [str(classify(exc, self.cfg))]
         finally:
             self.close()
+
+    def _outbox_problems(self, conn: Any, info: ServerInfo) -> list[str]:
+        outbox = self.cfg.outbox
+        if outbox is None:
+            return []
+        database, name = outbox.table.split(".", 1)
+        if read_table_def(conn, database, name, not info.mariadb) is None:
+            return [
+                f"source {self.cfg.name}: the outbox table {outbox.table} does not exist; create it "
+                "(`liberator outbox ddl --dialect mysql` prints the default shape) or fix outbox.table"
+            ]
+        try:
+            BinlogOutbox(self.cfg, self.context.registry)
+        except LiberatorError as exc:
+            return [str(exc)]
+        return []
 
     def streams(self) -> list[Stream]:
         try:
@@ -106,7 +124,7 @@ class MySQLBinlogSource(Source):
         cfg = self.cfg
         try:
             conn, info = self._connect()
-            problems = setting_problems(cfg, info)
+            problems = setting_problems(cfg, info) + self._outbox_problems(conn, info)
             if isinstance(start, BinlogPosition) and not start.snapshotting:
                 problems += position_problems(cfg, info, start, conn)
             if problems:
@@ -156,7 +174,8 @@ class MySQLBinlogSource(Source):
         self.context.log.info("streaming from %s by %s", position.describe(), "GTID" if by_gtid else "file/position")
         reader = open_reader(cfg, connection_settings(cfg), position, by_gtid, info.mariadb)
         self._open.append(reader)
-        streamer = BinlogStreamer(cfg, self._shape, conn, not info.mariadb, self.context.log, self.context.stop)
+        outbox = None if cfg.outbox is None else BinlogOutbox(cfg, self.context.registry)
+        streamer = BinlogStreamer(cfg, self._shape, conn, not info.mariadb, self.context.log, self.context.stop, outbox)
         yield from streamer.run(reader, position)
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateR
 
 from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.history import TableDef
+from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, GtidState, SnapshotState
 from connectors.mysql_binlog.shape import Shape, read_table_def
 from connectors.mysql_binlog.types import specs_from_table_map
@@ -124,8 +125,10 @@ class BinlogStreamer:
         mysql: bool,
         log: logging.Logger,
         stop: Any,
+        outbox: BinlogOutbox | None = None,
     ) -> None:
         self.config = config
+        self.outbox = outbox
         self.shape_for = shape_for
         self.ctl = ctl  # our own connection for information_schema
         self.mysql = mysql
@@ -155,6 +158,12 @@ class BinlogStreamer:
             if isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
                 shape = self.by_table_id.get(event.table_id)
                 if shape is None:
+                    outbox = self.outbox
+                    if outbox is not None and isinstance(event, WriteRowsEvent) and outbox.is_outbox(event.table_id):
+                        for row in event.rows:
+                            for routed in outbox.inserted(event.table_id, row["values"]):
+                                order += 1  # a Checkpoint follows this transaction's end
+                                yield routed
                     continue
                 if txn_id is None:
                     txn_id = f"{reader.log_file}:{event.packet.log_pos}"
@@ -256,6 +265,9 @@ class BinlogStreamer:
             in_txn, txn_gtid, txn_id, order = False, None, None, 0
 
     def _table_map(self, event: Any, schemas: Any) -> Any:
+        if self.outbox is not None and self.outbox.table_map(event):
+            self.by_table_id.pop(event.table_id, None)
+            return schemas
         if not self.config.captures(event.schema, event.table):
             self.by_table_id.pop(event.table_id, None)
             return schemas
