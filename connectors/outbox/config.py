@@ -28,6 +28,12 @@ class OutboxSourceConfig(SourceConfig, OutboxRouting):
         "occurred_at", description="publishing order: (occurred_at, id), or id alone"
     )
     batch_size: int = Field(500, ge=1, le=100_000, description="rows claimed, published and cleaned up at a time")
+    max_in_flight: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="batches published and awaiting Kafka's acknowledgement at once (skip_locked: one connection each)",
+    )
     poll_interval: Duration = Field(1.0, description="pause between polls once the outbox is empty")
     locking: Literal["auto", "skip_locked", "leader"] = Field(
         "auto",

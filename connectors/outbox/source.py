@@ -71,10 +71,10 @@ class OutboxSource(Source):
         self._skip_locked = False
         self._leader: LeaderLock | None = None
         self._notifier: Notifier | None = None
-        self._pending: _Batch | None = None
+        self._in_flight: list[_Batch] = []  # published batches awaiting Kafka, oldest first
         self._acked: OutboxPosition | None = None
         self._ack_event = threading.Event()
-        self._lock = threading.Lock()  # guards _acked, _pending and _closed between the reading and committer threads
+        self._lock = threading.Lock()  # guards _acked, _in_flight and _closed (reading and committer threads)
         self._closed = False
         self._finisher: threading.Timer | None = None
 
@@ -171,26 +171,41 @@ class OutboxSource(Source):
         stop = self.context.stop
         try:
             while not stop.is_set():
+                self._clean_up_acknowledged()
                 if self._leader is not None and not self._lead():
+                    continue
+                if len(self._in_flight) >= self.cfg.max_in_flight:
+                    yield from self._await_oldest()
                     continue
                 claimed = self._claim()
                 if claimed is None:
-                    self._wait_for_work()
+                    if self._in_flight:
+                        yield from self._await_oldest()
+                    else:
+                        self._wait_for_work()
                     continue
                 conn, rows, full = claimed
                 number += 1
-                acked = yield from self._publish(run, number, conn, rows)
-                if not acked:
-                    return
+                failure = yield from self._publish(run, number, conn, rows)
+                if failure is not None:
+                    # on_invalid: stop. Let Kafka acknowledge (and clean up) what came before the bad row.
+                    while self._in_flight and not stop.is_set():
+                        yield from self._await_oldest()
+                        self._clean_up_acknowledged()
+                    raise failure
                 if not full:
+                    # Caught up: finish what is in flight, then rest until there is new work.
+                    while self._in_flight and not stop.is_set():
+                        yield from self._await_oldest()
+                        self._clean_up_acknowledged()
                     self._wait_for_work()
         except SQLAlchemyError as exc:
             raise self._error(exc) from None
         finally:
             with self._lock:
-                batch = self._pending
-                keep = batch is not None and batch.complete and stop.is_set()
-            if batch is not None and not keep:
+                kept = [b for b in self._in_flight if b.complete] if stop.is_set() else []
+                dropped = [b for b in self._in_flight if b not in kept]
+            for batch in dropped:
                 self._release(batch)
 
     def _lead(self) -> bool:
@@ -209,22 +224,26 @@ class OutboxSource(Source):
 
     def _claim(self) -> tuple[sa.Connection | None, list[sa.Row[Any]], bool] | None:
         """The next rows to publish, the open transaction locking them (skip_locked), and whether the
-        batch came back full (more may be waiting)."""
+        batch came back full (more may be waiting). Rows of batches still in flight are never claimed
+        again: other transactions' locks hide them (skip_locked), or they are filtered out (leader)."""
         assert self._engine is not None and self._queries is not None
         self.phase = "polling"
+        batch_size = self.cfg.batch_size
+        in_flight = self._in_flight_ids()
         if not self._skip_locked:
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                rows = list(conn.execute(self._queries.claim(self.cfg.batch_size, False)).all())
-            return (None, rows, len(rows) == self.cfg.batch_size) if rows else None
+                fetched = conn.execute(self._queries.claim(batch_size + len(in_flight), False)).all()
+            rows = [row for row in fetched if row._mapping[self.cfg.columns.id] not in in_flight][:batch_size]
+            return (None, rows, len(rows) == batch_size) if rows else None
         conn = self._engine.connect()
         try:
             if conn.dialect.name in ("mysql", "mariadb"):
                 # REPEATABLE READ would take gap locks and block the application's inserts meanwhile.
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
-            rows = list(conn.execute(self._queries.claim(self.cfg.batch_size, True)).all())
-            full = len(rows) == self.cfg.batch_size
+            rows = list(conn.execute(self._queries.claim(batch_size, True)).all())
+            full = len(rows) == batch_size
             if rows:
-                rows = self._without_waiting_aggregates(conn, rows)
+                rows = self._without_waiting_aggregates(conn, rows, in_flight)
         except BaseException:
             conn.close()
             raise
@@ -234,12 +253,19 @@ class OutboxSource(Source):
             return None
         return conn, rows, full
 
-    def _without_waiting_aggregates(self, conn: sa.Connection, rows: list[sa.Row[Any]]) -> list[sa.Row[Any]]:
-        """Drop rows whose aggregate has an older row this claim did not get (another daemon holds it):
-        publishing them now could overtake it. They stay locked by us and unpublished until next time."""
+    def _in_flight_ids(self) -> set[Any]:
+        with self._lock:
+            return {i for batch in self._in_flight for i in batch.ids}
+
+    def _without_waiting_aggregates(
+        self, conn: sa.Connection, rows: list[sa.Row[Any]], in_flight: set[Any]
+    ) -> list[sa.Row[Any]]:
+        """Drop rows whose aggregate has an older row neither this claim nor our batches in flight hold
+        (another daemon has it): publishing them now could overtake it. They stay locked by this claim
+        and unpublished until a later round."""
         assert self._queries is not None
         cols = self.cfg.columns
-        mine = {row._mapping[cols.id] for row in rows}
+        mine = {row._mapping[cols.id] for row in rows} | in_flight
         waiting = {
             (older[1], older[2]) for older in conn.execute(self._queries.older_than(rows[-1])) if older[0] not in mine
         }
@@ -251,12 +277,13 @@ class OutboxSource(Source):
 
     def _publish(
         self, run: str, number: int, conn: sa.Connection | None, rows: list[sa.Row[Any]]
-    ) -> Generator[SourceItem, None, bool]:
-        """Yield a batch's events and its checkpoint, wait for Kafka, clean up. False: stopped meanwhile."""
+    ) -> Generator[SourceItem, None, FatalSourceError | None]:
+        """Yield a batch's events and its checkpoint; the batch stays in flight until Kafka acknowledged
+        it. Returns the on_invalid=stop error of a bad row (the batch then ends before that row)."""
         assert self._router is not None
         batch = _Batch(OutboxPosition(run, number), [], conn)
         with self._lock:
-            self._pending = batch
+            self._in_flight.append(batch)
         self.phase = "publishing"
         id_column = self.cfg.columns.id
         failure: FatalSourceError | None = None
@@ -265,40 +292,51 @@ class OutboxSource(Source):
             try:
                 events = self._router.route(cast(Mapping[str, Any], mapping), None)
             except FatalSourceError as exc:
-                # on_invalid: stop. Finish the rows before it, so the stop is exactly at the bad row.
                 failure = exc
                 break
             batch.ids.append(mapping[id_column])
             yield from events
-        if batch.ids:
-            with self._lock:
-                batch.position = dataclasses.replace(batch.position, last_id=batch.ids[-1])
-                batch.complete = True
-            yield Checkpoint(batch.position)
-            acked = yield from self._await_ack(batch)
-            if not acked:
-                return False
-            self._cleanup(batch)
-        self._release(batch)
-        if failure is not None:
-            raise failure
-        return True
+        if not batch.ids:
+            self._release(batch)
+            return failure
+        with self._lock:
+            batch.position = dataclasses.replace(batch.position, last_id=batch.ids[-1])
+            batch.complete = True
+        yield Checkpoint(batch.position)
+        return failure
 
-    def _await_ack(self, batch: _Batch) -> Generator[SourceItem, None, bool]:
+    def _await_oldest(self) -> Generator[SourceItem, None, None]:
+        """Wait until Kafka acknowledged the oldest batch in flight (or stop), ticking checkpoints so
+        the runtime can notice a failed delivery or a stop request meanwhile."""
         stop = self.context.stop
+        with self._lock:
+            oldest = self._in_flight[0].position if self._in_flight else None
+        if oldest is None:
+            return
         last_tick = time.monotonic()
-        while True:
+        while not stop.is_set():
             with self._lock:
                 acked = self._acked
-            if acked is not None and acked.covers(batch.position):
-                return True
-            if stop.is_set():
-                return False
+            if acked is not None and acked.covers(oldest):
+                return
             self._ack_event.wait(0.05)
             self._ack_event.clear()
             if time.monotonic() - last_tick >= _TICK:
                 last_tick = time.monotonic()
-                yield Checkpoint(batch.position)
+                with self._lock:
+                    newest = self._in_flight[-1].position if self._in_flight else oldest
+                yield Checkpoint(newest)
+
+    def _clean_up_acknowledged(self) -> None:
+        """Delete or mark, in order, every batch in flight that Kafka acknowledged."""
+        while True:
+            with self._lock:
+                acked = self._acked
+                batch = self._in_flight[0] if self._in_flight else None
+            if batch is None or not batch.complete or acked is None or not acked.covers(batch.position):
+                return
+            self._cleanup(batch)
+            self._release(batch)
 
     def _cleanup(self, batch: _Batch) -> None:
         assert self._queries is not None and self._engine is not None
@@ -316,8 +354,8 @@ class OutboxSource(Source):
     def _release(self, batch: _Batch) -> None:
         """Let go of a batch: an uncommitted claim rolls back, so its rows are published again later."""
         with self._lock:
-            if self._pending is batch:
-                self._pending = None
+            if batch in self._in_flight:
+                self._in_flight.remove(batch)
         if batch.conn is not None:
             try:
                 batch.conn.rollback()
@@ -344,26 +382,27 @@ class OutboxSource(Source):
             return
         with self._lock:
             self._acked = position
-            batch = self._pending
-            finish = self._closed and batch is not None and batch.complete and position.covers(batch.position)
+            closed = self._closed and bool(self._in_flight)
         self._ack_event.set()
-        if finish and batch is not None:
-            # The reading thread is gone (shutdown): clean up here, it is the last thing this source does.
+        if closed:
+            # The reading thread is gone (shutdown): clean up here, the last thing this source does;
+            # batches this acknowledgement does not cover are let go (published again next run).
             try:
-                self._cleanup(batch)
-                self.context.log.info("cleaned up the last batch after shutdown")
+                self._clean_up_acknowledged()
+                self.context.log.info("cleaned up the batches Kafka acknowledged during shutdown")
             except SQLAlchemyError as exc:
-                self.context.log.warning("could not clean up the last batch (%s); it will be published again", exc)
+                self.context.log.warning(
+                    "could not clean up after shutdown (%s); those rows will be published again", exc
+                )
             self._teardown()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            batch = self._pending
-            waiting = batch is not None and batch.complete and self.context.stop.is_set()
+            waiting = bool(self._in_flight) and self.context.stop.is_set()
         if waiting:
-            # Kafka may still acknowledge the batch while the daemon flushes: `acknowledged` cleans it up
-            # then; if it never does, the rows are let go and published again by the next run.
+            # Kafka may still acknowledge these while the daemon flushes: `acknowledged` cleans them up
+            # then; if it never does, they are let go and published again by the next run.
             self._finisher = threading.Timer(FINISH_TIMEOUT, self._abandon)
             self._finisher.daemon = True
             self._finisher.start()
@@ -371,8 +410,8 @@ class OutboxSource(Source):
         self._teardown()
 
     def _abandon(self) -> None:
-        if self._pending is not None:
-            self.context.log.warning("the last batch was not acknowledged before shutdown; it will be published again")
+        if self._in_flight:
+            self.context.log.warning("batches were not acknowledged before shutdown; they will be published again")
         self._teardown()
 
     def _teardown(self) -> None:
@@ -380,8 +419,8 @@ class OutboxSource(Source):
             self._finisher.cancel()
         self._finisher = None
         with self._lock:
-            batch = self._pending
-        if batch is not None:
+            batches = list(self._in_flight)
+        for batch in batches:
             self._release(batch)
         if self._leader is not None:
             self._leader.release()
