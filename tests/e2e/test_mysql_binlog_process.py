@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pymysql
+import pymysql  # type: ignore[import-untyped]
 
 from liberator.testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import source_yaml
