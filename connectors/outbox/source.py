@@ -232,7 +232,7 @@ class OutboxSource(Source):
         in_flight = self._in_flight_ids()
         if not self._skip_locked:
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                fetched = conn.execute(self._queries.claim(batch_size + len(in_flight), False)).all()
+                fetched = self._fetch(conn, self._queries.claim(batch_size + len(in_flight), False))
             rows = [row for row in fetched if row._mapping[self.cfg.columns.id] not in in_flight][:batch_size]
             return (None, rows, len(rows) == batch_size) if rows else None
         conn = self._engine.connect()
@@ -240,7 +240,7 @@ class OutboxSource(Source):
             if conn.dialect.name in ("mysql", "mariadb"):
                 # REPEATABLE READ would take gap locks and block the application's inserts meanwhile.
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
-            rows = list(conn.execute(self._queries.claim(batch_size, True)).all())
+            rows = self._fetch(conn, self._queries.claim(batch_size, True))
             full = len(rows) == batch_size
             if rows:
                 rows = self._without_waiting_aggregates(conn, rows, in_flight)
@@ -252,6 +252,15 @@ class OutboxSource(Source):
             conn.close()
             return None
         return conn, rows, full
+
+    def _fetch(self, conn: sa.Connection, claim: sa.Select[Any]) -> list[sa.Row[Any]]:
+        assert self._queries is not None
+        if not self._queries.claims_ids_first:
+            return list(conn.execute(claim).all())
+        ids = [row[0] for row in conn.execute(claim)]
+        if not ids:
+            return []
+        return list(conn.execute(self._queries.rows_by_id(), {"outbox_ids": ids}).all())
 
     def _in_flight_ids(self) -> set[Any]:
         with self._lock:
