@@ -41,7 +41,7 @@ def test_a_million_row_transaction_streams_with_bounded_memory(
             if isinstance(item, ChangeEvent):
                 assert item.position is None, "no resumable position inside a transaction"
                 events += 1
-                key = item.key["id"]  # type: ignore[index]
+                key = item.key["id"]
                 assert key == last_id + 1, "rows arrive in binlog order"
                 last_id = key
                 if events % 50_000 == 0:
