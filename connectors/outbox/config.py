@@ -12,8 +12,10 @@ from liberator.source import SourceConfig
 
 
 class OutboxSourceConfig(SourceConfig, OutboxRouting):
-    """The outbox table's location and handling; the routing fields (columns, topic, payload, on_invalid,
-    ...) are `liberator.outbox.OutboxRouting`'s, shared with the CDC sources' `outbox:` option."""
+    """The outbox table, its cleanup, locking and polling, plus the routing rules (docs/outbox.md).
+
+    The routing fields (columns, topic, payload, on_invalid, ...) are `liberator.outbox.OutboxRouting`'s,
+    shared with the CDC sources' `outbox:` option."""
 
     type: Literal["outbox"] = "outbox"
     url: str = Field(description="SQLAlchemy URL of the application's database")
