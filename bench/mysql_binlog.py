@@ -1,0 +1,214 @@
+"""Binlog source throughput next to bare BinLogStreamReader iteration over the same binlog, in the same run.
+
+    python bench/mysql_binlog.py [--rows 200000] [--tx-rows 1000]
+
+Starts its own MariaDB (or MySQL 8 with LIBERATOR_TESTBED=testcontainers), Kafka-protocol broker and schema
+registry (liberator.testbed), notes the binlog point, writes `--rows` inserts into `orders` in transactions of
+`--tx-rows`, then reads the same binlog from that point three ways: bare mysql-replication iteration that
+decodes every row of the WriteRowsEvents (the 1.00 reference), the source alone (binlog -> events, no Avro,
+no Kafka), and the whole daemon, started from a stored position at that point, until Kafka acknowledged every
+event (binlog -> Avro -> Kafka). The machine is noisy: read the ratio column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import resource
+import tempfile
+import threading
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.row_event import WriteRowsEvent
+
+from connectors.mysql_binlog import MySQLBinlogSource
+from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos
+from liberator import testbed
+from liberator.config import load_config
+from liberator.events import ChangeEvent, SourceItem
+from liberator.offsets.base import StoredOffset
+from liberator.offsets.file import FileOffsetStore
+from liberator.runtime import Daemon
+from liberator.source import SourceContext
+
+SOURCE = "bench"
+APP = "bench"
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, float, float]] = []  # phase, rows, seconds, peak RSS MiB
+
+    def add(self, phase: str, rows: int, seconds: float) -> None:
+        self.rows.append((phase, rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        print(f"  {phase}: {rows} rows in {seconds:.2f}s", flush=True)
+
+    def print(self, reference: str) -> None:
+        base = next(rows / secs for phase, rows, secs, _ in self.rows if phase == reference)
+        header = f"{'phase':<56} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'ratio':>6} {'peak RSS':>9}"
+        print("\n" + header + "\n" + "-" * len(header))
+        for phase, rows, secs, rss in self.rows:
+            rate = rows / secs if secs > 0 else float("inf")
+            print(f"{phase:<56} {rows:>8} {secs:>8.2f} {rate:>9.0f} {rate / base:>6.2f} {rss:>7.0f}MB")
+        print(f"ratio = rows/s / rows/s of '{reference}'; peak RSS = this process's high-water mark so far")
+
+
+def binlog_point(db: Any) -> BinlogPosition:
+    """Where the binlog ends now, with the GTID state there (MariaDB) so the source may resume by GTID."""
+    row = db.execute("SHOW MASTER STATUS")[0]
+    coord = Coord(str(row[0]), int(row[1]))
+    if db.is_mariadb:
+        gtid = db.execute("SELECT BINLOG_GTID_POS(%s, %s)", (coord.file, coord.pos))[0][0]
+        return BinlogPosition(coord, MariaDBGtidPos.parse(str(gtid or "")))
+    return BinlogPosition(coord, None)  # MySQL: resume by file/position (the bench server has no GTIDs)
+
+
+def load(db: Any, rows: int, tx_rows: int) -> None:
+    for start in range(1, rows + 1, tx_rows):
+        end = min(start + tx_rows - 1, rows)
+        db.execute(
+            "INSERT INTO orders SELECT seq, CONCAT('customer-', seq % 1000), (seq % 100000) / 100.0, seq % 50 + 1,"
+            " IF(seq % 10 = 0, NULL, CONCAT('note ', seq)),"
+            " TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq * 1000 MICROSECOND"
+            f" FROM seq_{start}_to_{end}",
+            database="bench",
+        )
+
+
+def bare_reader(db: Any, start: BinlogPosition, rows: int) -> int:
+    """BinLogStreamReader from the same point, decoding every row of the WriteRowsEvents: the library alone."""
+    reader = BinLogStreamReader(
+        connection_settings=db.connection_settings(),
+        server_id=90001,
+        blocking=True,
+        resume_stream=True,
+        log_file=start.coord.file,
+        log_pos=start.coord.pos,
+        only_events=[WriteRowsEvent],
+        only_tables=["orders"],
+        enable_logging=False,
+    )
+    count = 0
+    try:
+        for event in reader:
+            for row in event.rows:
+                count += row["values"]["id"] > 0
+            if count >= rows:
+                break
+    finally:
+        reader.close()
+    return count
+
+
+def source_config(db: Any) -> MySQLBinlogConfig:
+    return MySQLBinlogConfig(
+        name=SOURCE, url=db.url(driver=None), tables=["bench.orders"], server_id=90002, snapshot="never"
+    )
+
+
+def source_alone(db: Any, start: BinlogPosition, rows: int) -> int:
+    stop = threading.Event()
+    source = MySQLBinlogSource(source_config(db), SourceContext(APP, stop, logging.getLogger("bench")))
+    items = cast(Generator[SourceItem, None, None], source.read(start))
+    count = 0
+    try:
+        for item in items:
+            if isinstance(item, ChangeEvent):
+                count += 1
+                if count == rows:
+                    break
+    finally:
+        stop.set()
+        items.close()
+        source.close()
+    return count
+
+
+def write_config(workdir: Path, db: Any, start: BinlogPosition, bootstrap: str, registry: str) -> Path:
+    q = json.dumps
+    offsets = workdir / "offsets.json"
+    FileOffsetStore(offsets, APP).save(StoredOffset.now(SOURCE, "mysql_binlog", start.to_json()))
+    path = workdir / "liberator.yaml"
+    path.write_text(
+        f"name: {APP}\nkafka:\n  bootstrap_servers: {q(bootstrap)}\nschema_registry:\n  url: {q(registry)}\n"
+        f"offsets:\n  store: file\n  path: {q(str(offsets))}\n  flush_interval: 200ms\n"
+        f"sources:\n  - name: {SOURCE}\n    type: mysql_binlog\n    url: {q(db.url(driver=None))}\n"
+        "    tables: [bench.orders]\n    server_id: 90003\n    snapshot: never\n"
+    )
+    return path
+
+
+def daemon_until_acked(config: Path, rows: int) -> float:
+    daemon = Daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    try:
+        while SOURCE not in daemon.metrics.sources and thread.is_alive():
+            time.sleep(0.001)
+        status = daemon.metrics.sources[SOURCE]
+        in_flight = 0
+        while status.events_acked < rows:
+            in_flight = max(in_flight, status.events_published - status.events_acked)
+            if status.state == "failed":
+                raise SystemExit(f"daemon failed: {status.error}")
+            time.sleep(0.002)
+        print(f"  (at most {in_flight} events published but not yet acknowledged)", flush=True)
+        return time.perf_counter() - t0
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[tuple[Any, str, str]]:
+    with contextlib.ExitStack() as stack:
+        db = testbed.start_mariadb()
+        stack.callback(db.stop)
+        broker = testbed.start_broker()
+        stack.callback(broker.stop)
+        registry = testbed.start_registry()
+        stack.callback(registry.stop)
+        yield db, broker.bootstrap_servers, registry.url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="inserted rows (= change events)")
+    parser.add_argument("--tx-rows", type=int, default=1000, help="rows per transaction")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    table = Table()
+    with servers() as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
+        db.create_database("bench")
+        db.execute(
+            "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(50) NOT NULL, total DECIMAL(10, 2),"
+            " qty INTEGER NOT NULL, note TEXT, updated_at DATETIME(6) NOT NULL)",
+            database="bench",
+        )
+        start = binlog_point(db)
+        print(f"writing {args.rows} rows in transactions of {args.tx_rows} (binlog from {start.describe()})...")
+        t0 = time.perf_counter()
+        load(db, args.rows, args.tx_rows)
+        print(f"  written in {time.perf_counter() - t0:.1f}s", flush=True)
+
+        reference = "bare BinLogStreamReader iteration (decode rows)"
+        t0 = time.perf_counter()
+        table.add(reference, bare_reader(db, start, args.rows), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        alone = source_alone(db, start, args.rows)
+        table.add("source alone (binlog -> events, no Avro/Kafka)", alone, time.perf_counter() - t0)
+        seconds = daemon_until_acked(write_config(Path(tmp), db, start, bootstrap, registry), args.rows)
+        table.add("daemon, start -> all acked by Kafka (binlog->Avro->Kafka)", args.rows, seconds)
+    table.print(reference)
+
+
+if __name__ == "__main__":
+    main()
