@@ -12,7 +12,15 @@ from connectors.mysql_binlog.position import BinlogPosition
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import ChangeEvent
 from liberator.testbed import MariaDBServer, MySQLInstance
-from tests.integration.test_mysql_binlog_helpers import changes, checkpoints, collect, make_source
+from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
+    _binlog_db,
+    _mysql8_server,
+    changes,
+    checkpoints,
+    collect,
+    make_source,
+    numbers,
+)
 from tests.support import wait_for
 
 
@@ -26,17 +34,17 @@ def after_images(events: list[ChangeEvent]) -> list[tuple[Any, Any]]:
 
 
 def test_snapshot_resumed_mid_way_with_concurrent_writes_keeps_per_key_order(
-    mariadb_server: MySQLInstance, mysql_database: str
+    binlog_db: tuple[MySQLInstance, str],
 ) -> None:
-    db = mysql_database
-    mariadb_server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, version INT NOT NULL)")
-    mariadb_server.execute("INSERT INTO t SELECT seq, 0 FROM seq_1_to_300", database=db)
+    server, db = binlog_db
+    server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, version INT NOT NULL)")
+    server.execute(f"INSERT INTO t SELECT i, 0 FROM ({numbers(300)}) AS s", database=db)
 
     def bump(ids: range) -> None:
         for i in ids:  # one transaction each, as an application would
-            mariadb_server.execute(f"UPDATE `{db}`.t SET version = version + 1 WHERE id = %s", (i,))
+            server.execute(f"UPDATE `{db}`.t SET version = version + 1 WHERE id = %s", (i,))
 
-    source, _stop = make_source(mariadb_server, [f"{db}.*"], snapshot_chunk=10)
+    source, _stop = make_source(server, [f"{db}.*"], snapshot_chunk=10)
     first: list[Any] = []
     for item in source.read(None):
         first.append(item)
@@ -48,10 +56,10 @@ def test_snapshot_resumed_mid_way_with_concurrent_writes_keeps_per_key_order(
     stored = first[99].position  # the crash: only the first 100 events were acknowledged
     assert isinstance(stored, BinlogPosition) and stored.snapshotting
     bump(range(2, 300, 5))  # between the two runs
-    mariadb_server.execute(f"INSERT INTO `{db}`.t VALUES (301, 7)")
+    server.execute(f"INSERT INTO `{db}`.t VALUES (301, 7)")
 
-    source2, stop2 = make_source(mariadb_server, [f"{db}.*"], snapshot_chunk=10)
-    final = dict(mariadb_server.execute(f"SELECT id, version FROM `{db}`.t"))
+    source2, stop2 = make_source(server, [f"{db}.*"], snapshot_chunk=10)
+    final = dict(server.execute(f"SELECT id, version FROM `{db}`.t"))
     seen: dict[int, int] = {}
     published = changes(first[:100])
     seen.update((key["id"], after["version"]) for key, after in after_images(published))
@@ -78,14 +86,14 @@ def test_snapshot_resumed_mid_way_with_concurrent_writes_keeps_per_key_order(
 
 
 @pytest.mark.parametrize("resume", ["gtid", "file"])
-def test_resume_by_gtid_and_by_file_position(mariadb_server: MySQLInstance, mysql_database: str, resume: str) -> None:
-    db = mysql_database
-    mariadb_server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, name VARCHAR(10))")
-    source, stop = make_source(mariadb_server, [f"{db}.t"], resume=resume)
+def test_resume_by_gtid_and_by_file_position(binlog_db: tuple[MySQLInstance, str], resume: str) -> None:
+    server, db = binlog_db
+    server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, name VARCHAR(10))")
+    source, stop = make_source(server, [f"{db}.t"], resume=resume)
     items = source.read(None)
     next(items)  # the (empty) snapshot's end: the stream starts here
     for i in range(1, 6):
-        mariadb_server.execute(f"INSERT INTO `{db}`.t VALUES (%s, %s)", (i, f"n{i}"))
+        server.execute(f"INSERT INTO `{db}`.t VALUES (%s, %s)", (i, f"n{i}"))
     got = collect(items, stop, lambda out: len(changes(out)) >= 5)
     source.close()
     # Positions only at transaction ends: every change carries None, a Checkpoint follows each commit.
@@ -96,9 +104,9 @@ def test_resume_by_gtid_and_by_file_position(mariadb_server: MySQLInstance, mysq
     restored = BinlogPosition.from_json(stored.to_json())
     assert restored == stored
 
-    source2, stop2 = make_source(mariadb_server, [f"{db}.t"], snapshot="never", resume=resume)
+    source2, stop2 = make_source(server, [f"{db}.t"], snapshot="never", resume=resume)
     items2 = source2.read(restored)
-    mariadb_server.execute(f"INSERT INTO `{db}`.t VALUES (6, 'n6')")
+    server.execute(f"INSERT INTO `{db}`.t VALUES (6, 'n6')")
     again = collect(items2, stop2, lambda out: len(changes(out)) >= 3)
     source2.close()
     assert [e.key["id"] for e in changes(again)] == [4, 5, 6]
@@ -172,19 +180,17 @@ def test_time_outside_a_day_is_refused_in_one_line(mariadb_server: MySQLInstance
     assert "column tm" in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_ddl_mid_stream_and_a_restart_before_it_decode_old_events(
-    mariadb_server: MySQLInstance, mysql_database: str
-) -> None:
-    db = mysql_database
-    mariadb_server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(10))")
-    source, stop = make_source(mariadb_server, [f"{db}.t"])
+def test_ddl_mid_stream_and_a_restart_before_it_decode_old_events(binlog_db: tuple[MySQLInstance, str]) -> None:
+    server, db = binlog_db
+    server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(10))")
+    source, stop = make_source(server, [f"{db}.t"])
     items = source.read(None)
     next(items)  # the (empty) snapshot's end: the stream starts here
-    mariadb_server.execute(f"INSERT INTO `{db}`.t VALUES (1, 'a')")
-    mariadb_server.execute(f"ALTER TABLE `{db}`.t ADD COLUMN z INT")
-    mariadb_server.execute(f"INSERT INTO `{db}`.t VALUES (2, 'b', 5)")
-    mariadb_server.execute(f"ALTER TABLE `{db}`.t DROP COLUMN v")
-    mariadb_server.execute(f"INSERT INTO `{db}`.t VALUES (3, 6)")
+    server.execute(f"INSERT INTO `{db}`.t VALUES (1, 'a')")
+    server.execute(f"ALTER TABLE `{db}`.t ADD COLUMN z INT")
+    server.execute(f"INSERT INTO `{db}`.t VALUES (2, 'b', 5)")
+    server.execute(f"ALTER TABLE `{db}`.t DROP COLUMN v")
+    server.execute(f"INSERT INTO `{db}`.t VALUES (3, 6)")
     got = collect(items, stop, lambda out: len(changes(out)) >= 3)
     source.close()
     events = changes(got)
@@ -193,7 +199,7 @@ def test_ddl_mid_stream_and_a_restart_before_it_decode_old_events(
     before_ddl = checkpoints(got)[0].position
     assert isinstance(before_ddl, BinlogPosition)
     # Restart before the first ALTER: information_schema already shows the final shape, the history does not.
-    source2, stop2 = make_source(mariadb_server, [f"{db}.t"], snapshot="never")
+    source2, stop2 = make_source(server, [f"{db}.t"], snapshot="never")
     again = changes(
         collect(source2.read(BinlogPosition.from_json(before_ddl.to_json())), stop2, lambda out: len(changes(out)) >= 2)
     )

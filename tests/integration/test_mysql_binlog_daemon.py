@@ -8,35 +8,38 @@ from pathlib import Path
 
 from liberator.registry.client import RegistryClient
 from liberator.testbed import MySQLInstance
-from tests.integration.test_mysql_binlog_helpers import source_yaml
+from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
+    _binlog_db,
+    _mysql8_server,
+    numbers,
+    source_yaml,
+)
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 
 
 def test_snapshot_then_stream_with_concurrent_writes_and_ddl_registering_a_new_version(
-    mariadb_server: MySQLInstance, mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+    binlog_db: tuple[MySQLInstance, str], tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    db = mysql_database
-    mariadb_server.execute(f"CREATE TABLE `{db}`.orders (id INT PRIMARY KEY, total DECIMAL(10,2) NOT NULL)")
-    mariadb_server.execute("INSERT INTO orders SELECT seq, seq FROM seq_1_to_200", database=db)
+    server, db = binlog_db
+    server.execute(f"CREATE TABLE `{db}`.orders (id INT PRIMARY KEY, total DECIMAL(10,2) NOT NULL)")
+    server.execute(f"INSERT INTO orders SELECT i, i FROM ({numbers(200)}) AS s", database=db)
     extra = "    snapshot_chunk: 20\n"
-    config = app_config(
-        tmp_path, kafka_bootstrap, registry_url, source_yaml(mariadb_server, f"[{db}.orders]", db, extra)
-    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(server, f"[{db}.orders]", db, extra))
     topic = f"{db}.{db}.orders"
 
     def write() -> None:  # while the snapshot runs: new rows and updates of rows it may or may not have read
         for i in range(1, 51):
-            mariadb_server.execute(f"INSERT INTO `{db}`.orders VALUES (%s, 1)", (200 + i,))
-            mariadb_server.execute(f"UPDATE `{db}`.orders SET total = total + 1000 WHERE id = %s", (i * 4,))
+            server.execute(f"INSERT INTO `{db}`.orders VALUES (%s, 1)", (200 + i,))
+            server.execute(f"UPDATE `{db}`.orders SET total = total + 1000 WHERE id = %s", (i * 4,))
 
     with DaemonThread(config) as daemon:
         writer = threading.Thread(target=write)
         writer.start()
         writer.join()
-        mariadb_server.execute(f"ALTER TABLE `{db}`.orders ADD COLUMN note VARCHAR(20)")
-        mariadb_server.execute(f"INSERT INTO `{db}`.orders VALUES (1000, 5, 'with a note')")
-        mariadb_server.execute(f"DELETE FROM `{db}`.orders WHERE id = 1")
-        final = {int(k): str(v) for k, v in mariadb_server.execute(f"SELECT id, total FROM `{db}`.orders")}
+        server.execute(f"ALTER TABLE `{db}`.orders ADD COLUMN note VARCHAR(20)")
+        server.execute(f"INSERT INTO `{db}`.orders VALUES (1000, 5, 'with a note')")
+        server.execute(f"DELETE FROM `{db}`.orders WHERE id = 1")
+        final = {int(k): str(v) for k, v in server.execute(f"SELECT id, total FROM `{db}`.orders")}
         latest: dict[int, str | None] = {}
 
         def caught_up() -> bool:
@@ -98,12 +101,12 @@ OUTBOX_DDL = (
 
 
 def test_outbox_inserts_become_domain_events_and_deletes_are_ignored(
-    mariadb_server: MySQLInstance, mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+    binlog_db: tuple[MySQLInstance, str], tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    db = mysql_database
-    mariadb_server.execute(f"CREATE TABLE `{db}`.orders (id INT PRIMARY KEY, status VARCHAR(20))")
-    mariadb_server.execute(f"INSERT INTO `{db}`.orders VALUES (0, 'old')")
-    mariadb_server.execute(OUTBOX_DDL.format(db=db))
+    server, db = binlog_db
+    server.execute(f"CREATE TABLE `{db}`.orders (id INT PRIMARY KEY, status VARCHAR(20))")
+    server.execute(f"INSERT INTO `{db}`.orders VALUES (0, 'old')")
+    server.execute(OUTBOX_DDL.format(db=db))
     topic = f"{db}.order"
     schema = {"type": "record", "name": "OrderEvent", "fields": [{"name": "status", "type": "string"}]}
     RegistryClient(registry_url).register(f"{topic}-value", schema)
@@ -113,14 +116,14 @@ def test_outbox_inserts_become_domain_events_and_deletes_are_ignored(
         f'      dead_letter_topic: "{db}.dead.{{source}}"\n'
     )
     # `tables` matches the outbox table too: its rows are domain events, never row changes.
-    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(mariadb_server, f"[{db}.*]", db, extra))
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(server, f"[{db}.*]", db, extra))
     insert = (
         f"INSERT INTO `{db}`.outbox (aggregate_type, aggregate_id, event_type, payload, occurred_at)"
         " VALUES ('order', %s, %s, %s, %s)"
     )
     with DaemonThread(config):
         read_topic(kafka_bootstrap, registry_url, f"{db}.{db}.orders", expect=1)  # streaming after the snapshot
-        conn = mariadb_server.connect(database=db)
+        conn = server.connect(database=db)
         with conn.cursor() as cur:  # one application transaction: the business row, its event, the clean-up
             cur.execute("BEGIN")
             cur.execute("INSERT INTO orders VALUES (1, 'new')")

@@ -1,13 +1,18 @@
-"""Helpers for the binlog source tests (no tests here): configs, a source driven in-process, topic reads."""
+"""Helpers for the binlog source tests (no tests here): configs, a source driven in-process, topic reads,
+and the `binlog_db` fixture that runs a test on MariaDB and on MySQL 8 (through testcontainers, where Docker is)."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from liberator import testbed
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.source import Source
 from liberator.testbed import MySQLInstance
@@ -65,3 +70,54 @@ def changes(items: list[Any]) -> list[ChangeEvent]:
 
 def checkpoints(items: list[Any]) -> list[Checkpoint]:
     return [i for i in items if isinstance(i, Checkpoint)]
+
+
+def docker_missing() -> str | None:
+    """Why MySQL 8 cannot run here, or None when testcontainers can start it."""
+    if importlib.util.find_spec("testcontainers") is None or importlib.util.find_spec("docker") is None:
+        return "MySQL 8 runs in Docker through testcontainers: pip install 'liberator[docker]' on a machine with Docker"
+    import docker  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    try:
+        docker.from_env().ping()
+    except Exception as exc:  # any failure means: no usable engine
+        return f"MySQL 8 runs in Docker through testcontainers; no Docker engine is reachable ({type(exc).__name__})"
+    return None
+
+
+# Defined under private names with `name=`: test modules import them (pytest sees the fixture) without the
+# import clashing with the test functions' parameters.
+@pytest.fixture(scope="session", name="mysql8_server")
+def _mysql8_server(mariadb_server: MySQLInstance) -> Iterator[MySQLInstance]:
+    if not mariadb_server.is_mariadb:  # LIBERATOR_TESTBED=testcontainers: the session server is MySQL 8 already
+        yield mariadb_server
+        return
+    reason = docker_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    from liberator.testbed.docker import MySQLContainer
+
+    server = MySQLContainer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["mariadb", "mysql8"], name="binlog_db")
+def _binlog_db(request: pytest.FixtureRequest) -> Iterator[tuple[MySQLInstance, str]]:
+    """(server, a fresh database): MariaDB 10.11 here, and MySQL 8 where Docker exists (skipped otherwise)."""
+    server: MySQLInstance = request.getfixturevalue("mariadb_server" if request.param == "mariadb" else "mysql8_server")
+    if request.param == "mariadb" and not server.is_mariadb:
+        pytest.skip("the session server is MySQL 8 (LIBERATOR_TESTBED=testcontainers); see the mysql8 case")
+    name = testbed.unique_name(request.node.name, max_len=60)
+    server.create_database(name)
+    try:
+        yield server, name
+    finally:
+        server.drop_database(name)
+
+
+def numbers(count: int) -> str:
+    """A SELECT of 1..count that MariaDB and MySQL 8 both run (MariaDB's seq_1_to_N is MariaDB-only)."""
+    return f"WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {int(count)}) SELECT i FROM n"
