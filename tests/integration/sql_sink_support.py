@@ -38,7 +38,9 @@ def sink_entry(
     return (
         f"  - name: {name}\n    type: sql\n    url: {url or legacy.url}\n    topics: {topics}\n"
         f'    table: "{table}"\n    batch: {{size: 500, time: 200ms}}\n'
-        f"    consumer: {{settings: {{session.timeout.ms: 6000, fetch.wait.max.ms: 10}}}}\n{extra}"
+        f"    consumer: {{group_id: {legacy.prefix}-{name}, "
+        "settings: {session.timeout.ms: 6000, fetch.wait.max.ms: 10}}\n"
+        f"{extra}"
     )
 
 

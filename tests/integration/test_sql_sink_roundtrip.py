@@ -52,7 +52,7 @@ def test_every_type_round_trips_equal(
     sink = sink_yaml(legacy, f"[{legacy.prefix}.everything]", "    create: true\n")
     config = app_config(tmp_path, kafka_bootstrap, registry_url, source + sink)
     with DaemonThread(config) as daemon:
-        wait_for(lambda: count(legacy.url, "sink_everything") == 2, what="both rows in the sink table")
+        wait_for(lambda: count(legacy.url, "sink_everything") == 2, timeout=60, what="both rows in the sink table")
         assert daemon.daemon.metrics.sinks["replica"].state == "running"
     source_rows = table_rows(legacy.url, "everything")
     sink_rows = table_rows(legacy.url, "sink_everything")
