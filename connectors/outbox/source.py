@@ -28,12 +28,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.outbox.config import OutboxSourceConfig
+from connectors.outbox.dialects import classify_error, use_skip_locked
 from connectors.outbox.locks import LeaderLock
 from connectors.outbox.notify import Notifier
 from connectors.outbox.position import OutboxPosition
 from connectors.outbox.queries import OutboxQueries
 from liberator import sqldb
-from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.outbox import OutboxRouter
 from liberator.positions import Position
@@ -45,7 +46,6 @@ FINISH_TIMEOUT = 45.0
 # While waiting for an acknowledgement, hand the runtime a checkpoint this often so it can notice a
 # failed delivery or a stop request.
 _TICK = 1.0
-_RETRYABLE = ("deadlock", "lock wait timeout", "could not serialize", "(1205,", "(1213,", "database is locked")
 
 
 @dataclass
@@ -81,20 +81,7 @@ class OutboxSource(Source):
     # -- set-up -------------------------------------------------------------------------------------
 
     def _error(self, exc: Exception) -> LiberatorError:
-        text = str(getattr(exc, "orig", None) or exc).lower()
-        if any(marker in text for marker in _RETRYABLE):
-            return TransientSourceError(f"source {self.cfg.name}: {text.splitlines()[0]}; retrying")
-        error = sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}")
-        if isinstance(error, FatalSourceError) and ("exist" in text or "unknown column" in text or "no such" in text):
-            return FatalSourceError(
-                f"{error}; create the outbox table (`liberator outbox ddl --dialect ...`) or fix `table`/`columns`"
-            )
-        if isinstance(error, FatalSourceError) and ("permission denied" in text or "command denied" in text):
-            return FatalSourceError(
-                f"{error}; grant the user SELECT, UPDATE{', DELETE' if self.cfg.cleanup == 'delete' else ''} "
-                f"on {self.cfg.table}"
-            )
-        return error
+        return classify_error(exc, self.cfg)
 
     def _open(self) -> None:
         with self._lock:
@@ -105,7 +92,7 @@ class OutboxSource(Source):
             self._router = OutboxRouter(self.cfg, self.cfg.name, self.context.registry)
         try:
             with self._engine.connect() as conn:
-                self._skip_locked = self._use_skip_locked(conn)
+                self._skip_locked = use_skip_locked(conn, self.cfg)
             dialect = self._engine.dialect.name
             self._queries = OutboxQueries(self.cfg, dialect)
             if not self._skip_locked and self._leader is None:
@@ -117,24 +104,6 @@ class OutboxSource(Source):
                 self._notifier = Notifier(self._engine.url, self.cfg.notify_channel)
         except SQLAlchemyError as exc:
             raise self._error(exc) from None
-
-    def _use_skip_locked(self, conn: sa.Connection) -> bool:
-        dialect = conn.dialect
-        version = tuple(getattr(dialect, "server_version_info", None) or ())
-        if dialect.name == "postgresql":
-            supported, what = True, ""
-        elif dialect.name in ("mysql", "mariadb"):
-            mariadb = bool(getattr(dialect, "is_mariadb", False))
-            supported = version >= ((10, 6) if mariadb else (8, 0, 1))
-            what = "MariaDB 10.6+" if mariadb else "MySQL 8.0.1+"
-        else:
-            supported, what = False, "PostgreSQL, MySQL 8 or MariaDB 10.6+"
-        if self.cfg.locking == "skip_locked" and not supported:
-            raise ConfigError(
-                f"source {self.cfg.name}: locking: skip_locked needs {what} (SELECT ... FOR UPDATE SKIP LOCKED); "
-                "use locking: leader or auto"
-            )
-        return supported and self.cfg.locking != "leader"
 
     def check(self) -> list[str]:
         try:

@@ -46,3 +46,27 @@ def test_readme_snippet_writes_the_row_and_its_event_atomically(
     assert [(r["key"], r["headers"]["event_type"], r["value"]) for r in records] == [
         ({"aggregate_id": "1"}, "OrderPlaced", {"order_id": 1, "total": "12.50", "note": None})
     ]
+
+
+def test_check_names_the_missing_table_and_the_unsupported_locking(tmp_path: Path) -> None:
+    import threading
+
+    from connectors.outbox.config import OutboxSourceConfig
+    from liberator.runtime import build_source
+    from liberator.source import SourceConfig
+
+    def problems(**fields: Any) -> list[str]:
+        config: SourceConfig = OutboxSourceConfig(
+            name="ob", url=f"sqlite:///{tmp_path}/app.db", payload="avro", **fields
+        )
+        return build_source(config, "test", threading.Event()).check()
+
+    (missing,) = problems()
+    assert "no such table: outbox" in missing and "liberator outbox ddl --dialect" in missing
+    AppDb(f"sqlite:///{tmp_path}/app.db", "sqlite").create_outbox(payload="avro")
+    assert problems() == []
+    (refused,) = problems(locking="skip_locked")
+    assert (
+        "locking: skip_locked needs PostgreSQL, MySQL 8 or MariaDB 10.6+" in refused
+        and "use locking: leader" in refused
+    )

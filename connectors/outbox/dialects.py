@@ -1,0 +1,49 @@
+"""What differs between databases for the outbox source: SKIP LOCKED support and error meanings."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from connectors.outbox.config import OutboxSourceConfig
+from liberator import sqldb
+from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+
+# Lock conflicts a retry resolves: the runtime reopens the source (its claims roll back, rows are re-read).
+_RETRYABLE = ("deadlock", "lock wait timeout", "could not serialize", "(1205,", "(1213,", "database is locked")
+
+
+def classify_error(exc: Exception, cfg: OutboxSourceConfig) -> LiberatorError:
+    """A driver error as the runtime's kinds, with the outbox-specific fix where there is one."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    if any(marker in text for marker in _RETRYABLE):
+        return TransientSourceError(f"source {cfg.name}: {text.splitlines()[0]} (a lock conflict; claims roll back)")
+    error = sqldb.classify(exc, cfg.url, f"source {cfg.name}")
+    if isinstance(error, FatalSourceError) and ("exist" in text or "unknown column" in text or "no such" in text):
+        return FatalSourceError(
+            f"{error}; create the outbox table (`liberator outbox ddl --dialect ...`) or fix `table`/`columns`"
+        )
+    if isinstance(error, FatalSourceError) and ("permission denied" in text or "command denied" in text):
+        return FatalSourceError(
+            f"{error}; grant the user SELECT, UPDATE{', DELETE' if cfg.cleanup == 'delete' else ''} on {cfg.table}"
+        )
+    return error
+
+
+def use_skip_locked(conn: sa.Connection, cfg: OutboxSourceConfig) -> bool:
+    """Whether claims use FOR UPDATE SKIP LOCKED (else the leader lock); refuses what the server lacks."""
+    dialect = conn.dialect
+    version = tuple(getattr(dialect, "server_version_info", None) or ())
+    if dialect.name == "postgresql":
+        supported, what = True, ""
+    elif dialect.name in ("mysql", "mariadb"):
+        mariadb = bool(getattr(dialect, "is_mariadb", False))
+        supported = version >= ((10, 6) if mariadb else (8, 0, 1))
+        what = "MariaDB 10.6+" if mariadb else "MySQL 8.0.1+"
+    else:
+        supported, what = False, "PostgreSQL, MySQL 8 or MariaDB 10.6+"
+    if cfg.locking == "skip_locked" and not supported:
+        raise ConfigError(
+            f"source {cfg.name}: locking: skip_locked needs {what} (SELECT ... FOR UPDATE SKIP LOCKED); "
+            "use locking: leader or auto"
+        )
+    return supported and cfg.locking != "leader"
