@@ -71,6 +71,23 @@ def model_table(title: str, model: type[BaseModel]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def nested_models(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[BaseModel]]]:
+    """Every model inside `model`'s fields (directly, in lists, in unions), depth first, with its path."""
+    found: list[tuple[str, type[BaseModel]]] = []
+    for name, field in model.model_fields.items():
+        for nested in _models_in(field.annotation):
+            path = f"{prefix}{name}"
+            found.append((path, nested))
+            found += nested_models(nested, f"{path}.")
+    return found
+
+
 def config_reference() -> str:
     parts = [
         "# Configuration reference",
@@ -85,17 +102,10 @@ def config_reference() -> str:
         model_table("offsets", OffsetsConfig),
         model_table("http", HttpConfig),
     ]
-    for type_name, entry_point in sorted(plugins.available(plugins.SOURCE_GROUP).items()):
-        source_cls = entry_point.load()
-        parts.append(model_table(f"sources: type `{type_name}`", source_cls.config_model))
-        for name, field in source_cls.config_model.model_fields.items():
-            for arg in typing.get_args(field.annotation):
-                if isinstance(arg, type) and issubclass(arg, BaseModel):
-                    parts.append(model_table(f"sources: type `{type_name}`, entries of `{name}`", arg))
-    for type_name, entry_point in sorted(plugins.available(plugins.SINK_GROUP).items()):
-        sink_model = entry_point.load().config_model
-        parts.append(model_table(f"sinks: type `{type_name}`", sink_model))
-        for name, field in sink_model.model_fields.items():
-            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-                parts.append(model_table(f"sinks: type `{type_name}`, `{name}`", field.annotation))
+    for kind, group in (("sources", plugins.SOURCE_GROUP), ("sinks", plugins.SINK_GROUP)):
+        for type_name, entry_point in sorted(plugins.available(group).items()):
+            model = entry_point.load().config_model
+            parts.append(model_table(f"{kind}: type `{type_name}`", model))
+            for path, nested in nested_models(model):
+                parts.append(model_table(f"{kind}: type `{type_name}`, `{path}`", nested))
     return "\n".join(parts)
