@@ -45,7 +45,7 @@ class ChangeEvent:
     """
 
     stream: Stream
-    key: dict[str, Any]
+    key: dict[str, Any] | str  # a Key record for table rows; the aggregate id string for outbox events
     value: dict[str, Any] | bytes | None
     timestamp_ms: int
     position: Position | None

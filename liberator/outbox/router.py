@@ -27,12 +27,9 @@ from liberator.positions import Position
 from liberator.registry.client import RegistryClient, RegistryRequestError
 
 NAMESPACE = "liberator.outbox"
-KEY_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "OutboxKey",
-    "namespace": NAMESPACE,
-    "fields": [{"name": "aggregate_id", "type": "string"}],
-}
+# The aggregate id as a plain Avro string, as Debezium's outbox router keys its events: consumers
+# partition, join and compact by it without unwrapping a record.
+KEY_SCHEMA: dict[str, Any] = {"type": "string"}
 DEAD_LETTER_SCHEMA: dict[str, Any] = {
     "type": "record",
     "name": "OutboxDeadLetter",
@@ -153,9 +150,7 @@ class OutboxRouter:
                 topic=topic, aggregate_type=aggregate_type, event_type=event_type, source=self.source_name
             )
             value = self._encoded_json(subject, payload)
-        return ChangeEvent(
-            self.stream(topic), {"aggregate_id": aggregate_id}, value, timestamp_ms, position, tuple(headers)
-        )
+        return ChangeEvent(self.stream(topic), aggregate_id, value, timestamp_ms, position, tuple(headers))
 
     def _get(self, row: Mapping[str, Any], column: str) -> Any:
         try:
@@ -289,7 +284,7 @@ class OutboxRouter:
             headers.append((HEADER_EVENT_TYPE, event_type.encode()))
         return ChangeEvent(
             self.dead_letter_stream,
-            {"aggregate_id": aggregate_id or ""},
+            aggregate_id or "",
             value,
             timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
             position,

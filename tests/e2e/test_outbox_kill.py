@@ -105,9 +105,9 @@ def test_kill_9_at_random_moments_while_writing_loses_nothing(
         by_id.setdefault(str(record["headers"]["id"]), set()).add(identity(record))
     assert all(len(copies) == 1 for copies in by_id.values()), "a replay differed from the original"
     # Replays may repeat a batch, but an aggregate's events never go backwards to an older one first seen later.
-    for aggregate in {r["key"]["aggregate_id"] for r in records}:
+    for aggregate in {r["key"] for r in records}:
         firsts: list[int] = []
-        for event_id in (int(r["headers"]["id"]) for r in records if r["key"]["aggregate_id"] == aggregate):
+        for event_id in (int(r["headers"]["id"]) for r in records if r["key"] == aggregate):
             if event_id not in firsts:
                 firsts.append(event_id)
         assert firsts == sorted(firsts), f"aggregate {aggregate} published out of outbox order"

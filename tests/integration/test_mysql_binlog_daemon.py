@@ -141,8 +141,8 @@ def test_outbox_inserts_become_domain_events_and_deletes_are_ignored(
         dead = read_topic(kafka_bootstrap, registry_url, f"{db}.dead.cdc", expect=1)
         rows = read_topic(kafka_bootstrap, registry_url, f"{db}.{db}.orders", expect=3)
     assert [(r["key"], r["value"], r["headers"]["event_type"]) for r in records] == [
-        ({"aggregate_id": "1"}, {"status": "new"}, "created"),
-        ({"aggregate_id": "1"}, {"status": "shipped"}, "shipped"),
+        ("1", {"status": "new"}, "created"),
+        ("1", {"status": "shipped"}, "shipped"),
     ]
     assert records[0]["timestamp"] == "2024-05-01T12:00:00.123+00:00"
     assert records[0]["headers"]["id"] == "1" and records[1]["headers"]["id"] == "2"

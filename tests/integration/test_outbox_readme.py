@@ -44,7 +44,7 @@ def test_readme_snippet_writes_the_row_and_its_event_atomically(
         records = read_topic(kafka_bootstrap, registry_url, topic, expect=1)
         wait_for(lambda: app_db.count() == 0, what="the published row to be deleted")
     assert [(r["key"], r["headers"]["event_type"], r["value"]) for r in records] == [
-        ({"aggregate_id": "1"}, "OrderPlaced", {"order_id": 1, "total": "12.50", "note": None})
+        ("1", "OrderPlaced", {"order_id": 1, "total": "12.50", "note": None})
     ]
 
 

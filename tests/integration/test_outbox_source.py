@@ -47,13 +47,13 @@ def test_routing_keys_headers_and_json_payloads(
     by_id = {r["headers"]["id"]: r for r in records}
     assert set(by_id) == {str(first), str(second), str(third)}
     one = by_id[str(first)]
-    assert one["key"] == {"aggregate_id": "17"}
+    assert one["key"] == "17"
     assert one["headers"] == {"id": str(first), "event_type": "OrderPlaced", "aggregate_type": "order", "trace": "abc"}
     assert one["value"] == {"order_id": 17, "total": "12.50", "note": None}
     assert one["timestamp"] == "2024-05-06T07:08:09.123+00:00"  # naive occurred_at read as UTC
     assert by_id[str(second)]["value"] == {"order_id": 18, "total": "3.00", "note": "gift"}
     # One aggregate's events keep their outbox order (same key, same partition).
-    seventeen = [r for r in records if r["key"] == {"aggregate_id": "17"}]
+    seventeen = [r for r in records if r["key"] == "17"]
     assert [r["headers"]["event_type"] for r in seventeen] == ["OrderPlaced", "OrderPaid"]
     assert decimal.Decimal(seventeen[1]["value"]["total"]) == decimal.Decimal("0.99")
 
@@ -85,7 +85,7 @@ def test_avro_payloads_are_checked_and_published_unchanged(
         wait_for(lambda: app_db.count() == 0, what="every row, good or bad, to be cleaned up")
     assert [value for value, _ in published] == [good, good]
     assert published[1][1]["id"] == str(later).encode()
-    reasons = {r["key"]["aggregate_id"]: r["value"]["reason"] for r in dead}
+    reasons = {r["key"]: r["value"]["reason"] for r in dead}
     assert "schema id 987654 is not in the schema registry" in reasons["2"]
     assert f"carries schema id {schema_id} but schema_id says {schema_id + 1}" in reasons["3"]
     assert "does not decode" in reasons["4"]

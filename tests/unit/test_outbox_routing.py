@@ -121,7 +121,7 @@ def test_router_routes_avro_rows_without_a_registry_by_framing_only() -> None:
     router = OutboxRouter(OutboxRouting(payload="avro", topic="x.{aggregate_type}.{event_type}"), "src", None)
     (event,) = router.route(row(payload=memoryview(frame(5, b"\x02"))), None)
     assert event.stream.topic == "x.order.Placed" and event.stream.value_schema is None
-    assert event.key == {"aggregate_id": "42"} and event.value == frame(5, b"\x02")
+    assert event.key == "42" and event.value == frame(5, b"\x02")
     assert dict(event.headers) == {"id": b"7", "event_type": b"Placed", "aggregate_type": b"order"}
     assert event.timestamp_ms == 1704067200000
 
