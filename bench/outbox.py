@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import logging
-import resource
 import tempfile
 import threading
 import time
@@ -25,10 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import sqlalchemy as sa
+from benchkit import ResultTable
 
 from connectors.outbox.ddl import outbox_ddl
-from liberator import testbed
 from liberator.config import load_config
 from liberator.registry.client import RegistryClient
 from liberator.runtime import Daemon
@@ -64,30 +64,6 @@ class Counter:
         counts = (self.statements, self.param_sets)
         self.statements = self.param_sets = 0
         return counts
-
-
-class Table:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, int, float, str, float]] = []
-
-    def add(self, phase: str, events: int, seconds: float, queries: str = "") -> None:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.rows.append((phase, events, seconds, queries, rss))
-        print(f"  {phase}: {events} events in {seconds:.2f}s", flush=True)
-
-    def print(self, reference: str) -> None:
-        base = next(n / s for phase, n, s, _, _ in self.rows if phase == reference)
-        header = (
-            f"{'phase':<52} {'events':>7} {'seconds':>8} {'events/s':>9} {'ratio':>6} {'queries/event':>22} {'RSS':>7}"
-        )
-        print("\n" + header + "\n" + "-" * len(header))
-        for phase, n, secs, queries, rss in self.rows:
-            rate = n / secs
-            print(f"{phase:<52} {n:>7} {secs:>8.2f} {rate:>9.0f} {rate / base:>6.2f} {queries:>22} {rss:>5.0f}MB")
-        print(
-            f"ratio = events/s / events/s of '{reference}'; queries/event = statements sent per event "
-            "(executemany parameter sets in brackets: round trips where the driver loops); RSS = peak of this process"
-        )
 
 
 def create(url: str, dialect: str) -> sa.Engine:
@@ -170,19 +146,13 @@ def remaining(engine: sa.Engine) -> int:
 @contextlib.contextmanager
 def servers(kind: str, workdir: Path) -> Iterator[tuple[str, str, str]]:
     """(database url, broker bootstrap, registry url); everything stopped on the way out."""
-    with contextlib.ExitStack() as stack:
-        if kind == "sqlite":
+    with benchkit.servers(None if kind == "sqlite" else kind) as (db, bootstrap, registry):
+        if db is None:
             url = f"sqlite:///{workdir}/app.db"
         else:
-            db = testbed.start_postgres() if kind == "postgresql" else testbed.start_mariadb()
-            stack.callback(db.stop)
             db.create_database("bench")
             url = db.url("bench")
-        broker = testbed.start_broker()
-        stack.callback(broker.stop)
-        registry = testbed.start_registry()
-        stack.callback(registry.stop)
-        yield url, broker.bootstrap_servers, registry.url
+        yield url, bootstrap, registry
 
 
 def main() -> None:
@@ -194,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     dialect = {"postgresql": "postgresql", "mariadb": "mysql", "sqlite": "sqlite"}[args.db]
-    table = Table()
+    table = ResultTable("events", extra="queries/event")
     counter = Counter()
     with tempfile.TemporaryDirectory() as tmp, servers(args.db, Path(tmp)) as (url, bootstrap, registry):
         engine = create(url, dialect)
@@ -218,7 +188,11 @@ def main() -> None:
         table.add(f"daemon: start -> all acked by Kafka (flush {args.flush})", args.rows, seconds, queries)
         print(f"  rows left in the outbox after the daemon stopped: {left}")
         engine.dispose()
-    table.print(reference)
+    table.print(
+        reference,
+        "queries/event = statements sent per event (executemany parameter sets in brackets: round trips where "
+        "the driver loops)",
+    )
 
 
 if __name__ == "__main__":

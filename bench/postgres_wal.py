@@ -12,49 +12,27 @@ Kafka acknowledged every event (WAL -> Avro -> Kafka). The machine is noisy: rea
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import resource
 import select
 import tempfile
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import psycopg
+from benchkit import ResultTable, daemon_until_acked, servers
 
 from connectors.postgres_wal import PostgresWalSource
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.stream import status_update
-from liberator import testbed
-from liberator.config import load_config
 from liberator.events import ChangeEvent, SourceItem
-from liberator.runtime import Daemon
 from liberator.source import SourceContext
 
 SOURCE = "bench"
 PUBLICATION = "bench"
-
-
-class Table:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, int, float, float]] = []  # phase, rows, seconds, peak RSS MiB
-
-    def add(self, phase: str, rows: int, seconds: float) -> None:
-        self.rows.append((phase, rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-        print(f"  {phase}: {rows} rows in {seconds:.2f}s", flush=True)
-
-    def print(self, reference: str) -> None:
-        base = next(rows / secs for phase, rows, secs, _ in self.rows if phase == reference)
-        header = f"{'phase':<52} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'ratio':>6} {'peak RSS':>9}"
-        print("\n" + header + "\n" + "-" * len(header))
-        for phase, rows, secs, rss in self.rows:
-            rate = rows / secs if secs > 0 else float("inf")
-            print(f"{phase:<52} {rows:>8} {secs:>8.2f} {rate:>9.0f} {rate / base:>6.2f} {rss:>7.0f}MB")
-        print(f"ratio = rows/s / rows/s of '{reference}'; peak RSS = this process's high-water mark so far")
 
 
 def load(dsn: str, rows: int, tx_rows: int) -> None:
@@ -131,48 +109,14 @@ def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: s
     return path
 
 
-def daemon_until_acked(config: Path, rows: int) -> float:
-    daemon = Daemon(load_config(config))
-    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-    t0 = time.perf_counter()
-    thread.start()
-    try:
-        while SOURCE not in daemon.metrics.sources and thread.is_alive():
-            time.sleep(0.001)
-        status = daemon.metrics.sources[SOURCE]
-        in_flight = 0
-        while status.events_acked < rows:
-            in_flight = max(in_flight, status.events_published - status.events_acked)
-            if status.state == "failed":
-                raise SystemExit(f"daemon failed: {status.error}")
-            time.sleep(0.002)
-        print(f"  (at most {in_flight} events published but not yet acknowledged)", flush=True)
-        return time.perf_counter() - t0
-    finally:
-        daemon.stop.set()
-        thread.join(60)
-
-
-@contextlib.contextmanager
-def servers() -> Iterator[tuple[Any, str, str]]:
-    with contextlib.ExitStack() as stack:
-        db = testbed.start_postgres()
-        stack.callback(db.stop)
-        broker = testbed.start_broker()
-        stack.callback(broker.stop)
-        registry = testbed.start_registry()
-        stack.callback(registry.stop)
-        yield db, broker.bootstrap_servers, registry.url
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000, help="inserted rows (= change events)")
     parser.add_argument("--tx-rows", type=int, default=1000, help="rows per transaction")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    table = Table()
-    with servers() as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
+    table = ResultTable()
+    with servers("postgresql") as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
         db.create_database("bench")
         dsn = db.dsn("bench")
         db.execute(

@@ -17,19 +17,19 @@ import datetime as dt
 import json
 import logging
 import pstats
-import resource
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
+from benchkit import ResultTable, servers
 
 from connectors.query import QuerySource
 from connectors.query.config import QuerySourceConfig
-from liberator import runtime, testbed
+from liberator import runtime
 from liberator.config import load_config
 from liberator.events import ChangeEvent, SourceItem
 from liberator.runtime import Daemon
@@ -39,24 +39,6 @@ COLUMNS = ("id", "customer", "total", "qty", "note", "updated_at")
 POLL = 0.1  # poll_interval and safety_delay of the measured source, seconds
 SOURCE = "bench"
 EPOCH_2024 = dt.datetime(2024, 1, 1)
-
-
-class Table:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, int, float, float]] = []  # phase, rows, seconds, peak RSS MiB
-
-    def add(self, phase: str, rows: int, seconds: float) -> None:
-        self.rows.append((phase, rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-        print(f"  {phase}: {rows} rows in {seconds:.2f}s", flush=True)
-
-    def print(self, reference: str) -> None:
-        base = next(rows / secs for phase, rows, secs, _ in self.rows if phase == reference)
-        header = f"{'phase':<48} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'ratio':>6} {'peak RSS':>9}"
-        print("\n" + header + "\n" + "-" * len(header))
-        for phase, rows, secs, rss in self.rows:
-            rate = rows / secs if secs > 0 else float("inf")
-            print(f"{phase:<48} {rows:>8} {secs:>8.2f} {rate:>9.0f} {rate / base:>6.2f} {rss:>7.0f}MB")
-        print(f"ratio = rows/s / rows/s of '{reference}'; peak RSS = this process's high-water mark so far")
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -230,19 +212,6 @@ def show(profile: cProfile.Profile, title: str) -> None:
 # -- main -----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def servers(kind: str) -> Iterator[tuple[Any, str, str]]:
-    """(database server, broker bootstrap, registry url); everything stopped on the way out."""
-    with contextlib.ExitStack() as stack:
-        db = testbed.start_postgres() if kind == "postgresql" else testbed.start_mariadb()
-        stack.callback(db.stop)
-        broker = testbed.start_broker()
-        stack.callback(broker.stop)
-        registry = testbed.start_registry()
-        stack.callback(registry.stop)
-        yield db, broker.bootstrap_servers, registry.url
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows loaded and snapshotted")
@@ -256,7 +225,7 @@ def main() -> None:
         parser.error("--updates must be between 1 and --rows")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     n, m, batch = args.rows, args.updates, args.batch
-    table = Table()
+    table = ResultTable()
     with servers(args.db) as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
         db.create_database("bench")
         url = db.url("bench")

@@ -13,24 +13,22 @@ applied batch). Both tables must end equal. Read the ratio column, not rows/s: t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import logging
-import resource
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from benchkit import ResultTable, servers
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from liberator import sqldb, testbed
+from liberator import sqldb
 from liberator.avro import AvroEncoder, DatumConverter, key_schema, namespace_for, value_schema
 from liberator.config import load_config
 from liberator.registry.client import RegistryClient
@@ -46,24 +44,6 @@ UPSERT = (
     "ON CONFLICT (id) DO UPDATE SET customer = excluded.customer, total = excluded.total, qty = excluded.qty, "
     "updated_at = excluded.updated_at"
 )
-
-
-class Table:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, int, float, float]] = []  # phase, rows, seconds, peak RSS MiB
-
-    def add(self, phase: str, rows: int, seconds: float) -> None:
-        self.rows.append((phase, rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-        print(f"  {phase}: {rows} rows in {seconds:.2f}s", flush=True)
-
-    def print(self, reference: str) -> None:
-        base = next(rows / secs for phase, rows, secs, _ in self.rows if phase == reference)
-        header = f"{'phase':<58} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'ratio':>6} {'peak RSS':>9}"
-        print("\n" + header + "\n" + "-" * len(header))
-        for phase, rows, secs, rss in self.rows:
-            rate = rows / secs if secs > 0 else float("inf")
-            print(f"{phase:<58} {rows:>8} {secs:>8.2f} {rate:>9.0f} {rate / base:>6.2f} {rss:>7.0f}MB")
-        print(f"ratio = rows/s / rows/s of '{reference}'; peak RSS = this process's high-water mark so far")
 
 
 def make_rows(count: int, keys: int) -> list[tuple[int, str, Decimal, int, dt.datetime]]:
@@ -110,18 +90,6 @@ def bare_upsert(pg_dsn: str, rows: list[Any], batch: int) -> float:
         return time.perf_counter() - t0
 
 
-@contextlib.contextmanager
-def servers() -> Iterator[tuple[Any, str, str]]:
-    with contextlib.ExitStack() as stack:
-        db = testbed.start_postgres()
-        stack.callback(db.stop)
-        broker = testbed.start_broker()
-        stack.callback(broker.stop)
-        registry = testbed.start_registry()
-        stack.callback(registry.stop)
-        yield db, broker.bootstrap_servers, registry.url
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000, help="records produced and applied")
@@ -129,8 +97,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="rows per transaction (sink batch size too)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    table = Table()
-    with servers() as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
+    table = ResultTable()
+    with servers("postgresql") as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
         db.create_database("bench")
         url = db.url("bench")
         engine = sqldb.create_engine(url)
