@@ -45,7 +45,9 @@ class ChangeEvent:
     """
 
     stream: Stream
-    key: dict[str, Any] | str  # a Key record for table rows; the aggregate id string for outbox events
+    # A Key record for table rows; the aggregate id string for outbox events; None for an event about a
+    # whole table (a truncate, op 't'), which is produced with no key, as Debezium does.
+    key: dict[str, Any] | str | None
     value: dict[str, Any] | bytes | None
     timestamp_ms: int
     position: Position | None

@@ -131,7 +131,8 @@ class Publisher:
     ) -> int:
         """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
         prepared = self.prepare(event.stream)
-        key = prepared.key.encode(event.key)
+        # A keyless event (a truncate) is produced with a null key; the key schema stays registered for the stream.
+        key = prepared.key.encode(event.key) if event.key is not None else None
         value = self._value(event, prepared)
         while True:
             try:
@@ -149,7 +150,7 @@ class Publisher:
                 self.producer.poll(0.1)
                 if stop.is_set():
                     raise ShutdownDuringBackpressure() from None
-        return len(key) + (len(value) if value is not None else 0)
+        return (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
 
     @staticmethod
     def _value(event: ChangeEvent, prepared: PreparedStream) -> bytes | None:

@@ -64,7 +64,14 @@ class SourceRunner:
                 self.checkpointer.ack(seq)
                 self.status.events_acked += 1
             else:
-                self.checkpointer.fail(seq, f"Kafka refused an event for topic {message.topic()}: {error.str()}")
+                reason = f"Kafka refused an event for topic {message.topic()}: {error.str()}"
+                if message.key() is None and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
+                    # Kafka answers a keyless record on a compacted topic with a bare "invalid record".
+                    reason += (
+                        " (a record without a key, such as a truncate event, is refused by a compacted topic; "
+                        "set the source's `truncate: warn`, or use cleanup.policy=delete for this topic)"
+                    )
+                self.checkpointer.fail(seq, reason)
 
         return callback
 
