@@ -10,13 +10,16 @@ import contextlib
 import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from liberator import testbed
 from liberator.config import load_config
+from liberator.events import ChangeEvent, SourceItem
+from liberator.positions import Position
 from liberator.runtime import Daemon
+from liberator.source import Source
 
 
 def peak_rss_mb() -> float:
@@ -93,3 +96,20 @@ def daemon_until_acked(config: Path, count: int, source: str = "bench") -> float
     finally:
         daemon.stop.set()
         thread.join(60)
+
+
+def count_events(source: Source, start: Position | None, count: int, stop: threading.Event) -> int:
+    """Iterate `source.read(start)` until `count` ChangeEvents came out (the source alone: no Avro, no Kafka)."""
+    items = cast(Generator[SourceItem, None, None], source.read(start))  # a generator, so it can be closed
+    seen = 0
+    try:
+        for item in items:
+            if isinstance(item, ChangeEvent):
+                seen += 1
+                if seen == count:
+                    break
+    finally:
+        stop.set()
+        items.close()
+        source.close()
+    return seen

@@ -18,18 +18,16 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Generator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from benchkit import ResultTable, daemon_until_acked, servers
+from benchkit import ResultTable, count_events, daemon_until_acked, servers
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import WriteRowsEvent
 
 from connectors.mysql_binlog import MySQLBinlogSource
 from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos
-from liberator.events import ChangeEvent, SourceItem
 from liberator.offsets.base import StoredOffset
 from liberator.offsets.file import FileOffsetStore
 from liberator.source import SourceContext
@@ -94,19 +92,7 @@ def source_config(db: Any) -> MySQLBinlogConfig:
 def source_alone(db: Any, start: BinlogPosition, rows: int) -> int:
     stop = threading.Event()
     source = MySQLBinlogSource(source_config(db), SourceContext(APP, stop, logging.getLogger("bench")))
-    items = cast(Generator[SourceItem, None, None], source.read(start))
-    count = 0
-    try:
-        for item in items:
-            if isinstance(item, ChangeEvent):
-                count += 1
-                if count == rows:
-                    break
-    finally:
-        stop.set()
-        items.close()
-        source.close()
-    return count
+    return count_events(source, start, rows, stop)
 
 
 def write_config(workdir: Path, db: Any, start: BinlogPosition, bootstrap: str, registry: str) -> Path:

@@ -18,17 +18,14 @@ import select
 import tempfile
 import threading
 import time
-from collections.abc import Generator
 from pathlib import Path
-from typing import cast
 
 import psycopg
-from benchkit import ResultTable, daemon_until_acked, servers
+from benchkit import ResultTable, count_events, daemon_until_acked, servers
 
 from connectors.postgres_wal import PostgresWalSource
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.stream import status_update
-from liberator.events import ChangeEvent, SourceItem
 from liberator.source import SourceContext
 
 SOURCE = "bench"
@@ -82,19 +79,7 @@ def source_alone(dsn: str, slot: str, rows: int) -> int:
         name=SOURCE, url=dsn, tables=["orders"], slot=slot, publication=PUBLICATION, snapshot="never"
     )
     source = PostgresWalSource(config, SourceContext("bench", stop, logging.getLogger("bench")))
-    items = cast(Generator[SourceItem, None, None], source.read(None))
-    count = 0
-    try:
-        for item in items:
-            if isinstance(item, ChangeEvent):
-                count += 1
-                if count == rows:
-                    break
-    finally:
-        stop.set()
-        items.close()
-        source.close()
-    return count
+    return count_events(source, None, rows, stop)
 
 
 def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: str) -> Path:

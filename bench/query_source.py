@@ -20,18 +20,17 @@ import pstats
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from benchkit import ResultTable, servers
+from benchkit import ResultTable, count_events, servers
 
 from connectors.query import QuerySource
 from connectors.query.config import QuerySourceConfig
 from liberator import runtime
 from liberator.config import load_config
-from liberator.events import ChangeEvent, SourceItem
 from liberator.runtime import Daemon
 from liberator.source import SourceContext
 
@@ -137,19 +136,7 @@ def source_alone(url: str, batch: int, rows: int) -> int:
          "batch_size": batch, "poll_interval": POLL, "safety_delay": POLL}
     )  # fmt: skip
     source = QuerySource(config, SourceContext("bench", stop, logging.getLogger("bench")))
-    count = 0
-    items = cast(Generator[SourceItem, None, None], source.read(None))  # to close() it
-    try:
-        for item in items:
-            if isinstance(item, ChangeEvent):
-                count += 1
-                if count == rows:
-                    break
-    finally:
-        stop.set()
-        items.close()
-        source.close()
-    return count
+    return count_events(source, None, rows, stop)
 
 
 def write_config(workdir: Path, url: str, bootstrap: str, registry: str, batch: int) -> Path:
