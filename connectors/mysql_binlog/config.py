@@ -6,7 +6,7 @@ import fnmatch
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from liberator.config import Duration
 from liberator.envelope import Envelope
@@ -56,6 +56,20 @@ class MySQLBinlogConfig(SourceConfig):
     outbox: BinlogOutboxConfig | None = Field(
         None, description="publish rows inserted into this outbox table as domain events (not as row changes)"
     )
+    truncate: Literal["warn", "fail", "publish"] = Field(
+        "warn",
+        description="TRUNCATE of a captured table: log a warning and go on, stop the source, or publish an "
+        "op 't' change event with a null key (change envelope only)",
+    )
+
+    @model_validator(mode="after")
+    def _truncate_needs_change_envelope(self) -> MySQLBinlogConfig:
+        if self.truncate == "publish" and self.envelope is Envelope.state:
+            raise ValueError(
+                "truncate: publish needs envelope: change (a state record cannot say 'truncated'); "
+                "set envelope: change or truncate: warn"
+            )
+        return self
 
     @field_validator("tables")
     @classmethod

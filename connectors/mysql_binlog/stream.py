@@ -9,6 +9,7 @@ rows flows through with the memory of one row event.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,7 +33,7 @@ from connectors.mysql_binlog.position import BinlogPosition, Coord, GtidState, S
 from connectors.mysql_binlog.shape import Shape, read_table_def
 from connectors.mysql_binlog.types import specs_from_table_map
 from liberator.envelope import Envelope, Op, change_value
-from liberator.errors import TransientSourceError
+from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
 
 _EVENTS = [
@@ -48,6 +49,12 @@ _EVENTS = [
     RotateEvent,
 ]
 _IN_TRANSACTION = ("SAVEPOINT", "ROLLBACK TO", "RELEASE SAVEPOINT")
+# TRUNCATE [TABLE] [db.]table, names bare or back-quoted (the binlog logs the statement as the client wrote it).
+_TRUNCATE = re.compile(
+    r"^\s*TRUNCATE\s+(?:TABLE\s+)?(?:(?:`(?P<db1>[^`]+)`|(?P<db2>[A-Za-z0-9_$]+))\s*\.\s*)?"
+    r"(?:`(?P<t1>[^`]+)`|(?P<t2>[A-Za-z0-9_$]+))\s*;?\s*$",
+    re.IGNORECASE,
+)
 
 
 class _Connector:
@@ -237,6 +244,15 @@ class BinlogStreamer:
                 if upper.startswith(_IN_TRANSACTION):
                     continue
                 if upper not in ("COMMIT", "ROLLBACK"):
+                    truncated = self._truncated(query, event.schema)
+                    if truncated is not None:
+                        where_truncated = str(Coord(reader.log_file, event.packet.log_pos))
+                        ms = txn_ms or event.timestamp * 1000
+                        for item in self._truncate(
+                            truncated, schemas, where_truncated, txn_id or where_truncated, ms, order
+                        ):
+                            order += 1
+                            yield item
                     self._ddl(query, schemas)
                 end = True
             elif isinstance(event, HeartbeatLogEvent):
@@ -291,6 +307,54 @@ class BinlogStreamer:
             current = chosen
         self.by_table_id[event.table_id] = self.shape_for(current)
         return schemas
+
+    def _truncated(self, query: str, default_db: Any) -> str | None:
+        """db.table when the statement is a TRUNCATE of a captured table, else None."""
+        match = _TRUNCATE.match(query)
+        if match is None:
+            return None
+        database = match.group("db1") or match.group("db2")
+        if database is None:
+            database = default_db.decode() if isinstance(default_db, bytes) else default_db
+        table = match.group("t1") or match.group("t2")
+        if not database or not self.config.captures(database, table):
+            return None
+        return f"{database}.{table}"
+
+    def _truncate(
+        self, qualified: str, schemas: Any, at: str, txn_id: str, txn_ms: int, order: int
+    ) -> Iterator[ChangeEvent]:
+        """TRUNCATE of a captured table: a warning, a stop, or one keyless op 't' event (`truncate:`)."""
+        config = self.config
+        if config.truncate == "publish":
+            table = schemas.get(qualified)
+            if table is None:
+                database, name = qualified.split(".", 1)
+                table = read_table_def(self.ctl, database, name, self.mysql)
+            if table is not None:
+                shape = self.shape_for(table)
+                value = change_value(
+                    Op.truncate,
+                    None,
+                    None,
+                    shape.info,
+                    position=at,
+                    commit_ms=txn_ms,
+                    transaction_id=txn_id,
+                    order=order + 1,
+                )
+                yield ChangeEvent(shape.stream, None, value, txn_ms, None)
+                return
+        line = (
+            f"TRUNCATE of {qualified}: the deleted rows cannot be published one by one; "
+            "consumers keep them until they re-read the table"
+        )
+        if config.truncate == "fail":
+            raise FatalSourceError(
+                f"source {config.name}: {line}; set `truncate: warn` to go on, `truncate: publish` to publish it, "
+                "or reset the offsets to snapshot again"
+            )
+        self.log.warning("%s", line)
 
     def _ddl(self, query: str, schemas: Any) -> None:
         """A DDL statement: re-read the shapes of the captured tables it may touch at their next TableMap."""

@@ -56,8 +56,10 @@ class PostgresWalConfig(SourceConfig):
         "warn",
         description="tables without REPLICA IDENTITY FULL have no before-images: warn, refuse to start, or ignore",
     )
-    truncate: Literal["warn", "fail"] = Field(
-        "warn", description="TRUNCATE of a captured table: log a warning and go on, or stop the source"
+    truncate: Literal["warn", "fail", "publish"] = Field(
+        "warn",
+        description="TRUNCATE of a captured table: log a warning and go on, stop the source, or publish an "
+        "op 't' change event with a null key per table (change envelope only)",
     )
     infinity: Literal["clamp", "fail"] = Field(
         "clamp", description="timestamp/date 'infinity': clamp to 9999-12-31T23:59:59.999999 / 0001-01-01, or stop"
@@ -71,6 +73,15 @@ class PostgresWalConfig(SourceConfig):
         0.0, description="write a pg_logical_emit_message this often, so an idle database's slot advances; 0: off"
     )
     outbox: WalOutboxConfig | None = Field(None, description="publish outbox rows / messages as domain events")
+
+    @model_validator(mode="after")
+    def _truncate_needs_change_envelope(self) -> PostgresWalConfig:
+        if self.truncate == "publish" and self.envelope == Envelope.state:
+            raise ValueError(
+                "truncate: publish needs envelope: change (a state record cannot say 'truncated'); "
+                "set envelope: change or truncate: warn"
+            )
+        return self
 
     @field_validator("slot", "publication")
     @classmethod

@@ -24,7 +24,7 @@ from connectors.postgres_wal.position import WalPosition, lsn_text
 from connectors.postgres_wal.rows import EventMaker, fill_unchanged, key_datum, parse_tuple, value_datum
 from connectors.postgres_wal.stream import Frame, Keepalive, XLogData
 from connectors.postgres_wal.tables import TableCatalog, TableState
-from liberator.envelope import Op
+from liberator.envelope import Op, change_value
 from liberator.errors import FatalSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
 
@@ -119,7 +119,7 @@ class ChangeDecoder:
             yield from self._relation(msg)
         elif kind is Truncate:
             assert isinstance(msg, Truncate)
-            self._truncate(msg)
+            yield from self._truncate(msg)
         elif kind is Message:
             assert isinstance(msg, Message)
             if self.outbox is not None:
@@ -169,10 +169,29 @@ class ChangeDecoder:
                 return
         yield from self._change(state, Op.update, key, before, after, headers)
 
-    def _truncate(self, msg: Truncate) -> None:
+    def _truncate(self, msg: Truncate) -> Iterator[SourceItem]:
         names = [self.names.get(r, str(r)) for r in msg.relids]
         names = [n for n in names if n in self.captured]
         if not names:
+            return
+        if self.config.truncate == "publish":
+            # One keyless op 't' event per captured table, in the message's order, like Debezium's.
+            for relid in msg.relids:
+                state = self._state(relid)
+                if state is None:
+                    continue
+                self.order += 1
+                value = change_value(
+                    Op.truncate,
+                    None,
+                    None,
+                    state.info,
+                    position=self.lsn,
+                    commit_ms=self.commit_ms,
+                    transaction_id=self.xid,
+                    order=self.order,
+                )
+                yield ChangeEvent(state.stream, None, value, self.commit_ms, None)
             return
         line = (
             f"TRUNCATE of {', '.join(names)} at {self.lsn}: the deleted rows cannot be published one by one; "
@@ -180,8 +199,8 @@ class ChangeDecoder:
         )
         if self.config.truncate == "fail":
             raise FatalSourceError(
-                f"source {self.config.name}: {line}; set `truncate: warn` to go on, or reset the offsets to "
-                "snapshot again"
+                f"source {self.config.name}: {line}; set `truncate: warn` to go on, `truncate: publish` to publish "
+                "it, or reset the offsets to snapshot again"
             )
         self.log.warning("%s", line)
 

@@ -48,6 +48,11 @@ class SqlSinkConfig(SinkConfig):
     mode: Literal["upsert", "insert"] = Field("upsert", description="upsert by key, or append every record")
     key: list[str] | None = Field(None, description="key columns; default: the fields of the record key")
     delete: bool = Field(True, description="delete events and tombstones delete the row")
+    truncate: bool = Field(
+        False,
+        description="a truncate event (op t) deletes every row of the target table, in record order; false "
+        "(Debezium JDBC sink's truncate.enabled default): skipped, logged once per table",
+    )
     batch: BatchConfig = BatchConfig()
     create: bool = Field(False, description="create missing tables from the Avro schema (types, primary key)")
     evolve: bool = Field(

@@ -1,8 +1,8 @@
 """Consumed records -> changes: decode through the registry (writer schema by id) and read the envelope.
 
 Three value shapes are understood: liberator's change envelope (`is_change_schema`: `after` for c/u/r, a
-delete for d; t is ignored, see docs/sql_sink.md), a row state (liberator's Value record, or any producer's
-Avro record: an upsert) and a tombstone (a delete by key).
+delete for d, t empties the table when `truncate: true`, see docs/sql_sink.md), a row state (liberator's
+Value record, or any producer's Avro record: an upsert) and a tombstone (a delete by key).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Change:
     """One record, understood: what to do to which table's row."""
 
     record: SinkRecord
-    op: str  # upsert | delete | skip
+    op: str  # upsert | delete | truncate | skip
     table_hint: tuple[str, str]  # ({table}, {schema}) for the table template
     key: Decoded | None
     row: dict[str, Any] | None  # the Value datum for upserts (field name -> datum value)
@@ -109,7 +109,7 @@ def interpret(record: SinkRecord, cache: SchemaCache) -> Change:
         if op == "d":
             return Change(record, "delete", hint, key, None, row_schema, value.schema_id, before=datum.get("before"))
         if op == "t":
-            return Change(record, "skip", hint, key, None, row_schema, value.schema_id, reason="truncate: not applied")
+            return Change(record, "truncate", hint, key, None, row_schema, value.schema_id)
         raise BadRecord(f"a change event with unknown op {op!r}")
     return Change(record, "upsert", hint, key, value.datum, schema, value.schema_id)
 

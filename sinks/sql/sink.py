@@ -30,11 +30,12 @@ class Item:
     """One record ready for the target: a row change, a skip, or a bad record with its reason."""
 
     record: SinkRecord
-    op: str  # upsert | insert | delete | skip | bad
+    op: str  # upsert | insert | delete | truncate | skip | bad
     table: TargetTable | None = None
     key: tuple[Any, ...] = ()
     row: dict[str, Any] | None = None
     reason: str = ""
+    target: tuple[str | None, str] = (None, "")  # (schema, name) of the table a truncate empties
 
 
 def where(record: SinkRecord) -> str:
@@ -54,6 +55,7 @@ class SqlSink(Sink):
         self.offsets = OffsetTable(self.engine, config.offsets_table, config.name)
         self.schemas = SchemaCache(context.registry)
         self._statements: dict[tuple[Any, ...], Any] = {}
+        self._truncates_skipped: set[tuple[str | None, str]] = set()  # tables already warned about
 
     @property
     def consuming(self) -> Consuming:
@@ -110,6 +112,8 @@ class SqlSink(Sink):
             if change.op == "skip":
                 return Item(record, "skip", reason=change.reason)
             schema, name = self._target(change)
+            if change.op == "truncate":
+                return self._truncate_item(record, schema, name)
             key_columns = self._key_columns(change)
             if change.op == "delete":
                 if not self.cfg.delete:
@@ -128,6 +132,20 @@ class SqlSink(Sink):
             return Item(record, "upsert" if self.cfg.mode == "upsert" else "insert", table, key, row)
         except BadRecord as exc:
             return Item(record, "bad", reason=str(exc))
+
+    def _truncate_item(self, record: SinkRecord, schema: str | None, name: str) -> Item:
+        if self.cfg.truncate:
+            return Item(record, "truncate", target=(schema, name))
+        if (schema, name) not in self._truncates_skipped:
+            self._truncates_skipped.add((schema, name))
+            self.context.log.warning(
+                "sink %s: a truncate of table %s (%s) was not applied; set `truncate: true` to empty the table "
+                "(logged once per table)",
+                self.cfg.name,
+                name,
+                where(record),
+            )
+        return Item(record, "skip", reason="truncate: false")
 
     def _delete_item(
         self, record: SinkRecord, change: Change, schema: str | None, name: str, key_columns: tuple[str, ...]
@@ -221,6 +239,27 @@ class SqlSink(Sink):
         return changed
 
     def _apply_rows(self, conn: sa.Connection, items: list[Item]) -> int:
+        """Applies the batch in record order around truncates: the records before one, the truncate, the rest."""
+        changed = 0
+        segment: list[Item] = []
+        for item in items:
+            if item.op == "truncate":
+                changed += self._apply_segment(conn, segment)
+                segment = []
+                changed += self._truncate(conn, *item.target)
+            else:
+                segment.append(item)
+        return changed + self._apply_segment(conn, segment)
+
+    def _truncate(self, conn: sa.Connection, schema: str | None, name: str) -> int:
+        """DELETE, not TRUNCATE: it is transactional on every dialect (MySQL's TRUNCATE commits implicitly)."""
+        if not sa.inspect(conn).has_table(name, schema=schema):
+            return 0  # never created: nothing to empty
+        result = conn.execute(sa.delete(sa.table(name, schema=schema)))
+        self.context.log.info("sink %s: truncate applied to %s (%d rows deleted)", self.cfg.name, name, result.rowcount)
+        return max(result.rowcount, 0)
+
+    def _apply_segment(self, conn: sa.Connection, items: list[Item]) -> int:
         changed = 0
         if self.cfg.mode == "upsert":
             last: dict[tuple[int, tuple[Any, ...]], Item] = {}
