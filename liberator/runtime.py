@@ -37,6 +37,18 @@ MAX_BACKOFF = 30.0
 FLUSH_ON_STOP = 30.0
 
 
+def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
+    """The one line that stops a source whose event Kafka refused."""
+    reason = f"Kafka refused an event for topic {topic}: {error.str()}"
+    if keyless and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
+        # Kafka answers a keyless record on a compacted topic with a bare "invalid record".
+        reason += (
+            " (a record without a key, such as a truncate event, is refused by a compacted topic; "
+            "set the source's `truncate: warn`, or use cleanup.policy=delete for this topic)"
+        )
+    return reason
+
+
 class SourceRunner:
     def __init__(
         self,
@@ -64,14 +76,7 @@ class SourceRunner:
                 self.checkpointer.ack(seq)
                 self.status.events_acked += 1
             else:
-                reason = f"Kafka refused an event for topic {message.topic()}: {error.str()}"
-                if message.key() is None and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
-                    # Kafka answers a keyless record on a compacted topic with a bare "invalid record".
-                    reason += (
-                        " (a record without a key, such as a truncate event, is refused by a compacted topic; "
-                        "set the source's `truncate: warn`, or use cleanup.policy=delete for this topic)"
-                    )
-                self.checkpointer.fail(seq, reason)
+                self.checkpointer.fail(seq, delivery_failure(message.topic(), message.key() is None, error))
 
         return callback
 
