@@ -136,3 +136,32 @@ def start_daemon_process(config_path: Path, log_path: Path) -> subprocess.Popen[
 def terminate(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout)
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def wait_for_latest_values(
+    bootstrap: str, registry: str, topic: str, field: str, expected: dict[Any, Any], timeout: float
+) -> None:
+    """Wait until the newest change envelope of every key on `topic` has `after[field] == expected[key id]`."""
+
+    def caught_up() -> bool:
+        latest = {r["key"]["id"]: r["value"]["after"][field] for r in read_topic(bootstrap, registry, topic, quiet=0.5)}
+        return latest == expected
+
+    wait_for(caught_up, timeout=timeout, interval=1.0, what=f"{topic} to hold every row's latest version")
+
+
+def versions_by_key(records: list[dict[str, Any]], field: str) -> dict[Any, set[Any]]:
+    """Every `after[field]` value each key id had on the topic (change envelopes)."""
+    seen: dict[Any, set[Any]] = {}
+    for record in records:
+        seen.setdefault(record["key"]["id"], set()).add(record["value"]["after"][field])
+    return seen

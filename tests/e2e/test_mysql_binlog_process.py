@@ -14,7 +14,15 @@ import pymysql  # type: ignore[import-untyped]
 
 from liberator.testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import source_yaml
-from tests.support import app_config, read_topic, start_daemon_process, terminate, wait_for
+from tests.support import (
+    app_config,
+    read_topic,
+    start_daemon_process,
+    terminate,
+    versions_by_key,
+    wait_for,
+    wait_for_latest_values,
+)
 
 ROWS = 2000
 _DEADLOCK = (1213, 1205)  # deadlock / lock wait timeout: the transaction rolled back, nothing committed
@@ -100,21 +108,11 @@ def test_kill_9_mid_transaction_under_concurrent_writes_loses_nothing(
     final = {int(k): int(v) for k, v in mariadb_server.execute(f"SELECT id, v FROM `{db}`.acc")}
     process = start_daemon_process(config, log)
     try:
-
-        def caught_up() -> bool:
-            latest = {
-                r["key"]["id"]: r["value"]["after"]["v"]
-                for r in read_topic(kafka_bootstrap, registry_url, topic, quiet=0.5)
-            }
-            return latest == final
-
-        wait_for(caught_up, timeout=120, interval=1.0, what="the topic to hold every row's latest version")
+        wait_for_latest_values(kafka_bootstrap, registry_url, topic, "v", final, timeout=120)
     finally:
         assert terminate(process) == 0, log.read_text()[-3000:]
     records = read_topic(kafka_bootstrap, registry_url, topic)
-    seen: dict[int, set[int]] = {}
-    for record in records:
-        seen.setdefault(record["key"]["id"], set()).add(record["value"]["after"]["v"])
+    seen = versions_by_key(records, "v")
     # Every version since a row was first published (its snapshot read, or its insert) is on the topic: no
     # transaction was lost across the kills, including the large ones the kills interrupted.
     gaps = {k: sorted(set(range(min(seen[k]), v + 1)) - seen[k]) for k, v in final.items()}

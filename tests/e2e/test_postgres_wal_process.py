@@ -11,7 +11,15 @@ from pathlib import Path
 import psycopg
 
 from tests.integration.postgres_wal_support import WalDb
-from tests.support import app_config, read_topic, start_daemon_process, terminate, wait_for
+from tests.support import (
+    app_config,
+    read_topic,
+    start_daemon_process,
+    terminate,
+    versions_by_key,
+    wait_for,
+    wait_for_latest_values,
+)
 
 
 class Writer(threading.Thread):
@@ -69,21 +77,11 @@ def test_kill_9_while_streaming_loses_nothing(
     final = {row[0]: row[1] for row in db.rows("SELECT id, v FROM acc")}
     process = start_daemon_process(config, log)
     try:
-
-        def caught_up() -> bool:
-            latest = {
-                r["key"]["id"]: r["value"]["after"]["v"]
-                for r in read_topic(kafka_bootstrap, registry_url, topic, quiet=0.5)
-            }
-            return latest == final
-
-        wait_for(caught_up, timeout=90, interval=1.0, what="the topic to hold every row's latest version")
+        wait_for_latest_values(kafka_bootstrap, registry_url, topic, "v", final, timeout=90)
     finally:
         assert terminate(process) == 0, log.read_text()[-3000:]
     records = read_topic(kafka_bootstrap, registry_url, topic)
-    seen: dict[int, set[int]] = {}
-    for record in records:
-        seen.setdefault(record["key"]["id"], set()).add(record["value"]["after"]["v"])
+    seen = versions_by_key(records, "v")
     # Every version since a row was first published (its snapshot read, or its insert) is on the topic:
     # no transaction was lost across the kills. Rows inserted after the snapshot have all their versions.
     gaps = {k: sorted(set(range(min(seen[k]), v + 1)) - seen[k]) for k, v in final.items()}

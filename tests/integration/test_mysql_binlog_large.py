@@ -8,16 +8,9 @@ from connectors.mysql_binlog.position import BinlogPosition
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import make_source
+from tests.support import rss_mb
 
 ROWS = 1_000_000
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_a_million_row_transaction_streams_with_bounded_memory(

@@ -10,16 +10,9 @@ from connectors.postgres_wal import PostgresWalSource
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.source import SourceContext
 from tests.integration.postgres_wal_support import WalDb
+from tests.support import rss_mb
 
 ROWS = 1_000_000
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_a_million_row_transaction_streams_with_bounded_memory(pg_url: str) -> None:
