@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
-from liberator.testbed.ports import LOOPBACK, free_port, wait_for_port, wait_for_port_closed, wait_until
-from liberator.testbed.process import TestbedError, make_workdir, spawn, stop_process, track, untrack
+from liberator.testbed.lifecycle import Lifecycle, SpawnedProcess
+from liberator.testbed.ports import LOOPBACK, free_port, wait_for_port, wait_until
+from liberator.testbed.process import TestbedError, make_workdir, spawn, track
 
 # Tansu reads these from the environment when the flag is absent; keep the child's environment neutral.
 _TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY",
@@ -85,7 +84,7 @@ def _metadata_ok(bootstrap_servers: str) -> bool | None:
     return True if md.brokers else None
 
 
-class BrokerInstance:
+class BrokerInstance(Lifecycle):
     """A Kafka-protocol broker reachable at ``bootstrap_servers`` (embedded Tansu or container)."""
 
     kind = "tansu"  # or "kafka" for a real Apache Kafka
@@ -101,46 +100,22 @@ class BrokerInstance:
     def admin(self, **config: Any) -> Any:
         return admin_client(self.bootstrap_servers, **config)
 
-    def start(self) -> Self:
-        return self
 
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class EmbeddedBroker(BrokerInstance):
+class EmbeddedBroker(SpawnedProcess, BrokerInstance):
     """Tansu on 127.0.0.1, a free port, in-memory storage: ``with EmbeddedBroker() as b: ...``."""
 
     kind = "tansu"
+    what = "Tansu broker"
 
     def __init__(self, *, port: int | None = None, timeout: float = 30.0):
         self.host = LOOPBACK
         self.port = port or 0
         self._requested_port = port
         self.timeout = timeout
-        self.workdir: Path | None = None
-        self.log_path: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         if self.running:
@@ -188,17 +163,6 @@ class EmbeddedBroker(BrokerInstance):
         self._proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def stop(self) -> None:
-        """SIGTERM by pid, SIGKILL after 10 s, then remove the directory (all data is lost)."""
-        import shutil
-
-        untrack(self)
-        was_running = self.running
         if self._proc is not None:
             self.freeze(False)  # a frozen process would ignore SIGTERM until the SIGKILL
-        stop_process(self._proc, timeout=10)
-        self._proc = None
-        if was_running:
-            wait_for_port_closed(self.host, self.port, what="stopped Tansu broker", timeout=10)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
+        super().stop()

@@ -20,20 +20,18 @@ import subprocess
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from liberator.testbed import install
-from liberator.testbed.ports import LOOPBACK, free_port, wait_for_port_closed, wait_until
+from liberator.testbed.lifecycle import Lifecycle, SpawnedProcess
+from liberator.testbed.ports import LOOPBACK, free_port, wait_until
 from liberator.testbed.process import (
     TestbedError,
     make_workdir,
     run_checked,
     spawn,
-    stop_process,
     system_user_exists,
     track,
-    untrack,
 )
 
 
@@ -50,7 +48,7 @@ def quote_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-class MySQLInstance:
+class MySQLInstance(Lifecycle):
     """Client-side helpers for a MySQL-protocol server at ``host:port`` (native MariaDB or container)."""
 
     flavor = "mariadb"  # or "mysql"; e.g. mysql-replication's is_mariadb
@@ -145,22 +143,8 @@ class MySQLInstance:
         finally:
             conn.close()
 
-    def start(self) -> Self:
-        return self
 
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class MariaDBServer(MySQLInstance):
+class MariaDBServer(SpawnedProcess, MySQLInstance):
     """A throwaway MariaDB server; ``with MariaDBServer() as db: db.url("shop")``.
 
     Attributes once started: ``host``, ``port``, ``pid``, ``workdir``, ``data_dir``, ``socket_path``,
@@ -168,15 +152,14 @@ class MariaDBServer(MySQLInstance):
     """
 
     flavor = "mariadb"
+    what = "MariaDB"
+    stop_timeout = 30.0
 
     def __init__(self, *, port: int | None = None, extra_args: Sequence[str] = (), timeout: float = 60.0):
         super().__init__(LOOPBACK, port or 0)
         self._requested_port = port
         self.extra_args = list(extra_args)
         self.timeout = timeout
-        self.workdir: Path | None = None
-        self.log_path: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -187,14 +170,6 @@ class MariaDBServer(MySQLInstance):
     def socket_path(self) -> Path:
         assert self.workdir is not None, "server not started"
         return self.workdir / "mysqld.sock"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def _argv(self, as_root: bool) -> list[str]:
         assert self.workdir is not None
@@ -296,17 +271,3 @@ class MariaDBServer(MySQLInstance):
             self.stop()
             raise
         return self
-
-    def stop(self) -> None:
-        """SIGTERM by pid (clean shutdown), SIGKILL after 30 s, then remove the directory."""
-        import shutil
-
-        untrack(self)
-        was_running = self.running
-        stop_process(self._proc, timeout=30)
-        self._proc = None
-        if was_running:
-            wait_for_port_closed(self.host, self.port, what="stopped MariaDB", timeout=10)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None

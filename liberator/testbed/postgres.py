@@ -14,23 +14,22 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 import urllib.parse
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from liberator.testbed import install
-from liberator.testbed.ports import LOOPBACK, free_port, wait_for_port_closed, wait_until
+from liberator.testbed.lifecycle import Lifecycle, SpawnedProcess
+from liberator.testbed.ports import LOOPBACK, free_port, wait_until
 from liberator.testbed.process import (
     TestbedError,
     make_workdir,
     run_checked,
     spawn,
-    stop_process,
     system_user_exists,
     track,
-    untrack,
 )
 
 _PG_HBA = """\
@@ -65,7 +64,7 @@ def _quote(s: str) -> str:
     return urllib.parse.quote(s, safe="")
 
 
-class PostgresInstance:
+class PostgresInstance(Lifecycle):
     """Client-side helpers for a PostgreSQL server at ``host:port`` (native or container)."""
 
     flavor = "postgresql"
@@ -175,21 +174,6 @@ class PostgresInstance:
         with self.connect() as conn:
             conn.execute(stmt)
 
-    # Lifecycle: subclasses implement start/stop.
-    def start(self) -> Self:
-        return self
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 def _version_key(path: str) -> tuple[int, str]:
     m = re.search(r"/postgresql/(\d+)/", path)
@@ -212,22 +196,23 @@ def find_bindir(preferred_major: int = 15) -> Path:
     raise TestbedError("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
 
 
-class PostgresServer(PostgresInstance):
+class PostgresServer(SpawnedProcess, PostgresInstance):
     """A throwaway PostgreSQL cluster; ``with PostgresServer() as pg: pg.url()``.
 
     Attributes once started: ``host``, ``port``, ``pid``, ``workdir``, ``data_dir``, ``socket_dir``,
     ``log_path``, ``bindir``. ``settings`` adds or overrides ``-c`` server settings.
     """
 
+    what = "PostgreSQL"
+    stop_signal = signal.SIGINT  # fast shutdown
+    stop_timeout = 15.0
+
     def __init__(self, *, port: int | None = None, settings: dict[str, str] | None = None, timeout: float = 60.0):
         super().__init__(LOOPBACK, port or 0)
         self._requested_port = port
         self.settings = {**_SETTINGS, **(settings or {})}
         self.timeout = timeout
-        self.workdir: Path | None = None
-        self.log_path: Path | None = None
         self.bindir: Path | None = None
-        self._proc: Any = None
 
     @property
     def data_dir(self) -> Path:
@@ -238,14 +223,6 @@ class PostgresServer(PostgresInstance):
     def socket_dir(self) -> Path:
         assert self.workdir is not None, "server not started"
         return self.workdir
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else int(self._proc.pid)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         if self.running:
@@ -292,18 +269,3 @@ class PostgresServer(PostgresInstance):
             self.stop()
             raise
         return self
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT) by pid, SIGKILL after 15 s, then remove the directory."""
-        import shutil
-        import signal
-
-        untrack(self)
-        was_running = self.running
-        stop_process(self._proc, sig=signal.SIGINT, timeout=15)
-        self._proc = None
-        if was_running:
-            wait_for_port_closed(self.host, self.port, what="stopped PostgreSQL", timeout=10)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None

@@ -9,16 +9,15 @@ does not depend on the CLI. It is the same in the native and the testcontainers 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import liberator
-from liberator.testbed.ports import LOOPBACK, free_port, wait_for_port_closed, wait_until
-from liberator.testbed.process import make_workdir, spawn, stop_process, track, untrack
+from liberator.testbed.lifecycle import SpawnedProcess
+from liberator.testbed.ports import LOOPBACK, free_port, wait_until
+from liberator.testbed.process import make_workdir, spawn, track
 
 
 def _answers(url: str) -> bool | None:
@@ -26,13 +25,15 @@ def _answers(url: str) -> bool | None:
         return True if resp.status == 200 else None
 
 
-class EmbeddedRegistry:
+class EmbeddedRegistry(SpawnedProcess):
     """A schema registry on 127.0.0.1 and a free port; ``with EmbeddedRegistry() as r: r.url``.
 
     ``data_path`` is where the registry keeps its schemas; by default a path inside a temporary
     directory that :meth:`stop` removes. Give your own to keep schemas across a restart (it is then
     left in place).
     """
+
+    what = "schema registry"
 
     def __init__(self, *, port: int | None = None, data_path: Path | str | None = None, timeout: float = 30.0):
         self.host = LOOPBACK
@@ -41,21 +42,10 @@ class EmbeddedRegistry:
         self._given_data_path = Path(data_path) if data_path is not None else None
         self.data_path: Path | None = self._given_data_path
         self.timeout = timeout
-        self.workdir: Path | None = None
-        self.log_path: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         if self.running:
@@ -85,25 +75,3 @@ class EmbeddedRegistry:
             self.stop()
             raise
         return self
-
-    def stop(self) -> None:
-        """SIGTERM by pid, SIGKILL after 10 s, then remove the temporary directory."""
-        import shutil
-
-        untrack(self)
-        was_running = self.running
-        stop_process(self._proc, timeout=10)
-        self._proc = None
-        if was_running:
-            wait_for_port_closed(self.host, self.port, what="stopped schema registry", timeout=10)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

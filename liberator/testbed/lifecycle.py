@@ -1,0 +1,68 @@
+"""What every test-bed server shares: start/stop with `with`, and for the ones spawned here, their process.
+
+`Lifecycle` is the start/stop/context-manager contract of all servers, native or in a container.
+`SpawnedProcess` is the process side of a server this test bed started itself on 127.0.0.1: its pid,
+whether it runs, and a stop that signals it, waits for its port to close and removes its directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
+
+from liberator.testbed.ports import wait_for_port_closed
+from liberator.testbed.process import stop_process, untrack
+
+
+class Lifecycle:
+    def start(self) -> Self:
+        return self
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class SpawnedProcess(Lifecycle):
+    """Mixed into a server class whose `start()` spawns `_proc` in `workdir` and listens on `host:port`."""
+
+    what: ClassVar[str] = "server"  # for messages: "stopped <what>"
+    stop_signal: ClassVar[int] = signal.SIGTERM  # the server's clean-shutdown signal
+    stop_timeout: ClassVar[float] = 10.0  # seconds before SIGKILL
+
+    host: str
+    port: int
+    workdir: Path | None = None
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """The stop signal by pid, SIGKILL after `stop_timeout`, then remove the directory (data is gone)."""
+        untrack(self)
+        was_running = self.running
+        stop_process(self._proc, sig=self.stop_signal, timeout=self.stop_timeout)
+        self._proc = None
+        if was_running:
+            wait_for_port_closed(self.host, self.port, what=f"stopped {self.what}", timeout=10)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
