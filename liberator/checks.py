@@ -35,7 +35,7 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
         )
         kafka_ok = False
 
-    registry = RegistryClient(config.schema_registry.url, config.schema_registry.basic_auth, timeout=5)
+    registry = registry_client(config, timeout=5)
     try:
         count = len(registry.subjects())
         report(f"schema registry at {config.schema_registry.url}: {count} subject(s)")
@@ -54,7 +54,7 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
 
     for source_config in config.sources:
         try:
-            source = build_source(source_config, config.name, threading.Event(), registry_client(config))
+            source = build_source(source_config, config.name, threading.Event(), registry)
         except LiberatorError as exc:
             problems.append(str(exc))
             continue
@@ -68,19 +68,17 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
                 report(f"source {source_config.name} ({source_config.type}): reachable, tables readable")
         finally:
             source.close()
-    problems.extend(check_sinks(config, report))
+    problems.extend(check_sinks(config, registry, report))
     return problems
 
 
-def check_sinks(config: AppConfig, report: Callable[[str], None]) -> list[str]:
+def check_sinks(config: AppConfig, registry: RegistryClient, report: Callable[[str], None]) -> list[str]:
     from liberator.sinkrunner import DeadLetterProducer, build_sink
 
     problems: list[str] = []
     for sink_config in config.sinks:
         try:
-            sink = build_sink(
-                sink_config, config.name, threading.Event(), registry_client(config), DeadLetterProducer({})
-            )
+            sink = build_sink(sink_config, config.name, threading.Event(), registry, DeadLetterProducer({}))
         except LiberatorError as exc:
             problems.append(str(exc))
             continue

@@ -213,7 +213,7 @@ class Daemon:
         """Run until stopped or until no source can run any more. Returns the process exit code."""
         config = self.config
         store = open_store(config)
-        registry = RegistryClient(config.schema_registry.url, config.schema_registry.basic_auth)
+        registry = registry_client(config)
         settings = producer_settings(config.name, config.kafka)
         producer = Producer(settings)
         admin_settings = {
