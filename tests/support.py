@@ -68,6 +68,14 @@ class DaemonThread:
     def status(self, source: str) -> Any:
         return self.daemon.metrics.sources[source]
 
+    def positions_settled(self, source: str) -> bool:
+        """Every published event of `source` is acknowledged and the newest committable position is stored.
+
+        Comparing counters (`positions_stored > before`) races with a flush that already happened."""
+        runner = next(r for r in self.daemon.runners if r.config.name == source)
+        committable = runner.checkpointer.committable()
+        return runner.checkpointer.in_flight == 0 and committable is not None and runner.stored == committable
+
 
 def read_topic(
     bootstrap: str,
