@@ -54,8 +54,8 @@ def test_broker_outage_becomes_backpressure_and_nothing_is_lost(tmp_path: Path, 
             status = daemon.status("legacy")
             wait_for(lambda: status.events_acked >= 20, what="the first 20 rows acknowledged")
             wait_for(offsets.exists, what="a stored position")
+            wait_for(lambda: daemon.positions_settled("legacy"), what="the acknowledged rows' position stored")
             broker.freeze()
-            time.sleep(0.5)  # let the committer store what was acknowledged before the outage
             stored_before = offsets.read_text()
 
             _insert(db, 21, 60)
