@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from liberator.positions import Position
@@ -29,9 +30,11 @@ class Checkpointer:
     """Tracks yielded items in order; `committable()` is the position of the longest acknowledged prefix.
 
     Thread-safe: items are added by the source thread, acknowledged from delivery callbacks.
+    `on_advance` hears each new committable position, in order, while the lock is held: it must be quick.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_advance: Callable[[Position], None] | None = None) -> None:
+        self._on_advance = on_advance
         self._lock = threading.Lock()
         self._items: dict[int, _Pending] = {}
         self._order: deque[int] = deque()
@@ -65,13 +68,16 @@ class Checkpointer:
                 self._failure = reason
 
     def _advance(self) -> None:
+        before = self._committable
         while self._order:
             item = self._items[self._order[0]]
             if not item.acked:
-                return
+                break
             del self._items[self._order.popleft()]
             if item.position is not None:
                 self._committable = item.position
+        if self._on_advance is not None and self._committable is not None and self._committable is not before:
+            self._on_advance(self._committable)
 
     def committable(self) -> Position | None:
         """The newest position whose items, and all before them, are acknowledged."""

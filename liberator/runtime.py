@@ -65,7 +65,7 @@ class SourceRunner:
         self.status = status
         self.start = start
         self.stop = stop
-        self.checkpointer = Checkpointer()
+        self.checkpointer = Checkpointer(on_advance=source.delivered)
         self.stored: Position | None = start
         self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)

@@ -66,6 +66,15 @@ class Source(ABC):
         yielded), FatalSourceError when only an operator can help.
         """
 
+    def delivered(self, position: Position) -> None:  # noqa: B027 - optional hook
+        """Kafka acknowledged every event up to `position`; the position may not be stored yet.
+
+        Called, in position order, from the Kafka delivery thread while the runtime holds its
+        acknowledgement lock: record the fact and return at once. For sources whose own table is the
+        durable record of what is left (the outbox), this is the moment to clean up; sources that resume
+        from the stored position act on `acknowledged` instead.
+        """
+
     def acknowledged(self, position: Position) -> None:  # noqa: B027 - optional hook
         """Everything up to `position` is acknowledged by Kafka and the position is stored.
 

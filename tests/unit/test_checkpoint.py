@@ -73,3 +73,19 @@ def test_failure_is_remembered() -> None:
     cp.fail(seq, "broker said no")
     assert cp.failure == "broker said no"
     assert cp.committable() is None
+
+
+def test_on_advance_hears_each_new_committable_position_in_order() -> None:
+    heard: list[Any] = []
+    cp = Checkpointer(on_advance=heard.append)
+    rng = random.Random(3)
+    seqs = [cp.add(Pos(i)) for i in range(200)]
+    rng.shuffle(seqs)
+    for seq in seqs:
+        cp.ack(seq)
+        cp.ack(seq)  # a repeated acknowledgement moves nothing and is not heard again
+    assert heard == sorted(heard, key=lambda p: p.n)
+    assert len(heard) == len({p.n for p in heard})
+    assert heard[-1] == Pos(199) == cp.committable()
+    cp.add(None, acked=True)  # no position: nothing new to hear
+    assert heard[-1] == Pos(199) and len(heard) == len({p.n for p in heard})
