@@ -1,7 +1,7 @@
 """The outbox-table source: publish what the application wrote into its outbox, then clean it up.
 
 The table is a queue. Each round claims the oldest unpublished rows (a batch), publishes them, waits
-until Kafka has acknowledged them (the runtime's `acknowledged()` hook), then deletes or marks them.
+until Kafka has acknowledged them (the runtime's `delivered()` hook), then deletes or marks them.
 Reading "what is still there" rather than "ids above the last one" means a transaction that commits
 late with a smaller id is simply read by a later round: nothing is skipped.
 
@@ -76,6 +76,7 @@ class OutboxSource(Source):
         self._ack_event = threading.Event()
         self._lock = threading.Lock()  # guards _acked, _in_flight and _closed (reading and committer threads)
         self._closed = False
+        self._finishing = threading.Lock()  # shutdown cleanup: close(), acknowledged() and the finisher, one at a time
         self._finisher: threading.Timer | None = None
 
     # -- set-up -------------------------------------------------------------------------------------
@@ -355,42 +356,64 @@ class OutboxSource(Source):
 
     # -- acknowledgement and shutdown ---------------------------------------------------------------
 
-    def acknowledged(self, position: Position) -> None:
+    def delivered(self, position: Position) -> None:
+        # The table, not the stored position, says what is left: a batch can go as soon as Kafka has it,
+        # so throughput does not wait for `offsets.flush_interval`. The reading thread does the cleanup.
         if not isinstance(position, OutboxPosition):
             return
         with self._lock:
             self._acked = position
+        self._ack_event.set()
+
+    def acknowledged(self, position: Position) -> None:
+        if not isinstance(position, OutboxPosition):
+            return
+        with self._lock:
+            if self._acked is None or not self._acked.covers(position):
+                self._acked = position
             closed = self._closed and bool(self._in_flight)
         self._ack_event.set()
         if closed:
             # The reading thread is gone (shutdown): clean up here, the last thing this source does;
             # batches this acknowledgement does not cover are let go (published again next run).
-            try:
-                self._clean_up_acknowledged()
-                self.context.log.info("cleaned up the batches Kafka acknowledged during shutdown")
-            except SQLAlchemyError as exc:
-                self.context.log.warning(
-                    "could not clean up after shutdown (%s); those rows will be published again", exc
-                )
-            self._teardown()
+            with self._finishing:
+                if self._engine is None:
+                    return  # already torn down
+                self._finish_cleanup("cleaned up the batches Kafka acknowledged during shutdown")
+                self._teardown()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            waiting = bool(self._in_flight) and self.context.stop.is_set()
-        if waiting:
-            # Kafka may still acknowledge these while the daemon flushes: `acknowledged` cleans them up
-            # then; if it never does, they are let go and published again by the next run.
-            self._finisher = threading.Timer(FINISH_TIMEOUT, self._abandon)
-            self._finisher.daemon = True
-            self._finisher.start()
+        with self._finishing:
+            with self._lock:
+                self._closed = True
+            stopping = self.context.stop.is_set()
+            if stopping:
+                self._finish_cleanup()  # delivered while the reading thread was stopping
+            with self._lock:
+                waiting = bool(self._in_flight) and stopping
+            if waiting:
+                # Kafka may still acknowledge these while the daemon flushes: the position stored then
+                # reaches `acknowledged`, which cleans them up; if none comes, they are published again.
+                self._finisher = threading.Timer(FINISH_TIMEOUT, self._abandon)
+                self._finisher.daemon = True
+                self._finisher.start()
+                return
+            self._teardown()
+
+    def _finish_cleanup(self, done: str | None = None) -> None:
+        try:
+            self._clean_up_acknowledged()
+        except SQLAlchemyError as exc:
+            self.context.log.warning("could not clean up at shutdown (%s); those rows will be published again", exc)
             return
-        self._teardown()
+        if done is not None:
+            self.context.log.info("%s", done)
 
     def _abandon(self) -> None:
-        if self._in_flight:
-            self.context.log.warning("batches were not acknowledged before shutdown; they will be published again")
-        self._teardown()
+        with self._finishing:
+            if self._in_flight:
+                self.context.log.warning("batches were not acknowledged before shutdown; they will be published again")
+            self._teardown()
 
     def _teardown(self) -> None:
         if self._finisher is not None and self._finisher is not threading.current_thread():

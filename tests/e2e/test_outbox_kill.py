@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from liberator.testbed import EmbeddedBroker
 from tests.integration.test_outbox_support import AppDb, app_db, outbox_yaml, register_order_schema
-from tests.support import app_config, read_topic, start_daemon_process, terminate, wait_for
+from tests.support import DaemonThread, app_config, read_topic, start_daemon_process, terminate, wait_for
 
 __all__ = ["app_db"]
 
@@ -28,20 +29,18 @@ def test_kill_9_after_publish_before_cleanup_replays_with_the_same_event_id(
     topic = f"{app_db.prefix}.order"
     register_order_schema(registry_url, topic)
     ids = [app_db.insert(str(n % 4), {"order_id": n, "total": "2.00"}) for n in range(20)]
-    # Positions (and so acknowledged(), and so cleanup) only every 60 s: the kill lands in between.
-    slow = f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\n  flush_interval: 60s\n"
     log = tmp_path / "daemon.log"
-    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db), offsets=slow)
-    process = start_daemon_process(config, log)
-    try:
-        first = read_topic(kafka_bootstrap, registry_url, topic, expect=20, timeout=60)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-    assert len(first) == 20
-    assert app_db.count() == 20, "rows were cleaned up before Kafka's acknowledgement was recorded"
-
     config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db))
+    with app_db.hold_cleanup():  # Kafka acknowledges, the DELETE waits: the kill lands in between
+        process = start_daemon_process(config, log)
+        try:
+            first = read_topic(kafka_bootstrap, registry_url, topic, expect=20, timeout=60)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+    assert len(first) == 20
+    assert app_db.count() == 20, "the rows were deleted although the cleanup never committed"
+
     process = start_daemon_process(config, log)
     try:
         wait_for(lambda: app_db.count() == 0, timeout=60, what="the replayed rows to be cleaned up")
@@ -113,22 +112,32 @@ def test_kill_9_at_random_moments_while_writing_loses_nothing(
         assert firsts == sorted(firsts), f"aggregate {aggregate} published out of outbox order"
 
 
-def test_sigterm_cleans_up_the_batch_acknowledged_during_shutdown(
-    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+def test_sigterm_cleans_up_the_batch_kafka_acknowledges_during_shutdown(
+    app_db: AppDb, tmp_path: Path, registry_url: str
 ) -> None:
+    """A batch is in Kafka's hands when SIGTERM comes (the broker is frozen); the reading thread ends,
+    the broker answers while the daemon flushes, and that last acknowledgement still cleans the batch up."""
     app_db.create_outbox()
     topic = f"{app_db.prefix}.order"
     register_order_schema(registry_url, topic)
-    for n in range(10):
-        app_db.insert(str(n), {"order_id": n, "total": "1.00"})
-    # No position is stored while running: only the final one at shutdown acknowledges the batch.
-    slow = f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\n  flush_interval: 60s\n"
-    log = tmp_path / "daemon.log"
-    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db), offsets=slow)
-    process = start_daemon_process(config, log)
+    broker = EmbeddedBroker().start()
+    config = app_config(tmp_path, broker.bootstrap_servers, registry_url, outbox_yaml(app_db))
     try:
-        assert len(read_topic(kafka_bootstrap, registry_url, topic, expect=10, timeout=60)) == 10
-        assert app_db.count() == 10
+        with DaemonThread(config) as daemon:
+            app_db.insert("0", {"order_id": 0, "total": "1.00"})
+            wait_for(lambda: app_db.count() == 0, what="the first event published and cleaned up")
+            status = daemon.status("ob")
+            broker.freeze()
+            for n in range(1, 10):
+                app_db.insert(str(n), {"order_id": n, "total": "1.00"})
+            wait_for(lambda: status.events_published >= 10, what="the batch handed to the frozen broker")
+            assert app_db.count() == 9
+            thaw = threading.Timer(1.0, broker.freeze, args=(False,))
+            thaw.start()
+            assert daemon.stop() == 0
+            thaw.join()
+        assert app_db.count() == 0
+        records = read_topic(broker.bootstrap_servers, registry_url, topic, expect=10)
+        assert sorted(r["value"]["order_id"] for r in records) == list(range(10))
     finally:
-        assert terminate(process) == 0, log.read_text()[-3000:]
-    assert app_db.count() == 0, log.read_text()[-3000:]
+        broker.stop()

@@ -179,3 +179,24 @@ def test_a_batch_acknowledged_after_close_is_cleaned_up_and_held_until_then(
     assert app_db.count() == 3
     source.acknowledged(checkpoint.position)
     assert app_db.count() == 0
+
+
+def test_batches_are_cleaned_up_once_kafka_has_them_not_once_the_position_is_stored(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """The table says what is left, so the cleanup need not wait for the offset flush: six batches,
+    one in flight at a time, with positions stored only every 60 s, are all gone in seconds."""
+    app_db.create_outbox()
+    topic = f"{app_db.prefix}.order"
+    register_order_schema(registry_url, topic)
+    for n in range(30):
+        app_db.insert(str(n % 3), {"order_id": n, "total": "1.00"})
+    slow = f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\n  flush_interval: 60s\n"
+    extra = "    batch_size: 5\n    max_in_flight: 1\n"
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, extra), offsets=slow)
+    with DaemonThread(config) as daemon:
+        wait_for(lambda: app_db.count() == 0, timeout=20, what="every batch cleaned up")
+        assert daemon.status("ob").positions_stored == 0
+    assert [r["value"]["order_id"] for r in read_topic(kafka_bootstrap, registry_url, topic, expect=30)] == list(
+        range(30)
+    )

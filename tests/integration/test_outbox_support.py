@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,37 @@ class AppDb:
     def run(self, sql: str, **params: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.text(sql), params)
+
+    @contextmanager
+    def hold_cleanup(self) -> Iterator[None]:
+        """Rows can still be claimed and published, but the daemon's cleanup waits until the block ends.
+
+        The window between Kafka's acknowledgement and the cleanup is short; this holds it open so a
+        kill can land inside it. SQLite has no lock that lets the claim through but not the DELETE."""
+        if self.kind == "sqlite":
+            pytest.skip("SQLite cannot hold back the cleanup alone; PostgreSQL and MariaDB cover this")
+        with self.engine.connect() as holder:
+            if self.kind == "postgresql":
+                # SHARE blocks DELETE/UPDATE (ROW EXCLUSIVE) but not the claim's FOR UPDATE (ROW SHARE).
+                holder.execute(sa.text("LOCK TABLE outbox IN SHARE MODE"))
+                yield
+                holder.rollback()
+                return
+            # InnoDB: the claim already row-locks what the cleanup deletes, so hold the DELETE in a trigger
+            # waiting on a named lock this session owns.
+            lock = f"{self.prefix}-hold"
+            holder.execute(sa.text("SELECT GET_LOCK(:lock, 10)"), {"lock": lock})
+            holder.execute(
+                sa.text(
+                    "CREATE TRIGGER outbox_hold BEFORE DELETE ON outbox FOR EACH ROW "
+                    f"SET @held = GET_LOCK('{lock}', 600)"
+                )
+            )
+            try:
+                yield
+            finally:
+                holder.execute(sa.text("SELECT RELEASE_LOCK(:lock)"), {"lock": lock})
+                holder.execute(sa.text("DROP TRIGGER outbox_hold"))
 
     def count(self, where: str = "1=1") -> int:
         with self.engine.connect() as conn:
