@@ -27,6 +27,7 @@ from typing import Any, ClassVar, cast
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors.outbox.claim import Claim, Claimer
 from connectors.outbox.config import OutboxSourceConfig
 from connectors.outbox.dialects import classify_error, use_skip_locked
 from connectors.outbox.locks import LeaderLock
@@ -68,7 +69,7 @@ class OutboxSource(Source):
         self._engine: sa.Engine | None = None
         self._router: OutboxRouter | None = None
         self._queries: OutboxQueries | None = None
-        self._skip_locked = False
+        self._claimer: Claimer | None = None
         self._leader: LeaderLock | None = None
         self._notifier: Notifier | None = None
         self._in_flight: list[_Batch] = []  # published batches awaiting Kafka, oldest first
@@ -93,10 +94,10 @@ class OutboxSource(Source):
             self._router = OutboxRouter(self.cfg, self.cfg.name, self.context.registry)
         try:
             with self._engine.connect() as conn:
-                self._skip_locked = use_skip_locked(conn, self.cfg)
-            dialect = self._engine.dialect.name
-            self._queries = OutboxQueries(self.cfg, dialect)
-            if not self._skip_locked and self._leader is None:
+                skip_locked = use_skip_locked(conn, self.cfg)
+            self._queries = OutboxQueries(self.cfg, self._engine.dialect.name)
+            self._claimer = Claimer(self._engine, self._queries, self.cfg, skip_locked)
+            if not skip_locked and self._leader is None:
                 database = self._engine.url.database or ""
                 self._leader = LeaderLock(
                     self._engine, f"liberator-outbox.{database.rsplit('/', 1)[-1]}.{self.cfg.table}"
@@ -113,7 +114,8 @@ class OutboxSource(Source):
             with self._engine.connect() as conn:
                 # The claim and the cleanup, run and rolled back: checks the table, the columns and the
                 # privileges (FOR UPDATE needs UPDATE rights) in one go.
-                conn.execute(self._queries.claim(1, self._skip_locked)).all()
+                assert self._claimer is not None
+                conn.execute(self._queries.claim(1, self._claimer.skip_locked)).all()
                 for statement, params in self._queries.cleanup([-1]):
                     conn.execute(statement, params)
                 conn.rollback()
@@ -154,16 +156,15 @@ class OutboxSource(Source):
                     else:
                         self._wait_for_work()
                     continue
-                conn, rows, full = claimed
                 number += 1
-                failure = yield from self._publish(run, number, conn, rows)
+                failure = yield from self._publish(run, number, claimed.conn, claimed.rows)
                 if failure is not None:
                     # on_invalid: stop. Let Kafka acknowledge (and clean up) what came before the bad row.
                     while self._in_flight and not stop.is_set():
                         yield from self._await_oldest()
                         self._clean_up_acknowledged()
                     raise failure
-                if not full:
+                if not claimed.full:
                     # Caught up: finish what is in flight, then rest until there is new work.
                     while self._in_flight and not stop.is_set():
                         yield from self._await_oldest()
@@ -192,67 +193,12 @@ class OutboxSource(Source):
         self.context.stop.wait(self.cfg.poll_interval)
         return False
 
-    def _claim(self) -> tuple[sa.Connection | None, list[sa.Row[Any]], bool] | None:
-        """The next rows to publish, the open transaction locking them (skip_locked), and whether the
-        batch came back full (more may be waiting). Rows of batches still in flight are never claimed
-        again: other transactions' locks hide them (skip_locked), or they are filtered out (leader)."""
-        assert self._engine is not None and self._queries is not None
+    def _claim(self) -> Claim | None:
+        assert self._claimer is not None
         self.phase = "polling"
-        batch_size = self.cfg.batch_size
-        in_flight = self._in_flight_ids()
-        if not self._skip_locked:
-            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                fetched = self._fetch(conn, self._queries.claim(batch_size + len(in_flight), False))
-            rows = [row for row in fetched if row._mapping[self.cfg.columns.id] not in in_flight][:batch_size]
-            return (None, rows, len(rows) == batch_size) if rows else None
-        conn = self._engine.connect()
-        try:
-            if conn.dialect.name in ("mysql", "mariadb"):
-                # REPEATABLE READ would take gap locks and block the application's inserts meanwhile.
-                conn = conn.execution_options(isolation_level="READ COMMITTED")
-            rows = self._fetch(conn, self._queries.claim(batch_size, True))
-            full = len(rows) == batch_size
-            if rows:
-                rows = self._without_waiting_aggregates(conn, rows, in_flight)
-        except BaseException:
-            conn.close()
-            raise
-        if not rows:
-            conn.rollback()
-            conn.close()
-            return None
-        return conn, rows, full
-
-    def _fetch(self, conn: sa.Connection, claim: sa.Select[Any]) -> list[sa.Row[Any]]:
-        assert self._queries is not None
-        if not self._queries.claims_ids_first:
-            return list(conn.execute(claim).all())
-        ids = [row[0] for row in conn.execute(claim)]
-        if not ids:
-            return []
-        return list(conn.execute(self._queries.rows_by_id(), {"outbox_ids": ids}).all())
-
-    def _in_flight_ids(self) -> set[Any]:
         with self._lock:
-            return {i for batch in self._in_flight for i in batch.ids}
-
-    def _without_waiting_aggregates(
-        self, conn: sa.Connection, rows: list[sa.Row[Any]], in_flight: set[Any]
-    ) -> list[sa.Row[Any]]:
-        """Drop rows whose aggregate has an older row neither this claim nor our batches in flight hold
-        (another daemon has it): publishing them now could overtake it. They stay locked by this claim
-        and unpublished until a later round."""
-        assert self._queries is not None
-        cols = self.cfg.columns
-        mine = {row._mapping[cols.id] for row in rows} | in_flight
-        waiting = {
-            (older[1], older[2]) for older in conn.execute(self._queries.older_than(rows[-1])) if older[0] not in mine
-        }
-        if not waiting:
-            return rows
-        return [
-            row for row in rows if (row._mapping[cols.aggregate_type], row._mapping[cols.aggregate_id]) not in waiting
-        ]
+            in_flight = {i for batch in self._in_flight for i in batch.ids}
+        return self._claimer.claim(in_flight)
 
     def _publish(
         self, run: str, number: int, conn: sa.Connection | None, rows: list[sa.Row[Any]]
