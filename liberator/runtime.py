@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from liberator import plugins
 from liberator.checkpoint import Checkpointer
 from liberator.config import AppConfig
-from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+from liberator.errors import ConfigError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.health import start_http
 from liberator.metrics import Metrics, SourceStatus
@@ -40,7 +40,9 @@ FLUSH_ON_STOP = 30.0
 def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
     """The one line that stops a source whose event Kafka refused."""
     reason = f"Kafka refused an event for topic {topic}: {error.str()}"
-    if keyless and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
+    if error.code() == KafkaError._MSG_TIMED_OUT:
+        reason += " (kafka.settings sets a finite message.timeout.ms; without it the daemon waits for the broker)"
+    elif keyless and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
         # Kafka answers a keyless record on a compacted topic with a bare "invalid record".
         reason += (
             " (a record without a key, such as a truncate event, is refused by a compacted topic; "
@@ -77,6 +79,8 @@ class SourceRunner:
                 self.status.events_acked += 1
             else:
                 self.checkpointer.fail(seq, delivery_failure(message.topic(), message.key() is None, error))
+                # An idle source yields nothing more that could notice: stop its reading thread now.
+                self.stop.set()
 
         return callback
 
@@ -88,10 +92,7 @@ class SourceRunner:
                 self.status.state = "running"
                 for item in self.source.read(position):
                     if self.checkpointer.failure:
-                        raise FatalSourceError(
-                            f"{self.checkpointer.failure}; positions stay at the last acknowledged event; "
-                            "fix the broker or topic and restart"
-                        )
+                        break
                     if isinstance(item, Checkpoint):
                         self.checkpointer.add(item.position, acked=True)
                         position = item.position
@@ -104,7 +105,7 @@ class SourceRunner:
                         break
                     backoff = 1.0
                 else:
-                    if not self.stop.is_set():
+                    if not self.stop.is_set() and not self.checkpointer.failure:
                         self.status.state = "finished"
                         self.log.info("source finished (nothing more to read)")
                         return
@@ -127,6 +128,12 @@ class SourceRunner:
                 return
             finally:
                 self.source.close()
+        if self.checkpointer.failure:
+            self._fail(
+                f"{self.checkpointer.failure}; positions stay at the last acknowledged event; "
+                "fix the broker or topic and restart"
+            )
+            return
         self.status.state = "stopped"
 
     def _publish(self, event: ChangeEvent) -> None:
@@ -226,7 +233,9 @@ class Daemon:
 
         stored_all = store.load_all()
         for source_config in config.sources:
-            source = build_source(source_config, config.name, self.stop, registry)
+            # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
+            source_stop = threading.Event()
+            source = build_source(source_config, config.name, source_stop, registry)
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)
             if start is not None:
@@ -234,7 +243,7 @@ class Daemon:
                 log.info("source %s resumes from %s", source_config.name, start.to_json())
             else:
                 log.info("source %s starts from the beginning", source_config.name)
-            self.runners.append(SourceRunner(source, source_config, publisher, status, start, self.stop))
+            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop))
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
@@ -252,10 +261,13 @@ class Daemon:
             sink_runner.thread.start()
         try:
             while any(r.thread.is_alive() for r in self.runners) or any(r.thread.is_alive() for r in self.sink_runners):
-                self.stop.wait(config.offsets.flush_interval)
+                if self.stop.wait(config.offsets.flush_interval):
+                    break
                 self._store_positions(store)
         finally:
             self.stop.set()
+            for runner in self.runners:
+                runner.stop.set()
             for runner in self.runners:
                 runner.thread.join()
             for sink_runner in self.sink_runners:

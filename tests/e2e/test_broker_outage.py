@@ -77,3 +77,43 @@ def test_broker_outage_becomes_backpressure_and_nothing_is_lost(tmp_path: Path, 
         assert ids == list(range(1, 71))  # each row once, in order: idempotence held across the outage
     finally:
         broker.stop()
+
+
+def test_a_failed_delivery_stops_an_idle_source_at_once_and_loses_nothing(tmp_path: Path, registry_url: str) -> None:
+    """With a finite message.timeout.ms an outage fails the delivery. The query source yields nothing
+    while the table is quiet, so the runtime must notice the failure itself, not at the next event."""
+    db = tmp_path / "legacy.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, updated_at DATETIME NOT NULL)")
+    _insert(db, 1, 3)
+    broker = EmbeddedBroker().start()
+    source = (
+        f"  - name: legacy\n    type: query\n    url: sqlite:///{db}\n    tables: [items]\n"
+        "    cursor: [updated_at, id]\n    poll_interval: 100ms\n    safety_delay: 0s\n"
+        '    topic: "timeout.{table}"\n'
+    )
+    config = app_config(tmp_path, broker.bootstrap_servers, registry_url, source)
+    patient = config.read_text()
+    impatient = patient.replace("kafka:\n", "kafka:\n  settings:\n    message.timeout.ms: 1500\n", 1)
+    try:
+        config.write_text(impatient)
+        with DaemonThread(config) as daemon:
+            wait_for(lambda: "legacy" in daemon.daemon.metrics.sources, what="the source to start")
+            status = daemon.status("legacy")
+            wait_for(lambda: status.events_acked >= 3, what="the first rows acknowledged")
+            wait_for(lambda: daemon.positions_settled("legacy"), what="their position stored")
+            broker.freeze()
+            _insert(db, 4, 4)  # the last change for a while: the source goes quiet after it
+            wait_for(lambda: status.state == "failed", timeout=20, what="the source to fail on the delivery")
+            assert daemon.wait(30) == 1, "the only source failed: the daemon must exit non-zero"
+        assert "Kafka refused an event for topic timeout.items" in status.error
+        assert "message.timeout.ms" in status.error and "restart" in status.error
+        broker.freeze(False)
+        config.write_text(patient)
+        with DaemonThread(config) as daemon:
+            records = read_topic(broker.bootstrap_servers, registry_url, "timeout.items", expect=4)
+        assert [r["key"]["id"] for r in records][-1] == 4  # the failed row was not skipped
+        assert sorted({r["key"]["id"] for r in records}) == [1, 2, 3, 4]
+    finally:
+        broker.freeze(False)
+        broker.stop()
