@@ -30,23 +30,24 @@ def _insert(db: Path, first: int, last: int) -> None:
         )
 
 
-def test_broker_outage_becomes_backpressure_and_nothing_is_lost(tmp_path: Path, registry_url: str) -> None:
+def _legacy(tmp_path: Path, rows: int, prefix: str) -> tuple[Path, str]:
+    """A SQLite table with `rows` rows and the query source that reads it into `<prefix>.items`."""
     db = tmp_path / "legacy.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, updated_at DATETIME NOT NULL)")
-    _insert(db, 1, 20)
-    broker = EmbeddedBroker().start()
+    _insert(db, 1, rows)
     source = (
         f"  - name: legacy\n    type: query\n    url: sqlite:///{db}\n    tables: [items]\n"
         "    cursor: [updated_at, id]\n    poll_interval: 100ms\n    safety_delay: 0s\n"
-        '    topic: "outage.{table}"\n'
+        f'    topic: "{prefix}.{{table}}"\n'
     )
-    config = app_config(
-        tmp_path,
-        broker.bootstrap_servers,
-        registry_url,
-        source,
-    )
+    return db, source
+
+
+def test_broker_outage_becomes_backpressure_and_nothing_is_lost(tmp_path: Path, registry_url: str) -> None:
+    db, source = _legacy(tmp_path, 20, "outage")
+    broker = EmbeddedBroker().start()
+    config = app_config(tmp_path, broker.bootstrap_servers, registry_url, source)
     offsets = tmp_path / "offsets.json"
     try:
         with DaemonThread(config) as daemon:
@@ -82,16 +83,8 @@ def test_broker_outage_becomes_backpressure_and_nothing_is_lost(tmp_path: Path, 
 def test_a_failed_delivery_stops_an_idle_source_at_once_and_loses_nothing(tmp_path: Path, registry_url: str) -> None:
     """With a finite message.timeout.ms an outage fails the delivery. The query source yields nothing
     while the table is quiet, so the runtime must notice the failure itself, not at the next event."""
-    db = tmp_path / "legacy.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, updated_at DATETIME NOT NULL)")
-    _insert(db, 1, 3)
+    db, source = _legacy(tmp_path, 3, "timeout")
     broker = EmbeddedBroker().start()
-    source = (
-        f"  - name: legacy\n    type: query\n    url: sqlite:///{db}\n    tables: [items]\n"
-        "    cursor: [updated_at, id]\n    poll_interval: 100ms\n    safety_delay: 0s\n"
-        '    topic: "timeout.{table}"\n'
-    )
     config = app_config(tmp_path, broker.bootstrap_servers, registry_url, source)
     patient = config.read_text()
     impatient = patient.replace("kafka:\n", "kafka:\n  settings:\n    message.timeout.ms: 1500\n", 1)
