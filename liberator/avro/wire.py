@@ -50,8 +50,28 @@ class AvroEncoder:
         self.schema_id = schema_id
         self._parsed = fastavro.parse_schema(schema)
         self._header = _header(schema_id)
+        self._record_unions = _nullable_record_fields(self._parsed)
 
     def encode(self, datum: Any) -> bytes:
+        if self._record_unions and isinstance(datum, dict):
+            # Name the branch of ["null", record] fields (fastavro's tuple notation): otherwise fastavro
+            # validates the whole nested record against the branch before writing it, which made a change
+            # envelope (before/after/transaction) half again as slow to encode.
+            named = None
+            for field, branch in self._record_unions:
+                value = datum.get(field)
+                if value is not None and not isinstance(value, tuple):
+                    if named is None:
+                        named = dict(datum)
+                    named[field] = (branch, value)
+            if named is not None:
+                try:
+                    return self._write(named)
+                except SchemaError:
+                    pass  # write it again unnamed: fastavro's message then names the field that failed
+        return self._write(datum)
+
+    def _write(self, datum: Any) -> bytes:
         buffer = io.BytesIO()
         buffer.write(self._header)
         try:
@@ -63,6 +83,26 @@ class AvroEncoder:
                 f"cannot encode a datum of record {name} (schema id {self.schema_id}): {message}"
             ) from None
         return buffer.getvalue()
+
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def _nullable_record_fields(parsed: Any) -> tuple[tuple[str, str], ...]:
+    """(field, full record name) for each top-level field of type ["null", record] in a parsed schema."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return ()
+    found: list[tuple[str, str]] = []
+    for field in parsed.get("fields", []):
+        branches = field.get("type")
+        if not isinstance(branches, list) or len(branches) != 2 or "null" not in branches:
+            continue
+        other = branches[1] if branches[0] == "null" else branches[0]
+        if isinstance(other, dict) and other.get("type") == "record":
+            found.append((field["name"], other["name"]))  # parse_schema made the name full
+        elif isinstance(other, str) and other not in _PRIMITIVES:
+            found.append((field["name"], other))  # a reference to a record named earlier, already full
+    return tuple(found)
 
 
 class AvroDecoder:
