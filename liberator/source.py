@@ -69,8 +69,9 @@ class Source(ABC):
     def delivered(self, position: Position) -> None:  # noqa: B027 - optional hook
         """Kafka acknowledged every event up to `position`; the position may not be stored yet.
 
-        Called, in position order, from the Kafka delivery thread while the runtime holds its
-        acknowledgement lock: record the fact and return at once. For sources whose own table is the
+        Called, in position order, from whichever thread moved the position (a Kafka delivery callback,
+        or the reading thread yielding a checkpoint) while the runtime holds its acknowledgement lock:
+        record the fact and return at once. For sources whose own table is the
         durable record of what is left (the outbox), this is the moment to clean up; sources that resume
         from the stored position act on `acknowledged` instead.
         """

@@ -7,6 +7,7 @@ import struct
 from typing import Any
 
 import fastavro
+from avro.constants import PRIMITIVE_TYPES
 
 from liberator.errors import LiberatorError, SchemaError
 
@@ -85,9 +86,6 @@ class AvroEncoder:
         return buffer.getvalue()
 
 
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-
-
 def _nullable_record_fields(parsed: Any) -> tuple[tuple[str, str], ...]:
     """(field, full record name) for each top-level field of type ["null", record] in a parsed schema."""
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
@@ -100,8 +98,8 @@ def _nullable_record_fields(parsed: Any) -> tuple[tuple[str, str], ...]:
         other = branches[1] if branches[0] == "null" else branches[0]
         if isinstance(other, dict) and other.get("type") == "record":
             found.append((field["name"], other["name"]))  # parse_schema made the name full
-        elif isinstance(other, str) and other not in _PRIMITIVES:
-            found.append((field["name"], other))  # a reference to a record named earlier, already full
+        elif isinstance(other, str) and other not in PRIMITIVE_TYPES:
+            found.append((field["name"], other))  # a reference to a type named earlier, already full
     return tuple(found)
 
 

@@ -13,7 +13,8 @@ import decimal
 import uuid
 from typing import Any
 
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+from avro.constants import PRIMITIVE_TYPES
+
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
@@ -59,7 +60,7 @@ class JsonToAvro:
         if isinstance(schema, list):
             return self._union(schema, value, path, namespace)
         if isinstance(schema, str):
-            if schema in _PRIMITIVES:
+            if schema in PRIMITIVE_TYPES:
                 return _primitive(schema, value, path)
             named = self._named.get(_fullname(schema, namespace)) or self._named.get(schema)
             if named is None:
