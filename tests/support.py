@@ -173,3 +173,9 @@ def versions_by_key(records: list[dict[str, Any]], field: str) -> dict[Any, set[
     for record in records:
         seen.setdefault(record["key"]["id"], set()).add(record["value"]["after"][field])
     return seen
+
+
+def version_gaps(final: dict[Any, int], seen: dict[Any, set[Any]]) -> dict[Any, list[int]]:
+    """Per key, the versions between the first one on the topic and `final` that never reached it."""
+    gaps = {k: sorted(set(range(min(seen[k]), v + 1)) - seen[k]) for k, v in final.items()}
+    return {k: g for k, g in gaps.items() if g}
