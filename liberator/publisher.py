@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException
 
 # NewTopic is re-exported without being listed in the package stubs' __all__.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from liberator.avro import AvroEncoder
+from liberator.capture import CapturedTable, TableCodec
 from liberator.config import KafkaConfig, RegistryConfig
 from liberator.errors import FatalSourceError, LiberatorError, SchemaError
 from liberator.events import ChangeEvent, Stream
@@ -78,16 +78,15 @@ class TopicManager:
 
 
 class Publisher:
-    """Shared by all sources of a daemon; thread-safe (confluent_kafka's Producer is)."""
+    """Schemas and topics for every source of a daemon: registers (and so checks) a stream's schemas and makes
+    its topic before the first record; thread-safe. Each source produces through its own producer."""
 
     def __init__(
         self,
-        producer: Producer,
         registry: RegistryClient,
         registry_config: RegistryConfig,
         topics: TopicManager,
     ) -> None:
-        self.producer = producer
         self.registry = registry
         self.registry_config = registry_config
         self.topics = topics
@@ -116,41 +115,24 @@ class Publisher:
             )
             return prepared
 
+    def prepare_table(self, table: CapturedTable) -> TableCodec:
+        """Register (and so check) a captured table's schemas, then encode its records with their ids."""
+        prepared = self.prepare(table.stream)
+        assert prepared.value is not None
+        return TableCodec(table, prepared.key.schema_id, prepared.value.schema_id)
+
+    def encode_event(self, event: ChangeEvent) -> tuple[bytes | None, bytes | None]:
+        """(key, value) of a record a connector made itself (an outbox event), in the wire format."""
+        prepared = self.prepare(event.stream)
+        key = prepared.key.encode(event.key) if event.key is not None else None
+        return key, self._value(event, prepared)
+
     def _register(self, subject: str, schema: dict[str, Any]) -> int:
         wanted = self.registry_config.compatibility
         if wanted is not None and not self.registry.subject_exists(subject):
             # Only a new subject gets our level: an operator's later choice on an existing one stands.
             self.registry.set_compatibility(subject, wanted)
         return self.registry.register(subject, schema)
-
-    def publish(
-        self,
-        event: ChangeEvent,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-        stop: threading.Event,
-    ) -> int:
-        """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
-        prepared = self.prepare(event.stream)
-        # A keyless event (a truncate) is produced with a null key; the key schema stays registered for the stream.
-        key = prepared.key.encode(event.key) if event.key is not None else None
-        value = self._value(event, prepared)
-        while True:
-            try:
-                self.producer.produce(
-                    event.stream.topic,
-                    key=key,
-                    value=value,
-                    timestamp=event.timestamp_ms,
-                    headers=list(event.headers) if event.headers else None,
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                # The broker is slow or away: wait for room instead of dropping or buffering without bound.
-                self.producer.poll(0.1)
-                if stop.is_set():
-                    raise ShutdownDuringBackpressure() from None
-        return (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
 
     @staticmethod
     def _value(event: ChangeEvent, prepared: PreparedStream) -> bytes | None:

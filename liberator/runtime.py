@@ -11,158 +11,29 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from types import FrameType
-from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
 from liberator import plugins
-from liberator.checkpoint import Checkpointer
 from liberator.config import AppConfig
-from liberator.errors import ConfigError, LiberatorError, TransientSourceError
-from liberator.events import ChangeEvent, Checkpoint
+from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
-from liberator.metrics import Metrics, SourceStatus
-from liberator.offsets import OffsetStore, StoredOffset, open_store
+from liberator.metrics import Metrics
+from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
-from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicManager, producer_settings
-from liberator.registry.client import RegistryClient, RegistryUnavailable
+from liberator.publisher import Publisher, TopicManager, producer_settings
+from liberator.registry.client import RegistryClient
 from liberator.sinkrunner import SinkRunner, create_sink_runners
-from liberator.source import Source, SourceConfig, SourceContext
+from liberator.source import AnySource, SourceConfig, SourceContext
+from liberator.sourcerunner import SourceRunner, delivery_failure
 
 log = logging.getLogger("liberator")
 
-MAX_BACKOFF = 30.0
-FLUSH_ON_STOP = 30.0
+__all__ = ["Daemon", "build_source", "delivery_failure", "load_start", "registry_client"]
 
 
-def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
-    """The one line that stops a source whose event Kafka refused."""
-    reason = f"Kafka refused an event for topic {topic}: {error.str()}"
-    if error.code() == KafkaError._MSG_TIMED_OUT:
-        reason += " (kafka.settings sets a finite message.timeout.ms; without it the daemon waits for the broker)"
-    elif keyless and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
-        # Kafka answers a keyless record on a compacted topic with a bare "invalid record".
-        reason += (
-            " (a record without a key, such as a truncate event, is refused by a compacted topic; "
-            "set the source's `truncate: warn`, or use cleanup.policy=delete for this topic)"
-        )
-    return reason
-
-
-class SourceRunner:
-    def __init__(
-        self,
-        source: Source,
-        config: SourceConfig,
-        publisher: Publisher,
-        status: SourceStatus,
-        start: Position | None,
-        stop: threading.Event,
-    ) -> None:
-        self.source = source
-        self.config = config
-        self.publisher = publisher
-        self.status = status
-        self.start = start
-        self.stop = stop
-        self.checkpointer = Checkpointer(on_advance=source.delivered)
-        self.stored: Position | None = start
-        self.log = logging.getLogger(f"liberator.source.{config.name}")
-        self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
-
-    def _on_delivery(self, seq: int) -> Any:
-        def callback(error: KafkaError | None, message: Message) -> None:
-            if error is None:
-                self.checkpointer.ack(seq)
-                self.status.events_acked += 1
-            else:
-                self.checkpointer.fail(seq, delivery_failure(message.topic(), message.key() is None, error))
-                # An idle source yields nothing more that could notice: stop its reading thread now.
-                self.stop.set()
-
-        return callback
-
-    def _run(self) -> None:
-        position = self.start
-        backoff = 1.0
-        while not self.stop.is_set():
-            try:
-                self.status.state = "running"
-                for item in self.source.read(position):
-                    if self.checkpointer.failure:
-                        break
-                    if isinstance(item, Checkpoint):
-                        self.checkpointer.add(item.position, acked=True)
-                        position = item.position
-                        self.status.phase = self.source.phase  # idle sources show their phase too
-                    else:
-                        self._publish(item)
-                        if item.position is not None:
-                            position = item.position
-                    if self.stop.is_set():
-                        break
-                    backoff = 1.0
-                else:
-                    if not self.stop.is_set() and not self.checkpointer.failure:
-                        self.status.state = "finished"
-                        self.log.info("source finished (nothing more to read)")
-                        return
-                break
-            except (TransientSourceError, RegistryUnavailable) as exc:
-                self.status.state = "retrying"
-                self.status.retries += 1
-                self.status.error = str(exc)
-                self.log.warning("%s; retrying in %.0fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            except ShutdownDuringBackpressure:
-                break
-            except LiberatorError as exc:
-                self._fail(str(exc))
-                return
-            except Exception as exc:
-                self.log.exception("unexpected error")
-                self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
-                return
-            finally:
-                self.source.close()
-        if self.checkpointer.failure:
-            self._fail(
-                f"{self.checkpointer.failure}; positions stay at the last acknowledged event; "
-                "fix the broker or topic and restart"
-            )
-            return
-        self.status.state = "stopped"
-
-    def _publish(self, event: ChangeEvent) -> None:
-        seq = self.checkpointer.add(event.position)
-        size = self.publisher.publish(event, self._on_delivery(seq), self.stop)
-        self.status.events_published += 1
-        self.status.phase = self.source.phase
-        self.status.bytes_published += size
-        self.status.last_event_ms = event.timestamp_ms
-
-    def _fail(self, message: str) -> None:
-        self.status.state = "failed"
-        self.status.error = message
-        self.log.error("%s", message)
-
-    def store_position(self, store: OffsetStore) -> None:
-        position = self.checkpointer.committable()
-        if position is None or position == self.stored:
-            return
-        document = position.to_json()
-        store.save(StoredOffset.now(self.config.name, self.config.type, document))
-        self.stored = position
-        self.status.positions_stored += 1
-        self.status.last_stored_at = time.time()
-        self.status.position = document
-        self.source.acknowledged(position)
-
-
-def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfig) -> Position | None:
+def load_start(store: OffsetStore, source_cls: type[AnySource], config: SourceConfig) -> Position | None:
     stored = store.load(config.name)
     if stored is None:
         return None
@@ -186,11 +57,14 @@ def registry_client(config: AppConfig, timeout: float = 10.0) -> RegistryClient:
 
 def build_source(
     config: SourceConfig, app: str, stop: threading.Event, registry: RegistryClient | None = None
-) -> Source:
+) -> AnySource:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
+    if not isinstance(config, source_cls.config_model):
+        # load_config validated it with this very model; anything else is a caller's mistake
+        raise ConfigError(f"source {config.name}: its config is not a {source_cls.config_model.__name__}")
     log = logging.getLogger(f"liberator.source.{config.name}")
     context = SourceContext(app_name=app, stop=stop, log=log, registry=registry)
-    source: Source = source_cls(config, context)
+    source: AnySource = source_cls(config, context)
     return source
 
 
@@ -222,13 +96,12 @@ class Daemon:
         store = open_store(config)
         registry = registry_client(config)
         settings = producer_settings(config.name, config.kafka)
-        producer = Producer(settings)
         admin_settings = {
             k: v
             for k, v in settings.items()
             if k in ("bootstrap.servers", "logger") or k.startswith(("security.", "sasl.", "ssl."))
         }
-        publisher = Publisher(producer, registry, config.schema_registry, TopicManager(config.kafka, admin_settings))
+        publisher = Publisher(registry, config.schema_registry, TopicManager(config.kafka, admin_settings))
         http = start_http(config.http.listen, self.metrics) if config.http else None
 
         stored_all = store.load_all()
@@ -243,18 +116,12 @@ class Daemon:
                 log.info("source %s resumes from %s", source_config.name, start.to_json())
             else:
                 log.info("source %s starts from the beginning", source_config.name)
-            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop))
+            # One producer per source: its reading thread polls it, so acknowledgements come back there.
+            producer = Producer({**settings, "client.id": f"liberator-{config.name}-{source_config.name}"})
+            self.runners.append(SourceRunner(source, source_config, publisher, producer, status, start, source_stop))
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
-        poller_done = threading.Event()
-
-        def poll_forever() -> None:
-            while not poller_done.is_set():
-                producer.poll(0.1)
-
-        poller = threading.Thread(target=poll_forever, name="kafka-poll", daemon=True)
-        poller.start()
         for runner in self.runners:
             runner.thread.start()
         for sink_runner in self.sink_runners:
@@ -273,11 +140,6 @@ class Daemon:
             for sink_runner in self.sink_runners:
                 sink_runner.thread.join()
             dead_letter.close()
-            left = producer.flush(FLUSH_ON_STOP)
-            if left:
-                log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
-            poller_done.set()
-            poller.join()
             self._store_positions(store)
             store.close()
             if http is not None:

@@ -1,8 +1,9 @@
 """The one small interface every source connector implements.
 
-A connector reads its database and yields `ChangeEvent`s (Avro datums plus the position after each)
-and `Checkpoint`s. The runtime does the rest: schema registration, serialisation, publishing, storing
-positions only after Kafka acknowledged everything before them, retries, metrics.
+A connector reads its database and yields batches of row changes (`liberator.capture.ChangeBatch`) with the
+position after each, `Checkpoint`s (a position with nothing to publish) and `IDLE` while it waits. The core
+and the runtime do the rest: keys, envelopes, schemas, serialisation, publishing, storing positions only
+after Kafka acknowledged everything before them, retries, metrics. docs/new-connector.md walks through one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,14 +41,24 @@ class SourceContext:
     registry: RegistryClient | None = None
 
 
-class Source(ABC):
+ConfigT = TypeVar("ConfigT", bound=SourceConfig)
+PositionT = TypeVar("PositionT", bound=Position)
+
+
+class Source(ABC, Generic[ConfigT, PositionT]):
+    """A source of one config model and one position type: `Source[MyConfig, MyPosition]`.
+
+    The runtime builds it with a config of `config_model` (validated at load) and hands `read` a position of
+    `position_type` (decoded from the offset store) or None, so the connector needs no type checks of its own.
+    """
+
     config_model: ClassVar[type[SourceConfig]]
     position_type: ClassVar[type[Position]]
     # What the source is doing, for /health: "snapshot", "polling", "streaming"...
     phase: str = ""
 
-    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT, context: SourceContext) -> None:
+        self.config: ConfigT = config
         self.context = context
 
     @abstractmethod
@@ -59,30 +70,32 @@ class Source(ABC):
         """The streams the source would publish now (for `liberator schemas` and start-up registration)."""
 
     @abstractmethod
-    def read(self, start: Position | None) -> Iterator[SourceItem]:
-        """Yield events from `start` (None: from the beginning, snapshot first) until `context.stop` is set.
+    def read(self, start: PositionT | None) -> Iterator[SourceItem]:
+        """Yield batches from `start` (None: from the beginning, snapshot first) until `context.stop` is set.
 
-        Raise TransientSourceError when the database goes away (the runtime reopens at the last position
-        yielded), FatalSourceError when only an operator can help.
+        Yield `IDLE` at least every second or so while waiting on the database: the runtime serves Kafka's
+        acknowledgements (and the hooks below) between two items. A delivery failure is raised into the
+        generator at the item it yielded last. Raise TransientSourceError when the database goes away (the
+        runtime reopens at the last position yielded), FatalSourceError when only an operator can help.
         """
 
-    def delivered(self, position: Position) -> None:  # noqa: B027 - optional hook
-        """Kafka acknowledged every event up to `position`; the position may not be stored yet.
+    def delivered(self, position: PositionT) -> None:  # noqa: B027 - optional hook
+        """Kafka acknowledged every record up to `position`; the position may not be stored yet.
 
-        Called, in position order, from whichever thread moved the position (a Kafka delivery callback,
-        or the reading thread yielding a checkpoint) while the runtime holds its acknowledgement lock:
-        record the fact and return at once. For sources whose own table is the
-        durable record of what is left (the outbox), this is the moment to clean up; sources that resume
+        Called on the reading thread, between two items, in position order. For sources whose own table is
+        the durable record of what is left (the outbox), this is the moment to clean up; sources that resume
         from the stored position act on `acknowledged` instead.
         """
 
-    def acknowledged(self, position: Position) -> None:  # noqa: B027 - optional hook
+    def acknowledged(self, position: PositionT) -> None:  # noqa: B027 - optional hook
         """Everything up to `position` is acknowledged by Kafka and the position is stored.
 
-        Called from the daemon's committer thread, so keep it to recording the fact: the reading thread acts
-        on it (confirm a replication slot's flush LSN, delete published outbox rows). It may also come after
-        `close()`, for the last positions stored at shutdown.
+        Called on the reading thread, between two items, in position order: confirm a replication slot's
+        flush LSN, forget what is safely stored. Positions stored at shutdown may never be heard.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once after `read` ends, however it ended."""
+
+
+AnySource = Source[Any, Any]

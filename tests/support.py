@@ -73,8 +73,7 @@ class DaemonThread:
 
         Comparing counters (`positions_stored > before`) races with a flush that already happened."""
         runner = next(r for r in self.daemon.runners if r.config.name == source)
-        committable = runner.checkpointer.committable()
-        return runner.checkpointer.in_flight == 0 and committable is not None and runner.stored == committable
+        return runner.settled()
 
 
 def read_topic(

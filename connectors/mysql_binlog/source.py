@@ -33,7 +33,7 @@ from liberator.positions import Position
 from liberator.source import Source, SourceConfig, SourceContext
 
 
-class MySQLBinlogSource(Source):
+class MySQLBinlogSource(Source[Any, Any]):
     config_model: ClassVar[type[SourceConfig]] = MySQLBinlogConfig
     position_type: ClassVar[type[Position]] = BinlogPosition
 

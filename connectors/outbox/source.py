@@ -57,7 +57,7 @@ class _Batch:
     complete: bool = False  # its checkpoint was yielded: an acknowledgement will follow
 
 
-class OutboxSource(Source):
+class OutboxSource(Source[Any, Any]):
     config_model: ClassVar[type[SourceConfig]] = OutboxSourceConfig
     position_type: ClassVar[type[Position]] = OutboxPosition
 

@@ -1,10 +1,14 @@
-"""pgoutput messages -> events: transactions, relations (shape changes), TOAST, truncates, checkpoints."""
+"""pgoutput messages -> row changes: transactions, relations (shape changes), TOAST, truncates, positions.
+
+Each transaction's changes go out as one batch at its Commit, with the position after it (its end LSN); a
+transaction larger than `MAX_BATCH` changes goes out in several batches, only the last one with a position,
+so memory stays bounded by a batch whatever the transaction's size.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.outbox import WalOutbox
@@ -21,12 +25,13 @@ from connectors.postgres_wal.pgoutput import (
     decode,
 )
 from connectors.postgres_wal.position import WalPosition, lsn_text
-from connectors.postgres_wal.rows import EventMaker, fill_unchanged, key_datum, parse_tuple, value_datum
-from connectors.postgres_wal.stream import Frame, Keepalive, XLogData
+from connectors.postgres_wal.rows import fill_unchanged, parse_tuple
+from connectors.postgres_wal.stream import Frame, Idle, Keepalive, XLogData
 from connectors.postgres_wal.tables import TableCatalog, TableState
-from liberator.envelope import Op, change_value
-from liberator.errors import FatalSourceError
-from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
+
+MAX_BATCH = 1000  # changes per batch inside a large transaction
 
 
 class ChangeDecoder:
@@ -37,7 +42,6 @@ class ChangeDecoder:
         config: PostgresWalConfig,
         catalog: TableCatalog,
         captured: set[str],
-        maker: EventMaker,
         position: WalPosition,
         log: logging.Logger,
         outbox: WalOutbox | None = None,
@@ -45,7 +49,6 @@ class ChangeDecoder:
         self.config = config
         self.catalog = catalog
         self.captured = captured
-        self.maker = maker
         self.log = log
         self.relations: dict[int, TableState | None] = {}
         self.names: dict[int, str] = {}
@@ -53,27 +56,30 @@ class ChangeDecoder:
         self.tables = position.tables
         self.skip = position.skip_before()
         self.begin: Begin | None = None
-        self.order = 0
-        self.xid = ""
-        self.lsn = ""
-        self.commit_ms = 0
+        self.txn = Txn(0)
+        self.items: list[RowChange | ChangeEvent] = []
         self.outbox = outbox
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
         if isinstance(frame, XLogData):
             yield from self.message(frame.payload)
-        elif isinstance(frame, Keepalive) and self.begin is None and frame.wal_end > self.last:
-            # Between transactions, everything before the server's LSN has reached us: nothing is pending.
-            yield self._checkpoint(frame.wal_end)
+        elif isinstance(frame, Keepalive):
+            if self.begin is None and frame.wal_end > self.last:
+                # Between transactions, everything before the server's LSN has reached us: nothing is pending.
+                yield Checkpoint(self._position(frame.wal_end))
+            else:
+                yield IDLE
+        elif isinstance(frame, Idle):
+            yield IDLE
 
-    def _checkpoint(self, lsn: int) -> Checkpoint:
+    def _position(self, lsn: int) -> WalPosition:
         self.last = lsn
         if self.skip:
             self.skip = {t: p for t, p in self.skip.items() if p > lsn}
             self.tables = tuple((t, p) for t, p in self.tables if p > lsn)
         elif self.tables:
             self.tables = ()
-        return Checkpoint(WalPosition(lsn, self.tables, snapshot_done=True))
+        return WalPosition(lsn, self.tables, snapshot_done=True)
 
     def _state(self, relid: int) -> TableState | None:
         state = self.relations.get(relid)
@@ -88,47 +94,55 @@ class ChangeDecoder:
     def message(self, payload: bytes) -> Iterator[SourceItem]:
         msg = decode(payload)
         kind = type(msg)
+        items = self.items
         if kind is Insert:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
             if state is not None:
-                values = parse_tuple(state, msg.new)
-                yield from self._change(state, Op.create, key_datum(state, values), None, value_datum(state, values))
+                items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
-                yield from self.outbox.inserted(msg.relid, msg.new)
+                items.extend(self.outbox.inserted(msg.relid, msg.new))
+            if len(items) >= MAX_BATCH:
+                yield ChangeBatch(items, None)
+                self.items = []
         elif kind is Begin:
             assert isinstance(msg, Begin)
             self.begin = msg
-            self.order = 0
-            self.xid = str(msg.xid)
-            self.lsn = lsn_text(msg.final_lsn)
-            self.commit_ms = msg.commit_micros // 1000
+            commit_ms = msg.commit_micros // 1000
+            self.txn = Txn(commit_ms, id=str(msg.xid), position=lsn_text(msg.final_lsn), commit_ms=commit_ms)
         elif kind is Commit:
             assert isinstance(msg, Commit)
             self.begin = None
-            yield self._checkpoint(msg.end_lsn)
+            position = self._position(msg.end_lsn)
+            if items:
+                yield ChangeBatch(items, position)
+                self.items = []
+            else:
+                yield Checkpoint(position)
         elif kind is Delete:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
             if state is not None:
                 old = parse_tuple(state, msg.old)
-                before = value_datum(state, old) if msg.old_is_full else None
-                yield from self._change(state, Op.delete, key_datum(state, old), before, None)
+                key = [old[i] for i in state.captured.key_index]
+                items.append(
+                    RowChange(state.captured, Op.delete, self.txn, before=old if msg.old_is_full else None, key=key)
+                )
+        elif kind is Update:
+            assert isinstance(msg, Update)
+            self._update(msg)
         elif kind is Relation:
             assert isinstance(msg, Relation)
-            yield from self._relation(msg)
+            self._relation(msg)
         elif kind is Truncate:
             assert isinstance(msg, Truncate)
-            yield from self._truncate(msg)
+            self._truncate(msg)
         elif kind is Message:
             assert isinstance(msg, Message)
             if self.outbox is not None:
-                yield from self.outbox.message(msg)
-        elif kind is Update:
-            assert isinstance(msg, Update)
-            yield from self._update(msg)
+                items.extend(self.outbox.message(msg))
 
-    def _relation(self, msg: Relation) -> Iterator[SourceItem]:
+    def _relation(self, msg: Relation) -> None:
         name = f"{msg.namespace}.{msg.name}"
         self.names[msg.relid] = name
         if self.outbox is not None:
@@ -136,14 +150,9 @@ class ChangeDecoder:
         if name not in self.captured:
             self.relations[msg.relid] = None
             return
-        known = self.relations.get(msg.relid)
-        state = self.catalog.from_relation(msg)
-        if known is not None and known.stream is not state.stream:
-            self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
-        self.relations[msg.relid] = state
-        yield from ()
+        self.relations[msg.relid] = self.catalog.from_relation(msg)
 
-    def _update(self, msg: Update) -> Iterator[SourceItem]:
+    def _update(self, msg: Update) -> None:
         state = self._state(msg.relid)
         if state is None:
             return
@@ -153,77 +162,22 @@ class ChangeDecoder:
         headers: tuple[tuple[str, bytes], ...] = ()
         if UNCHANGED_TOAST in new:
             headers = fill_unchanged(state, new, full_old, self.config.toast_placeholder)
-        after = value_datum(state, new)
-        key = key_datum(state, new)
-        before = None
-        if full_old is not None:
-            if UNCHANGED_TOAST in full_old:  # pragma: no cover - FULL old rows are sent detoasted
-                fill_unchanged(state, full_old, None, self.config.toast_placeholder)
-            before = value_datum(state, full_old)
-        if old is not None:
-            old_key = key_datum(state, old)
-            if old_key != key:
-                # The primary key changed: the old key is deleted, the new one created (each on its partition).
-                yield from self._change(state, Op.delete, old_key, before, None)
-                yield from self._change(state, Op.create, key, None, after, headers)
-                return
-        yield from self._change(state, Op.update, key, before, after, headers)
-
-    def _truncate(self, msg: Truncate) -> Iterator[SourceItem]:
-        names = [self.names.get(r, str(r)) for r in msg.relids]
-        names = [n for n in names if n in self.captured]
-        if not names:
-            return
-        if self.config.truncate == "publish":
-            # One keyless op 't' event per captured table, in the message's order, like Debezium's.
-            for relid in msg.relids:
-                state = self._state(relid)
-                if state is None:
-                    continue
-                self.order += 1
-                value = change_value(
-                    Op.truncate,
-                    None,
-                    None,
-                    state.info,
-                    position=self.lsn,
-                    commit_ms=self.commit_ms,
-                    transaction_id=self.xid,
-                    order=self.order,
-                )
-                yield ChangeEvent(state.stream, None, value, self.commit_ms, None)
-            return
-        line = (
-            f"TRUNCATE of {', '.join(names)} at {self.lsn}: the deleted rows cannot be published one by one; "
-            "consumers keep them until they re-read the table"
+        if full_old is not None and UNCHANGED_TOAST in full_old:  # pragma: no cover - FULL old rows are detoasted
+            fill_unchanged(state, full_old, None, self.config.toast_placeholder)
+        # A key-only old tuple (the key changed, REPLICA IDENTITY DEFAULT) carries just the old key's values.
+        old_key = None if old is None or full_old is not None else [old[i] for i in state.captured.key_index]
+        self.items.append(
+            RowChange(state.captured, Op.update, self.txn, before=full_old, after=new, key=old_key, headers=headers)
         )
-        if self.config.truncate == "fail":
-            raise FatalSourceError(
-                f"source {self.config.name}: {line}; set `truncate: warn` to go on, `truncate: publish` to publish "
-                "it, or reset the offsets to snapshot again"
-            )
-        self.log.warning("%s", line)
 
-    def _change(
-        self,
-        state: TableState,
-        op: Op,
-        key: dict[str, Any],
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-        headers: tuple[tuple[str, bytes], ...] = (),
-    ) -> Iterator[ChangeEvent]:
-        self.order += 1
-        yield from self.maker.events(
-            state,
-            op,
-            key,
-            before,
-            after,
-            timestamp_ms=self.commit_ms,
-            lsn_text=self.lsn,
-            commit_ms=self.commit_ms,
-            xid=self.xid,
-            order=self.order,
-            headers=headers,
-        )
+    def _truncate(self, msg: Truncate) -> None:
+        tables = []
+        for relid in msg.relids:
+            if self.names.get(relid) not in self.captured:
+                continue
+            state = self._state(relid)
+            if state is None:  # skipped (already in a later snapshot read): nothing to publish
+                continue
+            tables.append(state.captured)
+        where = self.txn.position or lsn_text(self.last)
+        self.items.extend(truncate_changes(self.config.truncate, self.config.name, tables, self.txn, where, self.log))

@@ -29,7 +29,7 @@ from liberator.schema import TimestampType
 from liberator.source import Source, SourceConfig, SourceContext
 
 
-class QuerySource(Source):
+class QuerySource(Source[Any, Any]):
     config_model: ClassVar[type[SourceConfig]] = QuerySourceConfig
     position_type: ClassVar[type[Position]] = QueryPosition
 

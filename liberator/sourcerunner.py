@@ -1,0 +1,258 @@
+"""Runs one source: its reading thread reads batches, eventifies them, produces them, and hears back.
+
+Everything that concerns one source happens on its reading thread, between two items the source yields:
+the batch is turned into records (liberator.capture), produced with one delivery callback per batch, the
+source's own producer is polled so that acknowledgements (and failures) are served right there, the
+committable position moves, and the source hears `delivered` / `acknowledged` -- so no connector needs locks,
+timers or rules about threads. A delivery failure is raised into the source's `read` at once. The committer
+(the daemon's main thread) only reads `window.committable` and stores it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Generator, Iterator
+from typing import Any, cast
+
+from confluent_kafka import KafkaError, Producer
+
+from liberator.capture import ChangeBatch, Eventifier
+from liberator.envelope import Envelope
+from liberator.errors import LiberatorError, TransientSourceError
+from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from liberator.inflight import DeliveryFailed, InFlight
+from liberator.metrics import SourceStatus
+from liberator.offsets import OffsetStore, StoredOffset
+from liberator.positions import Position
+from liberator.publisher import Publisher, ShutdownDuringBackpressure
+from liberator.registry.client import RegistryUnavailable
+from liberator.source import AnySource, SourceConfig
+
+MAX_BACKOFF = 30.0
+FIX_BROKER = "fix the broker or topic and restart"
+FLUSH_ON_STOP = 30.0
+
+
+def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
+    """The one line that stops a source whose event Kafka refused."""
+    reason = f"Kafka refused an event for topic {topic}: {error.str()}"
+    if error.code() == KafkaError._MSG_TIMED_OUT:
+        reason += " (kafka.settings sets a finite message.timeout.ms; without it the daemon waits for the broker)"
+    elif keyless and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
+        # Kafka answers a keyless record on a compacted topic with a bare "invalid record".
+        reason += (
+            " (a record without a key, such as a truncate event, is refused by a compacted topic; "
+            "set the source's `truncate: warn`, or use cleanup.policy=delete for this topic)"
+        )
+    return reason
+
+
+class SourceRunner:
+    def __init__(
+        self,
+        source: AnySource,
+        config: SourceConfig,
+        publisher: Publisher,
+        producer: Producer,
+        status: SourceStatus,
+        start: Position | None,
+        stop: threading.Event,
+        *,
+        max_in_flight: int = 20_000,
+        max_in_flight_bytes: int = 64 << 20,
+    ) -> None:
+        self.source = source
+        self.config = config
+        self.publisher = publisher
+        self.producer = producer
+        self.status = status
+        self.start = start
+        self.stop = stop
+        self.window = InFlight(max_in_flight, max_in_flight_bytes)
+        envelope = getattr(config, "envelope", Envelope.state)
+        self.eventifier = Eventifier(Envelope(envelope), publisher.prepare_table, publisher.encode_event)
+        self.stored: Position | None = start  # written by the committer only
+        self._stored_queue: deque[Position] = deque()  # committer -> reading thread
+        self.log = logging.getLogger(f"liberator.source.{config.name}")
+        self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
+
+    # -- the reading thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        position = self.start
+        backoff = 1.0
+        try:
+            while not self.stop.is_set():
+                try:
+                    self.status.state = "running"
+                    finished, position = self._read(position)
+                    if finished:
+                        self.status.state = "finished"
+                        self.log.info("source finished (nothing more to read)")
+                        return
+                    break
+                except (TransientSourceError, RegistryUnavailable) as exc:
+                    self.status.state = "retrying"
+                    self.status.retries += 1
+                    self.status.error = str(exc)
+                    self.log.warning("%s; retrying in %.0fs", exc, backoff)
+                    self._wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                except (ShutdownDuringBackpressure, GeneratorExit):
+                    break
+                except DeliveryFailed as exc:
+                    self._fail(f"{exc.reason}; positions stay at the last acknowledged event; {FIX_BROKER}")
+                    return
+                except LiberatorError as exc:
+                    self._fail(str(exc))
+                    return
+                except Exception as exc:
+                    self.log.exception("unexpected error")
+                    self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
+                    return
+                finally:
+                    self.source.close()
+                backoff = 1.0
+            self.status.state = "stopped"
+        finally:
+            self._drain()
+
+    def _read(self, position: Position | None) -> tuple[bool, Position | None]:
+        """Publish what `read(position)` yields; (finished, the last position yielded)."""
+        reader = self.source.read(position)
+        try:
+            for item in reader:
+                cls = item.__class__
+                if cls is ChangeBatch:
+                    assert isinstance(item, ChangeBatch)
+                    self._publish(item)
+                    if item.position is not None:
+                        position = item.position
+                elif cls is Checkpoint:
+                    assert isinstance(item, Checkpoint)
+                    self._publish(ChangeBatch([], item.position))
+                    position = item.position
+                elif cls is ChangeEvent:  # a connector's own record, with the position after it
+                    assert isinstance(item, ChangeEvent)
+                    self._publish(ChangeBatch([item], item.position))
+                    if item.position is not None:
+                        position = item.position
+                self._serve(reader)
+                if self.stop.is_set():
+                    return False, position
+            return not self.stop.is_set(), position
+        finally:
+            if isinstance(reader, Generator):
+                reader.close()
+
+    def _publish(self, batch: ChangeBatch) -> None:
+        # Encoding (and registering new schemas) comes first: when it fails nothing is in flight for it.
+        records = self.eventifier.records(batch.items) if batch.items else []
+        window = self.window
+        if records and not window.has_room():
+            self._wait_for_room()
+        delivery = window.batch(batch.position)
+        window.add(delivery)
+        if not records:
+            return
+        produce = self.producer.produce
+        on_delivery = delivery.on_delivery
+        size = 0
+        try:
+            for topic, key, value, timestamp, headers in records:
+                while True:
+                    try:
+                        produce(
+                            topic, value, key, timestamp=timestamp, headers=cast(Any, headers), on_delivery=on_delivery
+                        )
+                        break
+                    except BufferError:
+                        # The broker is slow or away: wait for room instead of dropping or buffering without bound.
+                        self._serve(None, 0.1)
+                        if self.stop.is_set():
+                            raise ShutdownDuringBackpressure() from None
+                delivery.count += 1
+                size += (0 if key is None else len(key)) + (0 if value is None else len(value))
+        except BaseException:
+            delivery.position = None  # not all of the batch was handed over: its position must not be stored
+            raise
+        finally:
+            delivery.size = size
+            window.events += delivery.count
+            window.bytes += size
+            status = self.status
+            status.events_published += delivery.count
+            status.bytes_published += size
+            status.last_event_ms = records[-1][3]
+
+    def _wait_for_room(self) -> None:
+        while not self.window.has_room():
+            self._serve(None, 0.05)
+            if self.stop.is_set():
+                raise ShutdownDuringBackpressure()
+
+    def _serve(self, reader: Iterator[SourceItem] | None, timeout: float = 0) -> None:
+        """Serve Kafka's acknowledgements here, move the committable position, tell the source."""
+        self.producer.poll(timeout)
+        window = self.window
+        moved = window.settle()
+        if moved is not None:
+            self.source.delivered(moved)
+        queue = self._stored_queue
+        while queue:
+            self.source.acknowledged(queue.popleft())
+        status = self.status
+        status.events_acked = window.acked
+        status.phase = self.source.phase
+        if window.failure is not None:
+            error, message = window.failure
+            reason = delivery_failure(message.topic(), message.key() is None, error)
+            if isinstance(reader, Generator):
+                reader.throw(DeliveryFailed(reason))  # into the source's read, at the item it yielded last
+            raise DeliveryFailed(reason)
+
+    def _wait(self, seconds: float) -> None:
+        """Wait (for a retry) while still serving acknowledgements of what is in flight."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                self._serve(None, min(0.1, max(0.0, deadline - time.monotonic())))
+            except DeliveryFailed:
+                return
+
+    def _drain(self) -> None:
+        """On the way out: let Kafka acknowledge what is in flight, so the final store holds all of it."""
+        left = self.producer.flush(FLUSH_ON_STOP)
+        if left:
+            self.log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
+        self.window.settle()
+        self.status.events_acked = self.window.acked
+
+    def _fail(self, message: str) -> None:
+        self.status.state = "failed"
+        self.status.error = message
+        self.log.error("%s", message)
+
+    # -- the committer thread -------------------------------------------------------------------------
+
+    def store_position(self, store: OffsetStore) -> None:
+        position = self.window.committable
+        if position is None or position == self.stored:
+            return
+        document = position.to_json()
+        store.save(StoredOffset.now(self.config.name, self.config.type, document))
+        self.stored = position
+        self.status.positions_stored += 1
+        self.status.last_stored_at = time.time()
+        self.status.position = document
+        self._stored_queue.append(position)
+
+    def settled(self) -> bool:
+        """Everything published is acknowledged and the newest committable position is stored (for tests)."""
+        return (
+            self.window.events == 0 and self.window.committable is not None and self.stored == self.window.committable
+        )
