@@ -75,6 +75,7 @@ class SourceRunner:
         envelope = getattr(config, "envelope", Envelope.state)
         self.eventifier = Eventifier(Envelope(envelope), publisher.prepare_table, publisher.encode_event)
         self.stored: Position | None = start  # written by the committer only
+        self.resume: Position | None = start  # the last position the source yielded: where a retry reopens
         self._stored_queue: deque[Position] = deque()  # committer -> reading thread
         self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
@@ -82,13 +83,12 @@ class SourceRunner:
     # -- the reading thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        position = self.start
         backoff = 1.0
         try:
             while not self.stop.is_set():
                 try:
                     self.status.state = "running"
-                    finished, position = self._read(position)
+                    finished = self._read()
                     if finished:
                         self.status.state = "finished"
                         self.log.info("source finished (nothing more to read)")
@@ -121,9 +121,10 @@ class SourceRunner:
         finally:
             self._drain()
 
-    def _read(self, position: Position | None) -> tuple[bool, Position | None]:
-        """Publish what `read(position)` yields; (finished, the last position yielded)."""
-        reader = self.source.read(position)
+    def _read(self) -> bool:
+        """Publish what `read()` yields from the last position it yielded before (a retry goes on from there);
+        True when the source finished."""
+        reader = self.source.read(self.resume)
         try:
             for item in reader:
                 cls = item.__class__
@@ -131,20 +132,20 @@ class SourceRunner:
                     assert isinstance(item, ChangeBatch)
                     self._publish(item)
                     if item.position is not None:
-                        position = item.position
+                        self.resume = item.position
                 elif cls is Checkpoint:
                     assert isinstance(item, Checkpoint)
                     self._publish(ChangeBatch([], item.position))
-                    position = item.position
+                    self.resume = item.position
                 elif cls is ChangeEvent:  # a connector's own record, with the position after it
                     assert isinstance(item, ChangeEvent)
                     self._publish(ChangeBatch([item], item.position))
                     if item.position is not None:
-                        position = item.position
+                        self.resume = item.position
                 self._serve(reader)
                 if self.stop.is_set():
-                    return False, position
-            return not self.stop.is_set(), position
+                    return False
+            return not self.stop.is_set()
         finally:
             if isinstance(reader, Generator):
                 reader.close()

@@ -6,6 +6,7 @@ change or state envelopes, tombstones, truncates. docs/new-connector.md shows ho
 """
 
 from liberator.capture.changes import ChangeBatch, Op, RowChange, Txn
+from liberator.capture.datums import datum_events
 from liberator.capture.eventify import DatumCodec, Eventifier, Record, TableCodec
 from liberator.capture.tables import CapturedTable, CaptureSettings, Catalogue, render_topic
 from liberator.capture.truncate import truncate_changes
@@ -22,6 +23,7 @@ __all__ = [
     "RowChange",
     "TableCodec",
     "Txn",
+    "datum_events",
     "render_topic",
     "truncate_changes",
 ]
