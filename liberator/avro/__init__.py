@@ -54,6 +54,7 @@ ignore both, but the Python `avro` library warns on every unknown logical type.
 from liberator.avro.convert import DatumConverter, DatumError
 from liberator.avro.names import namespace_for, sanitize_name
 from liberator.avro.pgtext import parse_pg_array, parse_pg_interval, pg_range_text
+from liberator.avro.rowencoder import RowEncoder
 from liberator.avro.schemas import (
     PROP_COLUMN,
     PROP_DB_TYPE,
@@ -75,6 +76,7 @@ __all__ = [
     "DatumConverter",
     "DatumError",
     "FramingError",
+    "RowEncoder",
     "decode",
     "frame",
     "key_schema",
