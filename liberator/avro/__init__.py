@@ -51,6 +51,7 @@ Our own markers are a ``liberator.type`` property rather than a custom ``logical
 ignore both, but the Python `avro` library warns on every unknown logical type.
 """
 
+from liberator.avro.changewriter import ChangeContext, ChangeWriter, change_context
 from liberator.avro.convert import DatumConverter, DatumError
 from liberator.avro.names import namespace_for, sanitize_name
 from liberator.avro.pgtext import parse_pg_array, parse_pg_interval, pg_range_text
@@ -73,10 +74,13 @@ __all__ = [
     "PROP_TYPE",
     "AvroDecoder",
     "AvroEncoder",
+    "ChangeContext",
+    "ChangeWriter",
     "DatumConverter",
     "DatumError",
     "FramingError",
     "RowEncoder",
+    "change_context",
     "decode",
     "frame",
     "key_schema",
