@@ -14,6 +14,7 @@ objects are reached through the namespace the function is exec'd in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -36,6 +37,7 @@ from liberator.schema import (
     DecimalType,
     EnumType,
     FloatType,
+    IntervalType,
     IntType,
     JsonType,
     StringType,
@@ -66,6 +68,7 @@ COMMON: dict[str, Any] = {
     "time": time,
     "timedelta": timedelta,
     "UUID": UUID,
+    "_CANONICAL_UUID": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch,
 }
 
 # SMALL with the union's non-null branch in front, for short strings of nullable columns
@@ -181,6 +184,17 @@ def text_body(src: RecordSource, ind: int, v: str) -> None:
     sized_lines(src, ind, "b", prefix)
 
 
+def call_body(expression: str) -> Body:
+    """A body encoding the string `expression` makes of the value (the converter's own expression)."""
+
+    def body(src: RecordSource, ind: int, v: str) -> None:
+        prefix = src.take(ind)
+        src.line(ind, f"b = {expression.format(v=v)}.encode()")
+        sized_lines(src, ind, "b", prefix)
+
+    return body
+
+
 def bytes_body(src: RecordSource, ind: int, v: str) -> None:
     sized_lines(src, ind, v, src.take(ind))
 
@@ -202,8 +216,13 @@ def unscaled_lines(src: RecordSource, ind: int, n: str, precision: int, prefix: 
     limit = 10**precision
     src.line(ind, f"if not -{limit} < {n} < {limit}:")
     src.line(ind + 1, "raise Miss")
-    src.line(ind, f"b = {n}.to_bytes(((-{n} if {n} < 0 else {n}).bit_length() + 8) >> 3, 'big', signed=True)")
-    sized_lines(src, ind, "b", prefix)
+    # fastavro sizes the two's complement from the magnitude; int.bit_length() is the magnitude's
+    src.line(ind, f"b = {n}.to_bytes(({n}.bit_length() + 8) >> 3, 'big', signed=True)")
+    if (limit.bit_length() + 8) >> 3 < 128:  # the length prefix is one byte (and the branch's, if any)
+        src.line(ind, f"buf += {src.ref(tuple(prefix + b for b in binary.SMALL[:256]), 'len')}[len(b) << 1]")
+        src.line(ind, "buf += b")
+    else:
+        sized_lines(src, ind, "b", prefix)
 
 
 def decimal_branches(precision: int, scale: int) -> list[Branch]:
@@ -256,8 +275,25 @@ def duration_body(src: RecordSource, ind: int, v: str) -> None:
 
 
 def uuid_body(src: RecordSource, ind: int, v: str) -> None:
-    src.put(ind, binary.length_bytes(36))  # str(UUID) is always 36 characters, lower-case hyphenated
-    src.line(ind, f"buf += str({v}).encode()")
+    # str(UUID), lower-case hyphenated, 36 characters, without its two Python-level calls
+    src.put(ind, binary.length_bytes(36))
+    src.line(ind, f"h = b'%032x' % {v}.int")
+    src.line(ind, "buf += h[:8]; buf += b'-'; buf += h[8:12]; buf += b'-'; buf += h[12:16]; buf += b'-'")
+    src.line(ind, "buf += h[16:20]; buf += b'-'; buf += h[20:]")
+
+
+def uuid_text_body(src: RecordSource, ind: int, v: str) -> None:
+    src.put(ind, binary.length_bytes(36))
+    src.line(ind, f"buf += {v}.encode()")
+
+
+def interval_body(src: RecordSource, ind: int, v: str) -> None:
+    # {months, days, micros} as parse_pg_interval makes it; the converter checks what this checks
+    for key, bits in (("months", 32), ("days", 32), ("micros", 64)):
+        src.line(ind, f"m = {v}[{key!r}]")
+        src.line(ind, f"if m.__class__ is not int or not {-(2 ** (bits - 1))} <= m <= {2 ** (bits - 1) - 1}:")
+        src.line(ind + 1, "raise Miss")
+        zigzag_lines(src, ind, "m")
 
 
 def enum_branches(enum: EnumType) -> list[Branch]:
@@ -305,8 +341,12 @@ def branches(ctype: ColumnType) -> list[Branch]:
                 Branch(lambda v: f"{v} is True", lambda src, ind, v: src.put(ind, b"\x01")),
                 Branch(lambda v: f"{v} is False", lambda src, ind, v: src.put(ind, b"\x00")),
             ]
-        case StringType() | JsonType() | TextRepr() | TimeType(with_timezone=True):
+        case StringType() | JsonType() | TextRepr():
             return [Branch(exact("str"), text_body)]  # the converters pass such a str through as is
+        case TimeType(with_timezone=True):
+            return [Branch(exact("str"), text_body), Branch(exact("time"), call_body("{v}.isoformat()"))]
+        case DecimalType(precision=None):
+            return [Branch(exact("Decimal"), call_body("format({v}, 'f')"))]  # plain notation, the stored scale
         case BytesType():
             return [Branch(exact("bytes"), bytes_body)]
         case DateType():
@@ -316,9 +356,15 @@ def branches(ctype: ColumnType) -> list[Branch]:
         case TimestampType():
             return [Branch(exact("datetime"), timestamp_body)]
         case UuidType():
-            return [Branch(exact("UUID"), uuid_body)]
+            # text already in the form str(UUID(text)) gives (PostgreSQL's) is that form; other text converts
+            return [
+                Branch(exact("UUID"), uuid_body),
+                Branch(exact("str", "_CANONICAL_UUID({v}) is not None"), uuid_text_body),
+            ]
         case EnumType() as enum:
             return enum_branches(enum)
+        case IntervalType():
+            return [Branch(exact("dict"), interval_body)]
         case ArrayType(item=item, item_nullable=item_nullable):
             return array_branches(item, item_nullable)
     return []  # unconstrained decimals, sets, bits, intervals: the converter's path

@@ -170,7 +170,9 @@ def values_for(ctype: ColumnType, depth: int = 0) -> st.SearchStrategy[Any]:
         case UuidType():
             found = st.one_of(
                 st.uuids(),
+                st.uuids().map(str),
                 st.uuids().map(lambda u: str(u).upper()),
+                st.uuids().map(lambda u: "{" + u.hex + "}"),
                 st.uuids().map(lambda u: u.bytes),
                 st.just("not-a-uuid"),
             )
