@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from liberator.avro.binary import NON_NULL, NULL, long_bytes, string_bytes
+from liberator.avro.binary import NON_NULL, NULL, SMALL, long_bytes, string_bytes
 from liberator.avro.wire import frame
 from liberator.envelope import Op, SourceInfo
 from liberator.errors import SchemaError
@@ -76,6 +76,8 @@ class ChangeWriter:
             )
         except TypeError as exc:
             raise SchemaError(f"cannot encode the source block of {info}: {exc}") from None
+        # ts_ms is the same for the rows of one batch (or one millisecond): its varint is kept
+        self._ts_cache: tuple[int | None, bytes] = (None, b"")
 
     def write(
         self,
@@ -99,14 +101,22 @@ class ChangeWriter:
             buf += after
         try:
             buf += _OPS[op]
-            buf += long_bytes(int(time.time() * 1000) if ts_ms is None else ts_ms)
+            if ts_ms is None:
+                ts_ms = int(time.time() * 1000)
+            cached = self._ts_cache  # one tuple, replaced whole: safe between threads
+            if cached[0] == ts_ms and ts_ms.__class__ is int:
+                buf += cached[1]
+            else:
+                encoded = long_bytes(ts_ms)
+                self._ts_cache = (ts_ms, encoded)
+                buf += encoded
             buf += self._source
             buf += context.source_tail
             if context.transaction is None:
                 buf += NULL
             else:
                 buf += context.transaction
-                buf += long_bytes(order)
+                buf += SMALL[order << 1] if order.__class__ is int and 0 <= order < 8192 else long_bytes(order)
         except (KeyError, TypeError, OverflowError) as exc:
             raise SchemaError(
                 f"cannot encode a change envelope of {self.info.database}.{self.info.table}: "

@@ -128,3 +128,20 @@ def test_wrong_row_parts_are_one_line_schema_errors(op: Any, order: int, ts_ms: 
     context = change_context(transaction_id="t")
     with pytest.raises(SchemaError, match=r"cannot encode a change envelope of shop\.orders"):
         ChangeWriter(INFO).write(op, None, None, context, order, ts_ms)
+
+
+def test_one_writer_over_many_rows_keeps_every_ts_ms_and_order_exact() -> None:
+    """The writer keeps the last ts_ms's varint: a change of ts_ms (or of its class) must not reuse it."""
+    writer, encoder = ChangeWriter(INFO), RowEncoder(TABLE)
+    schema = change_schema(value_schema(TABLE, "ns"))
+    context = change_context(position="p", transaction_id="t")
+    steps = [(5, 1), (5, 2), (6, 8191), (5, 8192), (True, 2**40), (1, -1), (2**62, 0), (2**62, 2**63 - 1)]
+    for ts_ms, order in steps:
+        after = [order, None]
+        datum = change_value(
+            Op.create, None, DatumConverter(TABLE).convert_values(after), INFO, position="p", transaction_id="t",
+            order=order, ts_ms=ts_ms,
+        )  # fmt: skip
+        assert writer.write(Op.create, None, encoder.encode(after), context, order, ts_ms) == fastavro_body(
+            schema, datum
+        )
