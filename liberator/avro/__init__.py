@@ -49,6 +49,12 @@ table never clash; two columns of the same enum type share one definition.
 
 Our own markers are a ``liberator.type`` property rather than a custom ``logicalType``: Avro readers
 ignore both, but the Python `avro` library warns on every unknown logical type.
+
+Two ways to the same bytes: `DatumConverter` makes datums (dicts) that `AvroEncoder` writes with fastavro;
+`RowEncoder` (generated per table shape) writes a row's values straight to the same bytes, and
+`ChangeWriter` + `change_context` assemble the change envelope around such bodies from pre-encoded parts.
+The second is several times faster (bench/encoder.py) and falls back to the first for any value it does
+not take exactly, so the bytes and the errors are the same.
 """
 
 from liberator.avro.changewriter import ChangeContext, ChangeWriter, change_context
