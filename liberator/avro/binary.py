@@ -39,6 +39,8 @@ MICROS_PER_DAY = 86_400_000_000
 
 def varint(n: int) -> bytes:
     """The varint of an already zig-zagged (non-negative) value."""
+    if n < 0:
+        raise ValueError(f"{n} is negative: zig-zag it first")
     if n < TABLE_LIMIT:
         return SMALL[n]
     if n < 1 << 28:

@@ -27,7 +27,7 @@ class RowEncoder:
     DatumConverter(table, columns).convert_values(values))``: the record schema is that of
     `value_schema` (all columns) or `key_schema` (`for_key`); their names do not reach the bytes. A value
     that does not fit raises the same `DatumError`, with the same message; a datum fastavro refuses
-    raises `SchemaError` as `AvroEncoder` does.
+    raises `SchemaError` as `AvroEncoder` does (naming `record`).
 
     With `schema_id` the output is the framed Confluent message (header included), ready to produce;
     without, the body alone (to go into an envelope). Shareable between threads; `slow_rows` counts the
@@ -37,14 +37,20 @@ class RowEncoder:
     encode: Callable[[Sequence[Any]], bytes]
 
     def __init__(
-        self, table: TableSchema, columns: Sequence[Column] | None = None, *, schema_id: int | None = None
+        self,
+        table: TableSchema,
+        columns: Sequence[Column] | None = None,
+        *,
+        schema_id: int | None = None,
+        record: str = "Value",
     ) -> None:
         self.table = table
         self.columns = tuple(table.columns if columns is None else columns)
         self.schema_id = schema_id
         self.slow_rows = 0
         self._converter = DatumConverter(table, self.columns)
-        self._reference = AvroEncoder(record_schema(table, self.columns, "Row", ""), schema_id or 0)
+        # names and namespace do not reach the bytes; the record's name is in fastavro's error messages
+        self._reference = AvroEncoder(record_schema(table, self.columns, record, ""), schema_id or 0)
         self._cut = 0 if schema_id is not None else HEADER_SIZE
         header = b"" if schema_id is None else frame(schema_id, b"")
         generated = record_function_source(self.columns, header)
@@ -56,7 +62,7 @@ class RowEncoder:
     @classmethod
     def for_key(cls, table: TableSchema, *, schema_id: int | None = None) -> RowEncoder:
         """The encoder of the table's Key record: takes the key columns' values, in key order."""
-        return cls(table, table.key_columns, schema_id=schema_id)
+        return cls(table, table.key_columns, schema_id=schema_id, record="Key")
 
     def encode_many(self, rows: Iterable[Sequence[Any]]) -> list[bytes]:
         encode = self.encode

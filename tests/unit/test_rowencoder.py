@@ -272,3 +272,15 @@ def test_naive_timestamps_ignore_the_process_time_zone(monkeypatch: pytest.Monke
     finally:
         monkeypatch.undo()
         time_module.tzset()
+
+
+def test_a_datum_fastavro_refuses_is_avro_encoders_schema_error() -> None:
+    table = TableSchema("s", "t", (Column("k", StringType(), False), Column("v", StringType())), ("k",))
+    datum = DatumConverter(table).convert_values(["\ud800", None])  # a lone surrogate: no UTF-8 for it
+    with pytest.raises(SchemaError) as expected:
+        AvroEncoder(value_schema(table, "ns"), 0).encode(datum)
+    with pytest.raises(SchemaError) as raised:
+        RowEncoder(table).encode(["\ud800", None])
+    assert str(raised.value) == str(expected.value).replace("ns.Value", "Value")
+    with pytest.raises(SchemaError, match="record Key"):
+        RowEncoder.for_key(table).encode(["\ud800"])
