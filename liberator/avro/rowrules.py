@@ -231,4 +231,4 @@ def branches(ctype: ColumnType, emit: Emit) -> list[Branch]:
             return [Branch(exact("dict"), interval_body)]
         case ArrayType(item=item, item_nullable=item_nullable):
             return array_branches(item, item_nullable, emit)
-    return []  # unconstrained decimals, sets, bits, intervals: the converter's path
+    return []  # sets and bits: the converter's path (as is any class no branch takes)
