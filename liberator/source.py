@@ -79,7 +79,7 @@ class Source(ABC, Generic[ConfigT, PositionT]):
         runtime reopens at the last position yielded), FatalSourceError when only an operator can help.
         """
 
-    def delivered(self, position: PositionT) -> None:  # noqa: B027 - optional hook
+    def delivered(self, position: PositionT) -> None:
         """Kafka acknowledged every record up to `position`; the position may not be stored yet.
 
         Called on the reading thread, between two items, in position order. For sources whose own table is
@@ -87,14 +87,14 @@ class Source(ABC, Generic[ConfigT, PositionT]):
         from the stored position act on `acknowledged` instead.
         """
 
-    def acknowledged(self, position: PositionT) -> None:  # noqa: B027 - optional hook
+    def acknowledged(self, position: PositionT) -> None:
         """Everything up to `position` is acknowledged by Kafka and the position is stored.
 
         Called on the reading thread, between two items, in position order: confirm a replication slot's
         flush LSN, forget what is safely stored. Positions stored at shutdown may never be heard.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections; called once after `read` ends, however it ended."""
 
 

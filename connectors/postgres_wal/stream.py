@@ -24,15 +24,8 @@ from connectors.postgres_wal.pgoutput import PG_EPOCH_MICROS
 from connectors.postgres_wal.position import lsn_text
 from liberator.errors import TransientSourceError
 
-_XLOG_HEADER = struct.Struct("!QQq")  # wal start, wal end, send time
 _KEEPALIVE = struct.Struct("!QqB")  # wal end, send time, reply requested
 _STATUS = struct.Struct("!cQQQqB")
-
-
-@dataclass(frozen=True, slots=True)
-class XLogData:
-    wal_start: int
-    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +38,9 @@ class Idle:
     """Nothing arrived for a while: a chance to check timers and the stop flag."""
 
 
-Frame = XLogData | Keepalive | Idle
+# An XLogData frame comes as its bytes (the pgoutput message starts at XLOG_PAYLOAD): no object per change.
+Frame = bytes | Keepalive | Idle
+XLOG_PAYLOAD = 25
 
 
 def status_update(lsn: int, reply: bool = False) -> bytes:
@@ -112,9 +107,8 @@ class ReplicationStream:
                     )
                 frame = bytes(data)
                 kind = frame[0]
-                if kind == 0x77:  # 'w' XLogData
-                    wal_start, _wal_end, _ts = _XLOG_HEADER.unpack_from(frame, 1)
-                    yield XLogData(wal_start, frame[25:])
+                if kind == 0x77:  # 'w' XLogData: wal start, wal end, send time, then the message
+                    yield frame
                 elif kind == 0x6B:  # 'k' primary keepalive
                     wal_end, _ts, reply = _KEEPALIVE.unpack_from(frame, 1)
                     if reply:

@@ -8,6 +8,7 @@ so memory stays bounded by a batch whatever the transaction's size.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterator
 
 from connectors.postgres_wal.config import PostgresWalConfig
@@ -26,12 +27,14 @@ from connectors.postgres_wal.pgoutput import (
 )
 from connectors.postgres_wal.position import WalPosition, lsn_text
 from connectors.postgres_wal.rows import fill_unchanged, parse_tuple
-from connectors.postgres_wal.stream import Frame, Idle, Keepalive, XLogData
+from connectors.postgres_wal.stream import XLOG_PAYLOAD, Frame, Idle, Keepalive
 from connectors.postgres_wal.tables import TableCatalog, TableState
+from connectors.postgres_wal.tuples import Fallback
 from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
 from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
 
 MAX_BATCH = 1000  # changes per batch inside a large transaction
+_U32 = struct.Struct("!I").unpack_from
 
 
 class ChangeDecoder:
@@ -61,8 +64,14 @@ class ChangeDecoder:
         self.outbox = outbox
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
-        if isinstance(frame, XLogData):
-            yield from self.message(frame.payload)
+        if frame.__class__ is bytes:
+            assert isinstance(frame, bytes)
+            if frame[XLOG_PAYLOAD] == 0x49 and self._insert(frame):  # 'I', most of every stream
+                if len(self.items) >= MAX_BATCH:
+                    yield ChangeBatch(self.items, None)
+                    self.items = []
+                return
+            yield from self.message(frame[XLOG_PAYLOAD:])
         elif isinstance(frame, Keepalive):
             if self.begin is None and frame.wal_end > self.last:
                 # Between transactions, everything before the server's LSN has reached us: nothing is pending.
@@ -90,6 +99,22 @@ class ChangeDecoder:
             if point is not None and self.begin is not None and self.begin.final_lsn < point:
                 return None  # this transaction is already in the snapshot read at `point`
         return state
+
+    def _insert(self, frame: bytes) -> bool:
+        """An Insert of a captured table whose values all came as text or NULL; False: take the generic path."""
+        (relid,) = _U32(frame, XLOG_PAYLOAD + 1)
+        state = self.relations.get(relid)
+        if state is None or self.outbox is not None or frame[XLOG_PAYLOAD + 5] != 0x4E or self._skipped(state):
+            return False
+        try:
+            values = state.reader(frame, XLOG_PAYLOAD + 6)
+        except Fallback:
+            return False
+        self.items.append(RowChange(state.captured, Op.create, self.txn, after=values))
+        return True
+
+    def _skipped(self, state: TableState) -> bool:
+        return bool(self.skip) and self._state(state.relid) is None
 
     def message(self, payload: bytes) -> Iterator[SourceItem]:
         msg = decode(payload)

@@ -15,6 +15,7 @@ import psycopg
 
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.pgoutput import Relation
+from connectors.postgres_wal.tuples import TupleReader, tuple_reader
 from connectors.postgres_wal.types import Parser, TypeCatalog
 from liberator.capture import CapturedTable, CaptureSettings, Catalogue
 from liberator.errors import SchemaError
@@ -37,6 +38,7 @@ class TableState:
     captured: CapturedTable
     parsers: tuple[Parser, ...]
     relid: int
+    reader: TupleReader  # the fast path of rows.parse_tuple for tuples of this shape (connectors.postgres_wal.tuples)
 
     @property
     def name(self) -> str:
@@ -173,4 +175,4 @@ class TableCatalog:
         captured = self.captured.table(TableSchema(schema=schema, name=table, columns=tuple(neutral), key=key))
         pick = captured.pick
         kept = tuple(parsers) if pick is None else tuple(parsers[i] for i in pick)
-        return TableState(captured, kept, relid)
+        return TableState(captured, kept, relid, tuple_reader(kept, pick, len(columns)))

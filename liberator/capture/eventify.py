@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from liberator.avro import AvroEncoder, DatumError
+from liberator.avro import ChangeWriter, DatumError, RowEncoder, change_context
 from liberator.capture.changes import Op, RowChange, Txn
 from liberator.capture.tables import CapturedTable
 from liberator.envelope import Envelope, change_value
@@ -62,24 +62,39 @@ class DatumCodec:
 
 
 class TableCodec(DatumCodec):
-    """Encodes one captured table's keys and values with its registered schema ids (Confluent framing)."""
+    """Encodes one captured table's keys and values with its registered schema ids (Confluent framing).
+
+    The encoders are generated for the table's shape (`RowEncoder`), and a change envelope is put together
+    from pre-encoded parts (`ChangeWriter`), the transaction's part encoded once per `Txn`: the bytes are
+    those fastavro writes for the datums `DatumCodec` makes, at a fraction of the cost.
+    """
 
     def __init__(self, table: CapturedTable, key_id: int, value_id: int) -> None:
         super().__init__(table)
-        self._key = AvroEncoder(table.stream.key_schema, key_id)
-        assert table.stream.value_schema is not None
-        self._value = AvroEncoder(table.stream.value_schema, value_id)
+        shape = table.shape
+        self._key = RowEncoder.for_key(shape, schema_id=key_id).encode
+        self._state = RowEncoder(shape, schema_id=value_id).encode
+        self._body = RowEncoder(shape).encode
+        self._writer = ChangeWriter(table.info, schema_id=value_id).write
 
     def key(self, values: Sequence[Any]) -> bytes:
-        return self._key.encode(super().key(values))
+        return self._key(values)
 
     def state(self, values: Sequence[Any]) -> bytes:
-        return self._value.encode(super().state(values))
+        return self._state(values)
 
     def envelope(
         self, op: Op, before: Sequence[Any] | None, after: Sequence[Any] | None, txn: Txn, order: int, ts_ms: int
     ) -> bytes:
-        return self._value.encode(super().envelope(op, before, after, txn, order, ts_ms))
+        context = txn.encoded
+        if context is None:
+            context = txn.encoded = change_context(
+                position=txn.position, commit_ms=txn.commit_ms, snapshot=txn.snapshot, transaction_id=txn.id
+            )
+        body = self._body
+        return self._writer(
+            op, None if before is None else body(before), None if after is None else body(after), context, order, ts_ms
+        )
 
 
 class Eventifier:
