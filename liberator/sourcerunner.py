@@ -209,6 +209,8 @@ class SourceRunner:
         status = self.status
         status.events_acked = window.acked
         status.phase = self.source.phase
+        pacing = self.source.context.pacing
+        pacing.max_wait = pacing.busy if window.events else pacing.idle
         if window.failure is not None:
             error, message = window.failure
             reason = delivery_failure(message.topic(), message.key() is None, error)

@@ -224,7 +224,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
         try:
-            for frame in stream.frames(self.context.stop):
+            for frame in stream.frames(self.context.stop, self.context.pacing):
                 yield from decoder.frame(frame)
                 if cfg.heartbeat and time.monotonic() >= heartbeat_at:
                     heartbeat_at = time.monotonic() + cfg.heartbeat

@@ -1,8 +1,10 @@
 """pgoutput messages -> row changes: transactions, relations (shape changes), TOAST, truncates, positions.
 
-Each transaction's changes go out as one batch at its Commit, with the position after it (its end LSN); a
-transaction larger than `MAX_BATCH` changes goes out in several batches, only the last one with a position,
-so memory stays bounded by a batch whatever the transaction's size.
+The changes go out in batches of whatever the server handed over at once: when the stream has nothing more
+buffered, the transactions read so far are one batch, with the position after the last of them (its end
+LSN). A batch never holds more than `MAX_BATCH` changes, so a large transaction goes out in several, and
+memory stays bounded whatever its size; a batch that ends inside a transaction carries the position of
+the last transaction it completes (or none).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.outbox import WalOutbox
 from connectors.postgres_wal.pgoutput import (
+    PG_EPOCH_MICROS,
     UNCHANGED_TOAST,
     Begin,
     Commit,
@@ -27,7 +30,7 @@ from connectors.postgres_wal.pgoutput import (
 )
 from connectors.postgres_wal.position import WalPosition, lsn_text
 from connectors.postgres_wal.rows import fill_unchanged, parse_tuple
-from connectors.postgres_wal.stream import XLOG_PAYLOAD, Frame, Idle, Keepalive
+from connectors.postgres_wal.stream import DRAINED, XLOG_PAYLOAD, Frame, Idle, Keepalive
 from connectors.postgres_wal.tables import TableCatalog, TableState
 from connectors.postgres_wal.tuples import Fallback
 from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
@@ -35,6 +38,8 @@ from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
 
 MAX_BATCH = 1000  # changes per batch inside a large transaction
 _U32 = struct.Struct("!I").unpack_from
+_BEGIN = struct.Struct("!QqI").unpack_from  # final (commit) LSN, commit time (µs since 2000), xid
+_COMMIT_END = struct.Struct("!Q").unpack_from  # a Commit's end LSN, after its flags and commit LSN
 
 
 class ChangeDecoder:
@@ -58,28 +63,56 @@ class ChangeDecoder:
         self.last = position.lsn  # everything before it is yielded (a commit end, or a keepalive's LSN)
         self.tables = position.tables
         self.skip = position.skip_before()
-        self.begin: Begin | None = None
+        self.begin_lsn: int | None = None  # the commit LSN of the transaction being read (from its Begin)
         self.txn = Txn(0)
         self.items: list[RowChange | ChangeEvent] = []
+        self.done: WalPosition | None = None  # after the last transaction read whose changes are not yielded yet
         self.outbox = outbox
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
         if frame.__class__ is bytes:
             assert isinstance(frame, bytes)
-            if frame[XLOG_PAYLOAD] == 0x49 and self._insert(frame):  # 'I', most of every stream
-                if len(self.items) >= MAX_BATCH:
-                    yield ChangeBatch(self.items, None)
-                    self.items = []
-                return
-            yield from self.message(frame[XLOG_PAYLOAD:])
+            kind = frame[XLOG_PAYLOAD]
+            if kind == 0x49:  # 'I', most of every stream
+                if not self._insert(frame):
+                    self.message(frame[XLOG_PAYLOAD:])
+            elif kind == 0x42:  # 'B'
+                final_lsn, ts, xid = _BEGIN(frame, XLOG_PAYLOAD + 1)
+                self._begin(final_lsn, (ts + PG_EPOCH_MICROS) // 1000, xid)
+            elif kind == 0x43:  # 'C': the position after it is where streaming may resume
+                (end_lsn,) = _COMMIT_END(frame, XLOG_PAYLOAD + 10)
+                self.begin_lsn = None
+                self.done = self._position(end_lsn)
+            else:
+                self.message(frame[XLOG_PAYLOAD:])
+            if len(self.items) >= MAX_BATCH:
+                yield self._flush()
+        elif frame is DRAINED:
+            # What the server sent so far is read: hand over the transactions it completed, as one batch.
+            if self.done is not None or (self.items and self.begin_lsn is None):
+                yield self._flush()
         elif isinstance(frame, Keepalive):
-            if self.begin is None and frame.wal_end > self.last:
+            if self.begin_lsn is None and frame.wal_end > self.last:
                 # Between transactions, everything before the server's LSN has reached us: nothing is pending.
-                yield Checkpoint(self._position(frame.wal_end))
+                self.done = self._position(frame.wal_end)
+                yield self._flush()
             else:
                 yield IDLE
         elif isinstance(frame, Idle):
             yield IDLE
+
+    def _flush(self) -> SourceItem:
+        """The changes read so far, with the position after the last transaction they complete (if any)."""
+        items, position = self.items, self.done
+        self.items, self.done = [], None
+        if items:
+            return ChangeBatch(items, position)
+        assert position is not None
+        return Checkpoint(position)
+
+    def _begin(self, final_lsn: int, commit_ms: int, xid: int) -> None:
+        self.begin_lsn = final_lsn
+        self.txn = Txn(commit_ms, id=str(xid), position=lsn_text(final_lsn), commit_ms=commit_ms)
 
     def _position(self, lsn: int) -> WalPosition:
         self.last = lsn
@@ -96,7 +129,7 @@ class ChangeDecoder:
             return None
         if self.skip:
             point = self.skip.get(state.name)
-            if point is not None and self.begin is not None and self.begin.final_lsn < point:
+            if point is not None and self.begin_lsn is not None and self.begin_lsn < point:
                 return None  # this transaction is already in the snapshot read at `point`
         return state
 
@@ -116,7 +149,8 @@ class ChangeDecoder:
     def _skipped(self, state: TableState) -> bool:
         return bool(self.skip) and self._state(state.relid) is None
 
-    def message(self, payload: bytes) -> Iterator[SourceItem]:
+    def message(self, payload: bytes) -> None:
+        """Any pgoutput message, through the generic decoder (the fast paths are in `frame`)."""
         msg = decode(payload)
         kind = type(msg)
         items = self.items
@@ -127,23 +161,13 @@ class ChangeDecoder:
                 items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
                 items.extend(self.outbox.inserted(msg.relid, msg.new))
-            if len(items) >= MAX_BATCH:
-                yield ChangeBatch(items, None)
-                self.items = []
         elif kind is Begin:
             assert isinstance(msg, Begin)
-            self.begin = msg
-            commit_ms = msg.commit_micros // 1000
-            self.txn = Txn(commit_ms, id=str(msg.xid), position=lsn_text(msg.final_lsn), commit_ms=commit_ms)
+            self._begin(msg.final_lsn, msg.commit_micros // 1000, msg.xid)
         elif kind is Commit:
             assert isinstance(msg, Commit)
-            self.begin = None
-            position = self._position(msg.end_lsn)
-            if items:
-                yield ChangeBatch(items, position)
-                self.items = []
-            else:
-                yield Checkpoint(position)
+            self.begin_lsn = None
+            self.done = self._position(msg.end_lsn)
         elif kind is Delete:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
