@@ -52,6 +52,12 @@ class KafkaConfig(Model):
         {}, description="librdkafka settings applied last (security.protocol, sasl.*, linger.ms, ...)"
     )
     create_topics: bool = Field(True, description="create missing topics (with topic_defaults) before publishing")
+    max_in_flight: int = Field(
+        20_000, ge=1, description="per source: records handed to Kafka and not yet acknowledged, at most"
+    )
+    max_in_flight_bytes: int = Field(
+        64 << 20, ge=1024, description="per source: their key and value bytes, at most (memory is bounded by these)"
+    )
     topic_defaults: TopicDefaults = TopicDefaults()
 
 

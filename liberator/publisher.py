@@ -32,8 +32,9 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
         # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
         "message.timeout.ms": 0,
         "linger.ms": 10,
-        # Events waiting for acknowledgement are held in memory with their positions: keep that bounded.
-        "queue.buffering.max.messages": 20000,
+        # The source's in-flight window (kafka.max_in_flight) bounds what waits for acknowledgement; the
+        # producer's own queue only has to hold that window.
+        "queue.buffering.max.messages": max(100_000, 2 * kafka.max_in_flight),
         "compression.type": "lz4",
         "logger": logging.getLogger("liberator.kafka"),
         **kafka.settings,

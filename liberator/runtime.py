@@ -118,7 +118,19 @@ class Daemon:
                 log.info("source %s starts from the beginning", source_config.name)
             # One producer per source: its reading thread polls it, so acknowledgements come back there.
             producer = Producer({**settings, "client.id": f"liberator-{config.name}-{source_config.name}"})
-            self.runners.append(SourceRunner(source, source_config, publisher, producer, status, start, source_stop))
+            self.runners.append(
+                SourceRunner(
+                    source,
+                    source_config,
+                    publisher,
+                    producer,
+                    status,
+                    start,
+                    source_stop,
+                    max_in_flight=config.kafka.max_in_flight,
+                    max_in_flight_bytes=config.kafka.max_in_flight_bytes,
+                )
+            )
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
