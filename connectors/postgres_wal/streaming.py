@@ -38,6 +38,7 @@ from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
 
 MAX_BATCH = 1000  # changes per batch inside a large transaction
 _U32 = struct.Struct("!I").unpack_from
+_CREATE = Op.create
 _BEGIN = struct.Struct("!QqI").unpack_from  # final (commit) LSN, commit time (µs since 2000), xid
 _COMMIT_END = struct.Struct("!Q").unpack_from  # a Commit's end LSN, after its flags and commit LSN
 
@@ -143,7 +144,7 @@ class ChangeDecoder:
             values = state.reader(frame, XLOG_PAYLOAD + 6)
         except Fallback:
             return False
-        self.items.append(RowChange(state.captured, Op.create, self.txn, after=values))
+        self.items.append(RowChange(state.captured, _CREATE, self.txn, None, values))  # positional: the hot path
         return True
 
     def _skipped(self, state: TableState) -> bool:

@@ -72,7 +72,6 @@ class RowChange:
         table: CapturedTable,
         op: Op,
         txn: Txn,
-        *,
         before: Sequence[Any] | None = None,
         after: Sequence[Any] | None = None,
         key: Sequence[Any] | None = None,

@@ -13,6 +13,7 @@ The rules every source shares live here once:
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,12 +29,23 @@ from liberator.events import ChangeEvent
 Record = tuple[str, Any, Any, int, list[tuple[str, bytes]] | None]
 
 
+_CREATE = Op.create
+_READ = Op.read
+
+
 class DatumCodec:
     """One captured table's keys and values as Avro datums (dicts), as fastavro would encode them."""
 
     def __init__(self, table: CapturedTable) -> None:
         self.table = table
         self.topic = table.stream.topic
+        index = table.key_index
+        if len(index) == 1:
+            (only,) = index
+            self.key_of: Callable[[Sequence[Any]], tuple[Any, ...]] = lambda row: (row[only],)
+        else:
+            getter = itemgetter(*index)
+            self.key_of = lambda row: getter(row)
         self._key_converter = table.key_converter
         self._value_converter = table.value_converter
 
@@ -116,6 +128,7 @@ class Eventifier:
         append = out.append
         ts_ms = int(time.time() * 1000)  # the envelope's ts_ms: when liberator made the events
         change = self.change
+        codecs = self._codecs
         for item in items:
             if item.__class__ is not RowChange:
                 assert isinstance(item, ChangeEvent)
@@ -124,19 +137,31 @@ class Eventifier:
                 continue
             assert isinstance(item, RowChange)
             table = item.table
-            codec = self._codecs.get(table)
+            codec = codecs.get(table)
             if codec is None:
-                codec = self._codecs[table] = self._prepare(table)
+                codec = codecs[table] = self._prepare(table)
             txn = item.txn
             op = item.op
             try:
-                if op is Op.update:
-                    old_key = item.key if item.key is not None else (
-                        None if item.before is None else [item.before[i] for i in table.key_index]
-                    )  # fmt: skip
+                if op is _CREATE or op is _READ:  # the hot path: one record, the key from the new row
+                    after = item.after
+                    assert after is not None
+                    key_values = codec.key_of(after)
+                    if None in key_values:
+                        _check_key(table, key_values)
+                    if change:
+                        txn.order += 1
+                        value = codec.envelope(op, None, after, txn, txn.order, ts_ms)
+                    else:
+                        value = codec.state(after)
+                    append((codec.topic, codec.key(key_values), value, txn.timestamp_ms, list(item.headers) or None))
+                elif op is Op.update:
                     assert item.after is not None
-                    new_key = [item.after[i] for i in table.key_index]
-                    if old_key is not None and list(old_key) != new_key:
+                    new_key = codec.key_of(item.after)
+                    old_key = item.key if item.key is not None else (
+                        None if item.before is None else codec.key_of(item.before)
+                    )  # fmt: skip
+                    if old_key is not None and tuple(old_key) != new_key:
                         # The key changed: the old key is deleted, the new one created (each on its partition).
                         self._delete(append, codec, item, old_key, txn, ts_ms, change)
                         self._upsert(append, codec, item, Op.create, None, new_key, txn, ts_ms, change)
@@ -144,13 +169,9 @@ class Eventifier:
                         self._upsert(append, codec, item, op, item.before, new_key, txn, ts_ms, change)
                 elif op is Op.delete:
                     self._delete(append, codec, item, item.key_values(), txn, ts_ms, change)
-                elif op is Op.truncate:
+                else:  # a truncate: keyless
                     value = codec.envelope(Op.truncate, None, None, txn, _next_order(txn), ts_ms)
                     append((codec.topic, None, value, txn.timestamp_ms, None))
-                else:
-                    assert item.after is not None
-                    key = [item.after[i] for i in table.key_index]
-                    self._upsert(append, codec, item, op, None, key, txn, ts_ms, change)
             except DatumError as exc:
                 raise FatalSourceError(str(exc)) from None
         return out
