@@ -13,8 +13,8 @@ The rules every source shares live here once:
 from __future__ import annotations
 
 import time
-from operator import itemgetter
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from liberator.avro import ChangeWriter, DatumError, RowEncoder, change_context
