@@ -60,6 +60,7 @@ class SourceRunner:
         status: SourceStatus,
         start: Position | None,
         stop: threading.Event,
+        store: OffsetStore,
     ) -> None:
         self.source = source
         self.config = config
@@ -69,6 +70,8 @@ class SourceRunner:
         self.stop = stop
         self.checkpointer = Checkpointer(on_advance=source.delivered)
         self.stored: Position | None = start
+        self.store = store
+        self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
         self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
@@ -97,6 +100,8 @@ class SourceRunner:
                         self.checkpointer.add(item.position, acked=True)
                         position = item.position
                         self.status.phase = self.source.phase  # idle sources show their phase too
+                        if item.durable and not self._store_now(item.position):
+                            break  # stopped before it was stored: nothing after it may be published
                     else:
                         self._publish(item)
                         if item.position is not None:
@@ -144,22 +149,47 @@ class SourceRunner:
         self.status.bytes_published += size
         self.status.last_event_ms = event.timestamp_ms
 
+    def _store_now(self, position: Position) -> bool:
+        """Store a durable checkpoint's position before the source goes on; False when stopped first.
+
+        It waits for what was yielded before it (usually nothing) and retries a failing store, since going
+        on without it is what the source asked not to do.
+        """
+        backoff = 0.5
+        while not self.stop.is_set() and not self.checkpointer.failure:
+            if self.checkpointer.committable() != position:
+                self.stop.wait(0.01)
+                continue
+            try:
+                self.store_position(self.store)
+                if self.status.state == "retrying":
+                    self.status.state, self.status.error = "running", None
+                return True
+            except LiberatorError as exc:
+                self.status.state = "retrying"
+                self.status.error = f"cannot store the position: {exc}"
+                self.log.warning("cannot store the position before going on (%s); retrying in %.1fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        return False
+
     def _fail(self, message: str) -> None:
         self.status.state = "failed"
         self.status.error = message
         self.log.error("%s", message)
 
     def store_position(self, store: OffsetStore) -> None:
-        position = self.checkpointer.committable()
-        if position is None or position == self.stored:
-            return
-        document = position.to_json()
-        store.save(StoredOffset.now(self.config.name, self.config.type, document))
-        self.stored = position
-        self.status.positions_stored += 1
-        self.status.last_stored_at = time.time()
-        self.status.position = document
-        self.source.acknowledged(position)
+        with self._store_lock:
+            position = self.checkpointer.committable()
+            if position is None or position == self.stored:
+                return
+            document = position.to_json()
+            store.save(StoredOffset.now(self.config.name, self.config.type, document))
+            self.stored = position
+            self.status.positions_stored += 1
+            self.status.last_stored_at = time.time()
+            self.status.position = document
+            self.source.acknowledged(position)  # under the lock: heard in order
 
 
 def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfig) -> Position | None:
@@ -243,7 +273,7 @@ class Daemon:
                 log.info("source %s resumes from %s", source_config.name, start.to_json())
             else:
                 log.info("source %s starts from the beginning", source_config.name)
-            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop))
+            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop, store))
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 

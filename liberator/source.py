@@ -79,7 +79,8 @@ class Source(ABC):
     def acknowledged(self, position: Position) -> None:  # noqa: B027 - optional hook
         """Everything up to `position` is acknowledged by Kafka and the position is stored.
 
-        Called from the daemon's committer thread, so keep it to recording the fact: the reading thread acts
+        Called from the daemon's committer thread (or, for a durable Checkpoint, from the reading thread
+        before `read` goes on), in position order, so keep it to recording the fact: the reading thread acts
         on it (confirm a replication slot's flush LSN, delete published outbox rows). It may also come after
         `close()`, for the last positions stored at shutdown.
         """

@@ -28,7 +28,7 @@ from connectors.mysql_binlog.shape import Shape, build_shape, list_tables, read_
 from connectors.mysql_binlog.snapshot import read_snapshot
 from connectors.mysql_binlog.stream import BinlogStreamer, open_reader
 from liberator.errors import FatalSourceError, LiberatorError
-from liberator.events import SourceItem, Stream
+from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
 from liberator.source import Source, SourceConfig, SourceContext
 
@@ -132,6 +132,8 @@ class MySQLBinlogSource(Source):
                     self.context.log.error("%s", problem)
                 raise FatalSourceError(problems[0])
             position = self._initial(conn, info) if not isinstance(start, BinlogPosition) else start
+            if not isinstance(start, BinlogPosition) and not position.snapshotting:
+                yield Checkpoint(position, durable=True)  # `snapshot: never`: the stream starts here, whatever happens
             if position.snapshotting:
                 self.phase = "snapshot"
                 self.context.log.info("snapshot of %d tables", len(position.snapshot.tables))  # type: ignore[union-attr]

@@ -143,6 +143,9 @@ class PostgresWalSource(Source):
                     self.acked.raise_to(point)
                     self.context.log.info("created replication slot %s at %s", cfg.slot, lsn_text(point))
                     position = WalPosition(point, (), snapshot_done=not wants_snapshot)
+                    # Stored before the first event: a crash from now on resumes the stream at the slot's
+                    # point, with every change since, instead of finding a slot and no position.
+                    yield Checkpoint(position, durable=True)
                     if wants_snapshot:
                         self.phase = "snapshot"
                         for item in maker_reader.read(snapshot_name, tables, point, position):
