@@ -146,11 +146,6 @@ def setting_problems(config: MySQLBinlogConfig, info: ServerInfo) -> list[str]:
 
 def select_problems(conn: Any, config: MySQLBinlogConfig, tables: list[tuple[str, str]]) -> list[str]:
     problems: list[str] = []
-    if not tables:
-        problems.append(
-            f"source {config.name}: no table matches {config.tables}; check the names (database.table) and "
-            "that the user may see them (GRANT SELECT)"
-        )
     with conn.cursor() as cur:
         for db, table in tables:
             try:

@@ -24,7 +24,7 @@ from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
-from connectors.mysql_binlog.shape import Shape, build_shape, list_tables, read_table_def
+from connectors.mysql_binlog.shape import Shape, build_shape, list_tables, read_table_def, unmatched_problems
 from connectors.mysql_binlog.snapshot import read_snapshot
 from connectors.mysql_binlog.stream import BinlogStreamer, open_reader
 from liberator.errors import FatalSourceError, LiberatorError
@@ -69,7 +69,7 @@ class MySQLBinlogSource(Source):
     def check(self) -> list[str]:
         try:
             conn, info = self._connect()
-            problems = setting_problems(self.cfg, info)
+            problems = setting_problems(self.cfg, info) + unmatched_problems(conn, self.cfg)
             tables = list_tables(conn, self.cfg)
             problems += select_problems(conn, self.cfg, tables)
             problems += self._outbox_problems(conn, info)
@@ -124,7 +124,7 @@ class MySQLBinlogSource(Source):
         cfg = self.cfg
         try:
             conn, info = self._connect()
-            problems = setting_problems(cfg, info) + self._outbox_problems(conn, info)
+            problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._outbox_problems(conn, info)
             if isinstance(start, BinlogPosition) and not start.snapshotting:
                 problems += position_problems(cfg, info, start, conn)
             if problems:
