@@ -8,10 +8,12 @@ them; a crash at any moment therefore replays (at-least-once) but never loses.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -30,6 +32,7 @@ from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicMana
 from liberator.registry.client import RegistryClient, RegistryUnavailable
 from liberator.sinkrunner import SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
+from liberator.topics import first_with_records
 
 log = logging.getLogger("liberator")
 
@@ -215,18 +218,26 @@ def registry_client(config: AppConfig, timeout: float = 10.0) -> RegistryClient:
 
 
 def build_source(
-    config: SourceConfig, app: str, stop: threading.Event, registry: RegistryClient | None = None
+    config: SourceConfig,
+    app: str,
+    stop: threading.Event,
+    registry: RegistryClient | None = None,
+    published: Callable[[Sequence[str]], str | None] | None = None,
+    from_scratch: bool = False,
 ) -> Source:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
     log = logging.getLogger(f"liberator.source.{config.name}")
-    context = SourceContext(app_name=app, stop=stop, log=log, registry=registry)
+    context = SourceContext(
+        app_name=app, stop=stop, log=log, registry=registry, published=published, from_scratch=from_scratch
+    )
     source: Source = source_cls(config, context)
     return source
 
 
 class Daemon:
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: AppConfig, from_scratch: bool = False) -> None:
         self.config = config
+        self.from_scratch = from_scratch  # `run --from-scratch`: see SourceContext.from_scratch
         self.stop = threading.Event()
         self.metrics = Metrics(config.name)
         self.runners: list[SourceRunner] = []
@@ -262,15 +273,18 @@ class Daemon:
         http = start_http(config.http.listen, self.metrics) if config.http else None
 
         stored_all = store.load_all()
+        published = functools.partial(first_with_records, admin_settings)
         for source_config in config.sources:
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
-            source = build_source(source_config, config.name, source_stop, registry)
+            source = build_source(source_config, config.name, source_stop, registry, published, self.from_scratch)
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)
             if start is not None:
                 status.position = start.to_json()
                 log.info("source %s resumes from %s", source_config.name, start.to_json())
+            elif self.from_scratch:
+                log.info("source %s starts from scratch (--from-scratch)", source_config.name)
             else:
                 log.info("source %s starts from the beginning", source_config.name)
             self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop, store))

@@ -134,10 +134,11 @@ def wait_for(condition: Any, timeout: float = 30.0, interval: float = 0.1, what:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def start_daemon_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_daemon_process(config_path: Path, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`liberator run CONFIG [options]` as a child process, its output appended to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
-        [sys.executable, "-m", "liberator", "run", str(config_path)],
+        [sys.executable, "-m", "liberator", "run", str(config_path), *options],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -52,7 +52,8 @@ def classify(exc: Exception, config: MySQLBinlogConfig) -> LiberatorError:
     if code == 1236:  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged or unknown position
         return FatalSourceError(
             f"source {config.name}: the server cannot send the binlog from the stored position ({exc.args[1]}); "
-            f"the changes since then are gone: re-snapshot with `liberator offsets reset CONFIG --source {config.name}`"
+            "the changes since then are gone: re-snapshot with "
+            f"`liberator offsets reset CONFIG --source {config.name}` and `liberator run CONFIG --from-scratch`"
         )
     return sqldb.classify(exc, config.url, f"source {config.name}")
 
@@ -161,7 +162,10 @@ def select_problems(conn: Any, config: MySQLBinlogConfig, tables: list[tuple[str
 
 def position_problems(config: MySQLBinlogConfig, info: ServerInfo, position: BinlogPosition, conn: Any) -> list[str]:
     """The stored position must still be on the server: purged binlogs mean lost changes."""
-    reset = f"re-snapshot with `liberator offsets reset CONFIG --source {config.name}` and keep binlogs longer"
+    reset = (
+        f"re-snapshot with `liberator offsets reset CONFIG --source {config.name}` and `liberator run CONFIG "
+        "--from-scratch`, and keep binlogs longer"
+    )
     name = f"source {config.name}"
     if info.binlogs and position.coord.file not in info.binlogs:
         oldest = Coord(info.binlogs[0], 4)

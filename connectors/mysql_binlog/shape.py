@@ -54,6 +54,10 @@ class Shape:
         return tuple(values[i] for i in self.key_indexes)
 
 
+def topic_name(config: MySQLBinlogConfig, app: str, database: str, table: str) -> str:
+    return _TOPIC_UNSAFE.sub("_", config.topic.format(source=config.name, app=app, schema=database, table=table))
+
+
 def build_shape(table: TableDef, config: MySQLBinlogConfig, app: str, server: str) -> Shape:
     if not table.key:
         raise SchemaError(f"table {table.qualified} has no primary key; add one or leave the table out of `tables`")
@@ -62,9 +66,7 @@ def build_shape(table: TableDef, config: MySQLBinlogConfig, app: str, server: st
     except SchemaError as exc:
         raise SchemaError(f"table {table.qualified} {exc}; leave the table out of `tables`") from None
     namespace = namespace_for(app, config.name, table.database, table.table)
-    topic = _TOPIC_UNSAFE.sub(
-        "_", config.topic.format(source=config.name, app=app, schema=table.database, table=table.table)
-    )
+    topic = topic_name(config, app, table.database, table.table)
     value = value_schema(schema, namespace)
     if config.envelope is Envelope.change:
         value = change_schema(value)

@@ -24,13 +24,20 @@ from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
-from connectors.mysql_binlog.shape import Shape, build_shape, list_tables, read_table_def, unmatched_problems
+from connectors.mysql_binlog.shape import (
+    Shape,
+    build_shape,
+    list_tables,
+    read_table_def,
+    topic_name,
+    unmatched_problems,
+)
 from connectors.mysql_binlog.snapshot import read_snapshot
 from connectors.mysql_binlog.stream import BinlogStreamer, open_reader
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
-from liberator.source import Source, SourceConfig, SourceContext
+from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 
 class MySQLBinlogSource(Source):
@@ -131,6 +138,8 @@ class MySQLBinlogSource(Source):
                 for problem in problems[1:]:
                     self.context.log.error("%s", problem)
                 raise FatalSourceError(problems[0])
+            if not isinstance(start, BinlogPosition):
+                self._check_first_run(conn)
             position = self._initial(conn, info) if not isinstance(start, BinlogPosition) else start
             if not isinstance(start, BinlogPosition) and not position.snapshotting:
                 yield Checkpoint(position, durable=True)  # `snapshot: never`: the stream starts here, whatever happens
@@ -153,6 +162,21 @@ class MySQLBinlogSource(Source):
             yield from self._stream(conn, info, position)
         except pymysql.MySQLError as exc:
             raise transient(exc, cfg) from None
+
+    def _check_first_run(self, conn: Any) -> None:
+        """No stored position: refuse to start over silently when the topics show the source ran before.
+
+        The binlog has no server-side slot to tell, so the evidence is the source's own output: a topic of a
+        captured table that already holds a record (read with a consumer). `--from-scratch` skips this.
+        """
+        published = self.context.published
+        if published is None or self.context.from_scratch:
+            return
+        app = self.context.app_name
+        topic = published([topic_name(self.cfg, app, db, table) for db, table in list_tables(conn, self.cfg)])
+        if topic is not None:
+            start_over = "snapshot again" if self.cfg.snapshot != "never" else "stream from the binlog's end"
+            raise lost_position(self.cfg.name, f"topic {topic} already holds records", start_over)
 
     def _initial(self, conn: Any, info: ServerInfo) -> BinlogPosition:
         if self.cfg.snapshot == "never":

@@ -30,7 +30,7 @@ from connectors.postgres_wal.tables import TableCatalog
 from liberator.errors import FatalSourceError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
-from liberator.source import Source, SourceConfig, SourceContext
+from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 HEARTBEAT_PREFIX = "liberator.heartbeat"
 
@@ -131,6 +131,8 @@ class PostgresWalSource(Source):
                 published += [outbox.table] if outbox.table not in published else []
         checks.ensure_publication(conn, cfg, published)
         slot = checks.slot_state(conn, cfg.slot)
+        if start is None and slot is not None:
+            slot = self._slot_without_position(conn, slot, catalog, tables)
         position = start
         if slot is not None and slot.confirmed_flush is not None:
             self.acked.raise_to(slot.confirmed_flush)
@@ -155,9 +157,10 @@ class PostgresWalSource(Source):
                             yield item
                 finally:
                     repl.close()
-            else:
+            else:  # an operator's slot (`create: false`)
                 assert slot.confirmed_flush is not None
                 position = WalPosition(slot.confirmed_flush, (), snapshot_done=not wants_snapshot)
+                yield Checkpoint(position, durable=True)
         elif slot is None:
             raise FatalSourceError(
                 f"{self.what}: replication slot {cfg.slot} is gone, so changes after {lsn_text(position.lsn)} may be "
@@ -167,7 +170,8 @@ class PostgresWalSource(Source):
             raise FatalSourceError(
                 f"{self.what}: slot {cfg.slot} is at {lsn_text(slot.confirmed_flush)}, past the stored position "
                 f"{lsn_text(position.lsn)} (offsets restored from an older copy?); changes in between are gone; "
-                f"run `liberator offsets reset CONFIG --source {cfg.name}` to snapshot again"
+                f"run `liberator offsets reset CONFIG --source {cfg.name}`, then `liberator run CONFIG --from-scratch` "
+                "to snapshot again"
             )
         if self.context.stop.is_set():
             return
@@ -180,6 +184,27 @@ class PostgresWalSource(Source):
             yield Checkpoint(position)
         self.phase = "streaming"
         yield from self._stream(position, catalog, tables, outbox)
+
+    def _slot_without_position(
+        self, conn: psycopg.Connection[Any], slot: checks.SlotState, catalog: TableCatalog, tables: list[str]
+    ) -> checks.SlotState | None:
+        """No stored position but a slot: lost offsets, unless it is the operator's slot on a first run."""
+        cfg = self.cfg
+        start_over = "snapshot again" if cfg.snapshot == "initial" else "stream from a new slot"
+        if cfg.create:
+            # The start point is stored right after the slot is created: a slot without one means lost offsets.
+            if not self.context.from_scratch:
+                raise lost_position(cfg.name, f"replication slot {cfg.slot} exists", f"drop the slot and {start_over}")
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (cfg.slot,))
+            self.context.log.info("dropped replication slot %s (--from-scratch); creating it again", cfg.slot)
+            return None
+        # `create: false`: the operator made the slot, so only the topics can tell a first run from a lost store.
+        published = self.context.published
+        if published is not None and not self.context.from_scratch:
+            topic = published([catalog.from_catalog(name).stream.topic for name in tables])
+            if topic is not None:
+                raise lost_position(cfg.name, f"topic {topic} already holds records", "snapshot again")
+        return slot
 
     def _resume_snapshot(
         self, position: WalPosition, tables: list[str], reader: SnapshotReader

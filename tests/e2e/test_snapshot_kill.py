@@ -8,19 +8,11 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pymysql  # type: ignore[import-untyped]
-import pytest
-
-from liberator.testbed import MySQLInstance
 from liberator.testbed.ports import free_port
-from tests.integration.postgres_wal_support import WalDb
-from tests.integration.test_mysql_binlog_helpers import source_yaml
+from tests.e2e.cdc_targets import Statement, Target, _cdc_target  # noqa: F401 - _cdc_target: the fixture
 from tests.support import (
     TopicFold,
     app_config,
@@ -32,91 +24,9 @@ from tests.support import (
 )
 
 ROWS = 20_000
-CHUNK = 500
 # Each run is killed when the first condition holds: (events acknowledged in this run, seconds after the
 # snapshot is done). Two kills inside the snapshot, one the moment it is done, one shortly after.
 KILLS = [(2_000, None), (6_000, None), (None, 0.0), (None, 0.5)]
-
-Statement = tuple[str, tuple[Any, ...]]
-
-
-@dataclass
-class Target:
-    """A database with the table `acc (id, v)` and how the daemon captures it."""
-
-    source: str  # the source's YAML entry
-    topic: str
-    transaction: Callable[[list[Statement]], None]  # runs statements in one transaction
-    upsert: str  # insert a key, or bump it if it exists
-    move: Callable[[int, int], Statement]  # change a row's primary key, unless the new one is taken
-    table: Callable[[], dict[int, int]]
-
-
-def _pg_target(pg_url: str) -> Iterator[Target]:
-    db = WalDb(pg_url)
-    db.run("CREATE TABLE acc (id int PRIMARY KEY, v int NOT NULL)")
-    db.run("INSERT INTO acc SELECT g, 0 FROM generate_series(1, %s) g", (ROWS,))
-    source = (
-        f"  - name: cdc\n    type: postgres_wal\n    url: {db.url}\n    tables: [acc]\n    slot: {db.tag}\n"
-        f'    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n    snapshot_chunk: {CHUNK}\n'
-        "    status_interval: 200ms\n"
-    )
-    writer = psycopg.connect(db.url, autocommit=True)
-
-    def transaction(statements: list[Statement]) -> None:
-        with writer.transaction():
-            for sql, args in statements:
-                writer.execute(sql, args)
-
-    def table() -> dict[int, int]:
-        return {int(k): int(v) for k, v in db.rows("SELECT id, v FROM acc")}
-
-    upsert = "INSERT INTO acc VALUES (%s, 0) ON CONFLICT (id) DO UPDATE SET v = acc.v + 1"
-
-    def move(old: int, new: int) -> Statement:
-        taken = "EXISTS (SELECT 1 FROM acc WHERE id = %s)"
-        return (f"UPDATE acc SET id = %s WHERE id = %s AND NOT {taken}", (new, old, new))
-
-    yield Target(source, f"{db.tag}.acc", transaction, upsert, move, table)
-    writer.close()
-
-
-def _mariadb_target(server: MySQLInstance, db: str) -> Iterator[Target]:
-    server.execute(f"CREATE TABLE `{db}`.acc (id INT PRIMARY KEY, v INT NOT NULL)")
-    server.execute(f"INSERT INTO acc SELECT seq, 0 FROM seq_1_to_{ROWS}", database=db)
-    writer = server.connect(database=db)
-
-    def transaction(statements: list[Statement]) -> None:
-        try:
-            with writer.cursor() as cur:
-                cur.execute("BEGIN")
-                for sql, args in statements:
-                    cur.execute(sql, args)
-                cur.execute("COMMIT")
-        except pymysql.MySQLError as exc:
-            writer.rollback()
-            if exc.args[0] not in (1213, 1205):  # deadlock / lock wait: rolled back, nothing committed
-                raise
-
-    def table() -> dict[int, int]:
-        return {int(k): int(v) for k, v in server.execute(f"SELECT id, v FROM `{db}`.acc")}
-
-    upsert = "INSERT INTO acc VALUES (%s, 0) ON DUPLICATE KEY UPDATE v = v + 1"
-
-    def move(old: int, new: int) -> Statement:
-        return ("UPDATE IGNORE acc SET id = %s WHERE id = %s", (new, old))  # IGNORE: no change if `new` is taken
-
-    source = source_yaml(server, f"[{db}.acc]", db, f"    snapshot_chunk: {CHUNK}\n")
-    yield Target(source, f"{db}.{db}.acc", transaction, upsert, move, table)
-    writer.close()
-
-
-@pytest.fixture(params=["postgresql", "mariadb"])
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    if request.param == "postgresql":
-        yield from _pg_target(request.getfixturevalue("pg_url"))
-    else:
-        yield from _mariadb_target(request.getfixturevalue("mariadb_server"), request.getfixturevalue("mysql_database"))
 
 
 class Writer(threading.Thread):
@@ -176,8 +86,10 @@ def _kill_when(process: Any, port: int, acked: int | None, after_snapshot: float
 
 
 def test_kill_9_during_and_after_the_snapshot_leaves_no_ghost_rows(
-    target: Target, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+    cdc_target: Target, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
+    target = cdc_target
+    target.fill(ROWS)
     port = free_port()
     # The product's own flush interval (1s): a kill lands before the first flush as it would in production.
     offsets = f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\nhttp:\n  listen: 127.0.0.1:{port}\n"
