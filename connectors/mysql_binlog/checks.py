@@ -49,6 +49,14 @@ def connect(config: MySQLBinlogConfig, **kwargs: Any) -> Any:
 
 def classify(exc: Exception, config: MySQLBinlogConfig) -> LiberatorError:
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    if code == 4052 or (code == 1236 and "same server_uuid/server_id" in str(exc.args[1:])):
+        # MariaDB 4052, MySQL 1236: another replica connected with our server_id and the server dropped us.
+        # Reconnecting would drop that one in turn: an operator must choose.
+        return FatalSourceError(
+            f"source {config.name}: the server dropped this binlog stream because another replica connected with "
+            f"the same server_id {config.server_id}; two readers with one server_id kick each other off: stop "
+            "the other one (SHOW SLAVE HOSTS lists replicas) or give this source its own `server_id`"
+        )
     if code == 1236:  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged or unknown position
         return FatalSourceError(
             f"source {config.name}: the server cannot send the binlog from the stored position ({exc.args[1]}); "

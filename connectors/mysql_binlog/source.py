@@ -21,6 +21,7 @@ from connectors.mysql_binlog.checks import (
     transient,
 )
 from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.guard import ServerIdGuard
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
@@ -52,6 +53,7 @@ class MySQLBinlogSource(Source):
         self._shapes: dict[TableDef, Shape] = {}
         self._server = ""
         self._open: list[Any] = []
+        self._guard = ServerIdGuard(config)
 
     def _shape(self, table: TableDef) -> Shape:
         shape = self._shapes.get(table)
@@ -80,6 +82,8 @@ class MySQLBinlogSource(Source):
             tables = list_tables(conn, self.cfg)
             problems += select_problems(conn, self.cfg, tables)
             problems += self._outbox_problems(conn, info)
+            in_use = self._guard.problem(conn)
+            problems += [in_use] if in_use is not None else []
             for database, name in tables:
                 try:
                     table = read_table_def(conn, database, name, not info.mariadb)
@@ -138,6 +142,7 @@ class MySQLBinlogSource(Source):
                 for problem in problems[1:]:
                     self.context.log.error("%s", problem)
                 raise FatalSourceError(problems[0])
+            self._guard.acquire(conn)  # held by this connection while the source reads
             if not isinstance(start, BinlogPosition):
                 self._check_first_run(conn)
             position = self._initial(conn, info) if not isinstance(start, BinlogPosition) else start

@@ -29,6 +29,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateR
 
 from connectors.mysql_binlog.checks import quote
 from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.guard import reader_identity
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, GtidState, SnapshotState
@@ -91,6 +92,7 @@ def open_reader(
         "only_schemas": config.literal_databases(),
         "enable_logging": False,
         "pymysql_wrapper": _Connector(),
+        "report_slave": reader_identity(),  # SHOW SLAVE HOSTS names this daemon (see guard.py)
     }
     if by_gtid:
         kwargs.update(auto_position=str(position.gtid), is_mariadb=mariadb)

@@ -19,7 +19,7 @@ import psycopg
 
 from connectors.postgres_wal import checks
 from connectors.postgres_wal.config import PostgresWalConfig
-from connectors.postgres_wal.connection import classify, connect
+from connectors.postgres_wal.connection import application_name, classify, connect
 from connectors.postgres_wal.outbox import WalOutbox
 from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from connectors.postgres_wal.rows import EventMaker
@@ -27,12 +27,15 @@ from connectors.postgres_wal.snapshot import SnapshotReader, create_slot
 from connectors.postgres_wal.stream import ReplicationStream
 from connectors.postgres_wal.streaming import ChangeDecoder
 from connectors.postgres_wal.tables import TableCatalog
-from liberator.errors import FatalSourceError
+from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
 from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 HEARTBEAT_PREFIX = "liberator.heartbeat"
+# How long an active slot may take to be released before it counts as held by another daemon: a killed
+# daemon's walsender ends as soon as the server notices the closed connection.
+SLOT_RELEASE_WAIT = 5.0
 
 
 class AckedLsn:
@@ -131,6 +134,8 @@ class PostgresWalSource(Source):
                 published += [outbox.table] if outbox.table not in published else []
         checks.ensure_publication(conn, cfg, published)
         slot = checks.slot_state(conn, cfg.slot)
+        if slot is not None and slot.active_pid is not None:
+            slot = self._wait_for_release(conn, slot)
         if start is None and slot is not None:
             slot = self._slot_without_position(conn, slot, catalog, tables)
         position = start
@@ -184,6 +189,33 @@ class PostgresWalSource(Source):
             yield Checkpoint(position)
         self.phase = "streaming"
         yield from self._stream(position, catalog, tables, outbox)
+
+    def _wait_for_release(self, conn: psycopg.Connection[Any], slot: checks.SlotState) -> checks.SlotState | None:
+        """An active slot: wait briefly for a session that is ending; another daemon's is an error.
+
+        Two daemons cannot stream one slot (until hot standby exists); the newcomer says who holds it
+        rather than treating the slot's newer position as a stale offsets store.
+        """
+        cfg = self.cfg
+        deadline = time.monotonic() + SLOT_RELEASE_WAIT
+        current: checks.SlotState | None = slot
+        while current is not None and current.active_pid is not None:
+            application, holder = checks.slot_holder(conn, current.active_pid)
+            if application == application_name():
+                raise TransientSourceError(
+                    f"{self.what}: slot {cfg.slot} is still held by this daemon's previous session ({holder}), "
+                    "which is ending"
+                )
+            if time.monotonic() > deadline:
+                raise FatalSourceError(
+                    f"{self.what}: replication slot {cfg.slot} is in use by another daemon ({holder}); two daemons "
+                    "cannot stream one slot: stop the other one (SELECT pid, application_name, client_addr FROM "
+                    f"pg_stat_replication; finds it) or give this source its own `slot:`"
+                )
+            if self.context.stop.wait(0.2):
+                return current
+            current = checks.slot_state(conn, cfg.slot)
+        return current
 
     def _slot_without_position(
         self, conn: psycopg.Connection[Any], slot: checks.SlotState, catalog: TableCatalog, tables: list[str]
