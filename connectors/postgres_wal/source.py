@@ -144,24 +144,7 @@ class PostgresWalSource(Source):
         if position is None:
             wants_snapshot = cfg.snapshot == "initial"
             if slot is None:
-                repl = connect(cfg.url, replication=True, what=self.what)
-                try:
-                    point, snapshot_name = create_slot(repl, cfg.slot, export=wants_snapshot)
-                    self.acked.raise_to(point)
-                    self.context.log.info("created replication slot %s at %s", cfg.slot, lsn_text(point))
-                    position = WalPosition(point, (), snapshot_done=not wants_snapshot)
-                    # Stored before the first event: a crash from now on resumes the stream at the slot's
-                    # point, with every change since, instead of finding a slot and no position.
-                    yield Checkpoint(position, durable=True)
-                    if wants_snapshot:
-                        self.phase = "snapshot"
-                        for item in maker_reader.read(snapshot_name, tables, point, position):
-                            if isinstance(item, Checkpoint):
-                                assert isinstance(item.position, WalPosition)
-                                position = item.position
-                            yield item
-                finally:
-                    repl.close()
+                position = yield from self._create_slot(tables, maker_reader, wants_snapshot)
             else:  # an operator's slot (`create: false`)
                 assert slot.confirmed_flush is not None
                 position = WalPosition(slot.confirmed_flush, (), snapshot_done=not wants_snapshot)
@@ -189,6 +172,31 @@ class PostgresWalSource(Source):
             yield Checkpoint(position)
         self.phase = "streaming"
         yield from self._stream(position, catalog, tables, outbox)
+
+    def _create_slot(
+        self, tables: list[str], reader: SnapshotReader, wants_snapshot: bool
+    ) -> Generator[SourceItem, None, WalPosition]:
+        """Create the slot, store its point at once, and read the snapshot it exports (if wanted)."""
+        cfg = self.cfg
+        repl = connect(cfg.url, replication=True, what=self.what)
+        try:
+            point, snapshot_name = create_slot(repl, cfg.slot, export=wants_snapshot)
+            self.acked.raise_to(point)
+            self.context.log.info("created replication slot %s at %s", cfg.slot, lsn_text(point))
+            position = WalPosition(point, (), snapshot_done=not wants_snapshot)
+            # Stored before the first event: a crash from now on resumes the stream at the slot's point,
+            # with every change since, instead of finding a slot and no position.
+            yield Checkpoint(position, durable=True)
+            if wants_snapshot:
+                self.phase = "snapshot"
+                for item in reader.read(snapshot_name, tables, point, position):
+                    if isinstance(item, Checkpoint):
+                        assert isinstance(item.position, WalPosition)
+                        position = item.position
+                    yield item
+        finally:
+            repl.close()
+        return position
 
     def _wait_for_release(self, conn: psycopg.Connection[Any], slot: checks.SlotState) -> checks.SlotState | None:
         """An active slot: wait briefly for a session that is ending; another daemon's is an error.
