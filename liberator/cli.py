@@ -28,7 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from liberator.runtime import Daemon
 
     config = load_config(args.config)
-    daemon = Daemon(config)
+    daemon = Daemon(config, from_scratch=args.from_scratch)
     daemon.install_signal_handlers()
     log.info("liberator %s starting %s with %d source(s)", __version__, config.name, len(config.sources))
     return daemon.run()
@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
     p.add_argument("config")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="sources without a stored position start over (a new snapshot; postgres_wal drops and recreates "
+        "its slot) even where the slot or the topics show they ran before",
+    )
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", help="validate the config and connect to everything it names")
     p.add_argument("config")

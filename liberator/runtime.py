@@ -8,10 +8,12 @@ them; a crash at any moment therefore replays (at-least-once) but never loses.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -30,6 +32,7 @@ from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicMana
 from liberator.registry.client import RegistryClient, RegistryUnavailable
 from liberator.sinkrunner import SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
+from liberator.topics import first_with_records
 
 log = logging.getLogger("liberator")
 
@@ -60,6 +63,7 @@ class SourceRunner:
         status: SourceStatus,
         start: Position | None,
         stop: threading.Event,
+        store: OffsetStore,
     ) -> None:
         self.source = source
         self.config = config
@@ -69,6 +73,8 @@ class SourceRunner:
         self.stop = stop
         self.checkpointer = Checkpointer(on_advance=source.delivered)
         self.stored: Position | None = start
+        self.store = store
+        self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
         self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
@@ -97,6 +103,8 @@ class SourceRunner:
                         self.checkpointer.add(item.position, acked=True)
                         position = item.position
                         self.status.phase = self.source.phase  # idle sources show their phase too
+                        if item.durable and not self._store_now(item.position):
+                            break  # stopped before it was stored: nothing after it may be published
                     else:
                         self._publish(item)
                         if item.position is not None:
@@ -144,22 +152,47 @@ class SourceRunner:
         self.status.bytes_published += size
         self.status.last_event_ms = event.timestamp_ms
 
+    def _store_now(self, position: Position) -> bool:
+        """Store a durable checkpoint's position before the source goes on; False when stopped first.
+
+        It waits for what was yielded before it (usually nothing) and retries a failing store, since going
+        on without it is what the source asked not to do.
+        """
+        backoff = 0.5
+        while not self.stop.is_set() and not self.checkpointer.failure:
+            if self.checkpointer.committable() != position:
+                self.stop.wait(0.01)
+                continue
+            try:
+                self.store_position(self.store)
+                if self.status.state == "retrying":
+                    self.status.state, self.status.error = "running", None
+                return True
+            except LiberatorError as exc:
+                self.status.state = "retrying"
+                self.status.error = f"cannot store the position: {exc}"
+                self.log.warning("cannot store the position before going on (%s); retrying in %.1fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        return False
+
     def _fail(self, message: str) -> None:
         self.status.state = "failed"
         self.status.error = message
         self.log.error("%s", message)
 
     def store_position(self, store: OffsetStore) -> None:
-        position = self.checkpointer.committable()
-        if position is None or position == self.stored:
-            return
-        document = position.to_json()
-        store.save(StoredOffset.now(self.config.name, self.config.type, document))
-        self.stored = position
-        self.status.positions_stored += 1
-        self.status.last_stored_at = time.time()
-        self.status.position = document
-        self.source.acknowledged(position)
+        with self._store_lock:
+            position = self.checkpointer.committable()
+            if position is None or position == self.stored:
+                return
+            document = position.to_json()
+            store.save(StoredOffset.now(self.config.name, self.config.type, document))
+            self.stored = position
+            self.status.positions_stored += 1
+            self.status.last_stored_at = time.time()
+            self.status.position = document
+            self.source.acknowledged(position)  # under the lock: heard in order
 
 
 def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfig) -> Position | None:
@@ -185,18 +218,26 @@ def registry_client(config: AppConfig, timeout: float = 10.0) -> RegistryClient:
 
 
 def build_source(
-    config: SourceConfig, app: str, stop: threading.Event, registry: RegistryClient | None = None
+    config: SourceConfig,
+    app: str,
+    stop: threading.Event,
+    registry: RegistryClient | None = None,
+    published: Callable[[Sequence[str]], str | None] | None = None,
+    from_scratch: bool = False,
 ) -> Source:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
     log = logging.getLogger(f"liberator.source.{config.name}")
-    context = SourceContext(app_name=app, stop=stop, log=log, registry=registry)
+    context = SourceContext(
+        app_name=app, stop=stop, log=log, registry=registry, published=published, from_scratch=from_scratch
+    )
     source: Source = source_cls(config, context)
     return source
 
 
 class Daemon:
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: AppConfig, from_scratch: bool = False) -> None:
         self.config = config
+        self.from_scratch = from_scratch  # `run --from-scratch`: see SourceContext.from_scratch
         self.stop = threading.Event()
         self.metrics = Metrics(config.name)
         self.runners: list[SourceRunner] = []
@@ -232,18 +273,21 @@ class Daemon:
         http = start_http(config.http.listen, self.metrics) if config.http else None
 
         stored_all = store.load_all()
+        published = functools.partial(first_with_records, admin_settings)
         for source_config in config.sources:
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
-            source = build_source(source_config, config.name, source_stop, registry)
+            source = build_source(source_config, config.name, source_stop, registry, published, self.from_scratch)
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)
             if start is not None:
                 status.position = start.to_json()
                 log.info("source %s resumes from %s", source_config.name, start.to_json())
+            elif self.from_scratch:
+                log.info("source %s starts from scratch (--from-scratch)", source_config.name)
             else:
                 log.info("source %s starts from the beginning", source_config.name)
-            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop))
+            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop, store))
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from liberator.errors import FatalSourceError
 from liberator.events import SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
@@ -38,6 +39,25 @@ class SourceContext:
     # The daemon's schema registry, for sources that must read schemas the application registered
     # (outbox payloads validated against their subject). None where no registry is configured (tests, bench).
     registry: RegistryClient | None = None
+    # The first of these topics that already holds a record, or None: evidence that a source without a
+    # stored position ran before. None where there is no broker to ask (tests, bench): no such evidence.
+    published: Callable[[Sequence[str]], str | None] | None = None
+    # `liberator run --from-scratch`: a source without a stored position starts over even where the evidence
+    # says it ran before (see `lost_position`).
+    from_scratch: bool = False
+
+
+def lost_position(source: str, evidence: str, start_over: str) -> FatalSourceError:
+    """The error of a source with no stored position that evidently ran before (a lost or reset offsets store).
+
+    Starting from scratch silently would publish everything again and never retract what was deleted in
+    between; the operator chooses instead (Debezium's offset.mismatch.strategy).
+    """
+    return FatalSourceError(
+        f"source {source}: no stored position, but {evidence} (the offsets store was lost or reset?); "
+        f"run `liberator run CONFIG --from-scratch` to {start_over}, or "
+        f"`liberator offsets set CONFIG --source {source} POSITION` to resume"
+    )
 
 
 class Source(ABC):
@@ -79,7 +99,8 @@ class Source(ABC):
     def acknowledged(self, position: Position) -> None:  # noqa: B027 - optional hook
         """Everything up to `position` is acknowledged by Kafka and the position is stored.
 
-        Called from the daemon's committer thread, so keep it to recording the fact: the reading thread acts
+        Called from the daemon's committer thread (or, for a durable Checkpoint, from the reading thread
+        before `read` goes on), in position order, so keep it to recording the fact: the reading thread acts
         on it (confirm a replication slot's flush LSN, delete published outbox rows). It may also come after
         `close()`, for the last positions stored at shutdown.
         """

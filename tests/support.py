@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +134,11 @@ def wait_for(condition: Any, timeout: float = 30.0, interval: float = 0.1, what:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def start_daemon_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_daemon_process(config_path: Path, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`liberator run CONFIG [options]` as a child process, its output appended to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
-        [sys.executable, "-m", "liberator", "run", str(config_path)],
+        [sys.executable, "-m", "liberator", "run", str(config_path), *options],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -179,3 +183,91 @@ def version_gaps(final: dict[Any, int], seen: dict[Any, set[Any]]) -> dict[Any, 
     """Per key, the versions between the first one on the topic and `final` that never reached it."""
     gaps = {k: sorted(set(range(min(seen[k]), v + 1)) - seen[k]) for k, v in final.items()}
     return {k: g for k, g in gaps.items() if g}
+
+
+class TopicFold(threading.Thread):
+    """Consumes a topic from its start in the background and folds it by key: the newest `after` of each key.
+
+    A tombstone or a delete envelope removes its key, so once the source caught up `rows()` equals the
+    table. Waits for the topic to exist instead of assuming it does.
+    """
+
+    def __init__(self, bootstrap: str, registry: str, topic: str, field: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap = bootstrap
+        self.decoder = RecordDecoder(registry)
+        self.topic = topic
+        self.field = field
+        self.halt = threading.Event()
+        self._lock = threading.Lock()
+        self._rows: dict[Any, Any] = {}
+        self.records = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        settings = {"bootstrap.servers": self.bootstrap, "group.id": "test-fold", "enable.auto.commit": False}
+        consumer = Consumer({**settings, "fetch.wait.max.ms": 10})
+        try:
+            while not self.halt.is_set():
+                metadata = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+                if metadata is not None and metadata.error is None and metadata.partitions:
+                    break
+                self.halt.wait(0.2)
+            else:
+                return
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+            while not self.halt.is_set():
+                message = consumer.poll(0.1)
+                if message is None or message.error():
+                    continue
+                record = self.decoder.decode(message)
+                key = tuple(sorted(record["key"].items()))
+                value = record["value"]
+                with self._lock:
+                    self.records += 1
+                    if value is None or value.get("op") == "d":
+                        self._rows.pop(key, None)
+                    else:
+                        self._rows[key] = value["after"][self.field]
+        except BaseException as exc:  # reported by rows()
+            self.error = exc
+        finally:
+            consumer.close()
+
+    def rows(self) -> dict[Any, Any]:
+        """{key id (or key tuple): field} as the topic says now."""
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            return {(k[0][1] if len(k) == 1 else k): v for k, v in self._rows.items()}
+
+    def __enter__(self) -> TopicFold:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.join(10)
+
+
+def fold_differences(fold: dict[Any, Any], table: dict[Any, Any]) -> dict[str, Any]:
+    """What keeps a folded topic from equalling a table: ghost keys, missing keys, wrong values (a few each)."""
+    ghosts = sorted(set(fold) - set(table))
+    missing = sorted(set(table) - set(fold))
+    wrong = sorted(k for k in set(fold) & set(table) if fold[k] != table[k])
+    return {
+        "ghosts": (len(ghosts), ghosts[:10]),
+        "missing": (len(missing), missing[:10]),
+        "wrong": (len(wrong), [(k, fold[k], table[k]) for k in wrong[:10]]),
+    }
+
+
+def health(port: int) -> dict[str, Any] | None:
+    """The daemon's /health document, or None while it does not answer yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:  # 503 once a source failed: still the document
+        return dict(json.load(exc))
+    except OSError:
+        return None

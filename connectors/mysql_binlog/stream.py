@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
@@ -26,7 +27,9 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
+from connectors.mysql_binlog.checks import quote
 from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.guard import reader_identity
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, GtidState, SnapshotState
@@ -35,6 +38,7 @@ from connectors.mysql_binlog.types import specs_from_table_map
 from liberator.envelope import Envelope, Op, change_value
 from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from liberator.resnapshot import publish_covered
 
 _EVENTS = [
     GtidEvent,
@@ -88,6 +92,7 @@ def open_reader(
         "only_schemas": config.literal_databases(),
         "enable_logging": False,
         "pymysql_wrapper": _Connector(),
+        "report_slave": reader_identity(),  # SHOW SLAVE HOSTS names this daemon (see guard.py)
     }
     if by_gtid:
         kwargs.update(auto_position=str(position.gtid), is_mariadb=mariadb)
@@ -194,7 +199,11 @@ class BinlogStreamer:
                         image = new if new is not None else old
                         assert image is not None
                         key_values = shape.key_of(image)
-                        if skip is not None and skip.skip(shape.table.qualified, key_values, at):
+                        if (
+                            skip is not None
+                            and skip.skip(shape.table.qualified, key_values, at)
+                            and not publish_covered(op, partial(self._has_row, shape, key_values))
+                        ):
                             continue
                         key = shape.key.convert_values(key_values)
                         old_datum = None if old is None else shape.value.convert_values(old)
@@ -279,6 +288,20 @@ class BinlogStreamer:
             else:
                 pending = position
             in_txn, txn_gtid, txn_id, order = False, None, None, 0
+
+    def _has_row(self, shape: Shape, key: tuple[object, ...]) -> bool:
+        """Whether the live table holds a row with this key (for a delete a later snapshot run covers)."""
+        table = shape.table
+        condition = " AND ".join(f"{quote(k)} = %s" for k in table.key)
+        query = f"SELECT 1 FROM {quote(table.database)}.{quote(table.table)} WHERE {condition} LIMIT 1"
+        try:
+            with self.ctl.cursor() as cur:
+                cur.execute(query, key)
+                return cur.fetchone() is not None
+        except pymysql.err.ProgrammingError as exc:
+            if exc.args[0] == 1146:  # dropped since: its rows are gone
+                return False
+            raise
 
     def _table_map(self, event: Any, schemas: Any) -> Any:
         if self.outbox is not None and self.outbox.table_map(event):

@@ -37,6 +37,22 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState | None:
     return SlotState(row[0], row[1], row[2], row[3], None if row[4] is None else parse_lsn(row[4]), row[5])
 
 
+def slot_holder(conn: psycopg.Connection[Any], pid: int) -> tuple[str, str]:
+    """(application_name, a description naming the walsender pid, client address and start) of a session."""
+    row = conn.execute(
+        "SELECT application_name, client_addr::text, client_port, backend_start::text"
+        " FROM pg_stat_replication WHERE pid = %s",
+        (pid,),
+    ).fetchone()
+    if row is None:  # not visible to this role (pg_read_all_stats shows it), or just ended
+        return "", f"walsender pid {pid}"
+    application, address, port, since = row
+    client = "a local socket" if address is None else f"{address}:{port}"
+    return str(application or ""), (
+        f"walsender pid {pid}, client {client}, application_name {application or '(none)'!r}, since {since}"
+    )
+
+
 def _qualified(name: str) -> str:
     schema, table = split_name(name)
     return sql.Identifier(schema, table).as_string(None)

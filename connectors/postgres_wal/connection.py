@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from typing import Any
 
 import psycopg
@@ -25,8 +27,18 @@ def libpq_url(url: str) -> str:
     return _DRIVER.sub(r"\1://", url)
 
 
+def application_name() -> str:
+    """How this process shows in pg_stat_activity / pg_stat_replication, so an operator can find it."""
+    return f"liberator pid {os.getpid()} on {socket.gethostname()}"[:63]
+
+
 def connect(url: str, *, replication: bool = False, what: str = "") -> psycopg.Connection[Any]:
-    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 10, "options": SESSION_OPTIONS}
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "connect_timeout": 10,
+        "options": SESSION_OPTIONS,
+        "application_name": application_name(),
+    }
     if replication:
         kwargs["replication"] = "database"
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from connectors.postgres_wal.config import PostgresWalConfig
@@ -17,6 +17,7 @@ from connectors.postgres_wal.pgoutput import (
     Message,
     Relation,
     Truncate,
+    TupleValue,
     Update,
     decode,
 )
@@ -27,6 +28,7 @@ from connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.envelope import Op, change_value
 from liberator.errors import FatalSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from liberator.resnapshot import publish_covered
 
 
 class ChangeDecoder:
@@ -76,14 +78,19 @@ class ChangeDecoder:
         return Checkpoint(WalPosition(lsn, self.tables, snapshot_done=True))
 
     def _state(self, relid: int) -> TableState | None:
-        state = self.relations.get(relid)
-        if state is None:
-            return None
-        if self.skip:
-            point = self.skip.get(state.name)
-            if point is not None and self.begin is not None and self.begin.final_lsn < point:
-                return None  # this transaction is already in the snapshot read at `point`
-        return state
+        """The captured table's state; None for tables not captured."""
+        return self.relations.get(relid)
+
+    def _covered(self, state: TableState) -> bool:
+        """Whether this transaction is already in the snapshot that re-read the table (liberator.resnapshot)."""
+        if not self.skip:
+            return False
+        point = self.skip.get(state.name)
+        return point is not None and self.begin is not None and self.begin.final_lsn < point
+
+    def _deleted_covered(self, state: TableState, old: Sequence[TupleValue]) -> bool:
+        """Whether a covered delete still goes out: its key is gone from the live table."""
+        return publish_covered(Op.delete, lambda: self.catalog.has_row(state, old))
 
     def message(self, payload: bytes) -> Iterator[SourceItem]:
         msg = decode(payload)
@@ -91,7 +98,7 @@ class ChangeDecoder:
         if kind is Insert:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
-            if state is not None:
+            if state is not None and not self._covered(state):
                 values = parse_tuple(state, msg.new)
                 yield from self._change(state, Op.create, key_datum(state, values), None, value_datum(state, values))
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
@@ -110,7 +117,7 @@ class ChangeDecoder:
         elif kind is Delete:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
-            if state is not None:
+            if state is not None and (not self._covered(state) or self._deleted_covered(state, msg.old)):
                 old = parse_tuple(state, msg.old)
                 before = value_datum(state, old) if msg.old_is_full else None
                 yield from self._change(state, Op.delete, key_datum(state, old), before, None)
@@ -147,6 +154,9 @@ class ChangeDecoder:
         state = self._state(msg.relid)
         if state is None:
             return
+        covered = self._covered(state)
+        if covered and msg.old is None:
+            return  # the key did not change: an update the re-read already holds
         new = parse_tuple(state, msg.new)
         old = None if msg.old is None else parse_tuple(state, msg.old)
         full_old = old if msg.old_is_full else None
@@ -160,14 +170,17 @@ class ChangeDecoder:
             if UNCHANGED_TOAST in full_old:  # pragma: no cover - FULL old rows are sent detoasted
                 fill_unchanged(state, full_old, None, self.config.toast_placeholder)
             before = value_datum(state, full_old)
-        if old is not None:
+        if old is not None and msg.old is not None:
             old_key = key_datum(state, old)
             if old_key != key:
                 # The primary key changed: the old key is deleted, the new one created (each on its partition).
-                yield from self._change(state, Op.delete, old_key, before, None)
-                yield from self._change(state, Op.create, key, None, after, headers)
+                if not covered or self._deleted_covered(state, msg.old):
+                    yield from self._change(state, Op.delete, old_key, before, None)
+                if not covered:
+                    yield from self._change(state, Op.create, key, None, after, headers)
                 return
-        yield from self._change(state, Op.update, key, before, after, headers)
+        if not covered:
+            yield from self._change(state, Op.update, key, before, after, headers)
 
     def _truncate(self, msg: Truncate) -> Iterator[SourceItem]:
         names = [self.names.get(r, str(r)) for r in msg.relids]
@@ -178,7 +191,7 @@ class ChangeDecoder:
             # One keyless op 't' event per captured table, in the message's order, like Debezium's.
             for relid in msg.relids:
                 state = self._state(relid)
-                if state is None:
+                if state is None or self._covered(state):
                     continue
                 self.order += 1
                 value = change_value(
