@@ -311,6 +311,9 @@ def interval_converter() -> tuple[type, Convert]:
         elif isinstance(value, str):
             result = parse_pg_interval(value)
         elif isinstance(value, Mapping):
+            missing = [k for k in ("months", "days", "micros") if k not in value]
+            if missing:
+                raise ConversionError(f"{describe(value)} has no {', '.join(missing)}")
             result = {k: value[k] for k in ("months", "days", "micros")}
         elif isinstance(value, tuple) and len(value) == 3:
             result = dict(zip(("months", "days", "micros"), value, strict=True))

@@ -224,6 +224,8 @@ ERRORS: list[tuple[ColumnType, Any, str]] = [
     (BitsType(3), "0101", "does not have 3 bits"),
     (IntervalType(), "P1D", "is not an interval"),
     (IntervalType(), (2**31, 0, 0), "has months out of range"),
+    (IntervalType(), {"months": 1}, "value {'months': 1} (dict) has no days, micros"),
+    (IntervalType(), (1, 2), "is not an interval"),
     (ArrayType(IntType(), item_nullable=False), [1, None], "has a null element"),
     (ArrayType(IntType(16)), [1, 2**20], "out of range for a 16-bit integer"),
 ]
