@@ -66,7 +66,7 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             self.ids.append(self.db.insert(str(rng.randrange(8)), {"order_id": n, "total": "1.00"}))
             n += 1
-            time.sleep(0.004)
+            time.sleep(0.004)  # the application's pace, not a wait
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
@@ -85,7 +85,7 @@ def test_kill_9_at_random_moments_while_writing_loses_nothing(
     try:
         for _ in range(3):
             process = start_daemon_process(config, log)
-            time.sleep(rng.uniform(1.5, 3.0))
+            time.sleep(rng.uniform(1.5, 3.0))  # kill at a random moment: the timing is the test
             process.send_signal(signal.SIGKILL)
             process.wait(10)
     finally:
@@ -96,7 +96,7 @@ def test_kill_9_at_random_moments_while_writing_loses_nothing(
         wait_for(lambda: db.count() == 0, timeout=90, what="the outbox to be emptied")
     finally:
         assert terminate(process) == 0, log.read_text()[-3000:]
-    records = read_topic(kafka_bootstrap, registry_url, topic, quiet=1.0)
+    records = read_topic(kafka_bootstrap, registry_url, topic)
     published = [int(r["headers"]["id"]) for r in records]
     assert set(published) == set(writer.ids), "an event was lost"
     by_id: dict[str, set[str]] = {}
