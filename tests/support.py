@@ -201,7 +201,7 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
     """Poll `condition` until it returns a true value, and return that value.
 
     A condition that raises because something does not exist yet (`not_there_yet`) has simply not come
-    true yet; any other error fails at once. At the timeout the last such error is part of the message."""
+    true yet; any other error fails at once. If the last look raised such an error, the timeout says so."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while True:
@@ -214,6 +214,7 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
         else:
             if value:
                 return value
+            last = None  # the condition ran: report only an error from the last look
         if time.monotonic() >= deadline:
             break
         time.sleep(interval)
@@ -257,3 +258,17 @@ def version_gaps(final: dict[Any, int], seen: dict[Any, set[Any]]) -> dict[Any, 
     """Per key, the versions between the first one on the topic and `final` that never reached it."""
     gaps = {k: sorted(set(range(min(seen[k]), v + 1)) - seen[k]) for k, v in final.items()}
     return {k: g for k, g in gaps.items() if g}
+
+
+def fold_by_key(records: list[dict[str, Any]]) -> dict[Any, Any]:
+    """A topic as the table it describes: per key id, the newest row (a change envelope's `after`, or a state
+    value); a delete or a tombstone removes the key."""
+    rows: dict[Any, Any] = {}
+    for record in records:
+        value = record["value"]
+        row = value.get("after") if isinstance(value, dict) and "op" in value else value
+        if row is None:
+            rows.pop(record["key"]["id"], None)
+        else:
+            rows[record["key"]["id"]] = row
+    return rows

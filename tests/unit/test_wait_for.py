@@ -86,3 +86,17 @@ def test_a_false_condition_times_out_without_an_error_to_report() -> None:
     with pytest.raises(AssertionError) as caught:
         wait_for(lambda: False, timeout=0.2, interval=0.05, what="nothing")
     assert str(caught.value) == "timed out after 0.2s waiting for nothing"
+
+
+def test_an_error_from_an_earlier_look_is_not_reported_as_the_reason(tmp_path: Path) -> None:
+    marker = tmp_path / "state.txt"
+
+    def exists_but_not_ready() -> bool:
+        if marker.exists():
+            return marker.read_text() == "ready"
+        marker.write_text("starting")
+        raise FileNotFoundError(2, "No such file or directory", str(marker))
+
+    with pytest.raises(AssertionError) as caught:
+        wait_for(exists_but_not_ready, timeout=0.3, interval=0.05, what="the state to be ready")
+    assert str(caught.value) == "timed out after 0.3s waiting for the state to be ready"
