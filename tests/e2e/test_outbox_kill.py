@@ -128,8 +128,11 @@ def test_sigterm_cleans_up_the_batch_kafka_acknowledges_during_shutdown(
             wait_for(lambda: app_db.count() == 0, what="the first event published and cleaned up")
             status = daemon.status("ob")
             broker.freeze()
-            for n in range(1, 10):
-                app_db.insert(str(n), {"order_id": n, "total": "1.00"})
+            # One transaction, so one claim takes all nine: a claim of only the first rows would wait for
+            # their acknowledgement, which the frozen broker never gives, and publish no more.
+            with app_db.engine.begin() as conn:
+                for n in range(1, 10):
+                    app_db.insert(str(n), {"order_id": n, "total": "1.00"}, conn=conn)
             wait_for(lambda: status.events_published >= 10, what="the batch handed to the frozen broker")
             assert app_db.count() == 9
             thaw = threading.Timer(1.0, broker.freeze, args=(False,))
