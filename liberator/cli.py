@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,7 +32,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(config, from_scratch=args.from_scratch)
     daemon.install_signal_handlers()
     log.info("liberator %s starting %s with %d source(s)", __version__, config.name, len(config.sources))
-    return daemon.run()
+    code = daemon.run()
+    if daemon.stuck:
+        # A thread left inside a driver call must not hold the exit up (interpreter teardown, client
+        # libraries' destructors): everything that could be stored is stored.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -40,6 +40,25 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DatabaseTimeouts(BaseModel):
+    """How long a database may take to accept a connection and to answer on it.
+
+    Part of every source and sink that talks to a database: a server (or host) that accepts connections
+    and never answers then costs one timeout and a retry, never a hang."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_timeout: Duration = Field(
+        10.0, gt=0, description="opening a connection, the server's greeting and the login included "
+        "(PostgreSQL counts whole seconds, at least 2)"
+    )  # fmt: skip
+    read_timeout: Duration = Field(
+        60.0, gt=0, description="the longest a statement or a replication stream may go without an answer "
+        "(the binlog and the WAL stream hear from the server every few seconds); then the connection counts "
+        "as lost and is retried; raise it for statements that run longer"
+    )  # fmt: skip
+
+
 class TopicDefaults(Model):
     partitions: int = Field(1, ge=1, description="partitions of topics liberator creates")
     replication_factor: int = Field(-1, description="-1: the broker's default")
@@ -94,6 +113,10 @@ class RawAppConfig(Model):
     http: HttpConfig | None = Field(None, description="operator endpoint; off unless set")
     sources: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
     sinks: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
+    shutdown_timeout: Duration = Field(
+        30.0, gt=0, description="after SIGTERM/SIGINT the daemon exits within this, whatever a server is doing: "
+        "a source or sink still stuck in a call then is named, what is acknowledged is stored, the exit code is 1"
+    )  # fmt: skip
 
 
 class AppConfig:
@@ -124,6 +147,10 @@ class AppConfig:
     @property
     def http(self) -> HttpConfig | None:
         return self.raw.http
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self.raw.shutdown_timeout
 
 
 def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: type[BaseModel]) -> ConfigError:

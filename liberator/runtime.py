@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 from typing import Any
 
@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from liberator import plugins
 from liberator.checkpoint import Checkpointer
 from liberator.config import AppConfig
+from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.health import start_http
@@ -30,14 +31,14 @@ from liberator.offsets import OffsetStore, StoredOffset, open_store
 from liberator.positions import Position
 from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicManager, producer_settings
 from liberator.registry.client import RegistryClient, RegistryUnavailable
-from liberator.sinkrunner import SinkRunner, create_sink_runners
+from liberator.shutdown import ShutdownBudget, join_all, run_bounded
+from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
 from liberator.topics import first_with_records
 
 log = logging.getLogger("liberator")
 
 MAX_BACKOFF = 30.0
-FLUSH_ON_STOP = 30.0
 
 
 def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
@@ -181,7 +182,9 @@ class SourceRunner:
         self.status.error = message
         self.log.error("%s", message)
 
-    def store_position(self, store: OffsetStore) -> None:
+    def store_position(self, store: OffsetStore, notify_source: bool = True) -> None:
+        """Store the newest position Kafka acknowledged everything up to; then tell the source, unless it is
+        stuck in a call to its database (shutdown), where its hook could block on the same server."""
         with self._store_lock:
             position = self.checkpointer.committable()
             if position is None or position == self.stored:
@@ -192,7 +195,8 @@ class SourceRunner:
             self.status.positions_stored += 1
             self.status.last_stored_at = time.time()
             self.status.position = document
-            self.source.acknowledged(position)  # under the lock: heard in order
+            if notify_source:
+                self.source.acknowledged(position)  # under the lock: heard in order
 
 
 def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfig) -> Position | None:
@@ -242,6 +246,7 @@ class Daemon:
         self.metrics = Metrics(config.name)
         self.runners: list[SourceRunner] = []
         self.sink_runners: list[SinkRunner] = []
+        self.stuck: list[str] = []  # what did not stop within shutdown_timeout
         self._signalled = False
 
     def install_signal_handlers(self) -> None:
@@ -309,21 +314,9 @@ class Daemon:
                     break
                 self._store_positions(store)
         finally:
-            self.stop.set()
-            for runner in self.runners:
-                runner.stop.set()
-            for runner in self.runners:
-                runner.thread.join()
-            for sink_runner in self.sink_runners:
-                sink_runner.thread.join()
-            dead_letter.close()
-            left = producer.flush(FLUSH_ON_STOP)
-            if left:
-                log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
+            self._shut_down(store, producer, dead_letter)
             poller_done.set()
             poller.join()
-            self._store_positions(store)
-            store.close()
             if http is not None:
                 http.shutdown()
         failed = [r for r in self.runners if r.status.state == "failed"]
@@ -333,11 +326,44 @@ class Daemon:
         for sink_runner in failed_sinks:
             log.error("sink %s failed: %s", sink_runner.sink.config.name, sink_runner.status.error)
         log.info("stopped")
-        return 1 if failed or failed_sinks else 0
+        return 1 if failed or failed_sinks or self.stuck else 0
 
-    def _store_positions(self, store: OffsetStore) -> None:
+    def _shut_down(self, store: OffsetStore, producer: Producer, dead_letter: DeadLetterProducer) -> None:
+        """Stop every thread, flush, store positions: all within shutdown_timeout (liberator.shutdown)."""
+        timeout = self.config.shutdown_timeout
+        budget = ShutdownBudget(timeout)
+        self.stop.set()
+        for runner in self.runners:
+            runner.stop.set()
+        threads = [(f"source {r.config.name}", r.thread) for r in self.runners]
+        threads += [(f"sink {r.sink.config.name}", r.thread) for r in self.sink_runners]
+        self.stuck = join_all(threads, budget)
+        for name in self.stuck:
+            log.error(
+                "%s did not stop within shutdown_timeout (%s): it is still waiting on its database; "
+                "leaving it behind (what Kafka acknowledged is stored, the rest is read again on restart)",
+                name,
+                seconds(timeout),
+            )
+        dead_letter.close(budget.for_work())
+        left = producer.flush(budget.for_work())
+        if left:
+            log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
+        stuck_sources = {r.config.name for r in self.runners if f"source {r.config.name}" in self.stuck}
+
+        def store_and_close() -> None:
+            self._store_positions(store, skip_hooks=stuck_sources)
+            store.close()
+
+        if not run_bounded(store_and_close, budget.for_positions(), "store-positions"):
+            log.error(
+                "positions could not be stored within shutdown_timeout (%s): %s", seconds(timeout), store.describe()
+            )
+            self.stuck.append("the offset store")
+
+    def _store_positions(self, store: OffsetStore, skip_hooks: Collection[str] = ()) -> None:
         for runner in self.runners:
             try:
-                runner.store_position(store)
+                runner.store_position(store, notify_source=runner.config.name not in skip_hooks)
             except LiberatorError as exc:
                 log.warning("could not store the position of %s: %s", runner.config.name, exc)

@@ -84,9 +84,9 @@ class DeadLetterProducer:
                 why = outcome[0].str() if outcome and outcome[0] is not None else "no acknowledgement in time"
                 raise TransientSinkError(f"cannot publish a bad record to dead-letter topic {topic}: {why}")
 
-    def close(self) -> None:
+    def close(self, timeout: float = DEAD_LETTER_TIMEOUT) -> None:
         if self._producer is not None:
-            self._producer.flush(DEAD_LETTER_TIMEOUT)
+            self._producer.flush(timeout)
 
 
 def build_sink(

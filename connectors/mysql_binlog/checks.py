@@ -14,6 +14,7 @@ import pymysql  # type: ignore[import-untyped]
 from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos, MySQLGtidSet
 from liberator import sqldb
+from liberator.dbconnect import mysql_connect
 from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
 
 
@@ -34,11 +35,11 @@ def connection_settings(config: MySQLBinlogConfig) -> dict[str, Any]:
 def connect(config: MySQLBinlogConfig, **kwargs: Any) -> Any:
     settings = connection_settings(config)
     try:
-        conn = pymysql.connect(
+        conn = mysql_connect(
+            config,
             **settings,
             charset="utf8mb4",
             autocommit=True,
-            connect_timeout=10,
             init_command="SET time_zone = '+00:00'",
             **kwargs,
         )
@@ -63,7 +64,7 @@ def classify(exc: Exception, config: MySQLBinlogConfig) -> LiberatorError:
             "the changes since then are gone: re-snapshot with "
             f"`liberator offsets reset CONFIG --source {config.name}` and `liberator run CONFIG --from-scratch`"
         )
-    return sqldb.classify(exc, config.url, f"source {config.name}")
+    return sqldb.classify(exc, config.url, f"source {config.name}", config)
 
 
 @dataclass(frozen=True)

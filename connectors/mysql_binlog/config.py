@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.config import Duration
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -34,7 +34,7 @@ class BinlogOutboxConfig(OutboxRouting):
         return table
 
 
-class MySQLBinlogConfig(SourceConfig):
+class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
     type: Literal["mysql_binlog"] = "mysql_binlog"
     url: str = Field(description="mysql://user:${PW}@host:port/ (a database in the path is ignored)")
     tables: list[str] = Field(

@@ -35,6 +35,7 @@ from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, GtidState, SnapshotState
 from connectors.mysql_binlog.shape import Shape, read_table_def
 from connectors.mysql_binlog.types import specs_from_table_map
+from liberator.dbconnect import mysql_connect, seconds
 from liberator.envelope import Envelope, Op, change_value
 from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
@@ -62,36 +63,45 @@ _TRUNCATE = re.compile(
 
 
 class _Connector:
-    """pymysql.connect for mysql-replication that refuses its silent stream reconnect.
+    """pymysql.connect for mysql-replication, with the source's timeouts, that refuses its silent stream
+    reconnect.
 
     The library reconnects a lost stream from the GTID it was *started* with, replaying events already
     handed over out of order; the runtime's retry from the last position yielded is the correct way back.
+    It reconnects on any lost connection, read_timeout expiring included, and keeps the reason to itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, config: MySQLBinlogConfig, server: str) -> None:
+        self.config = config
+        self.server = server
         self.stream_connects = 0
 
     def __call__(self, **kwargs: Any) -> Any:
         if kwargs.get("db") != "information_schema":
             self.stream_connects += 1
             if self.stream_connects > 1:
-                raise TransientSourceError("lost the binlog connection; reopening from the last position")
+                raise TransientSourceError(
+                    f"source {self.config.name}: lost the binlog connection to {self.server} (closed, or "
+                    f"silent past read_timeout ({seconds(self.config.read_timeout)}) though the server sends "
+                    "a heartbeat every second); reopening from the last position"
+                )
         kwargs.setdefault("init_command", "SET time_zone = '+00:00'")
-        return pymysql.connect(**kwargs)
+        return mysql_connect(self.config, **kwargs)
 
 
 def open_reader(
     config: MySQLBinlogConfig, settings: dict[str, Any], position: BinlogPosition, by_gtid: bool, mariadb: bool
 ) -> BinLogStreamReader:
     kwargs: dict[str, Any] = {
-        "connection_settings": {**settings, "charset": "utf8mb4"},
+        # read_timeout here too: the library asks for heartbeats at most every half of it
+        "connection_settings": {**settings, "charset": "utf8mb4", "read_timeout": config.read_timeout},
         "server_id": config.server_id,
         "blocking": True,
         "slave_heartbeat": 1.0,  # idle servers still send something each second: stop and heartbeats work
         "only_events": _EVENTS,
         "only_schemas": config.literal_databases(),
         "enable_logging": False,
-        "pymysql_wrapper": _Connector(),
+        "pymysql_wrapper": _Connector(config, f"{settings['host']}:{settings['port']}"),
         "report_slave": reader_identity(),  # SHOW SLAVE HOSTS names this daemon (see guard.py)
     }
     if by_gtid:

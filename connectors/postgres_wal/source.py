@@ -73,7 +73,7 @@ class PostgresWalSource(Source):
 
     def _catalog(self) -> TableCatalog:
         self.close()
-        self._conn = connect(self.cfg.url, what=self.what)
+        self._conn = connect(self.cfg.url, self.cfg, what=self.what)
         server = f"{self._conn.info.host}:{self._conn.info.port}"
         return TableCatalog(self._conn, self.cfg, self.context.app_name, server)
 
@@ -84,7 +84,7 @@ class PostgresWalSource(Source):
         except FatalSourceError as exc:
             return [str(exc)]
         except Exception as exc:  # an unreachable server is a problem to report, not a crash
-            return [str(classify(exc, self.cfg.url, self.what))]
+            return [str(classify(exc, self.cfg.url, self.what, self.cfg))]
         finally:
             self.close()
 
@@ -111,7 +111,7 @@ class PostgresWalSource(Source):
         try:
             yield from self._read(start if isinstance(start, WalPosition) else None)
         except psycopg.Error as exc:
-            raise classify(exc, self.cfg.url, self.what) from None
+            raise classify(exc, self.cfg.url, self.what, self.cfg) from None
 
     def _read(self, start: WalPosition | None) -> Iterator[SourceItem]:
         cfg = self.cfg
@@ -121,7 +121,7 @@ class PostgresWalSource(Source):
         if found:
             raise FatalSourceError(found[0])
         tables = catalog.resolve()
-        maker_reader = SnapshotReader(cfg.url, catalog, _maker(cfg), cfg.snapshot_chunk, self.what, self.context.stop)
+        maker_reader = SnapshotReader(cfg, catalog, _maker(cfg), self.what, self.context.stop)
         if cfg.snapshot == "initial_only":
             yield from self._initial_only(start, tables, maker_reader, conn)
             return
@@ -178,7 +178,7 @@ class PostgresWalSource(Source):
     ) -> Generator[SourceItem, None, WalPosition]:
         """Create the slot, store its point at once, and read the snapshot it exports (if wanted)."""
         cfg = self.cfg
-        repl = connect(cfg.url, replication=True, what=self.what)
+        repl = connect(cfg.url, cfg, replication=True, what=self.what)
         try:
             point, snapshot_name = create_slot(repl, cfg.slot, export=wants_snapshot)
             self.acked.raise_to(point)
@@ -260,7 +260,7 @@ class PostgresWalSource(Source):
         if not remaining:
             return position
         self.phase = "snapshot"
-        repl = connect(self.cfg.url, replication=True, what=self.what)
+        repl = connect(self.cfg.url, self.cfg, replication=True, what=self.what)
         try:
             temp = f"{self.cfg.slot}_snap_{os.getpid()}"[:63]
             point, snapshot_name = create_slot(repl, temp, export=True, temporary=True)
@@ -297,9 +297,7 @@ class PostgresWalSource(Source):
         self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
-        stream = ReplicationStream(
-            cfg.url, cfg.slot, cfg.publication, position.lsn, cfg.status_interval, self.what, lambda: self.acked.value
-        )
+        stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
         decoder = ChangeDecoder(cfg, catalog, set(tables), _maker(cfg), position, self.context.log, outbox)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
