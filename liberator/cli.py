@@ -78,22 +78,19 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_offsets(args: argparse.Namespace) -> int:
-    from liberator.offsets import open_store
+    from liberator.offsets import commands, open_store
 
     config: AppConfig = load_config(args.config)
     store = open_store(config)
     try:
         if args.offsets_command == "show":
-            stored = store.load_all()
-            print(json.dumps({name: doc.to_json() for name, doc in sorted(stored.items())}, indent=2))
-            return 0
-        names = [args.source] if args.source else [s.name for s in config.sources]
-        known = {s.name for s in config.sources}
-        for name in names:
-            if name not in known:
-                raise LiberatorError(f"no source named {name!r} in {config.path}; known: {', '.join(sorted(known))}")
-            store.reset(name)
-            print(f"reset {name}: its next run starts from the beginning ({store.describe()})")
+            print(commands.show(store))
+        elif args.offsets_command == "reset":
+            for line in commands.reset(config, store, args.source):
+                print(line)
+        else:
+            offset = commands.set_position(config, store, args.source, args.position)
+            print(f"set {offset.source} in {store.describe()}: its next run resumes from {json.dumps(offset.position)}")
         return 0
     finally:
         store.close()
@@ -160,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.set_defaults(func=cmd_schemas)
 
-    p = sub.add_parser("offsets", help="show or reset stored source positions")
+    p = sub.add_parser("offsets", help="show, reset or set stored source positions")
     offsets = p.add_subparsers(dest="offsets_command", required=True)
     o = offsets.add_parser("show", help="print the stored positions")
     o.add_argument("config")
@@ -168,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     o = offsets.add_parser("reset", help="forget positions: the next run starts over (a new snapshot)")
     o.add_argument("config")
     o.add_argument("--source", help="only this source (default: all)")
+    o.set_defaults(func=cmd_offsets)
+    o = offsets.add_parser("set", help="store a position: the source's next run resumes from it")
+    o.add_argument("config")
+    o.add_argument("--source", required=True, help="the source whose position to set")
+    o.add_argument("position", help="the JSON `offsets show` prints for the source (or its position); - reads stdin")
     o.set_defaults(func=cmd_offsets)
 
     p = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded through the registry")

@@ -131,6 +131,13 @@ def wait_for(condition: Any, timeout: float = 30.0, interval: float = 0.1, what:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def cli(*args: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`liberator ARGS...` as a process; its output is text."""
+    return subprocess.run(
+        [sys.executable, "-m", "liberator", *args], capture_output=True, text=True, timeout=timeout, input=stdin
+    )
+
+
 def start_daemon_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
