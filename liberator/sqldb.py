@@ -105,6 +105,8 @@ _UNREACHABLE = (
 
 def classify(exc: Exception, url: str | URL, what: str) -> LiberatorError:
     """Turn a driver error into the runtime's kinds: retry passing faults, stop on what needs an operator."""
+    if isinstance(exc, LiberatorError):
+        return exc  # classified already (by a connector's own classify): wrapping it again says it twice
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     lowered = str(exc).lower()
     where = redact(url)

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from liberator.errors import LiberatorError, one_line
+from liberator.kafkalog import with_kafka_logger
 from liberator.offsets.base import CorruptOffsets, OffsetStore, StoredOffset
 
 _READ_TIMEOUT = 30.0
@@ -37,7 +38,7 @@ class KafkaOffsetStore(OffsetStore):
     ) -> None:
         self.topic = topic
         self.app = app
-        self._base = {"bootstrap.servers": bootstrap_servers, **settings}
+        self._base = with_kafka_logger({"bootstrap.servers": bootstrap_servers, **settings})
         self._create_topic = create_topic
         self._producer: Producer | None = None
         self._lock = threading.Lock()

@@ -57,7 +57,13 @@ def first_reason(messages: object) -> str | None:
 
 
 class RegistryClient:
-    def __init__(self, url: str, basic_auth: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        basic_auth: str | None = None,
+        timeout: float = 10.0,
+        auth_setting: str = "schema_registry.basic_auth (user:password)",
+    ) -> None:
         self.url = url.rstrip("/")
         auth: tuple[str, str] | None = None
         if basic_auth:
@@ -65,7 +71,9 @@ class RegistryClient:
             if not sep:
                 raise ConfigError("schema_registry.basic_auth must be 'user:password' (no ':' found); fix the setting")
             auth = (user, password)
-        self._has_auth = auth is not None
+        # Credentials in the URL's user:password@ are sent as basic auth too (by httpx).
+        self._has_auth = auth is not None or "@" in url.partition("://")[2].partition("/")[0]
+        self._auth_setting = auth_setting
         try:
             self._http = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={"Accept": _ACCEPT})
         except (httpx.InvalidURL, ValueError) as e:
@@ -165,11 +173,7 @@ class RegistryClient:
                 "start the registry (`liberator registry serve`) or fix schema_registry.url"
             ) from e
         if response.status_code in (401, 403):
-            fix = (
-                "fix schema_registry.basic_auth (user:password)"
-                if self._has_auth
-                else "set schema_registry.basic_auth to user:password"
-            )
+            fix = f"{'fix' if self._has_auth else 'set'} {self._auth_setting}"
             raise ConfigError(
                 f"schema registry at {self.url} refused the request with HTTP {response.status_code} "
                 f"({'bad credentials' if self._has_auth else 'credentials required'}); {fix}"
