@@ -41,7 +41,7 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
     registry = registry_client(config, timeout=5)
     try:
         count = len(registry.subjects())
-        report(f"schema registry at {config.schema_registry.url}: {count} subject(s)")
+        report(f"schema registry at {registry.url}: {count} subject(s)")
     except LiberatorError as exc:
         problems.append(str(exc))
 

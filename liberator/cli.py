@@ -7,21 +7,27 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from liberator import __version__
 from liberator.config import AppConfig, load_config
 from liberator.errors import LiberatorError
+from liberator.redaction import ScrubbingFormatter, scrub
 
 log = logging.getLogger("liberator")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    logging.captureWarnings(True)  # library warnings go through the same (scrubbing) handler
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def say(line: str, file: TextIO | None = None) -> None:
+    """Print an operator-facing line: whatever a driver put in it, no secret is shown."""
+    print(scrub(line), file=file or sys.stdout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -40,11 +46,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except LiberatorError as exc:
-        print(f"problem: {exc}")
+        say(f"problem: {exc}")
         return 1
-    problems = check_all(config, report=lambda line: print(f"ok: {line}"))
+    problems = check_all(config, report=lambda line: say(f"ok: {line}"))
     for problem in problems:
-        print(f"problem: {problem}")
+        say(f"problem: {problem}")
     return 1 if problems else 0
 
 
@@ -87,10 +93,10 @@ def cmd_offsets(args: argparse.Namespace) -> int:
             print(commands.show(store))
         elif args.offsets_command == "reset":
             for line in commands.reset(config, store, args.source):
-                print(line)
+                say(line)
         else:
             offset = commands.set_position(config, store, args.source, args.position)
-            print(f"set {offset.source} in {store.describe()}: its next run resumes from {json.dumps(offset.position)}")
+            say(f"set {offset.source} in {store.describe()}: its next run resumes from {json.dumps(offset.position)}")
         return 0
     finally:
         store.close()
@@ -217,10 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except LiberatorError as exc:
-        print(f"liberator: error: {exc}", file=sys.stderr)
+        say(f"liberator: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug: the traceback goes through the logging handler, which scrubs secrets from it.
+        log.exception("unexpected error; this is a bug, please report it with this output")
+        return 1
 
 
 if __name__ == "__main__":

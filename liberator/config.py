@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from liberator import plugins
+from liberator import plugins, redaction
 from liberator.errors import ConfigError, one_line
 from liberator.source import SourceConfig
 from liberator.yamlfile import LoadedYaml, Loc, dotted, load_yaml
@@ -172,6 +172,7 @@ def _is_union_tag(part: object) -> bool:
 
 def load_config(path: str | Path) -> AppConfig:
     loaded = load_yaml(path)
+    redaction.remember_config(loaded.data)  # before validation: an error may quote any value
     if not isinstance(loaded.data, dict):
         raise loaded.error((), "the top level must be a mapping with name, kafka, schema_registry, sources")
     try:

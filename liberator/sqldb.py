@@ -9,6 +9,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+from liberator.redaction import redact_url
+
+redact = redact_url  # the one way URLs are shown (liberator.redaction), under the name SQL code calls it
 
 # Bare dialect names get the driver liberator ships with, so `mysql://` and `postgresql://` just work.
 _DEFAULT_DRIVERS = {
@@ -29,14 +32,6 @@ def parse_url(url: str) -> URL:
     if parsed.drivername in _DEFAULT_DRIVERS:
         parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
     return parsed
-
-
-def redact(url: str | URL) -> str:
-    """A URL safe for logs and errors: the password is never shown."""
-    try:
-        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable url>"
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:

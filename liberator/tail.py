@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from liberator.avro.wire import unframe
 from liberator.errors import LiberatorError
 from liberator.kafkalog import with_kafka_logger
+from liberator.redaction import remember_url
 from liberator.registry.client import RegistryClient
 
 
@@ -43,6 +44,7 @@ class RecordDecoder:
     """Decodes keys and values through liberator's registry client (credentials may be in the URL)."""
 
     def __init__(self, registry_url: str) -> None:
+        remember_url(registry_url)
         self._registry = RegistryClient(registry_url, auth_setting="user:password@ in the registry URL")
         self._schemas: dict[int, Any] = {}
 

@@ -1,7 +1,8 @@
 """Read a YAML config into plain data, remembering the line of every value and expanding ${...}.
 
 `${VAR}` and `${VAR:-default}` take environment variables; `${file:/path}` takes a secret from a file
-(trailing newline dropped). Expansion happens per scalar, so errors can still name the line.
+(trailing newline dropped). Expansion happens per scalar, so errors can still name the line. A value
+substituted into the `user:password@` part of a URL is percent-encoded, so any character works there.
 
 The file is untrusted input: its size, the values its aliases expand to and its nesting are bounded, and
 every problem is one line naming the file (and the line where there is one).
@@ -14,10 +15,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
 from liberator.errors import ConfigError, one_line
+from liberator.redaction import userinfo_span
 
 Loc = tuple[str | int, ...]
 
@@ -28,6 +31,7 @@ MAX_DEPTH = 64
 MAX_MESSAGE = 500
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def dotted(loc: Loc) -> str:
@@ -78,7 +82,20 @@ def _resolve(ref: str, on_error: Any) -> str:
 
 
 def expand(text: str, on_error: Any) -> str:
-    return _REFERENCE.sub(lambda match: _resolve(match.group(1), on_error), text)
+    # Where `user:password` is in a URL template, judged with its ${...} references masked.
+    userinfo = userinfo_span(_REFERENCE.sub(lambda m: "x" * len(m.group(0)), text))
+
+    def replace(match: re.Match[str]) -> str:
+        value = _resolve(match.group(1), on_error)
+        if userinfo is None or not userinfo[0] <= match.start() < userinfo[1]:
+            return value
+        if match.start() == userinfo[0] and match.end() == userinfo[1]:
+            # The whole `user:password` from one reference: the first ':' separates them.
+            user, sep, password = value.partition(":")
+            return quote(user, safe="") + sep + quote(password, safe="")
+        return quote(value, safe="")
+
+    return _REFERENCE.sub(replace, text)
 
 
 def _read_text(path: str) -> str:
@@ -185,9 +202,11 @@ class _Converter:
         assert isinstance(node, yaml.ScalarNode)
         if "${" in node.value:
             expanded = expand(node.value, lambda message: self.loaded.error(loc, message))
+            self._check_userinfo(expanded, loc)
             if node.style is None:  # a plain scalar: resolve its type after expansion (ports, booleans)
                 return yaml.safe_load(expanded) if expanded.strip() else ""
             return expanded
+        self._check_userinfo(node.value, loc)
         loader = yaml.SafeLoader("")
         try:
             return loader.construct_object(node, deep=True)
@@ -196,3 +215,14 @@ class _Converter:
             raise self.loaded.error(loc, f"cannot read this value ({reason}); fix the value or its tag") from None
         finally:
             loader.dispose()
+
+    def _check_userinfo(self, text: str, loc: Loc) -> None:
+        """A password written into a URL as it is: drivers misread it and quote it in their errors."""
+        span = userinfo_span(text)
+        userinfo = text[span[0] : span[1]] if span else ""
+        if ":" in userinfo and ("@" in userinfo or " " in userinfo or _BAD_ESCAPE.search(userinfo)):
+            raise self.loaded.error(
+                loc,
+                "the user:password of this URL holds a raw '@', space or '%'; percent-encode it (@ is %40, "
+                "space %20, % %25) or give the password as ${VAR}, which is encoded for you",
+            )

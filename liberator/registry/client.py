@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from liberator.errors import ConfigError, IncompatibleSchemaError, LiberatorError, SchemaError, one_line
+from liberator.redaction import redact_url
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _ACCEPT = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json"
@@ -64,7 +65,7 @@ class RegistryClient:
         timeout: float = 10.0,
         auth_setting: str = "schema_registry.basic_auth (user:password)",
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = redact_url(url.rstrip("/"))  # for messages; the client alone keeps the credentials
         auth: tuple[str, str] | None = None
         if basic_auth:
             user, sep, password = basic_auth.partition(":")
@@ -75,10 +76,10 @@ class RegistryClient:
         self._has_auth = auth is not None or "@" in url.partition("://")[2].partition("/")[0]
         self._auth_setting = auth_setting
         try:
-            self._http = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={"Accept": _ACCEPT})
+            self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _ACCEPT})
         except (httpx.InvalidURL, ValueError) as e:
             raise ConfigError(
-                f"schema_registry.url {url!r} is not a valid URL ({one_line(e)}); use http(s)://host:port"
+                f"schema_registry.url {self.url!r} is not a valid URL ({one_line(e)}); use http(s)://host:port"
             ) from e
 
     def close(self) -> None:
