@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from liberator.errors import ConfigError, IncompatibleSchemaError, LiberatorError, SchemaError, one_line
-from liberator.redaction import redact_url
+from liberator.redaction import redact_url, userinfo_span
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _ACCEPT = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json"
@@ -73,7 +73,7 @@ class RegistryClient:
                 raise ConfigError("schema_registry.basic_auth must be 'user:password' (no ':' found); fix the setting")
             auth = (user, password)
         # Credentials in the URL's user:password@ are sent as basic auth too (by httpx).
-        self._has_auth = auth is not None or "@" in url.partition("://")[2].partition("/")[0]
+        self._has_auth = auth is not None or userinfo_span(url) is not None
         self._auth_setting = auth_setting
         try:
             self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _ACCEPT})

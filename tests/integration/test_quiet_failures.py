@@ -87,6 +87,15 @@ def test_tail_against_a_401_registry_is_one_line(kafka_bootstrap: str, refusing_
         f"liberator: error: schema registry at {refusing_registry} refused the request with HTTP 401 (credentials "
         "required); set user:password@ in the registry URL"
     ]
+    with_credentials = refusing_registry.replace("http://", "http://reader:Wq4%40wrong@")
+    result = cli(
+        "tail", topic, "--bootstrap-servers", kafka_bootstrap, "--registry", with_credentials,
+        "--from-beginning", "--max", "1",
+    )  # fmt: skip
+    assert lines(result.stdout + result.stderr) == [
+        f"liberator: error: schema registry at {with_credentials.replace('Wq4%40wrong', '***')} refused the "
+        "request with HTTP 401 (bad credentials); fix user:password@ in the registry URL"
+    ]
 
 
 def test_a_successful_tail_prints_records_and_nothing_else(kafka_bootstrap: str, registry_url: str) -> None:
