@@ -17,6 +17,7 @@ from liberator.avro import AvroEncoder
 from liberator.config import KafkaConfig, RegistryConfig
 from liberator.errors import FatalSourceError, LiberatorError, SchemaError
 from liberator.events import ChangeEvent, Stream
+from liberator.kafkalog import with_kafka_logger
 from liberator.registry.client import RegistryClient
 
 log = logging.getLogger("liberator.publisher")
@@ -24,20 +25,21 @@ log = logging.getLogger("liberator.publisher")
 
 def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
     """Safe defaults first, the operator's `kafka.settings` last so they can override any of them."""
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "client.id": f"liberator-{app}",
-        "enable.idempotence": True,
-        "acks": "all",
-        # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
-        "message.timeout.ms": 0,
-        "linger.ms": 10,
-        # Events waiting for acknowledgement are held in memory with their positions: keep that bounded.
-        "queue.buffering.max.messages": 20000,
-        "compression.type": "lz4",
-        "logger": logging.getLogger("liberator.kafka"),
-        **kafka.settings,
-    }
+    return with_kafka_logger(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "client.id": f"liberator-{app}",
+            "enable.idempotence": True,
+            "acks": "all",
+            # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
+            "message.timeout.ms": 0,
+            "linger.ms": 10,
+            # Events waiting for acknowledgement are held in memory with their positions: keep that bounded.
+            "queue.buffering.max.messages": 20000,
+            "compression.type": "lz4",
+            **kafka.settings,
+        }
+    )
 
 
 @dataclass(frozen=True)

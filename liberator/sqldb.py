@@ -21,6 +21,9 @@ from liberator.dbconnect import (
     seconds,
 )
 from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+from liberator.redaction import redact_url
+
+redact = redact_url  # the one way URLs are shown (liberator.redaction), under the name SQL code calls it
 
 # Bare dialect names get the driver liberator ships with, so `mysql://` and `postgresql://` just work.
 _DEFAULT_DRIVERS = {
@@ -41,14 +44,6 @@ def parse_url(url: str) -> URL:
     if parsed.drivername in _DEFAULT_DRIVERS:
         parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
     return parsed
-
-
-def redact(url: str | URL) -> str:
-    """A URL safe for logs and errors: the password is never shown."""
-    try:
-        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable url>"
 
 
 def create_engine(url: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS, **kwargs: Any) -> sa.Engine:
@@ -169,6 +164,8 @@ def classify(
     exc: Exception, url: str | URL, what: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS
 ) -> LiberatorError:
     """Turn a driver error into the runtime's kinds: retry passing faults, stop on what needs an operator."""
+    if isinstance(exc, LiberatorError):
+        return exc  # classified already (by a connector's own classify): wrapping it again says it twice
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     lowered = str(exc).lower()
     where = redact(url)

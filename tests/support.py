@@ -224,6 +224,13 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{because}")
 
 
+def cli(*args: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`liberator ARGS...` as a process; its output is text."""
+    return subprocess.run(
+        [sys.executable, "-m", "liberator", *args], capture_output=True, text=True, timeout=timeout, input=stdin
+    )
+
+
 def start_daemon_process(config_path: Path, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
     """`liberator run CONFIG [options]` as a child process, its output appended to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child

@@ -63,6 +63,10 @@ def publication_sql(config: PostgresWalConfig, tables: list[str]) -> str:
     return f"CREATE PUBLICATION {config.publication} FOR TABLE {listed}"
 
 
+# (source, table) pairs already warned about a missing before-image.
+_WARNED: set[tuple[str, str]] = set()
+
+
 def problems(
     conn: psycopg.Connection[Any], config: PostgresWalConfig, catalog: TableCatalog, log: logging.Logger
 ) -> list[str]:
@@ -118,7 +122,8 @@ def problems(
             )
             if config.replica_identity == "require_full":
                 found.append(line)
-            else:
+            elif (config.name, name) not in _WARNED:
+                _WARNED.add((config.name, name))  # once per process: every retry runs these checks again
                 log.warning("%s", line)
     found += _publication_problems(conn, config, tables, may_create, superuser)
     if config.snapshot != "initial_only":

@@ -12,10 +12,7 @@ import pytest
 
 from tests.integration.legacy_db import LegacyDb
 from tests.support import DaemonThread, app_config, read_topic, wait_for
-
-
-def liberator(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "liberator", *args], capture_output=True, text=True, timeout=timeout)
+from tests.support import cli as liberator
 
 
 @pytest.fixture
