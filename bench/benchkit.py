@@ -84,14 +84,18 @@ def daemon_until_acked(config: Path, count: int, source: str = "bench") -> float
     thread.start()
     try:
         while source not in daemon.metrics.sources and thread.is_alive():
-            time.sleep(0.001)
-        status = daemon.metrics.sources[source]
+            time.sleep(0.001)  # a poll interval
+        status = daemon.metrics.sources.get(source)
+        if status is None:
+            raise SystemExit("the daemon stopped before its source started; see the log above")
         in_flight = 0
         while status.events_acked < count:
             in_flight = max(in_flight, status.events_published - status.events_acked)
-            if status.state == "failed":
-                raise SystemExit(f"daemon failed: {status.error}")
-            time.sleep(0.002)
+            if status.state == "failed" or not thread.is_alive():
+                raise SystemExit(
+                    f"daemon stopped at {status.events_acked}/{count} acked: {status.state} {status.error}"
+                )
+            time.sleep(0.002)  # a poll interval
         print(f"  (at most {in_flight} events published but not yet acknowledged)", flush=True)
         return time.perf_counter() - t0
     finally:

@@ -127,11 +127,11 @@ def run_daemon(
     try:
         while True:
             status = daemon.metrics.sources.get("ob")
-            if status is not None and status.state == "failed":
-                raise SystemExit(f"the source failed: {status.error}")
+            if (status is not None and status.state == "failed") or not thread.is_alive():
+                raise SystemExit(f"the source failed: {status.error if status else 'not started'}")
             if status is not None and status.events_acked >= rows and remaining(observer) == 0:
                 break
-            time.sleep(0.01)
+            time.sleep(0.01)  # a poll interval
         return time.perf_counter() - started
     finally:
         daemon.stop.set()

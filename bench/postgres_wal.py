@@ -55,7 +55,10 @@ def bare_stream(dsn: str, slot: str, rows: int) -> int:
         )
         pgconn = conn.pgconn
         count = 0
+        deadline = time.monotonic() + 600
         while count < rows:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the bare stream delivered {count} of {rows} inserts in 10 minutes")
             nbytes, data = pgconn.get_copy_data(1)
             if nbytes == 0:
                 select.select([pgconn.socket], [], [], 1.0)

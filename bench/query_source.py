@@ -164,7 +164,7 @@ def wait_acked(daemon: Daemon, target: int, timeout: float = 600) -> tuple[float
             first = now
         if status.state == "failed" or now > deadline:
             raise SystemExit(f"daemon stuck at {status.events_acked}/{target} acked: {status.state} {status.error}")
-        time.sleep(0.002)
+        time.sleep(0.002)  # a poll interval
     end = time.perf_counter()
     print(f"  (at most {in_flight} events published but not yet acknowledged)", flush=True)
     return first or end, end
@@ -238,13 +238,13 @@ def main() -> None:
         t0 = time.perf_counter()
         thread.start()
         while SOURCE not in daemon.metrics.sources and thread.is_alive():
-            time.sleep(0.001)
+            time.sleep(0.001)  # a poll interval
         if SOURCE not in daemon.metrics.sources:
             raise SystemExit("the daemon stopped before its source started; see the log above")
         try:
             _, end = wait_acked(daemon, n)
             table.add("daemon snapshot, start -> all acked by Kafka", n, end - t0)
-            time.sleep(3 * POLL)  # caught up: a few idle polls
+            time.sleep(3 * POLL)  # a few idle polls before the measured update: setup, not a wait on a result
             t0 = time.perf_counter()
             update(args.db, db, m)
             committed = time.perf_counter()

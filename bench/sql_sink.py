@@ -135,7 +135,7 @@ def main() -> None:
                     break
                 if (status is not None and status.state == "failed") or not thread.is_alive():
                     raise SystemExit(f"the sink failed: {status.error if status else 'not started'}")
-                time.sleep(0.005)
+                time.sleep(0.005)  # a poll interval
             end = time.perf_counter()
         finally:
             daemon.stop.set()

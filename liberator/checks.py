@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient
 
 from liberator.config import AppConfig
 from liberator.errors import LiberatorError
+from liberator.kafkalog import with_kafka_logger
 from liberator.offsets import open_store
 from liberator.registry.client import RegistryClient
 from liberator.runtime import build_source, registry_client
@@ -19,11 +20,13 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
     problems: list[str] = []
     servers = config.kafka.bootstrap_servers
     admin = AdminClient(
-        {
-            "bootstrap.servers": servers,
-            "socket.timeout.ms": 5000,
-            **{k: v for k, v in config.kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))},
-        }
+        with_kafka_logger(
+            {
+                "bootstrap.servers": servers,
+                "socket.timeout.ms": 5000,
+                **{k: v for k, v in config.kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))},
+            }
+        )
     )
     try:
         metadata = admin.list_topics(timeout=8)
@@ -38,7 +41,7 @@ def check_all(config: AppConfig, report: Callable[[str], None]) -> list[str]:
     registry = registry_client(config, timeout=5)
     try:
         count = len(registry.subjects())
-        report(f"schema registry at {config.schema_registry.url}: {count} subject(s)")
+        report(f"schema registry at {registry.url}: {count} subject(s)")
     except LiberatorError as exc:
         problems.append(str(exc))
 

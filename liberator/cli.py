@@ -5,33 +5,48 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from liberator import __version__
 from liberator.config import AppConfig, load_config
 from liberator.errors import LiberatorError
+from liberator.redaction import ScrubbingFormatter, scrub
 
 log = logging.getLogger("liberator")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    logging.captureWarnings(True)  # library warnings go through the same (scrubbing) handler
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def say(line: str, file: TextIO | None = None) -> None:
+    """Print an operator-facing line: whatever a driver put in it, no secret is shown."""
+    print(scrub(line), file=file or sys.stdout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from liberator.runtime import Daemon
 
     config = load_config(args.config)
-    daemon = Daemon(config)
+    daemon = Daemon(config, from_scratch=args.from_scratch)
     daemon.install_signal_handlers()
     log.info("liberator %s starting %s with %d source(s)", __version__, config.name, len(config.sources))
-    return daemon.run()
+    code = daemon.run()
+    if daemon.stuck:
+        # A thread left inside a driver call must not hold the exit up (interpreter teardown, client
+        # libraries' destructors): everything that could be stored is stored.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -40,11 +55,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except LiberatorError as exc:
-        print(f"problem: {exc}")
+        say(f"problem: {exc}")
         return 1
-    problems = check_all(config, report=lambda line: print(f"ok: {line}"))
+    problems = check_all(config, report=lambda line: say(f"ok: {line}"))
     for problem in problems:
-        print(f"problem: {problem}")
+        say(f"problem: {problem}")
     return 1 if problems else 0
 
 
@@ -78,22 +93,19 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_offsets(args: argparse.Namespace) -> int:
-    from liberator.offsets import open_store
+    from liberator.offsets import commands, open_store
 
     config: AppConfig = load_config(args.config)
     store = open_store(config)
     try:
         if args.offsets_command == "show":
-            stored = store.load_all()
-            print(json.dumps({name: doc.to_json() for name, doc in sorted(stored.items())}, indent=2))
-            return 0
-        names = [args.source] if args.source else [s.name for s in config.sources]
-        known = {s.name for s in config.sources}
-        for name in names:
-            if name not in known:
-                raise LiberatorError(f"no source named {name!r} in {config.path}; known: {', '.join(sorted(known))}")
-            store.reset(name)
-            print(f"reset {name}: its next run starts from the beginning ({store.describe()})")
+            print(commands.show(store))
+        elif args.offsets_command == "reset":
+            for line in commands.reset(config, store, args.source):
+                say(line)
+        else:
+            offset = commands.set_position(config, store, args.source, args.position)
+            say(f"set {offset.source} in {store.describe()}: its next run resumes from {json.dumps(offset.position)}")
         return 0
     finally:
         store.close()
@@ -152,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
     p.add_argument("config")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="sources without a stored position start over (a new snapshot; postgres_wal drops and recreates "
+        "its slot) even where the slot or the topics show they ran before",
+    )
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", help="validate the config and connect to everything it names")
     p.add_argument("config")
@@ -160,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.set_defaults(func=cmd_schemas)
 
-    p = sub.add_parser("offsets", help="show or reset stored source positions")
+    p = sub.add_parser("offsets", help="show, reset or set stored source positions")
     offsets = p.add_subparsers(dest="offsets_command", required=True)
     o = offsets.add_parser("show", help="print the stored positions")
     o.add_argument("config")
@@ -168,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     o = offsets.add_parser("reset", help="forget positions: the next run starts over (a new snapshot)")
     o.add_argument("config")
     o.add_argument("--source", help="only this source (default: all)")
+    o.set_defaults(func=cmd_offsets)
+    o = offsets.add_parser("set", help="store a position: the source's next run resumes from it")
+    o.add_argument("config")
+    o.add_argument("--source", required=True, help="the source whose position to set")
+    o.add_argument("position", help="the JSON `offsets show` prints for the source (or its position); - reads stdin")
     o.set_defaults(func=cmd_offsets)
 
     p = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded through the registry")
@@ -215,10 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except LiberatorError as exc:
-        print(f"liberator: error: {exc}", file=sys.stderr)
+        say(f"liberator: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug: the traceback goes through the logging handler, which scrubs secrets from it.
+        log.exception("unexpected error; this is a bug, please report it with this output")
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from liberator import plugins
-from liberator.errors import ConfigError
+from liberator import plugins, redaction
+from liberator.errors import ConfigError, one_line
 from liberator.source import SourceConfig
 from liberator.yamlfile import LoadedYaml, Loc, dotted, load_yaml
 
@@ -26,7 +26,7 @@ def parse_duration(value: Any) -> float:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 2s, 5m or 1h")
+            raise ValueError(f"{one_line(repr(value), 80)} is not a duration; write e.g. 500ms, 2s, 5m or 1h")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
@@ -38,6 +38,25 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseTimeouts(BaseModel):
+    """How long a database may take to accept a connection and to answer on it.
+
+    Part of every source and sink that talks to a database: a server (or host) that accepts connections
+    and never answers then costs one timeout and a retry, never a hang."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_timeout: Duration = Field(
+        10.0, gt=0, description="opening a connection, the server's greeting and the login included "
+        "(PostgreSQL counts whole seconds, at least 2)"
+    )  # fmt: skip
+    read_timeout: Duration = Field(
+        60.0, gt=0, description="the longest a statement or a replication stream may go without an answer "
+        "(the binlog and the WAL stream hear from the server every few seconds); then the connection counts "
+        "as lost and is retried; raise it for statements that run longer"
+    )  # fmt: skip
 
 
 class TopicDefaults(Model):
@@ -100,6 +119,10 @@ class RawAppConfig(Model):
     http: HttpConfig | None = Field(None, description="operator endpoint; off unless set")
     sources: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
     sinks: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
+    shutdown_timeout: Duration = Field(
+        30.0, gt=0, description="after SIGTERM/SIGINT the daemon exits within this, whatever a server is doing: "
+        "a source or sink still stuck in a call then is named, what is acknowledged is stored, the exit code is 1"
+    )  # fmt: skip
 
 
 class AppConfig:
@@ -131,6 +154,10 @@ class AppConfig:
     def http(self) -> HttpConfig | None:
         return self.raw.http
 
+    @property
+    def shutdown_timeout(self) -> float:
+        return self.raw.shutdown_timeout
+
 
 def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: type[BaseModel]) -> ConfigError:
     # A typo shows up twice (unknown field + missing field); the unknown one names the real mistake.
@@ -146,12 +173,19 @@ def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: t
     elif kind == "model_type" and err.get("input") is None:
         message = f"is empty; give a mapping with {_fields_at(model, loc[len(prefix) :])}"
     elif kind == "literal_error":
-        message = f"{err.get('input')!r} is not allowed; {message.lower()}"
+        message = f"{_shown(err.get('input'))} is not allowed; {message.lower()}"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")  # our validators' messages name the value already
     elif "input" in err and not isinstance(err["input"], dict | list):
-        message = f"{message} (got {err['input']!r})"
+        message = f"{message} (got {_shown(err['input'])})"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return loaded.error(loc, message + suffix)
+
+
+def _shown(value: object) -> str:
+    """A value as the file has it, cut short: the operator needs to recognise it, not read all of it."""
+    return one_line(repr(value), 80)
 
 
 def _fields_at(model: type[BaseModel], loc: Loc) -> str:
@@ -171,6 +205,7 @@ def _is_union_tag(part: object) -> bool:
 
 def load_config(path: str | Path) -> AppConfig:
     loaded = load_yaml(path)
+    redaction.remember_config(loaded.data)  # before validation: an error may quote any value
     if not isinstance(loaded.data, dict):
         raise loaded.error((), "the top level must be a mapping with name, kafka, schema_registry, sources")
     try:

@@ -29,3 +29,13 @@ class SchemaError(LiberatorError):
 
 class IncompatibleSchemaError(FatalSourceError):
     """The registry refused a new schema version under the subject's compatibility rule."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """`text` on one line, no longer than about `limit`: the middle is cut, so the cause and the fix both stay."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    tail = limit // 3
+    cut = len(flat) - (limit - tail)
+    return f"{flat[: limit - tail]} [... {cut} characters cut ...] {flat[-tail:]}"

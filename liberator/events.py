@@ -62,9 +62,14 @@ class Checkpoint:
     """A position with no record: a heartbeat, an idle poll, the end of a snapshot phase.
 
     It is stored once everything yielded before it is acknowledged, so idle sources still advance.
+
+    `durable=True`: the runtime stores it before it reads the next item from the source, instead of at the
+    next flush. A source yields one where a crash must not forget where it stands, e.g. the point its stream
+    will start from, before the first event of its snapshot.
     """
 
     position: Position
+    durable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

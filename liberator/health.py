@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from liberator.errors import ConfigError
 from liberator.metrics import Metrics
+from liberator.redaction import scrub
 
 
 def start_http(listen: str, metrics: Metrics) -> ThreadingHTTPServer:
@@ -28,6 +29,7 @@ def start_http(listen: str, metrics: Metrics) -> ThreadingHTTPServer:
                 self._send(404, "text/plain", b"try /health or /metrics\n")
 
         def _send(self, code: int, content_type: str, body: bytes) -> None:
+            body = scrub(body.decode()).encode()  # errors quote drivers and brokers; secrets stay out
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

@@ -17,6 +17,7 @@ from liberator.capture import CapturedTable, TableCodec
 from liberator.config import KafkaConfig, RegistryConfig
 from liberator.errors import FatalSourceError, LiberatorError, SchemaError
 from liberator.events import ChangeEvent, Stream
+from liberator.kafkalog import with_kafka_logger
 from liberator.registry.client import RegistryClient
 
 log = logging.getLogger("liberator.publisher")
@@ -24,21 +25,22 @@ log = logging.getLogger("liberator.publisher")
 
 def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
     """Safe defaults first, the operator's `kafka.settings` last so they can override any of them."""
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "client.id": f"liberator-{app}",
-        "enable.idempotence": True,
-        "acks": "all",
-        # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
-        "message.timeout.ms": 0,
-        "linger.ms": 10,
-        # The source's in-flight window (kafka.max_in_flight) bounds what waits for acknowledgement; the
-        # producer's own queue only has to hold that window.
-        "queue.buffering.max.messages": max(100_000, 2 * kafka.max_in_flight),
-        "compression.type": "lz4",
-        "logger": logging.getLogger("liberator.kafka"),
-        **kafka.settings,
-    }
+    return with_kafka_logger(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "client.id": f"liberator-{app}",
+            "enable.idempotence": True,
+            "acks": "all",
+            # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
+            "message.timeout.ms": 0,
+            "linger.ms": 10,
+            # The source's in-flight window (kafka.max_in_flight) bounds what waits for acknowledgement; the
+            # producer's own queue only has to hold that window.
+            "queue.buffering.max.messages": max(100_000, 2 * kafka.max_in_flight),
+            "compression.type": "lz4",
+            **kafka.settings,
+        }
+    )
 
 
 @dataclass(frozen=True)

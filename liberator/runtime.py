@@ -1,22 +1,24 @@
-"""The daemon: runs each source in its own thread, publishes through one producer, stores positions.
+"""The daemon: runs each source in its own thread with its own producer (liberator.sourcerunner), stores
+positions, and runs the sinks beside them, each in its own thread (liberator.sinkrunner).
 
-Sinks run beside the sources, each in its own thread (liberator.sinkrunner).
-
-Positions are stored only from the Checkpointer, i.e. only once Kafka acknowledged every event before
-them; a crash at any moment therefore replays (at-least-once) but never loses.
+Positions are stored only from each source's in-flight window, i.e. only once Kafka acknowledged every
+event before them; a crash at any moment therefore replays (at-least-once) but never loses.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 
 from confluent_kafka import Producer
 
 from liberator import plugins
 from liberator.config import AppConfig
+from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
 from liberator.metrics import Metrics
@@ -24,9 +26,11 @@ from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
 from liberator.publisher import Publisher, TopicManager, producer_settings
 from liberator.registry.client import RegistryClient
-from liberator.sinkrunner import SinkRunner, create_sink_runners
+from liberator.shutdown import ShutdownBudget, join_all, run_bounded
+from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import AnySource, SourceConfig, SourceContext
 from liberator.sourcerunner import SourceRunner, delivery_failure
+from liberator.topics import first_with_records
 
 log = logging.getLogger("liberator")
 
@@ -56,25 +60,34 @@ def registry_client(config: AppConfig, timeout: float = 10.0) -> RegistryClient:
 
 
 def build_source(
-    config: SourceConfig, app: str, stop: threading.Event, registry: RegistryClient | None = None
+    config: SourceConfig,
+    app: str,
+    stop: threading.Event,
+    registry: RegistryClient | None = None,
+    published: Callable[[Sequence[str]], str | None] | None = None,
+    from_scratch: bool = False,
 ) -> AnySource:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
     if not isinstance(config, source_cls.config_model):
         # load_config validated it with this very model; anything else is a caller's mistake
         raise ConfigError(f"source {config.name}: its config is not a {source_cls.config_model.__name__}")
     log = logging.getLogger(f"liberator.source.{config.name}")
-    context = SourceContext(app_name=app, stop=stop, log=log, registry=registry)
+    context = SourceContext(
+        app_name=app, stop=stop, log=log, registry=registry, published=published, from_scratch=from_scratch
+    )
     source: AnySource = source_cls(config, context)
     return source
 
 
 class Daemon:
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: AppConfig, from_scratch: bool = False) -> None:
         self.config = config
+        self.from_scratch = from_scratch  # `run --from-scratch`: see SourceContext.from_scratch
         self.stop = threading.Event()
         self.metrics = Metrics(config.name)
         self.runners: list[SourceRunner] = []
         self.sink_runners: list[SinkRunner] = []
+        self.stuck: list[str] = []  # what did not stop within shutdown_timeout
         self._signalled = False
 
     def install_signal_handlers(self) -> None:
@@ -105,15 +118,18 @@ class Daemon:
         http = start_http(config.http.listen, self.metrics) if config.http else None
 
         stored_all = store.load_all()
+        published = functools.partial(first_with_records, admin_settings)
         for source_config in config.sources:
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
-            source = build_source(source_config, config.name, source_stop, registry)
+            source = build_source(source_config, config.name, source_stop, registry, published, self.from_scratch)
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)
             if start is not None:
                 status.position = start.to_json()
                 log.info("source %s resumes from %s", source_config.name, start.to_json())
+            elif self.from_scratch:
+                log.info("source %s starts from scratch (--from-scratch)", source_config.name)
             else:
                 log.info("source %s starts from the beginning", source_config.name)
             # One producer per source: its reading thread polls it, so acknowledgements come back there.
@@ -127,6 +143,7 @@ class Daemon:
                     status,
                     start,
                     source_stop,
+                    store,
                     max_in_flight=config.kafka.max_in_flight,
                     max_in_flight_bytes=config.kafka.max_in_flight_bytes,
                 )
@@ -144,16 +161,7 @@ class Daemon:
                     break
                 self._store_positions(store)
         finally:
-            self.stop.set()
-            for runner in self.runners:
-                runner.stop.set()
-            for runner in self.runners:
-                runner.thread.join()
-            for sink_runner in self.sink_runners:
-                sink_runner.thread.join()
-            dead_letter.close()
-            self._store_positions(store)
-            store.close()
+            self._shut_down(store, dead_letter)
             if http is not None:
                 http.shutdown()
         failed = [r for r in self.runners if r.status.state == "failed"]
@@ -163,11 +171,42 @@ class Daemon:
         for sink_runner in failed_sinks:
             log.error("sink %s failed: %s", sink_runner.sink.config.name, sink_runner.status.error)
         log.info("stopped")
-        return 1 if failed or failed_sinks else 0
+        return 1 if failed or failed_sinks or self.stuck else 0
 
-    def _store_positions(self, store: OffsetStore) -> None:
+    def _shut_down(self, store: OffsetStore, dead_letter: DeadLetterProducer) -> None:
+        """Stop every thread, flush, store positions: all within shutdown_timeout (liberator.shutdown)."""
+        timeout = self.config.shutdown_timeout
+        budget = ShutdownBudget(timeout)
+        self.stop.set()
+        for runner in self.runners:
+            runner.drain_budget = budget.for_work  # each source flushes its own producer on its way out
+            runner.stop.set()
+        threads = [(f"source {r.config.name}", r.thread) for r in self.runners]
+        threads += [(f"sink {r.sink.config.name}", r.thread) for r in self.sink_runners]
+        self.stuck = join_all(threads, budget)
+        for name in self.stuck:
+            log.error(
+                "%s did not stop within shutdown_timeout (%s): it is still waiting on its database; "
+                "leaving it behind (what Kafka acknowledged is stored, the rest is read again on restart)",
+                name,
+                seconds(timeout),
+            )
+        dead_letter.close(budget.for_work())
+        stuck_sources = {r.config.name for r in self.runners if f"source {r.config.name}" in self.stuck}
+
+        def store_and_close() -> None:
+            self._store_positions(store, skip_hooks=stuck_sources)
+            store.close()
+
+        if not run_bounded(store_and_close, budget.for_positions(), "store-positions"):
+            log.error(
+                "positions could not be stored within shutdown_timeout (%s): %s", seconds(timeout), store.describe()
+            )
+            self.stuck.append("the offset store")
+
+    def _store_positions(self, store: OffsetStore, skip_hooks: Collection[str] = ()) -> None:
         for runner in self.runners:
             try:
-                runner.store_position(store)
+                runner.store_position(store, notify_source=runner.config.name not in skip_hooks)
             except LiberatorError as exc:
                 log.warning("could not store the position of %s: %s", runner.config.name, exc)

@@ -27,6 +27,7 @@ from confluent_kafka import (
 from liberator import plugins
 from liberator.config import AppConfig
 from liberator.errors import LiberatorError, TransientSourceError
+from liberator.kafkalog import with_kafka_logger
 from liberator.metrics import SinkStatus
 from liberator.registry.client import RegistryClient, RegistryUnavailable
 from liberator.sink import DeadLetter, Sink, SinkConfig, SinkContext, SinkRecord, TransientSinkError
@@ -38,17 +39,18 @@ DEAD_LETTER_TIMEOUT = 30.0
 def consumer_settings(config: AppConfig, sink: Sink) -> dict[str, Any]:
     consuming = sink.consuming
     security = {k: v for k, v in config.kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
-    return {
-        "bootstrap.servers": config.kafka.bootstrap_servers,
-        "client.id": f"liberator-{config.name}-{sink.config.name}",
-        "group.id": consuming.group_id,
-        "enable.auto.commit": False,  # committed by us, after the target committed
-        "auto.offset.reset": consuming.start,
-        "isolation.level": "read_committed",
-        "logger": logging.getLogger("liberator.kafka"),
-        **security,
-        **consuming.settings,
-    }
+    return with_kafka_logger(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "client.id": f"liberator-{config.name}-{sink.config.name}",
+            "group.id": consuming.group_id,
+            "enable.auto.commit": False,  # committed by us, after the target committed
+            "auto.offset.reset": consuming.start,
+            "isolation.level": "read_committed",
+            **security,
+            **consuming.settings,
+        }
+    )
 
 
 class DeadLetterProducer:
@@ -84,9 +86,9 @@ class DeadLetterProducer:
                 why = outcome[0].str() if outcome and outcome[0] is not None else "no acknowledgement in time"
                 raise TransientSinkError(f"cannot publish a bad record to dead-letter topic {topic}: {why}")
 
-    def close(self) -> None:
+    def close(self, timeout: float = DEAD_LETTER_TIMEOUT) -> None:
         if self._producer is not None:
-            self._producer.flush(DEAD_LETTER_TIMEOUT)
+            self._producer.flush(timeout)
 
 
 def build_sink(

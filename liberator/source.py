@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from liberator.errors import FatalSourceError
 from liberator.events import SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
@@ -55,6 +56,25 @@ class SourceContext:
     # (outbox payloads validated against their subject). None where no registry is configured (tests, bench).
     registry: RegistryClient | None = None
     pacing: Pacing = field(default_factory=Pacing)
+    # The first of these topics that already holds a record, or None: evidence that a source without a
+    # stored position ran before. None where there is no broker to ask (tests, bench): no such evidence.
+    published: Callable[[Sequence[str]], str | None] | None = None
+    # `liberator run --from-scratch`: a source without a stored position starts over even where the evidence
+    # says it ran before (see `lost_position`).
+    from_scratch: bool = False
+
+
+def lost_position(source: str, evidence: str, start_over: str) -> FatalSourceError:
+    """The error of a source with no stored position that evidently ran before (a lost or reset offsets store).
+
+    Starting from scratch silently would publish everything again and never retract what was deleted in
+    between; the operator chooses instead (Debezium's offset.mismatch.strategy).
+    """
+    return FatalSourceError(
+        f"source {source}: no stored position, but {evidence} (the offsets store was lost or reset?); "
+        f"run `liberator run CONFIG --from-scratch` to {start_over}, or "
+        f"`liberator offsets set CONFIG --source {source} POSITION` to resume"
+    )
 
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfig)
@@ -106,8 +126,9 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     def acknowledged(self, position: PositionT) -> None:
         """Everything up to `position` is acknowledged by Kafka and the position is stored.
 
-        Called on the reading thread, between two items, in position order: confirm a replication slot's
-        flush LSN, forget what is safely stored. Positions stored at shutdown may never be heard.
+        Called on the reading thread, between two items (or before `read` goes on after a durable Checkpoint),
+        in position order: confirm a replication slot's flush LSN, forget what is safely stored. Positions
+        stored at shutdown may never be heard.
         """
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, Producer
@@ -60,6 +60,7 @@ class SourceRunner:
         status: SourceStatus,
         start: Position | None,
         stop: threading.Event,
+        store: OffsetStore,
         *,
         max_in_flight: int = 20_000,
         max_in_flight_bytes: int = 64 << 20,
@@ -74,7 +75,11 @@ class SourceRunner:
         self.window = InFlight(max_in_flight, max_in_flight_bytes)
         envelope = getattr(config, "envelope", Envelope.state)
         self.eventifier = Eventifier(Envelope(envelope), publisher.prepare_table, publisher.encode_event)
-        self.stored: Position | None = start  # written by the committer only
+        self.store = store
+        self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
+        # How long the way out may wait for Kafka's acknowledgements; the daemon shortens it to its shutdown budget.
+        self.drain_budget: Callable[[], float] = lambda: FLUSH_ON_STOP
+        self.stored: Position | None = start  # written under the store lock
         self.resume: Position | None = start  # the last position the source yielded: where a retry reopens
         self._stored_queue: deque[Position] = deque()  # committer -> reading thread
         self.log = logging.getLogger(f"liberator.source.{config.name}")
@@ -137,6 +142,8 @@ class SourceRunner:
                     assert isinstance(item, Checkpoint)
                     self._publish(ChangeBatch([], item.position))
                     self.resume = item.position
+                    if item.durable and not self._store_now(item.position):
+                        return False  # stopped before it was stored: nothing after it may be published
                 elif cls is ChangeEvent:  # a connector's own record, with the position after it
                     assert isinstance(item, ChangeEvent)
                     self._publish(ChangeBatch([item], item.position))
@@ -190,6 +197,31 @@ class SourceRunner:
             status.bytes_published += size
             status.last_event_ms = records[-1][3]
 
+    def _store_now(self, position: Position) -> bool:
+        """Store a durable checkpoint's position before the source goes on; False when stopped first.
+
+        It waits for what was yielded before it (usually nothing) and retries a failing store, since going
+        on without it is what the source asked not to do.
+        """
+        backoff = 0.5
+        while not self.stop.is_set():
+            self._serve(None, 0.01)
+            if self.window.committable != position:
+                continue
+            try:
+                self.store_position(self.store)
+                self._serve(None)  # the source hears it before it goes on
+                if self.status.state == "retrying":
+                    self.status.state, self.status.error = "running", None
+                return True
+            except LiberatorError as exc:
+                self.status.state = "retrying"
+                self.status.error = f"cannot store the position: {exc}"
+                self.log.warning("cannot store the position before going on (%s); retrying in %.1fs", exc, backoff)
+                self._wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        return False
+
     def _wait_for_room(self) -> None:
         while not self.window.has_room():
             self._serve(None, 0.05)
@@ -229,7 +261,7 @@ class SourceRunner:
 
     def _drain(self) -> None:
         """On the way out: let Kafka acknowledge what is in flight, so the final store holds all of it."""
-        left = self.producer.flush(FLUSH_ON_STOP)
+        left = self.producer.flush(self.drain_budget())
         if left:
             self.log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
         self.window.settle()
@@ -242,17 +274,21 @@ class SourceRunner:
 
     # -- the committer thread -------------------------------------------------------------------------
 
-    def store_position(self, store: OffsetStore) -> None:
-        position = self.window.committable
-        if position is None or position == self.stored:
-            return
-        document = position.to_json()
-        store.save(StoredOffset.now(self.config.name, self.config.type, document))
-        self.stored = position
-        self.status.positions_stored += 1
-        self.status.last_stored_at = time.time()
-        self.status.position = document
-        self._stored_queue.append(position)
+    def store_position(self, store: OffsetStore, notify_source: bool = True) -> None:
+        """Store the newest position Kafka acknowledged everything up to; the source hears of it on its own
+        thread (unless it is stuck in a call to its database at shutdown: then it never does)."""
+        with self._store_lock:
+            position = self.window.committable
+            if position is None or position == self.stored:
+                return
+            document = position.to_json()
+            store.save(StoredOffset.now(self.config.name, self.config.type, document))
+            self.stored = position
+            self.status.positions_stored += 1
+            self.status.last_stored_at = time.time()
+            self.status.position = document
+            if notify_source:
+                self._stored_queue.append(position)
 
     def settled(self) -> bool:
         """Everything published is acknowledged and the newest committable position is stored (for tests)."""

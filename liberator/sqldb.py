@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import psycopg
+import pymysql  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from liberator.config import DatabaseTimeouts
+from liberator.dbconnect import (
+    DEFAULT_TIMEOUTS,
+    MySQLConnectTimeout,
+    PgReadTimeout,
+    mysql_connect,
+    pg_connect,
+    seconds,
+)
 from liberator.errors import ConfigError, FatalSourceError, LiberatorError, TransientSourceError
+from liberator.redaction import redact_url
+
+redact = redact_url  # the one way URLs are shown (liberator.redaction), under the name SQL code calls it
 
 # Bare dialect names get the driver liberator ships with, so `mysql://` and `postgresql://` just work.
 _DEFAULT_DRIVERS = {
@@ -31,15 +46,8 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-def redact(url: str | URL) -> str:
-    """A URL safe for logs and errors: the password is never shown."""
-    try:
-        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable url>"
-
-
-def create_engine(url: str, **kwargs: Any) -> sa.Engine:
+def create_engine(url: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS, **kwargs: Any) -> sa.Engine:
+    """An engine whose connections are bounded by `timeouts` (liberator.dbconnect) and set up exactly."""
     parsed = parse_url(url)
     try:
         engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
@@ -48,8 +56,25 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
             f"{redact(parsed)}: no SQLAlchemy dialect {parsed.drivername!r}; install its driver package "
             "or use postgresql://, mysql://, sqlite:///"
         ) from None
+    sa.event.listen(engine, "do_connect", _timed_connect(engine.dialect, timeouts))
     sa.event.listen(engine, "connect", _session_setup(engine.dialect.name))
     return engine
+
+
+def _timed_connect(dialect: sa.Dialect, timeouts: DatabaseTimeouts) -> Any:
+    """Opens the DBAPI connection through liberator.dbconnect where the driver is one liberator ships."""
+
+    def connect(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+        driver = dialect.driver
+        if driver == "pymysql":
+            return mysql_connect(timeouts, *cargs, **cparams)
+        if driver == "psycopg":
+            return pg_connect("", timeouts, *cargs, **cparams)
+        if dialect.name == "sqlite":
+            cparams["timeout"] = timeouts.read_timeout  # how long a statement waits for another writer
+        return None  # the dialect connects as usual
+
+    return connect
 
 
 def _session_setup(dialect: str) -> Any:
@@ -103,11 +128,50 @@ _UNREACHABLE = (
 )
 
 
-def classify(exc: Exception, url: str | URL, what: str) -> LiberatorError:
+def timed_out(exc: BaseException) -> str | None:
+    """ "connect_timeout" or "read_timeout" when `exc` (a driver error, or SQLAlchemy's wrapping one) is that
+    timeout expiring, else None."""
+    error = getattr(exc, "orig", None) or exc
+    if isinstance(error, MySQLConnectTimeout | psycopg.errors.ConnectionTimeout):
+        return "connect_timeout"
+    if isinstance(error, PgReadTimeout):
+        return "read_timeout"
+    if isinstance(error, psycopg.errors.QueryCanceled) and "statement timeout" in str(error):
+        return "read_timeout"  # the server's side of the read timeout (dbconnect sets statement_timeout)
+    if isinstance(error, pymysql.err.OperationalError) and "timed out" in str(error):
+        return "connect_timeout" if error.args and error.args[0] == 2003 else "read_timeout"
+    if isinstance(error, sqlite3.OperationalError) and "database is locked" in str(error):
+        return "read_timeout"  # another writer held the lock longer than the busy timeout
+    return None
+
+
+def timeout_error(setting: str, what: str, where: str, timeouts: DatabaseTimeouts, detail: str) -> TransientSourceError:
+    """The one line for an expired timeout: which server, which setting, what to do."""
+    if setting == "connect_timeout":
+        return TransientSourceError(
+            f"{what}: {where} did not accept a connection within connect_timeout "
+            f"({seconds(timeouts.connect_timeout)}) ({detail}); is the server up and reachable? "
+            "(raise connect_timeout for a slow network)"
+        )
+    return TransientSourceError(
+        f"{what}: {where} did not answer within read_timeout ({seconds(timeouts.read_timeout)}) ({detail}); "
+        "the server is hung, overloaded or unreachable, or a statement runs longer than that "
+        "(raise read_timeout for such statements)"
+    )
+
+
+def classify(
+    exc: Exception, url: str | URL, what: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS
+) -> LiberatorError:
     """Turn a driver error into the runtime's kinds: retry passing faults, stop on what needs an operator."""
+    if isinstance(exc, LiberatorError):
+        return exc  # classified already (by a connector's own classify): wrapping it again says it twice
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     lowered = str(exc).lower()
     where = redact(url)
+    setting = timed_out(exc)
+    if setting is not None:
+        return timeout_error(setting, what, where, timeouts, text)
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return TransientSourceError(f"{what}: lost the connection to {where} ({text})")
     if "role" in lowered and "does not exist" in lowered:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import io
 import json
 import sys
 import time
 import uuid
 from typing import Any, TextIO
 
-from confluent_kafka import Consumer, KafkaError, Message
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+import fastavro
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka.admin import AdminClient
+
+from liberator.avro.wire import unframe
+from liberator.errors import LiberatorError
+from liberator.kafkalog import with_kafka_logger
+from liberator.redaction import remember_url
+from liberator.registry.client import RegistryClient
 
 
 def jsonable(value: Any) -> Any:
@@ -35,9 +41,12 @@ def jsonable(value: Any) -> Any:
 
 
 class RecordDecoder:
+    """Decodes keys and values through liberator's registry client (credentials may be in the URL)."""
+
     def __init__(self, registry_url: str) -> None:
-        client = SchemaRegistryClient({"url": registry_url})
-        self._deserializer = AvroDeserializer(client)
+        remember_url(registry_url)
+        self._registry = RegistryClient(registry_url, auth_setting="user:password@ in the registry URL")
+        self._schemas: dict[int, Any] = {}
 
     def decode(self, message: Message) -> dict[str, Any]:
         topic = message.topic() or ""
@@ -54,16 +63,23 @@ class RecordDecoder:
             if ts_type != 0 and ts >= 0
             else None,
             "headers": headers,
-            "key": jsonable(self._decode(_as_bytes(key), topic, MessageField.KEY)),
-            "value": jsonable(self._decode(_as_bytes(value), topic, MessageField.VALUE)),
+            "key": jsonable(self._decode(_as_bytes(key))),
+            "value": jsonable(self._decode(_as_bytes(value))),
         }
 
-    def _decode(self, data: bytes | None, topic: str, field: MessageField) -> Any:
+    def _decode(self, data: bytes | None) -> Any:
         if data is None:
             return None
-        if not data or data[0] != 0:
+        if len(data) < 5 or data[0] != 0:
             return {"undecodable_base64": base64.b64encode(data).decode("ascii")}
-        return self._deserializer(data, SerializationContext(topic, field))
+        schema_id, body = unframe(data)
+        parsed = self._schemas.get(schema_id)
+        if parsed is None:
+            parsed = self._schemas[schema_id] = fastavro.parse_schema(self._registry.get_schema(schema_id))
+        try:
+            return fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
+        except Exception:  # fastavro raises many kinds on bytes that are not what the schema says
+            return {"undecodable_base64": base64.b64encode(data).decode("ascii"), "schema_id": schema_id}
 
 
 def _as_bytes(data: str | bytes | None) -> bytes | None:
@@ -89,17 +105,27 @@ def tail(
     idle_timeout: float | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": group or f"liberator-tail-{uuid.uuid4().hex[:12]}",
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.auto.commit": group is not None,
-            "fetch.wait.max.ms": 50,
-            "session.timeout.ms": 6000,
-        }
-    )
     decoder = RecordDecoder(registry_url)
+    try:
+        # Asked through an admin client, which is never polled, before any consumer exists: no librdkafka
+        # line about the broker being down is printed, the one line below says it.
+        AdminClient(with_kafka_logger({"bootstrap.servers": bootstrap_servers})).list_topics(timeout=10)
+    except KafkaException as exc:
+        raise LiberatorError(
+            f"Kafka at {bootstrap_servers} did not answer ({exc.args[0].str()}); start it or fix --bootstrap-servers"
+        ) from None
+    consumer = Consumer(
+        with_kafka_logger(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": group or f"liberator-tail-{uuid.uuid4().hex[:12]}",
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+                "enable.auto.commit": group is not None,
+                "fetch.wait.max.ms": 50,
+                "session.timeout.ms": 6000,
+            }
+        )
+    )
     printed = 0
     last_record = time.monotonic()
     try:
@@ -114,7 +140,7 @@ def tail(
             if error is not None:
                 if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                     continue
-                raise RuntimeError(f"reading {topic}: {error.str()}")
+                raise LiberatorError(f"reading {topic}: {error.str()}")
             out.write(json.dumps(decoder.decode(message), ensure_ascii=False) + "\n")
             out.flush()
             printed += 1

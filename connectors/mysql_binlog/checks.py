@@ -14,6 +14,7 @@ import pymysql  # type: ignore[import-untyped]
 from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos, MySQLGtidSet
 from liberator import sqldb
+from liberator.dbconnect import mysql_connect
 from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
 
 
@@ -34,11 +35,11 @@ def connection_settings(config: MySQLBinlogConfig) -> dict[str, Any]:
 def connect(config: MySQLBinlogConfig, **kwargs: Any) -> Any:
     settings = connection_settings(config)
     try:
-        conn = pymysql.connect(
+        conn = mysql_connect(
+            config,
             **settings,
             charset="utf8mb4",
             autocommit=True,
-            connect_timeout=10,
             init_command="SET time_zone = '+00:00'",
             **kwargs,
         )
@@ -49,12 +50,21 @@ def connect(config: MySQLBinlogConfig, **kwargs: Any) -> Any:
 
 def classify(exc: Exception, config: MySQLBinlogConfig) -> LiberatorError:
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    if code == 4052 or (code == 1236 and "same server_uuid/server_id" in str(exc.args[1:])):
+        # MariaDB 4052, MySQL 1236: another replica connected with our server_id and the server dropped us.
+        # Reconnecting would drop that one in turn: an operator must choose.
+        return FatalSourceError(
+            f"source {config.name}: the server dropped this binlog stream because another replica connected with "
+            f"the same server_id {config.server_id}; two readers with one server_id kick each other off: stop "
+            "the other one (SHOW SLAVE HOSTS lists replicas) or give this source its own `server_id`"
+        )
     if code == 1236:  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged or unknown position
         return FatalSourceError(
             f"source {config.name}: the server cannot send the binlog from the stored position ({exc.args[1]}); "
-            f"the changes since then are gone: re-snapshot with `liberator offsets reset CONFIG --source {config.name}`"
+            "the changes since then are gone: re-snapshot with "
+            f"`liberator offsets reset CONFIG --source {config.name}` and `liberator run CONFIG --from-scratch`"
         )
-    return sqldb.classify(exc, config.url, f"source {config.name}")
+    return sqldb.classify(exc, config.url, f"source {config.name}", config)
 
 
 @dataclass(frozen=True)
@@ -146,11 +156,6 @@ def setting_problems(config: MySQLBinlogConfig, info: ServerInfo) -> list[str]:
 
 def select_problems(conn: Any, config: MySQLBinlogConfig, tables: list[tuple[str, str]]) -> list[str]:
     problems: list[str] = []
-    if not tables:
-        problems.append(
-            f"source {config.name}: no table matches {config.tables}; check the names (database.table) and "
-            "that the user may see them (GRANT SELECT)"
-        )
     with conn.cursor() as cur:
         for db, table in tables:
             try:
@@ -166,7 +171,10 @@ def select_problems(conn: Any, config: MySQLBinlogConfig, tables: list[tuple[str
 
 def position_problems(config: MySQLBinlogConfig, info: ServerInfo, position: BinlogPosition, conn: Any) -> list[str]:
     """The stored position must still be on the server: purged binlogs mean lost changes."""
-    reset = f"re-snapshot with `liberator offsets reset CONFIG --source {config.name}` and keep binlogs longer"
+    reset = (
+        f"re-snapshot with `liberator offsets reset CONFIG --source {config.name}` and `liberator run CONFIG "
+        "--from-scratch`, and keep binlogs longer"
+    )
     name = f"source {config.name}"
     if info.binlogs and position.coord.file not in info.binlogs:
         oldest = Coord(info.binlogs[0], 4)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.config import Duration
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -34,11 +34,16 @@ class BinlogOutboxConfig(OutboxRouting):
         return table
 
 
-class MySQLBinlogConfig(SourceConfig):
+class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
     type: Literal["mysql_binlog"] = "mysql_binlog"
     url: str = Field(description="mysql://user:${PW}@host:port/ (a database in the path is ignored)")
     tables: list[str] = Field(
         min_length=1, description="db.table entries; shell patterns such as db.* or shop.order_* are allowed"
+    )
+    future_tables: list[str] = Field(
+        [],
+        description="db.table entries or patterns for tables that may not exist yet: captured like `tables` "
+        "(tables created later from their first row), but matching no table at start is not an error",
     )
     server_id: int = Field(
         ge=1, le=2**32 - 1, description="replica server id, unique among the server's replicas and readers"
@@ -71,7 +76,7 @@ class MySQLBinlogConfig(SourceConfig):
             )
         return self
 
-    @field_validator("tables")
+    @field_validator("tables", "future_tables")
     @classmethod
     def _qualified(cls, tables: list[str]) -> list[str]:
         for entry in tables:
@@ -84,11 +89,11 @@ class MySQLBinlogConfig(SourceConfig):
         name = f"{database}.{table}"
         if self.outbox is not None and name == self.outbox.table:
             return False
-        return any(fnmatch.fnmatchcase(name, entry) for entry in self.tables)
+        return any(fnmatch.fnmatchcase(name, entry) for entry in (*self.tables, *self.future_tables))
 
     def literal_databases(self) -> list[str] | None:
         """The databases named in `tables`, or None when a database part is itself a pattern."""
-        databases = {entry.split(".", 1)[0] for entry in self.tables}
+        databases = {entry.split(".", 1)[0] for entry in (*self.tables, *self.future_tables)}
         if self.outbox is not None:
             databases.add(self.outbox.table.split(".", 1)[0])
         if any(any(ch in db for ch in "*?[") for db in databases):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,10 @@ class Shape:
         return tuple(values[i] for i in self.key_indexes)
 
 
+def topic_name(config: MySQLBinlogConfig, app: str, database: str, table: str) -> str:
+    return _TOPIC_UNSAFE.sub("_", config.topic.format(source=config.name, app=app, schema=database, table=table))
+
+
 def build_shape(table: TableDef, config: MySQLBinlogConfig, app: str, server: str) -> Shape:
     if not table.key:
         raise SchemaError(f"table {table.qualified} has no primary key; add one or leave the table out of `tables`")
@@ -61,9 +66,7 @@ def build_shape(table: TableDef, config: MySQLBinlogConfig, app: str, server: st
     except SchemaError as exc:
         raise SchemaError(f"table {table.qualified} {exc}; leave the table out of `tables`") from None
     namespace = namespace_for(app, config.name, table.database, table.table)
-    topic = _TOPIC_UNSAFE.sub(
-        "_", config.topic.format(source=config.name, app=app, schema=table.database, table=table.table)
-    )
+    topic = topic_name(config, app, table.database, table.table)
     value = value_schema(schema, namespace)
     if config.envelope is Envelope.change:
         value = change_schema(value)
@@ -89,15 +92,32 @@ def build_shape(table: TableDef, config: MySQLBinlogConfig, app: str, server: st
 _JSON_CHECK = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)")
 
 
-def list_tables(conn: Any, config: MySQLBinlogConfig) -> list[tuple[str, str]]:
-    """The base tables `tables` selects, in name order."""
+def _base_tables(conn: Any) -> list[tuple[str, str]]:
+    """Every base table the user may see, in name order."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
             "AND TABLE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema') "
             "ORDER BY TABLE_SCHEMA, TABLE_NAME"
         )
-        return [(str(db), str(t)) for db, t in cur.fetchall() if config.captures(str(db), str(t))]
+        return [(str(db), str(t)) for db, t in cur.fetchall()]
+
+
+def list_tables(conn: Any, config: MySQLBinlogConfig) -> list[tuple[str, str]]:
+    """The base tables `tables` (and `future_tables`) select, in name order."""
+    return [(db, t) for db, t in _base_tables(conn) if config.captures(db, t)]
+
+
+def unmatched_problems(conn: Any, config: MySQLBinlogConfig) -> list[str]:
+    """One line per `tables` entry that matches no table: a source capturing nothing is a config error."""
+    names = [f"{db}.{t}" for db, t in _base_tables(conn)]
+    return [
+        f"source {config.name}: no table matches {entry!r} in the database; check `tables:` (database.table, "
+        "patterns allowed) and that the user may see it (GRANT SELECT), or list it under `future_tables:` "
+        "when its tables are created later"
+        for entry in config.tables
+        if not any(fnmatch.fnmatchcase(name, entry) for name in names)
+    ]
 
 
 def read_table_def(conn: Any, database: str, table: str, mysql: bool) -> TableDef | None:

@@ -72,6 +72,9 @@ def read_snapshot(
         position = BinlogPosition(at, gtid, schemas, state)
         runs: tuple[SnapshotRun, ...] = (SnapshotRun(0, None, at),)
         first_after = None
+        # Stored before the first row: a crash from now on resumes with a later run and streams from this
+        # point, with every change since (deletes included), instead of starting over from nothing.
+        yield Checkpoint(BinlogPosition(at, gtid, schemas, SnapshotState(state.tables, runs)), durable=True)
     else:
         first_after = state.after
         if first_after is not None:

@@ -21,16 +21,24 @@ from connectors.mysql_binlog.checks import (
     transient,
 )
 from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.guard import ServerIdGuard
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
-from connectors.mysql_binlog.shape import Shape, build_shape, list_tables, read_table_def
+from connectors.mysql_binlog.shape import (
+    Shape,
+    build_shape,
+    list_tables,
+    read_table_def,
+    topic_name,
+    unmatched_problems,
+)
 from connectors.mysql_binlog.snapshot import read_snapshot
 from connectors.mysql_binlog.stream import BinlogStreamer, open_reader
 from liberator.errors import FatalSourceError, LiberatorError
-from liberator.events import SourceItem, Stream
+from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
-from liberator.source import Source, SourceConfig, SourceContext
+from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 
 class MySQLBinlogSource(Source[Any, Any]):
@@ -45,6 +53,7 @@ class MySQLBinlogSource(Source[Any, Any]):
         self._shapes: dict[TableDef, Shape] = {}
         self._server = ""
         self._open: list[Any] = []
+        self._guard = ServerIdGuard(config)
 
     def _shape(self, table: TableDef) -> Shape:
         shape = self._shapes.get(table)
@@ -69,10 +78,12 @@ class MySQLBinlogSource(Source[Any, Any]):
     def check(self) -> list[str]:
         try:
             conn, info = self._connect()
-            problems = setting_problems(self.cfg, info)
+            problems = setting_problems(self.cfg, info) + unmatched_problems(conn, self.cfg)
             tables = list_tables(conn, self.cfg)
             problems += select_problems(conn, self.cfg, tables)
             problems += self._outbox_problems(conn, info)
+            in_use = self._guard.problem(conn)
+            problems += [in_use] if in_use is not None else []
             for database, name in tables:
                 try:
                     table = read_table_def(conn, database, name, not info.mariadb)
@@ -124,14 +135,19 @@ class MySQLBinlogSource(Source[Any, Any]):
         cfg = self.cfg
         try:
             conn, info = self._connect()
-            problems = setting_problems(cfg, info) + self._outbox_problems(conn, info)
+            problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._outbox_problems(conn, info)
             if isinstance(start, BinlogPosition) and not start.snapshotting:
                 problems += position_problems(cfg, info, start, conn)
             if problems:
                 for problem in problems[1:]:
                     self.context.log.error("%s", problem)
                 raise FatalSourceError(problems[0])
+            self._guard.acquire(conn)  # held by this connection while the source reads
+            if not isinstance(start, BinlogPosition):
+                self._check_first_run(conn)
             position = self._initial(conn, info) if not isinstance(start, BinlogPosition) else start
+            if not isinstance(start, BinlogPosition) and not position.snapshotting:
+                yield Checkpoint(position, durable=True)  # `snapshot: never`: the stream starts here, whatever happens
             if position.snapshotting:
                 self.phase = "snapshot"
                 self.context.log.info("snapshot of %d tables", len(position.snapshot.tables))  # type: ignore[union-attr]
@@ -151,6 +167,21 @@ class MySQLBinlogSource(Source[Any, Any]):
             yield from self._stream(conn, info, position)
         except pymysql.MySQLError as exc:
             raise transient(exc, cfg) from None
+
+    def _check_first_run(self, conn: Any) -> None:
+        """No stored position: refuse to start over silently when the topics show the source ran before.
+
+        The binlog has no server-side slot to tell, so the evidence is the source's own output: a topic of a
+        captured table that already holds a record (read with a consumer). `--from-scratch` skips this.
+        """
+        published = self.context.published
+        if published is None or self.context.from_scratch:
+            return
+        app = self.context.app_name
+        topic = published([topic_name(self.cfg, app, db, table) for db, table in list_tables(conn, self.cfg)])
+        if topic is not None:
+            start_over = "snapshot again" if self.cfg.snapshot != "never" else "stream from the binlog's end"
+            raise lost_position(self.cfg.name, f"topic {topic} already holds records", start_over)
 
     def _initial(self, conn: Any, info: ServerInfo) -> BinlogPosition:
         if self.cfg.snapshot == "never":

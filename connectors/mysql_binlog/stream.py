@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
@@ -26,15 +27,19 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
+from connectors.mysql_binlog.checks import quote
 from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.guard import reader_identity
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, GtidState, SnapshotState
 from connectors.mysql_binlog.shape import Shape, read_table_def
 from connectors.mysql_binlog.types import specs_from_table_map
+from liberator.dbconnect import mysql_connect, seconds
 from liberator.envelope import Envelope, Op, change_value
 from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from liberator.resnapshot import publish_covered
 
 _EVENTS = [
     GtidEvent,
@@ -58,36 +63,46 @@ _TRUNCATE = re.compile(
 
 
 class _Connector:
-    """pymysql.connect for mysql-replication that refuses its silent stream reconnect.
+    """pymysql.connect for mysql-replication, with the source's timeouts, that refuses its silent stream
+    reconnect.
 
     The library reconnects a lost stream from the GTID it was *started* with, replaying events already
     handed over out of order; the runtime's retry from the last position yielded is the correct way back.
+    It reconnects on any lost connection, read_timeout expiring included, and keeps the reason to itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, config: MySQLBinlogConfig, server: str) -> None:
+        self.config = config
+        self.server = server
         self.stream_connects = 0
 
     def __call__(self, **kwargs: Any) -> Any:
         if kwargs.get("db") != "information_schema":
             self.stream_connects += 1
             if self.stream_connects > 1:
-                raise TransientSourceError("lost the binlog connection; reopening from the last position")
+                raise TransientSourceError(
+                    f"source {self.config.name}: lost the binlog connection to {self.server} (closed, or "
+                    f"silent past read_timeout ({seconds(self.config.read_timeout)}) though the server sends "
+                    "a heartbeat every second); reopening from the last position"
+                )
         kwargs.setdefault("init_command", "SET time_zone = '+00:00'")
-        return pymysql.connect(**kwargs)
+        return mysql_connect(self.config, **kwargs)
 
 
 def open_reader(
     config: MySQLBinlogConfig, settings: dict[str, Any], position: BinlogPosition, by_gtid: bool, mariadb: bool
 ) -> BinLogStreamReader:
     kwargs: dict[str, Any] = {
-        "connection_settings": {**settings, "charset": "utf8mb4"},
+        # read_timeout here too: the library asks for heartbeats at most every half of it
+        "connection_settings": {**settings, "charset": "utf8mb4", "read_timeout": config.read_timeout},
         "server_id": config.server_id,
         "blocking": True,
         "slave_heartbeat": 1.0,  # idle servers still send something each second: stop and heartbeats work
         "only_events": _EVENTS,
         "only_schemas": config.literal_databases(),
         "enable_logging": False,
-        "pymysql_wrapper": _Connector(),
+        "pymysql_wrapper": _Connector(config, f"{settings['host']}:{settings['port']}"),
+        "report_slave": reader_identity(),  # SHOW SLAVE HOSTS names this daemon (see guard.py)
     }
     if by_gtid:
         kwargs.update(auto_position=str(position.gtid), is_mariadb=mariadb)
@@ -194,7 +209,11 @@ class BinlogStreamer:
                         image = new if new is not None else old
                         assert image is not None
                         key_values = shape.key_of(image)
-                        if skip is not None and skip.skip(shape.table.qualified, key_values, at):
+                        if (
+                            skip is not None
+                            and skip.skip(shape.table.qualified, key_values, at)
+                            and not publish_covered(op, partial(self._has_row, shape, key_values))
+                        ):
                             continue
                         key = shape.key.convert_values(key_values)
                         old_datum = None if old is None else shape.value.convert_values(old)
@@ -279,6 +298,20 @@ class BinlogStreamer:
             else:
                 pending = position
             in_txn, txn_gtid, txn_id, order = False, None, None, 0
+
+    def _has_row(self, shape: Shape, key: tuple[object, ...]) -> bool:
+        """Whether the live table holds a row with this key (for a delete a later snapshot run covers)."""
+        table = shape.table
+        condition = " AND ".join(f"{quote(k)} = %s" for k in table.key)
+        query = f"SELECT 1 FROM {quote(table.database)}.{quote(table.table)} WHERE {condition} LIMIT 1"
+        try:
+            with self.ctl.cursor() as cur:
+                cur.execute(query, key)
+                return cur.fetchone() is not None
+        except pymysql.err.ProgrammingError as exc:
+            if exc.args[0] == 1146:  # dropped since: its rows are gone
+                return False
+            raise
 
     def _table_map(self, event: Any, schemas: Any) -> Any:
         if self.outbox is not None and self.outbox.table_map(event):

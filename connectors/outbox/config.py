@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.config import Duration
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
 
 
-class OutboxSourceConfig(SourceConfig, OutboxRouting):
+class OutboxSourceConfig(SourceConfig, OutboxRouting, DatabaseTimeouts):
     """The outbox table, its cleanup, locking and polling, plus the routing rules (docs/outbox.md).
 
     The routing fields (columns, topic, payload, on_invalid, ...) are `liberator.outbox.OutboxRouting`'s,

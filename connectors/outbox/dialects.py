@@ -17,7 +17,7 @@ def classify_error(exc: Exception, cfg: OutboxSourceConfig) -> LiberatorError:
     text = str(getattr(exc, "orig", None) or exc).lower()
     if any(marker in text for marker in _RETRYABLE):
         return TransientSourceError(f"source {cfg.name}: {text.splitlines()[0]} (a lock conflict; claims roll back)")
-    error = sqldb.classify(exc, cfg.url, f"source {cfg.name}")
+    error = sqldb.classify(exc, cfg.url, f"source {cfg.name}", cfg)
     if isinstance(error, FatalSourceError) and ("exist" in text or "unknown column" in text or "no such" in text):
         return FatalSourceError(
             f"{error}; create the outbox table (`liberator outbox ddl --dialect ...`) or fix `table`/`columns`"

@@ -6,12 +6,14 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
+from liberator.config import DatabaseTimeouts
+from liberator.dbconnect import pg_connect
 from liberator.errors import TransientSourceError
-from liberator.sqldb import redact
+from liberator.sqldb import redact, timed_out, timeout_error
 
 
 class Notifier:
-    def __init__(self, url: URL, channel: str) -> None:
+    def __init__(self, url: URL, channel: str, timeouts: DatabaseTimeouts) -> None:
         self.url = url
         params: dict[str, str | int | None] = {
             "host": url.host,
@@ -23,10 +25,14 @@ class Notifier:
         }
         try:
             conninfo = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-            self._conn = psycopg.connect(conninfo, autocommit=True)
+            self._conn = pg_connect(conninfo, timeouts, autocommit=True)
             self._conn.execute(f'LISTEN "{channel}"')  # the channel is checked to be an identifier at load
         except psycopg.Error as exc:
-            raise TransientSourceError(f"cannot LISTEN on {redact(url)} ({str(exc).strip().splitlines()[0]})") from None
+            setting = timed_out(exc)
+            detail = str(exc).strip().splitlines()[0]
+            if setting is not None:
+                raise timeout_error(setting, "LISTEN", redact(url), timeouts, detail) from None
+            raise TransientSourceError(f"cannot LISTEN on {redact(url)} ({detail})") from None
 
     def wait(self, timeout: float) -> bool:
         """True when a notification arrived within `timeout` seconds."""

@@ -42,7 +42,7 @@ from liberator.positions import Position
 from liberator.source import Source, SourceConfig, SourceContext
 
 # After shutdown, how long a claimed batch waits for Kafka's acknowledgement before it is let go (the
-# runtime flushes the producer for up to 30 s first).
+# runtime flushes the producer for most of shutdown_timeout first; a process exits before this fires).
 FINISH_TIMEOUT = 45.0
 # While waiting for an acknowledgement, hand the runtime a checkpoint this often so it can notice a
 # failed delivery or a stop request.
@@ -89,7 +89,7 @@ class OutboxSource(Source[Any, Any]):
         with self._lock:
             self._closed = False
         if self._engine is None:
-            self._engine = sqldb.create_engine(self.cfg.url)
+            self._engine = sqldb.create_engine(self.cfg.url, self.cfg)
         if self._router is None:
             self._router = OutboxRouter(self.cfg, self.cfg.name, self.context.registry)
         try:
@@ -103,7 +103,7 @@ class OutboxSource(Source[Any, Any]):
                     self._engine, f"liberator-outbox.{database.rsplit('/', 1)[-1]}.{self.cfg.table}"
                 )
             if self.cfg.notify_channel is not None and self._notifier is None:
-                self._notifier = Notifier(self._engine.url, self.cfg.notify_channel)
+                self._notifier = Notifier(self._engine.url, self.cfg.notify_channel, self.cfg)
         except SQLAlchemyError as exc:
             raise self._error(exc) from None
 

@@ -37,6 +37,22 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState | None:
     return SlotState(row[0], row[1], row[2], row[3], None if row[4] is None else parse_lsn(row[4]), row[5])
 
 
+def slot_holder(conn: psycopg.Connection[Any], pid: int) -> tuple[str, str]:
+    """(application_name, a description naming the walsender pid, client address and start) of a session."""
+    row = conn.execute(
+        "SELECT application_name, client_addr::text, client_port, backend_start::text"
+        " FROM pg_stat_replication WHERE pid = %s",
+        (pid,),
+    ).fetchone()
+    if row is None:  # not visible to this role (pg_read_all_stats shows it), or just ended
+        return "", f"walsender pid {pid}"
+    application, address, port, since = row
+    client = "a local socket" if address is None else f"{address}:{port}"
+    return str(application or ""), (
+        f"walsender pid {pid}, client {client}, application_name {application or '(none)'!r}, since {since}"
+    )
+
+
 def _qualified(name: str) -> str:
     schema, table = split_name(name)
     return sql.Identifier(schema, table).as_string(None)
@@ -45,6 +61,10 @@ def _qualified(name: str) -> str:
 def publication_sql(config: PostgresWalConfig, tables: list[str]) -> str:
     listed = ", ".join(_qualified(t) for t in tables)
     return f"CREATE PUBLICATION {config.publication} FOR TABLE {listed}"
+
+
+# (source, table) pairs already warned about a missing before-image.
+_WARNED: set[tuple[str, str]] = set()
 
 
 def problems(
@@ -102,7 +122,8 @@ def problems(
             )
             if config.replica_identity == "require_full":
                 found.append(line)
-            else:
+            elif (config.name, name) not in _WARNED:
+                _WARNED.add((config.name, name))  # once per process: every retry runs these checks again
                 log.warning("%s", line)
     found += _publication_problems(conn, config, tables, may_create, superuser)
     if config.snapshot != "initial_only":

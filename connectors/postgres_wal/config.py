@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.config import Duration
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -33,7 +33,7 @@ class WalOutboxConfig(OutboxRouting):
         return self
 
 
-class PostgresWalConfig(SourceConfig):
+class PostgresWalConfig(SourceConfig, DatabaseTimeouts):
     type: Literal["postgres_wal"] = "postgres_wal"
     url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
     tables: list[str] = Field(

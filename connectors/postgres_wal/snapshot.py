@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
+from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.connection import classify, connect
 from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from connectors.postgres_wal.rows import parse_values
@@ -41,10 +42,11 @@ def create_slot(
 
 
 class SnapshotReader:
-    def __init__(self, url: str, catalog: TableCatalog, chunk: int, what: str, stop: threading.Event) -> None:
-        self.url = url
+    def __init__(self, config: PostgresWalConfig, catalog: TableCatalog, what: str, stop: threading.Event) -> None:
+        self.config = config
+        self.url = config.url
         self.catalog = catalog
-        self.chunk = chunk
+        self.chunk = config.snapshot_chunk
         self.what = what
         self.stop = stop
 
@@ -52,7 +54,7 @@ class SnapshotReader:
         self, snapshot_name: str | None, tables: list[str], point: int, position: WalPosition
     ) -> Iterator[SourceItem]:
         """Events of `tables` as of the snapshot, then a Checkpoint recording each table as read at `point`."""
-        conn = connect(self.url, what=self.what)
+        conn = connect(self.url, self.config, what=self.what)
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             if snapshot_name is not None:
@@ -66,7 +68,7 @@ class SnapshotReader:
                 yield Checkpoint(position)
             conn.execute("COMMIT")
         except psycopg.Error as exc:
-            raise classify(exc, self.url, f"{self.what}: snapshot") from None
+            raise classify(exc, self.url, f"{self.what}: snapshot", self.config) from None
         finally:
             conn.close()
 

@@ -18,19 +18,22 @@ import psycopg
 
 from connectors.postgres_wal import checks
 from connectors.postgres_wal.config import PostgresWalConfig
-from connectors.postgres_wal.connection import classify, connect
+from connectors.postgres_wal.connection import application_name, classify, connect
 from connectors.postgres_wal.outbox import WalOutbox
 from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from connectors.postgres_wal.snapshot import SnapshotReader, create_slot
 from connectors.postgres_wal.stream import ReplicationStream
 from connectors.postgres_wal.streaming import ChangeDecoder
 from connectors.postgres_wal.tables import TableCatalog
-from liberator.errors import FatalSourceError
+from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
-from liberator.source import Source, SourceConfig, SourceContext
+from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 HEARTBEAT_PREFIX = "liberator.heartbeat"
+# How long an active slot may take to be released before it counts as held by another daemon: a killed
+# daemon's walsender ends as soon as the server notices the closed connection.
+SLOT_RELEASE_WAIT = 5.0
 
 
 class AckedLsn:
@@ -59,7 +62,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
 
     def _catalog(self) -> TableCatalog:
         self.close()
-        self._conn = connect(self.cfg.url, what=self.what)
+        self._conn = connect(self.cfg.url, self.cfg, what=self.what)
         server = f"{self._conn.info.host}:{self._conn.info.port}"
         return TableCatalog(self._conn, self.cfg, self.context.app_name, server)
 
@@ -70,7 +73,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         except FatalSourceError as exc:
             return [str(exc)]
         except Exception as exc:  # an unreachable server is a problem to report, not a crash
-            return [str(classify(exc, self.cfg.url, self.what))]
+            return [str(classify(exc, self.cfg.url, self.what, self.cfg))]
         finally:
             self.close()
 
@@ -96,7 +99,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         try:
             yield from self._read(start)
         except psycopg.Error as exc:
-            raise classify(exc, self.cfg.url, self.what) from None
+            raise classify(exc, self.cfg.url, self.what, self.cfg) from None
 
     def _read(self, start: WalPosition | None) -> Iterator[SourceItem]:
         cfg = self.cfg
@@ -106,7 +109,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         if found:
             raise FatalSourceError(found[0])
         tables = catalog.resolve()
-        reader = SnapshotReader(cfg.url, catalog, cfg.snapshot_chunk, self.what, self.context.stop)
+        reader = SnapshotReader(cfg, catalog, self.what, self.context.stop)
         if cfg.snapshot == "initial_only":
             yield from self._initial_only(start, tables, reader, conn)
             return
@@ -119,30 +122,21 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
                 published += [outbox.table] if outbox.table not in published else []
         checks.ensure_publication(conn, cfg, published)
         slot = checks.slot_state(conn, cfg.slot)
+        if slot is not None and slot.active_pid is not None:
+            slot = self._wait_for_release(conn, slot)
+        if start is None and slot is not None:
+            slot = self._slot_without_position(conn, slot, catalog, tables)
         position = start
         if slot is not None and slot.confirmed_flush is not None:
             self.acked.raise_to(slot.confirmed_flush)
         if position is None:
             wants_snapshot = cfg.snapshot == "initial"
             if slot is None:
-                repl = connect(cfg.url, replication=True, what=self.what)
-                try:
-                    point, snapshot_name = create_slot(repl, cfg.slot, export=wants_snapshot)
-                    self.acked.raise_to(point)
-                    self.context.log.info("created replication slot %s at %s", cfg.slot, lsn_text(point))
-                    position = WalPosition(point, (), snapshot_done=not wants_snapshot)
-                    if wants_snapshot:
-                        self.phase = "snapshot"
-                        for item in reader.read(snapshot_name, tables, point, position):
-                            if isinstance(item, Checkpoint):
-                                assert isinstance(item.position, WalPosition)
-                                position = item.position
-                            yield item
-                finally:
-                    repl.close()
-            else:
+                position = yield from self._create_slot(tables, reader, wants_snapshot)
+            else:  # an operator's slot (`create: false`)
                 assert slot.confirmed_flush is not None
                 position = WalPosition(slot.confirmed_flush, (), snapshot_done=not wants_snapshot)
+                yield Checkpoint(position, durable=True)
         elif slot is None:
             raise FatalSourceError(
                 f"{self.what}: replication slot {cfg.slot} is gone, so changes after {lsn_text(position.lsn)} may be "
@@ -152,7 +146,8 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             raise FatalSourceError(
                 f"{self.what}: slot {cfg.slot} is at {lsn_text(slot.confirmed_flush)}, past the stored position "
                 f"{lsn_text(position.lsn)} (offsets restored from an older copy?); changes in between are gone; "
-                f"run `liberator offsets reset CONFIG --source {cfg.name}` to snapshot again"
+                f"run `liberator offsets reset CONFIG --source {cfg.name}`, then `liberator run CONFIG --from-scratch` "
+                "to snapshot again"
             )
         if self.context.stop.is_set():
             return
@@ -165,6 +160,79 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             yield Checkpoint(position)
         self.phase = "streaming"
         yield from self._stream(position, catalog, tables, outbox)
+
+    def _create_slot(
+        self, tables: list[str], reader: SnapshotReader, wants_snapshot: bool
+    ) -> Generator[SourceItem, None, WalPosition]:
+        """Create the slot, store its point at once, and read the snapshot it exports (if wanted)."""
+        cfg = self.cfg
+        repl = connect(cfg.url, cfg, replication=True, what=self.what)
+        try:
+            point, snapshot_name = create_slot(repl, cfg.slot, export=wants_snapshot)
+            self.acked.raise_to(point)
+            self.context.log.info("created replication slot %s at %s", cfg.slot, lsn_text(point))
+            position = WalPosition(point, (), snapshot_done=not wants_snapshot)
+            # Stored before the first event: a crash from now on resumes the stream at the slot's point,
+            # with every change since, instead of finding a slot and no position.
+            yield Checkpoint(position, durable=True)
+            if wants_snapshot:
+                self.phase = "snapshot"
+                for item in reader.read(snapshot_name, tables, point, position):
+                    if isinstance(item, Checkpoint):
+                        assert isinstance(item.position, WalPosition)
+                        position = item.position
+                    yield item
+        finally:
+            repl.close()
+        return position
+
+    def _wait_for_release(self, conn: psycopg.Connection[Any], slot: checks.SlotState) -> checks.SlotState | None:
+        """An active slot: wait briefly for a session that is ending; another daemon's is an error.
+
+        Two daemons cannot stream one slot (until hot standby exists); the newcomer says who holds it
+        rather than treating the slot's newer position as a stale offsets store.
+        """
+        cfg = self.cfg
+        deadline = time.monotonic() + SLOT_RELEASE_WAIT
+        current: checks.SlotState | None = slot
+        while current is not None and current.active_pid is not None:
+            application, holder = checks.slot_holder(conn, current.active_pid)
+            if application == application_name():
+                raise TransientSourceError(
+                    f"{self.what}: slot {cfg.slot} is still held by this daemon's previous session ({holder}), "
+                    "which is ending"
+                )
+            if time.monotonic() > deadline:
+                raise FatalSourceError(
+                    f"{self.what}: replication slot {cfg.slot} is in use by another daemon ({holder}); two daemons "
+                    "cannot stream one slot: stop the other one (SELECT pid, application_name, client_addr FROM "
+                    f"pg_stat_replication; finds it) or give this source its own `slot:`"
+                )
+            if self.context.stop.wait(0.2):
+                return current
+            current = checks.slot_state(conn, cfg.slot)
+        return current
+
+    def _slot_without_position(
+        self, conn: psycopg.Connection[Any], slot: checks.SlotState, catalog: TableCatalog, tables: list[str]
+    ) -> checks.SlotState | None:
+        """No stored position but a slot: lost offsets, unless it is the operator's slot on a first run."""
+        cfg = self.cfg
+        start_over = "snapshot again" if cfg.snapshot == "initial" else "stream from a new slot"
+        if cfg.create:
+            # The start point is stored right after the slot is created: a slot without one means lost offsets.
+            if not self.context.from_scratch:
+                raise lost_position(cfg.name, f"replication slot {cfg.slot} exists", f"drop the slot and {start_over}")
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (cfg.slot,))
+            self.context.log.info("dropped replication slot %s (--from-scratch); creating it again", cfg.slot)
+            return None
+        # `create: false`: the operator made the slot, so only the topics can tell a first run from a lost store.
+        published = self.context.published
+        if published is not None and not self.context.from_scratch:
+            topic = published([catalog.from_catalog(name).captured.stream.topic for name in tables])
+            if topic is not None:
+                raise lost_position(cfg.name, f"topic {topic} already holds records", "snapshot again")
+        return slot
 
     def _resume_snapshot(
         self, position: WalPosition, tables: list[str], reader: SnapshotReader
@@ -180,7 +248,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         if not remaining:
             return position
         self.phase = "snapshot"
-        repl = connect(self.cfg.url, replication=True, what=self.what)
+        repl = connect(self.cfg.url, self.cfg, replication=True, what=self.what)
         try:
             temp = f"{self.cfg.slot}_snap_{os.getpid()}"[:63]
             point, snapshot_name = create_slot(repl, temp, export=True, temporary=True)
@@ -217,9 +285,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
-        stream = ReplicationStream(
-            cfg.url, cfg.slot, cfg.publication, position.lsn, cfg.status_interval, self.what, lambda: self.acked.value
-        )
+        stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
         decoder = ChangeDecoder(cfg, catalog, set(tables), position, self.context.log, outbox)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()

@@ -19,11 +19,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.connection import classify, connect
 from connectors.postgres_wal.pgoutput import PG_EPOCH_MICROS
 from connectors.postgres_wal.position import lsn_text
 from liberator.errors import TransientSourceError
 from liberator.source import Pacing
+from liberator.sqldb import redact, timeout_error
 
 _KEEPALIVE = struct.Struct("!QqB")  # wal end, send time, reply requested
 _STATUS = struct.Struct("!cQQQqB")
@@ -59,36 +61,34 @@ def status_update(lsn: int, reply: bool = False) -> bytes:
 
 
 class ReplicationStream:
-    def __init__(
-        self,
-        url: str,
-        slot: str,
-        publication: str,
-        start_lsn: int,
-        status_interval: float,
-        what: str,
-        acked: Callable[[], int],
-    ) -> None:
-        self.url = url
+    """The stream of one slot. Silence longer than read_timeout is a lost connection: half-way through it
+    the stream asks the server for a keepalive, which a walsender that is alive answers at once."""
+
+    def __init__(self, config: PostgresWalConfig, start_lsn: int, what: str, acked: Callable[[], int]) -> None:
+        self.config = config
+        self.url = config.url
         self.what = what
-        self.slot = slot
-        self.publication = publication
+        self.slot = config.slot
+        self.publication = config.publication
         self.start_lsn = start_lsn
-        self.status_interval = status_interval
+        self.status_interval = config.status_interval
         self.acked = acked  # the newest LSN the daemon stored: all the server may forget
         self._sent = -1
         self._last_status = 0.0
+        self._heard = 0.0  # when the server last sent anything
+        self._asked = False  # a keepalive was requested since then
         self._conn: psycopg.Connection[Any] | None = None
 
     def open(self) -> None:
-        self._conn = connect(self.url, replication=True, what=self.what)
+        self._conn = connect(self.url, self.config, replication=True, what=self.what)
         command = sql.SQL(
             "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {}, messages 'true')"
         ).format(sql.Identifier(self.slot), sql.SQL(lsn_text(self.start_lsn)), sql.Literal(self.publication))
         try:
             self._conn.execute(command)
         except psycopg.Error as exc:
-            raise classify(exc, self.url, self.what) from None
+            raise classify(exc, self.url, self.what, self.config) from None
+        self._heard, self._asked = time.monotonic(), False
 
     def close(self) -> None:
         if self._conn is not None:
@@ -118,8 +118,10 @@ class ReplicationStream:
                     if readable:
                         pgconn.consume_input()
                     else:
+                        self._check_silence(pgconn)
                         yield IDLE_FRAME
                     continue
+                self._heard, self._asked = time.monotonic(), False
                 if nbytes < 0:
                     message = (pgconn.error_message or b"").decode("utf-8", "replace").strip()
                     raise TransientSourceError(
@@ -135,18 +137,32 @@ class ReplicationStream:
                         self._send_status(pgconn)
                     yield Keepalive(wal_end)
         except psycopg.Error as exc:
-            raise classify(exc, self.url, self.what) from None
+            raise classify(exc, self.url, self.what, self.config) from None
         except OSError as exc:
             raise TransientSourceError(f"{self.what}: replication connection failed ({exc})") from None
+
+    def _check_silence(self, pgconn: Any) -> None:
+        silent = time.monotonic() - self._heard
+        if silent >= self.config.read_timeout:
+            raise timeout_error(
+                "read_timeout",
+                self.what,
+                redact(self.url),
+                self.config,
+                f"the replication stream sent nothing for {silent:.0f}s, not even a requested keepalive",
+            )
+        if silent >= self.config.read_timeout / 2 and not self._asked:
+            self._send_status(pgconn, reply=True)
+            self._asked = True
 
     def _maybe_send_status(self, pgconn: Any) -> None:
         now = time.monotonic()
         if self.acked() != self._sent or now - self._last_status >= self.status_interval:
             self._send_status(pgconn)
 
-    def _send_status(self, pgconn: Any) -> None:
+    def _send_status(self, pgconn: Any, reply: bool = False) -> None:
         lsn = self.acked()
-        pgconn.put_copy_data(status_update(lsn))
+        pgconn.put_copy_data(status_update(lsn, reply))
         pgconn.flush()
         self._sent = lsn
         self._last_status = time.monotonic()

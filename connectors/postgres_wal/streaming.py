@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.outbox import WalOutbox
@@ -25,6 +25,7 @@ from connectors.postgres_wal.pgoutput import (
     Message,
     Relation,
     Truncate,
+    TupleValue,
     Update,
     decode,
 )
@@ -35,6 +36,7 @@ from connectors.postgres_wal.tables import TableCatalog, TableState
 from connectors.postgres_wal.tuples import Fallback
 from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
 from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
+from liberator.resnapshot import publish_covered
 
 MAX_BATCH = 1000  # changes per batch inside a large transaction
 _U32 = struct.Struct("!I").unpack_from
@@ -125,20 +127,25 @@ class ChangeDecoder:
         return WalPosition(lsn, self.tables, snapshot_done=True)
 
     def _state(self, relid: int) -> TableState | None:
-        state = self.relations.get(relid)
-        if state is None:
-            return None
-        if self.skip:
-            point = self.skip.get(state.name)
-            if point is not None and self.begin_lsn is not None and self.begin_lsn < point:
-                return None  # this transaction is already in the snapshot read at `point`
-        return state
+        """The captured table's state; None for tables not captured."""
+        return self.relations.get(relid)
+
+    def _covered(self, state: TableState) -> bool:
+        """Whether this transaction is already in the snapshot that re-read the table (liberator.resnapshot)."""
+        if not self.skip:
+            return False
+        point = self.skip.get(state.name)
+        return point is not None and self.begin_lsn is not None and self.begin_lsn < point
+
+    def _deleted_covered(self, state: TableState, old: Sequence[TupleValue]) -> bool:
+        """Whether a covered delete still goes out: its key is gone from the live table."""
+        return publish_covered(Op.delete, lambda: self.catalog.has_row(state, old))
 
     def _insert(self, frame: bytes) -> bool:
         """An Insert of a captured table whose values all came as text or NULL; False: take the generic path."""
         (relid,) = _U32(frame, XLOG_PAYLOAD + 1)
         state = self.relations.get(relid)
-        if state is None or self.outbox is not None or frame[XLOG_PAYLOAD + 5] != 0x4E or self._skipped(state):
+        if state is None or self.outbox is not None or frame[XLOG_PAYLOAD + 5] != 0x4E or self._covered(state):
             return False
         try:
             values = state.reader(frame, XLOG_PAYLOAD + 6)
@@ -146,9 +153,6 @@ class ChangeDecoder:
             return False
         self.items.append(RowChange(state.captured, _CREATE, self.txn, None, values))  # positional: the hot path
         return True
-
-    def _skipped(self, state: TableState) -> bool:
-        return bool(self.skip) and self._state(state.relid) is None
 
     def message(self, payload: bytes) -> None:
         """Any pgoutput message, through the generic decoder (the fast paths are in `frame`)."""
@@ -158,7 +162,7 @@ class ChangeDecoder:
         if kind is Insert:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
-            if state is not None:
+            if state is not None and not self._covered(state):
                 items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
                 items.extend(self.outbox.inserted(msg.relid, msg.new))
@@ -172,7 +176,7 @@ class ChangeDecoder:
         elif kind is Delete:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
-            if state is not None:
+            if state is not None and (not self._covered(state) or self._deleted_covered(state, msg.old)):
                 old = parse_tuple(state, msg.old)
                 key = [old[i] for i in state.captured.key_index]
                 items.append(
@@ -206,6 +210,9 @@ class ChangeDecoder:
         state = self._state(msg.relid)
         if state is None:
             return
+        covered = self._covered(state)
+        if covered and msg.old is None:
+            return  # the key did not change: an update the re-read already holds
         new = parse_tuple(state, msg.new)
         old = None if msg.old is None else parse_tuple(state, msg.old)
         full_old = old if msg.old_is_full else None
@@ -216,6 +223,14 @@ class ChangeDecoder:
             fill_unchanged(state, full_old, None, self.config.toast_placeholder)
         # A key-only old tuple (the key changed, REPLICA IDENTITY DEFAULT) carries just the old key's values.
         old_key = None if old is None or full_old is not None else [old[i] for i in state.captured.key_index]
+        if covered:
+            # The re-read holds the new row; only the old key's delete may still be due (liberator.resnapshot).
+            assert old is not None and msg.old is not None
+            key_index = state.captured.key_index
+            if [old[i] for i in key_index] != [new[i] for i in key_index] and self._deleted_covered(state, msg.old):
+                key = [old[i] for i in key_index]
+                self.items.append(RowChange(state.captured, Op.delete, self.txn, before=full_old, key=key))
+            return
         self.items.append(
             RowChange(state.captured, Op.update, self.txn, before=full_old, after=new, key=old_key, headers=headers)
         )
@@ -226,7 +241,7 @@ class ChangeDecoder:
             if self.names.get(relid) not in self.captured:
                 continue
             state = self._state(relid)
-            if state is None:  # skipped (already in a later snapshot read): nothing to publish
+            if state is None or self._covered(state):  # already in a later snapshot read: nothing to publish
                 continue
             tables.append(state.captured)
         where = self.txn.position or lsn_text(self.last)

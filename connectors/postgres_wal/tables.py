@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from connectors.postgres_wal.config import PostgresWalConfig
-from connectors.postgres_wal.pgoutput import Relation
+from connectors.postgres_wal.pgoutput import Relation, TupleValue
 from connectors.postgres_wal.tuples import TupleReader, tuple_reader
 from connectors.postgres_wal.types import Parser, TypeCatalog
 from liberator.capture import CapturedTable, CaptureSettings, Catalogue
@@ -101,6 +102,20 @@ class TableCatalog:
                 )
             found += [m for m in matches if m not in found]
         return found
+
+    def has_row(self, state: TableState, wire: Sequence[TupleValue]) -> bool:
+        """Whether the live table holds a row with the key of this streamed tuple (the server's text values)."""
+        table = state.table
+        columns = range(len(wire)) if state.wire_index is None else state.wire_index
+        texts = [wire[columns[i]] for i in state.captured.key_index]
+        condition = sql.SQL(" AND ").join(
+            sql.SQL("{} = %s::" + table.column(k).db_type).format(sql.Identifier(k)) for k in table.key
+        )
+        query = sql.SQL("SELECT 1 FROM {} WHERE {} LIMIT 1").format(sql.Identifier(*split_name(state.name)), condition)
+        try:
+            return self.conn.execute(query, texts).fetchone() is not None
+        except psycopg.errors.UndefinedTable:
+            return False  # dropped since: its rows are gone
 
     # -- shapes ---------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from liberator.config import Duration
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.source import SourceConfig
 
 
@@ -30,7 +30,7 @@ class TableEntry(BaseModel):
         return self
 
 
-class QuerySourceConfig(SourceConfig):
+class QuerySourceConfig(SourceConfig, DatabaseTimeouts):
     type: Literal["query"] = "query"
     url: str = Field(description="SQLAlchemy URL of the database")
     tables: list[TableEntry] = Field(min_length=1)

@@ -44,20 +44,20 @@ class QuerySource(Source[Any, Any]):
 
     def _connect(self) -> tuple[sa.Connection, list[TableReader]]:
         if self._engine is None:
-            self._engine = sqldb.create_engine(self.cfg.url)
+            self._engine = sqldb.create_engine(self.cfg.url, self.cfg)
         try:
             # AUTOCOMMIT: each page sees newly committed rows (REPEATABLE READ would freeze them) and no
             # transaction stays open between polls holding back vacuum.
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except SQLAlchemyError as exc:
-            raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}") from None
+            raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None
         readers = [TableReader(entry, self.cfg, self.context.app_name, conn.dialect.name) for entry in self.cfg.tables]
         try:
             for reader in readers:
                 reader.reflect(conn)
         except SQLAlchemyError as exc:
             conn.close()
-            raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}") from None
+            raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None
         except LiberatorError:
             conn.close()
             raise
@@ -74,7 +74,9 @@ class QuerySource(Source[Any, Any]):
                 try:
                     conn.execute(reader._select().limit(1)).all()
                 except SQLAlchemyError as exc:
-                    problems.append(str(sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}: {reader.name}")))
+                    problems.append(
+                        str(sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}: {reader.name}", self.cfg))
+                    )
         return problems
 
     def streams(self) -> list[Stream]:
@@ -114,7 +116,7 @@ class QuerySource(Source[Any, Any]):
                     self.phase = "polling"
                 stop.wait(self.cfg.poll_interval)
         except DBAPIError as exc:
-            raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}") from None
+            raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None
         finally:
             conn.close()
 

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from liberator.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,29 @@ class StoredOffset:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StoredOffset:
+    def from_json(cls, data: Any) -> StoredOffset:
+        """Rebuild a stored document; raises ValueError naming what is wrong with `data`."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a stored position is a JSON object, not {_json_kind(data)}")
+        missing = [field for field in ("source", "type", "position", "stored_at") if field not in data]
+        if missing:
+            raise ValueError(f"it has no {', '.join(missing)}")
+        if not isinstance(data["position"], dict):
+            raise ValueError(f"its position is {_json_kind(data['position'])}, not a JSON object")
         return cls(str(data["source"]), str(data["type"]), dict(data["position"]), str(data["stored_at"]))
+
+
+def _json_kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+class CorruptOffsets(ConfigError):
+    """The store holds something that is not a position; `source` is None when the whole store is unreadable."""
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class OffsetStore(ABC):
@@ -48,6 +72,13 @@ class OffsetStore(ABC):
     @abstractmethod
     def reset(self, source: str) -> None:
         """Forget a source's position: its next run starts from scratch (a new snapshot)."""
+
+    def reset_all(self, sources: Iterable[str]) -> str | None:
+        """Forget the positions of `sources`, even when the store cannot be read; returns a note on
+        anything done besides (a file moved aside)."""
+        for source in sources:
+            self.reset(source)
+        return None
 
     @abstractmethod
     def describe(self) -> str:

@@ -16,8 +16,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 # NewTopic is re-exported without being listed in the package stubs' __all__.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from liberator.errors import LiberatorError
-from liberator.offsets.base import OffsetStore, StoredOffset
+from liberator.errors import LiberatorError, one_line
+from liberator.kafkalog import with_kafka_logger
+from liberator.offsets.base import CorruptOffsets, OffsetStore, StoredOffset
 
 _READ_TIMEOUT = 30.0
 
@@ -37,7 +38,7 @@ class KafkaOffsetStore(OffsetStore):
     ) -> None:
         self.topic = topic
         self.app = app
-        self._base = {"bootstrap.servers": bootstrap_servers, **settings}
+        self._base = with_kafka_logger({"bootstrap.servers": bootstrap_servers, **settings})
         self._create_topic = create_topic
         self._producer: Producer | None = None
         self._lock = threading.Lock()
@@ -82,7 +83,7 @@ class KafkaOffsetStore(OffsetStore):
             }
         )
         prefix = f"{self.app}/".encode()
-        found: dict[str, StoredOffset] = {}
+        latest: dict[str, tuple[bytes, int]] = {}  # the last record per source wins, as compaction keeps it
         try:
             partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
             pending = {p for p in partitions}
@@ -106,15 +107,26 @@ class KafkaOffsetStore(OffsetStore):
                 key = message.key() or b""
                 if not key.startswith(prefix):
                     continue
-                source = key[len(prefix) :].decode()
+                source = key[len(prefix) :].decode("utf-8", "replace")
                 value = message.value()
                 if value is None:
-                    found.pop(source, None)
+                    latest.pop(source, None)
                 else:
-                    found[source] = StoredOffset.from_json(json.loads(value))
+                    latest[source] = (value, message.offset() or 0)
         finally:
             consumer.close()
-        return found
+        return {source: self._decode(source, value, offset) for source, (value, offset) in latest.items()}
+
+    def _decode(self, source: str, value: bytes, offset: int) -> StoredOffset:
+        try:
+            return StoredOffset.from_json(json.loads(value))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+            raise CorruptOffsets(
+                f"offsets topic {self.topic}: the position of source {source!r} (offset {offset}) is damaged "
+                f"({one_line(exc, 120)}); run `liberator offsets reset CONFIG --source {source}` to start it "
+                f"over, or `liberator offsets set CONFIG --source {source} POSITION` to give it one",
+                source=source,
+            ) from None
 
     def _producer_instance(self) -> Producer:
         if self._producer is None:

@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import httpx
 
-from liberator.errors import ConfigError, IncompatibleSchemaError, LiberatorError, SchemaError
+from liberator.errors import ConfigError, IncompatibleSchemaError, LiberatorError, SchemaError, one_line
+from liberator.redaction import redact_url, userinfo_span
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _ACCEPT = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json"
@@ -42,11 +43,6 @@ class RegistryRequestError(LiberatorError):
         self.error_code = error_code
 
 
-def _one_line(text: object, limit: int = 300) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def first_reason(messages: object) -> str | None:
     """The first human-readable reason in a verbose compatibility answer (ours or Confluent's)."""
     if not isinstance(messages, list):
@@ -55,27 +51,35 @@ def first_reason(messages: object) -> str | None:
         text = str(message)
         found = _CONFLUENT_DESCRIPTION.search(text)
         if found:
-            return _one_line(found.group(1))
+            return one_line(found.group(1))
         if text and not _CONTEXT_ENTRY.match(text):
-            return _one_line(text)
+            return one_line(text)
     return None
 
 
 class RegistryClient:
-    def __init__(self, url: str, basic_auth: str | None = None, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(
+        self,
+        url: str,
+        basic_auth: str | None = None,
+        timeout: float = 10.0,
+        auth_setting: str = "schema_registry.basic_auth (user:password)",
+    ) -> None:
+        self.url = redact_url(url.rstrip("/"))  # for messages; the client alone keeps the credentials
         auth: tuple[str, str] | None = None
         if basic_auth:
             user, sep, password = basic_auth.partition(":")
             if not sep:
                 raise ConfigError("schema_registry.basic_auth must be 'user:password' (no ':' found); fix the setting")
             auth = (user, password)
-        self._has_auth = auth is not None
+        # Credentials in the URL's user:password@ are sent as basic auth too (by httpx).
+        self._has_auth = auth is not None or userinfo_span(url) is not None
+        self._auth_setting = auth_setting
         try:
-            self._http = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={"Accept": _ACCEPT})
+            self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _ACCEPT})
         except (httpx.InvalidURL, ValueError) as e:
             raise ConfigError(
-                f"schema_registry.url {url!r} is not a valid URL ({_one_line(e)}); use http(s)://host:port"
+                f"schema_registry.url {self.url!r} is not a valid URL ({one_line(e)}); use http(s)://host:port"
             ) from e
 
     def close(self) -> None:
@@ -100,7 +104,7 @@ class RegistryClient:
         if response.status_code == 422:
             raise SchemaError(
                 f"schema registry at {self.url} rejected the schema for subject '{subject}' as invalid: "
-                f"{_one_line(_error(response)[1])}; fix the table's type mapping or report it as a bug"
+                f"{one_line(_error(response)[1])}; fix the table's type mapping or report it as a bug"
             )
         return int(self._ok(response, f"register a schema under subject '{subject}'")["id"])
 
@@ -166,15 +170,11 @@ class RegistryClient:
             ) from e
         except httpx.HTTPError as e:
             raise RegistryUnavailable(
-                f"schema registry at {self.url} is unreachable ({_one_line(e) or type(e).__name__}); "
+                f"schema registry at {self.url} is unreachable ({one_line(e) or type(e).__name__}); "
                 "start the registry (`liberator registry serve`) or fix schema_registry.url"
             ) from e
         if response.status_code in (401, 403):
-            fix = (
-                "fix schema_registry.basic_auth (user:password)"
-                if self._has_auth
-                else "set schema_registry.basic_auth to user:password"
-            )
+            fix = f"{'fix' if self._has_auth else 'set'} {self._auth_setting}"
             raise ConfigError(
                 f"schema registry at {self.url} refused the request with HTTP {response.status_code} "
                 f"({'bad credentials' if self._has_auth else 'credentials required'}); {fix}"
@@ -196,12 +196,12 @@ class RegistryClient:
         if response.status_code >= 500:
             raise RegistryUnavailable(
                 f"schema registry at {self.url} failed to {doing} (HTTP {response.status_code}"
-                f"{f', error {code}' if code else ''}: {_one_line(message)}); check the registry's log "
+                f"{f', error {code}' if code else ''}: {one_line(message)}); check the registry's log "
                 "and retry"
             )
         raise RegistryRequestError(
             f"schema registry at {self.url} could not {doing} (HTTP {response.status_code}"
-            f"{f', error {code}' if code else ''}: {_one_line(message)}); check schema_registry.url "
+            f"{f', error {code}' if code else ''}: {one_line(message)}); check schema_registry.url "
             "and the subject name",
             response.status_code,
             code,
@@ -225,7 +225,7 @@ class RegistryClient:
         except (LiberatorError, ValueError, AttributeError):
             pass  # the refusal itself is what matters; explain as much as we could learn
         if reason is None:
-            reason = _one_line(_error(response)[1]) or "no reason given"
+            reason = one_line(_error(response)[1]) or "no reason given"
         return (
             f"schema registry refused the new schema for subject '{subject}' under {level} "
             f"compatibility: {reason}; {_FIX_INCOMPATIBLE}"

@@ -34,6 +34,8 @@ from avro.compatibility import (
     schema_name_equals,
 )
 
+from liberator.errors import one_line
+
 COMPATIBILITY_LEVELS = (
     "BACKWARD",
     "BACKWARD_TRANSITIVE",
@@ -104,17 +106,12 @@ def _parse_text(schema_str: str) -> ParsedSchema:
     try:
         parsed = avro.schema.parse(schema_str)
     except (avro.errors.AvroException, TypeError, ValueError, AttributeError, KeyError) as e:
-        raise InvalidSchemaError(f"Invalid schema: {_one_line(str(e))}") from e
+        raise InvalidSchemaError(f"Invalid schema: {one_line(str(e))}") from e
     _validate(parsed, "", set())
     # The stored form is built from the submitted JSON, not avro's to_json(): that one writes a named
     # fixed decimal out in full at every use, which makes a text that does not parse again.
     canonical = json.dumps(_ordered(json.loads(schema_str)), separators=(",", ":"), ensure_ascii=False)
     return ParsedSchema(parsed, canonical)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # Key order of the stored form, so one schema spelled with other key order or whitespace gets the same

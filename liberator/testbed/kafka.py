@@ -153,16 +153,5 @@ class EmbeddedBroker(SpawnedProcess, BrokerInstance):
             raise
         return self
 
-    def freeze(self, frozen: bool = True) -> None:
-        """SIGSTOP (or SIGCONT) the broker: connections stay open and nothing answers, like a hung broker or
-        a network partition. Unlike a restart, this keeps Tansu's in-memory topics and producer state."""
-        import signal
-
-        if self._proc is None:
-            raise TestbedError("the broker is not running")
-        self._proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self.freeze(False)  # a frozen process would ignore SIGTERM until the SIGKILL
-        super().stop()
+    # freeze() (SpawnedProcess) makes a hung broker that, unlike a restart, keeps Tansu's in-memory topics
+    # and producer state.

@@ -7,6 +7,8 @@ whether it runs, and a stop that signals it, waits for its port to close and rem
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +17,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from liberator.testbed.ports import wait_for_port_closed
-from liberator.testbed.process import stop_process, untrack
+from liberator.testbed.process import TestbedError, descendants, stop_process, untrack
 
 
 class Lifecycle:
@@ -55,9 +57,24 @@ class SpawnedProcess(Lifecycle):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def freeze(self, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the server and its child processes (PostgreSQL's backends): connections stay
+        open and accepted at the TCP level, nothing answers, like a hung server or a network partition.
+        Thaw it in a `finally`; `stop()` thaws it too."""
+        if self._proc is None or not self.running:
+            raise TestbedError(f"{self.what} is not running")
+        sig = signal.SIGSTOP if frozen else signal.SIGCONT
+        # The parent first when freezing, so it forks no new child meanwhile; last when thawing.
+        pids = [self._proc.pid, *descendants(self._proc.pid)]
+        for pid in pids if frozen else reversed(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def stop(self) -> None:
         """The stop signal by pid, SIGKILL after `stop_timeout`, then remove the directory (data is gone)."""
         untrack(self)
+        if self.running:
+            self.freeze(False)  # a frozen process would ignore the stop signal until the SIGKILL
         was_running = self.running
         stop_process(self._proc, sig=self.stop_signal, timeout=self.stop_timeout)
         self._proc = None

@@ -228,6 +228,24 @@ def _stop_all() -> None:
             stop()
 
 
+def descendants(pid: int) -> list[int]:
+    """The pids of `pid`'s children, grandchildren... (from /proc), parents before their children."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[-1].split()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
 def wait_for_exit(pid: int, timeout: float) -> bool:
     """True once ``pid`` is gone (or a zombie), False if still alive after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from liberator.config import Duration
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.sink import SinkConfig
 
 
@@ -34,7 +34,7 @@ class ConsumerConfig(_Model):
     )
 
 
-class SqlSinkConfig(SinkConfig):
+class SqlSinkConfig(SinkConfig, DatabaseTimeouts):
     """Writes topics into tables of PostgreSQL, MySQL/MariaDB or SQLite."""
 
     type: Literal["sql"] = "sql"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from liberator import sqldb
+from liberator.config import DatabaseTimeouts
+from liberator.dbconnect import DEFAULT_TIMEOUTS
 from liberator.errors import LiberatorError, TransientSourceError
 from liberator.sink import FatalSinkError, TransientSinkError
 
@@ -32,12 +34,12 @@ def is_bad_value(exc: SQLAlchemyError) -> bool:
     return any(marker in text for marker in _BAD_VALUE)
 
 
-def classify(exc: Exception, url: str, what: str) -> LiberatorError:
+def classify(exc: Exception, url: str, what: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS) -> LiberatorError:
     text = str(exc).lower()
     if any(marker in text for marker in _RETRY):
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         return TransientSinkError(f"{what}: {sqldb.redact(url)}: {first}")
-    kind = sqldb.classify(exc, url, what)
+    kind = sqldb.classify(exc, url, what, timeouts)
     if isinstance(kind, TransientSourceError):
         return TransientSinkError(str(kind))
     return FatalSinkError(str(kind))

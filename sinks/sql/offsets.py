@@ -9,13 +9,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from liberator.config import DatabaseTimeouts
+from liberator.dbconnect import DEFAULT_TIMEOUTS
 from liberator.sink import FatalSinkError
 from sinks.sql.errors import classify
 
 
 class OffsetTable:
-    def __init__(self, engine: sa.Engine, name: str, sink: str) -> None:
+    def __init__(self, engine: sa.Engine, name: str, sink: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS) -> None:
         self.engine = engine
+        self.timeouts = timeouts
         self.sink = sink
         self.dialect = engine.dialect.name
         self.table = sa.Table(
@@ -38,7 +41,9 @@ class OffsetTable:
             if self._exists():  # another sink or group member created it at the same moment
                 self._ready = True
                 return
-            error = classify(exc, str(self.engine.url), f"sink {self.sink}: offsets table {self.table.name}")
+            error = classify(
+                exc, str(self.engine.url), f"sink {self.sink}: offsets table {self.table.name}", self.timeouts
+            )
             if isinstance(error, FatalSinkError):
                 raise FatalSinkError(
                     f"{error}; the sink needs CREATE TABLE once, or create the table yourself"
@@ -64,7 +69,9 @@ class OffsetTable:
                 with self.engine.connect() as own:
                     return self.read(partitions, own)
             except SQLAlchemyError as exc:
-                raise classify(exc, str(self.engine.url), f"sink {self.sink}: reading stored offsets") from None
+                raise classify(
+                    exc, str(self.engine.url), f"sink {self.sink}: reading stored offsets", self.timeouts
+                ) from None
         t = self.table.c
         topics = sorted({topic for topic, _ in partitions})
         query = sa.select(t.topic, t.kafka_partition, t.kafka_offset).where(t.sink == self.sink, t.topic.in_(topics))

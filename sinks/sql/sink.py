@@ -12,6 +12,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from liberator import sqldb
+from liberator.config import DatabaseTimeouts
 from liberator.errors import LiberatorError
 from liberator.sink import Consuming, FatalSinkError, Sink, SinkConfig, SinkContext, SinkRecord
 from sinks.sql.columns import field_columns
@@ -49,10 +50,10 @@ class SqlSink(Sink):
         super().__init__(config, context)
         assert isinstance(config, SqlSinkConfig)
         self.cfg = config
-        self.engine = make_engine(config.url)
+        self.engine = make_engine(config.url, config)
         self.dialect = self.engine.dialect.name
-        self.tables = Tables(self.engine, config.url, config.create, config.evolve, config.mode)
-        self.offsets = OffsetTable(self.engine, config.offsets_table, config.name)
+        self.tables = Tables(self.engine, config.url, config.create, config.evolve, config.mode, config)
+        self.offsets = OffsetTable(self.engine, config.offsets_table, config.name, config)
         self.schemas = SchemaCache(context.registry)
         self._statements: dict[tuple[Any, ...], Any] = {}
         self._truncates_skipped: set[tuple[str | None, str]] = set()  # tables already warned about
@@ -202,7 +203,7 @@ class SqlSink(Sink):
             return self._transaction(items)
         except SQLAlchemyError as exc:
             if not is_bad_value(exc):
-                raise classify(exc, self.cfg.url, f"sink {self.cfg.name}") from None
+                raise classify(exc, self.cfg.url, f"sink {self.cfg.name}", self.cfg) from None
         # Some record violates the target's rules: find it by applying one record per transaction.
         changed = 0
         for item in items:
@@ -210,7 +211,7 @@ class SqlSink(Sink):
                 changed += self._transaction([item])
             except SQLAlchemyError as exc:
                 if not is_bad_value(exc):
-                    raise classify(exc, self.cfg.url, f"sink {self.cfg.name}") from None
+                    raise classify(exc, self.cfg.url, f"sink {self.cfg.name}", self.cfg) from None
                 reason = "the target refused it: " + " ".join(str(getattr(exc, "orig", exc)).split())[:300]
                 if self.cfg.on_error == "stop":
                     raise FatalSinkError(
@@ -337,13 +338,13 @@ class SqlSink(Sink):
         return stmt
 
 
-def make_engine(url: str) -> sa.Engine:
-    """The target engine. SQLite transactions start with BEGIN IMMEDIATE, so two writers queue instead of
-    failing the read-then-write of the offsets with 'database is locked'."""
+def make_engine(url: str, timeouts: DatabaseTimeouts) -> sa.Engine:
+    """The target engine. SQLite transactions start with BEGIN IMMEDIATE, so two writers queue (up to
+    read_timeout) instead of failing the read-then-write of the offsets with 'database is locked'."""
     parsed = sqldb.parse_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sqldb.create_engine(url)
-    engine = sqldb.create_engine(url, connect_args={"timeout": 30})
+        return sqldb.create_engine(url, timeouts)
+    engine = sqldb.create_engine(url, timeouts)
 
     @sa.event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:

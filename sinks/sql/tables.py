@@ -17,6 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from liberator import sqldb
 from liberator.avro import record_schema
+from liberator.config import DatabaseTimeouts
+from liberator.dbconnect import DEFAULT_TIMEOUTS
 from liberator.errors import SchemaError
 from liberator.schema import Column, ColumnType, TableSchema
 from liberator.sink import FatalSinkError
@@ -104,8 +106,17 @@ def holds(column_avro: Any, field_avro: Any) -> bool:
 class Tables:
     """The target tables of one sink, found or made once per (table, writer schema)."""
 
-    def __init__(self, engine: sa.Engine, url: str, create: bool, evolve: bool, mode: str) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        url: str,
+        create: bool,
+        evolve: bool,
+        mode: str,
+        timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS,
+    ) -> None:
         self.engine = engine
+        self.timeouts = timeouts
         self.url = url
         self.create = create
         self.evolve = evolve
@@ -135,7 +146,7 @@ class Tables:
         try:
             table = self._reconcile(schema, name, fields, key_columns)
         except SQLAlchemyError as exc:
-            raise sqldb_error(exc, self.url, f"table {name}") from None
+            raise sqldb_error(exc, self.url, f"table {name}", self.timeouts) from None
         plan = Plan(
             [(f.field, f.column, to_column(f.kind, self.dialect, table.types.get(f.column))) for f in fields],
             key_columns,

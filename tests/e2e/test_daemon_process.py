@@ -49,7 +49,7 @@ class Writer(threading.Thread):
             else:
                 self.legacy.insert_order(self.next_id)
                 self.next_id += 1
-            time.sleep(0.005)
+            time.sleep(0.005)  # the application's pace, not a wait
 
 
 def test_kill_9_at_random_moments_loses_nothing(
@@ -64,7 +64,7 @@ def test_kill_9_at_random_moments_loses_nothing(
     try:
         for _ in range(4):
             process = start_daemon_process(config, log)
-            time.sleep(rng.uniform(1.0, 2.5))
+            time.sleep(rng.uniform(1.0, 2.5))  # kill at a random moment: the timing is the test
             process.send_signal(signal.SIGKILL)
             process.wait(10)
     finally:
@@ -76,9 +76,7 @@ def test_kill_9_at_random_moments_loses_nothing(
     try:
 
         def caught_up() -> bool:
-            latest = {
-                r["key"]["id"]: r["value"]["qty"] for r in read_topic(kafka_bootstrap, registry_url, topic, quiet=0.5)
-            }
+            latest = {r["key"]["id"]: r["value"]["qty"] for r in read_topic(kafka_bootstrap, registry_url, topic)}
             return latest == final
 
         wait_for(caught_up, timeout=90, interval=1.0, what="the topic to hold every row's latest state")
@@ -104,7 +102,7 @@ def test_sigterm_finishes_deliveries_stores_positions_and_exits_0(
     log = tmp_path / "daemon.log"
     process = start_daemon_process(config, log)
     wait_for(
-        lambda: len(read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders", quiet=0.3)) > 0,
+        lambda: len(read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders")) > 0,
         what="the first events",
     )
     assert terminate(process) == 0
@@ -118,11 +116,13 @@ def test_sigterm_finishes_deliveries_stores_positions_and_exits_0(
     process = start_daemon_process(config, log)
     try:
         wait_for(
-            lambda: len(read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders", quiet=0.3)) >= 500,
+            lambda: len(read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders")) >= 500,
             what="the rest",
         )
-        time.sleep(0.5)
+        # A later row: once it is on the topic, a row read again after the restart would be before it.
+        legacy.insert_order(501)
+        read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders", expect=501)
     finally:
         assert terminate(process) == 0
     ids = [r["key"]["id"] for r in read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders")]
-    assert ids == list(range(1, 501))
+    assert ids == list(range(1, 502))

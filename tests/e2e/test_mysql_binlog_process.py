@@ -69,7 +69,7 @@ class Writer(threading.Thread):
                         new_id += 1
                 if _transaction(self.conn, statements):
                     self.next_id = new_id
-                time.sleep(0.003)
+                time.sleep(0.003)  # the application's pace, not a wait
         except BaseException as exc:  # reported by the test
             self.error = exc
 
@@ -91,14 +91,14 @@ def test_kill_9_mid_transaction_under_concurrent_writes_loses_nothing(
         for attempt in range(3):
             process = start_daemon_process(config, log)
             if attempt == 0:  # the application writes from the end of the snapshot on, through every kill
-                wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic, quiet=0.3)) >= ROWS, timeout=60)
+                wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) >= ROWS, timeout=60)
                 writer.start()
-            time.sleep(rng.uniform(1.0, 2.0))
+            time.sleep(rng.uniform(1.0, 2.0))  # a random moment to act at: the timing is the test
             # One transaction touching every row: thousands of events with no position until its end. The
             # kill lands while the daemon publishes it, so the restart must redo it from the position before.
             while not _transaction(bulk, [(f"UPDATE acc SET v = v + 1 WHERE id <= {ROWS}", ())]):
                 pass
-            time.sleep(rng.uniform(0.02, 0.2))
+            time.sleep(rng.uniform(0.02, 0.2))  # kill at a random moment inside the publishing
             process.send_signal(signal.SIGKILL)
             process.wait(10)
     finally:

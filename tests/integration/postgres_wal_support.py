@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ from connectors.postgres_wal.position import WalPosition
 from liberator.capture import datum_events
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.source import SourceContext
+from tests.support import wait_for
 
 
 class WalDb:
@@ -102,14 +102,17 @@ class Run:
         return None
 
     def wait(self, condition: Callable[[], bool], timeout: float = 30, what: str = "events") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """`tests.support.wait_for`, failing at once with the source's own error if it raised one."""
+
+        def holds() -> bool:
             if self.error is not None:
                 raise self.error
-            if condition():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; got {len(self.events)} events, error {self.error}")
+            return condition()
+
+        try:
+            wait_for(holds, timeout, interval=0.05, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; got {len(self.events)} events") from None
 
     def wait_events(self, count: int, timeout: float = 30) -> list[ChangeEvent]:
         self.wait(lambda: len(self.events) >= count, timeout, f"{count} events")

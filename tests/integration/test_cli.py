@@ -12,10 +12,7 @@ import pytest
 
 from tests.integration.legacy_db import LegacyDb
 from tests.support import DaemonThread, app_config, read_topic, wait_for
-
-
-def liberator(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "liberator", *args], capture_output=True, text=True, timeout=timeout)
+from tests.support import cli as liberator
 
 
 @pytest.fixture
@@ -181,7 +178,8 @@ def test_registry_serve_command(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{url}/subjects"), what="the registry to listen")
+        # Connection refused means "not listening yet"; any other answer than 200 fails at once.
+        wait_for(lambda: urllib.request.urlopen(f"{url}/subjects", timeout=5).status == 200, what="the registry")
         client = SchemaRegistryClient({"url": url})
         schema_id = client.register_schema("t-value", Schema('{"type":"record","name":"R","fields":[]}', "AVRO"))
         assert client.get_schema(schema_id).schema_str is not None
@@ -189,10 +187,3 @@ def test_registry_serve_command(tmp_path: Path) -> None:
         process.terminate()
         assert process.wait(10) == 0
     assert data.exists()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return urllib.request.urlopen(url, timeout=1).status == 200
-    except OSError:
-        return False

@@ -44,7 +44,7 @@ def test_snapshot_then_stream_with_concurrent_writes_and_ddl_registering_a_new_v
 
         def caught_up() -> bool:
             latest.clear()
-            for r in read_topic(kafka_bootstrap, registry_url, topic, quiet=0.5):
+            for r in read_topic(kafka_bootstrap, registry_url, topic):
                 after = None if r["value"] is None else r["value"]["after"]
                 if r["value"] is None or after is None:
                     latest[r["key"]["id"]] = None
@@ -148,5 +148,5 @@ def test_outbox_inserts_become_domain_events_and_deletes_are_ignored(
     assert records[0]["headers"]["id"] == "1" and records[1]["headers"]["id"] == "2"
     assert dead[0]["value"]["event_type"] == "broken" and "status" in dead[0]["value"]["reason"]
     assert sorted((r["key"]["id"], r["value"]["op"]) for r in rows) == [(0, "r"), (1, "c"), (1, "u")]
-    no_outbox_topic = read_topic(kafka_bootstrap, registry_url, f"{db}.{db}.outbox", timeout=2, quiet=0.5)
+    no_outbox_topic = read_topic(kafka_bootstrap, registry_url, f"{db}.{db}.outbox", timeout=2)
     assert no_outbox_topic == []

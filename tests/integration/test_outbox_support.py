@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from connectors.outbox.ddl import outbox_ddl
 from liberator.registry.client import RegistryClient
+from tests.support import read_records
 
 ORDER_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -147,26 +148,7 @@ def outbox_yaml(db: AppDb, extra: str = "", name: str = "ob") -> str:
 
 def read_raw(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[tuple[bytes, dict[str, bytes]]]:
     """(value bytes, headers) of each record, undecoded: what a consumer receives byte for byte."""
-    import time
-
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "raw", "enable.auto.commit": False})
-    found: list[tuple[bytes, dict[str, bytes]]] = []
-    try:
-        deadline = time.monotonic() + timeout
-        metadata = None
-        while metadata is None or not metadata.partitions:
-            metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
-            if time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
-        while len(found) < expect and time.monotonic() < deadline:
-            message = consumer.poll(0.1)
-            if message is None or message.error():
-                continue
-            found.append((message.value() or b"", dict(message.headers() or [])))  # type: ignore[arg-type]
-    finally:
-        consumer.close()
-    return found
+    return [
+        (message.value() or b"", dict(message.headers() or []))  # type: ignore[misc]
+        for message in read_records(bootstrap, topic, expect, timeout)
+    ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import random
 import threading
-import time
 
 import psycopg
 import pytest
@@ -13,6 +13,7 @@ from connectors.postgres_wal.position import WalPosition
 from liberator.errors import FatalSourceError
 from liberator.events import Checkpoint
 from tests.integration.postgres_wal_support import Run, WalDb, env, values
+from tests.support import NotYet, wait_for
 
 
 @pytest.fixture
@@ -142,7 +143,8 @@ def test_snapshot_resumed_after_a_crash_reads_the_rest_at_a_new_point(db: WalDb)
         survived = first.items[: cut + 1]
         start = survived[-1].position
         assert isinstance(start, WalPosition) and not start.snapshot_done
-        time.sleep(0.3)  # more writes between the crash and the restart
+        written = writer.count
+        wait_for(lambda: writer.count >= written + 20, what="more writes between the crash and the restart")
         with Run(config, start=start) as second:
             second.wait(lambda: second.source.phase == "streaming" and writer.count > 400, what="streaming again")
             writer.stop.set()
@@ -181,12 +183,15 @@ def test_restart_resumes_from_the_stored_lsn_without_loss_or_repeats(db: WalDb) 
     db.run("DELETE FROM t WHERE id = 2")
     with Run(config, start=start) as second:
         events = second.wait_events(4)
-        time.sleep(0.5)
+        # A later row: once it arrives, anything streamed again from before the stored LSN would be before it.
+        db.run("INSERT INTO t VALUES (7, 'later')")
+        second.wait_events(5)
     assert values(second.events) == [
         ("c", {"id": 6}, {"id": 6, "note": "while stopped"}),
         ("u", {"id": 1}, {"id": 1, "note": "changed"}),
         ("d", {"id": 2}, None),
         ("-", {"id": 2}, None),
+        ("c", {"id": 7}, {"id": 7, "note": "later"}),
     ]
     first_tx = events[0].value
     assert isinstance(first_tx, dict) and env(events[1])["transaction"]["id"] == first_tx["transaction"]["id"]
@@ -239,20 +244,19 @@ def test_slot_advances_while_captured_tables_idle_and_others_busy(db: WalDb) -> 
     with Run(db.config(["captured"], snapshot="never")) as run:
         run.wait(lambda: run.source.phase == "streaming", what="streaming")
         before = db.slot()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def busy_and_advanced() -> bool:
             db.run("INSERT INTO busy (x) SELECT g FROM generate_series(1, 200) g")
             db.run("CHECKPOINT")  # logs the running transactions the slot's restart_lsn moves to
             now = db.slot()
-            if (
+            return bool(
                 now["restart_lsn"] > before["restart_lsn"]
                 and now["confirmed_flush_lsn"] > before["confirmed_flush_lsn"]
-            ):
-                break
-            time.sleep(0.3)
+            )
+
+        # Fails if the slot holds WAL (restart_lsn) or the acknowledged LSN while captured tables are idle.
+        wait_for(busy_and_advanced, interval=0.3, what="the slot to advance while only other tables change")
         assert run.events == []
-    assert now["confirmed_flush_lsn"] > before["confirmed_flush_lsn"]
-    assert now["restart_lsn"] > before["restart_lsn"], "the slot holds WAL while captured tables are idle"
 
 
 def test_heartbeat_advances_the_slot_of_an_idle_database(db: WalDb) -> None:
@@ -271,10 +275,24 @@ def test_unacknowledged_changes_are_not_confirmed_to_the_server(db: WalDb) -> No
         for i in range(20):
             db.run("INSERT INTO t VALUES (%s)", (i,))
         run.wait_events(20)
-        time.sleep(1.5)  # past status_interval: keepalives are answered, with the acknowledged LSN only
+        # Status updates after the events (every status_interval, 1 s) carry the acknowledged LSN only.
+        heard = db.rows("SELECT now()")[0][0]
+        wait_for(lambda: _reply_time(db) > heard, what="a status update after the events")
         assert db.slot()["confirmed_flush_lsn"] == confirmed
         run.source.acknowledged(run.position)  # type: ignore[arg-type]
         run.wait(lambda: db.slot()["confirmed_flush_lsn"] > confirmed, what="the acknowledged LSN to be confirmed")
+
+
+def _reply_time(db: WalDb) -> datetime.datetime:
+    """When the server last heard a standby status update on the test's slot."""
+    rows = db.rows(
+        "SELECT r.reply_time FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid "
+        "WHERE s.slot_name = %s",
+        (db.tag,),
+    )
+    if not rows or rows[0][0] is None:
+        raise NotYet("no walsender for the slot yet")
+    return rows[0][0]
 
 
 def test_initial_only_reads_once_and_finishes(db: WalDb) -> None:

@@ -86,9 +86,11 @@ def test_safety_delay_catches_a_late_commit_with_an_older_timestamp(
         with legacy.engine.connect() as slow:
             slow.begin()
             slow.execute(sa.text(f"INSERT INTO orders VALUES (2, 'late', 1.00, 1, {legacy.now})"))
-            time.sleep(0.3)
+            time.sleep(0.3)  # the scenario, not a wait: row 3's timestamp is later than row 2's
             legacy.insert_order(3)  # newer timestamp, committed first
-            time.sleep(1.0)  # several polls pass while 2 is still uncommitted
+            # The scenario: polls pass while 2 is uncommitted. Fewer polls on a slow machine only weaken the
+            # test; it stays valid while row 2 commits within the 3s delay.
+            time.sleep(1.0)
             slow.commit()
         records = read_topic(kafka_bootstrap, registry_url, topic_of(legacy), expect=3, timeout=20)
     assert [r["key"]["id"] for r in records] == [1, 2, 3]
@@ -111,13 +113,15 @@ def test_without_safety_delay_the_late_commit_is_lost(
         with legacy.engine.connect() as slow:
             slow.begin()
             slow.execute(sa.text(f"INSERT INTO orders VALUES (2, 'late', 1.00, 1, {legacy.now})"))
-            time.sleep(0.3)
+            time.sleep(0.3)  # the scenario, not a wait: row 3's timestamp is later than row 2's
             legacy.insert_order(3)
-            wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic_of(legacy), quiet=0.3)) >= 2)
+            wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic_of(legacy))) >= 2)
             slow.commit()
-        time.sleep(1.5)
+        # Row 4 comes after the commit: once it is on the topic, the polls that could have read row 2 are done.
+        legacy.insert_order(4)
+        records = read_topic(kafka_bootstrap, registry_url, topic_of(legacy), expect=3)
         records = read_topic(kafka_bootstrap, registry_url, topic_of(legacy))
-    assert [r["key"]["id"] for r in records] == [1, 3]
+    assert [r["key"]["id"] for r in records] == [1, 3, 4]
 
 
 def test_several_tables_merge_in_timestamp_order(legacy: LegacyDb, tmp_path: Path) -> None:
@@ -164,12 +168,15 @@ def test_restart_after_clean_stop_resumes_without_loss_or_duplicates(
         legacy.insert_order(i)
     legacy.run(f"UPDATE orders SET qty = 2, updated_at = {legacy.now} WHERE id = 5")
     with DaemonThread(config) as daemon:
-        records = read_topic(kafka_bootstrap, registry_url, topic, expect=31)
-        time.sleep(1)
+        read_topic(kafka_bootstrap, registry_url, topic, expect=31)
+        # Row 31 comes later: once it is on the topic, polls after the resumed position have run, and any
+        # row they read again would be on the topic before it.
+        legacy.insert_order(31)
+        read_topic(kafka_bootstrap, registry_url, topic, expect=32)
         assert daemon.stop() == 0
     records = read_topic(kafka_bootstrap, registry_url, topic)
-    assert [r["key"]["id"] for r in records] == [*range(1, 31), 5]
-    assert records[-1]["value"]["qty"] == 2
+    assert [r["key"]["id"] for r in records] == [*range(1, 31), 5, 31]
+    assert records[30]["value"]["qty"] == 2  # the update of row 5
 
 
 def test_incompatible_schema_change_stops_the_source_and_loses_nothing(

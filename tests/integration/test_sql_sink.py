@@ -39,5 +39,5 @@ def test_upserts_updates_and_creates_the_table(
             lambda: table_rows(legacy.url, "sink_orders") == table_rows(legacy.url, "orders"),
             what="the sink table equal to the source",
         )
-        status = daemon.daemon.metrics.sinks["replica"]
+        status = daemon.sink_status("replica")
         assert status.state == "running" and status.records_applied >= 35

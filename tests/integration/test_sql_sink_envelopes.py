@@ -62,7 +62,7 @@ def test_change_envelope_applies_after_images_and_deletes(
         writer.send(Op.create, 99)
         writer.flush()
         wait_for(lambda: count(legacy.url, "sink_orders") == 18, what="a later event")
-        status = daemon.daemon.metrics.sinks["replica"]
+        status = daemon.sink_status("replica")
         assert status.state == "running"
     assert daemon.exit_code == 0
 
@@ -107,6 +107,6 @@ def test_a_missing_table_without_create_stops_the_sink_with_one_line(
     config = app_config(tmp_path, kafka_bootstrap, registry_url, NO_SOURCES + sink_entry(legacy, f"[{topic}]"))
     with DaemonThread(config) as daemon:
         assert daemon.wait(40) == 1
-    error = daemon.daemon.metrics.sinks["replica"].error
+    error = daemon.sink_status("replica").error
     assert error is not None and "\n" not in error
     assert "sink_orders does not exist" in error and "create: true" in error

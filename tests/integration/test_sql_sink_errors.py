@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from liberator.envelope import Op
 from tests.integration.legacy_db import LegacyDb
 from tests.integration.sql_sink_support import TopicWriter, count, sink_entry, table_rows
-from tests.support import DaemonThread, app_config, wait_for
+from tests.support import DaemonThread, app_config, read_records, wait_for
 
 NO_SOURCES = "  []\nsinks:\n"
 
@@ -43,19 +42,7 @@ def _writer_with_bad_records(legacy: LegacyDb, bootstrap: str, registry: str) ->
 
 
 def _records(bootstrap: str, topic: str) -> list[tuple[bytes | None, dict[str, bytes]]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader", "enable.auto.commit": False})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    found = []
-    try:
-        for _ in range(50):
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                found.append((message.value(), {k: v for k, v in message.headers() or []}))
-            elif found and message is None:
-                break
-    finally:
-        consumer.close()
+    found = [(m.value(), {k: v for k, v in m.headers() or []}) for m in read_records(bootstrap, topic)]
     return sorted(found, key=lambda r: int(r[1]["liberator.offset"]))  # type: ignore[return-value]
 
 
@@ -70,8 +57,8 @@ def test_dead_letter_keeps_the_original_bytes_and_the_reason(
     )
     with DaemonThread(config) as daemon:
         wait_for(lambda: count(legacy.url, "sink_orders") == 4, what="the four good rows")
-        wait_for(lambda: daemon.daemon.metrics.sinks["replica"].dead_lettered == 2, what="two dead letters")
-        assert daemon.daemon.metrics.sinks["replica"].state == "running"
+        wait_for(lambda: daemon.sink_status("replica").dead_lettered == 2, what="two dead letters")
+        assert daemon.sink_status("replica").state == "running"
     assert [r[0] for r in table_rows(legacy.url, "sink_orders")] == [1, 2, 3, 5]
     dead = _records(kafka_bootstrap, dlq)
     assert len(dead) == 2 and dead[0][0] == b"not avro at all"
@@ -87,7 +74,7 @@ def test_stop_applies_what_came_before_and_names_the_record(
     config = app_config(tmp_path, kafka_bootstrap, registry_url, NO_SOURCES + sink_entry(legacy, f"[{writer.topic}]"))
     with DaemonThread(config) as daemon:
         assert daemon.wait(40) == 1
-    error = daemon.daemon.metrics.sinks["replica"].error
+    error = daemon.sink_status("replica").error
     assert error is not None and "\n" not in error
     assert f"bad record {writer.topic}[0]@3" in error and "on_error: dead_letter" in error
     assert [r[0] for r in table_rows(legacy.url, "sink_orders")] == [1, 2, 3]
@@ -111,7 +98,7 @@ def test_a_column_that_cannot_hold_the_field_stops_the_sink(
     )
     with DaemonThread(config) as daemon:
         assert daemon.wait(40) == 1
-    error = daemon.daemon.metrics.sinks["replica"].error
+    error = daemon.sink_status("replica").error
     assert error is not None and "\n" not in error
     assert "column customer" in error and "cannot hold field customer" in error
     assert count(legacy.url, "sink_orders") == 0

@@ -53,7 +53,7 @@ def test_every_type_round_trips_equal(
     config = app_config(tmp_path, kafka_bootstrap, registry_url, source + sink)
     with DaemonThread(config) as daemon:
         wait_for(lambda: count(legacy.url, "sink_everything") == 2, timeout=60, what="both rows in the sink table")
-        assert daemon.daemon.metrics.sinks["replica"].state == "running"
+        assert daemon.sink_status("replica").state == "running"
     source_rows = table_rows(legacy.url, "everything")
     sink_rows = table_rows(legacy.url, "sink_everything")
     assert len(source_rows) == 2

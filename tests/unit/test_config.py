@@ -143,3 +143,35 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_duration() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("two seconds")
+
+
+def test_timeouts_have_defaults_and_are_set_per_source_and_for_shutdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_PASSWORD", "x")
+    config = load_config(write(tmp_path, GOOD))
+    (source,) = config.sources
+    assert isinstance(source, QuerySourceConfig)
+    assert (source.connect_timeout, source.read_timeout, config.shutdown_timeout) == (10.0, 60.0, 30.0)
+    text = GOOD.replace(
+        "    poll_interval: 1s\n", "    poll_interval: 1s\n    connect_timeout: 500ms\n    read_timeout: 5m\n"
+    )
+    config = load_config(write(tmp_path, text + "shutdown_timeout: 2s\n"))
+    (source,) = config.sources
+    assert isinstance(source, QuerySourceConfig)
+    assert (source.connect_timeout, source.read_timeout, config.shutdown_timeout) == (0.5, 300.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
+        ("    read_timeout: 0s\n", ":16: sources[0].read_timeout: "),
+        ("    connect_timeout: -1s\n", ":16: sources[0].connect_timeout: "),
+        ("shutdown_timeout: 0\n", ":16: shutdown_timeout: "),
+    ],
+)
+def test_a_timeout_must_be_positive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, where: str) -> None:
+    monkeypatch.setenv("APP_PASSWORD", "x")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD + setting))
+    assert where in str(err.value) and "\n" not in str(err.value), str(err.value)
