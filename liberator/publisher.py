@@ -42,6 +42,21 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An event serialised for Kafka, not yet handed to the producer."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: list[tuple[str, str | bytes | None]] | None
+
+    @property
+    def size(self) -> int:
+        return (len(self.key) if self.key is not None else 0) + (len(self.value) if self.value is not None else 0)
+
+
 @dataclass(frozen=True)
 class PreparedStream:
     key: AvroEncoder
@@ -125,34 +140,42 @@ class Publisher:
             self.registry.set_compatibility(subject, wanted)
         return self.registry.register(subject, schema)
 
-    def publish(
-        self,
-        event: ChangeEvent,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-        stop: threading.Event,
-    ) -> int:
-        """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
+    def encode(self, event: ChangeEvent) -> Record:
+        """Register the event's schemas if they are new and serialise it. Hands nothing to Kafka, so
+        whatever this raises (registry down, a bad datum) leaves nothing behind to acknowledge."""
         prepared = self.prepare(event.stream)
         # A keyless event (a truncate) is produced with a null key; the key schema stays registered for the stream.
         key = prepared.key.encode(event.key) if event.key is not None else None
         value = self._value(event, prepared)
+        return Record(event.stream.topic, key, value, event.timestamp_ms, list(event.headers) or None)
+
+    def produce(
+        self, record: Record, on_delivery: Callable[[KafkaError | None, Message], None], stop: threading.Event
+    ) -> None:
+        """Hand one record to the producer; blocks (serving callbacks) while its queue is full.
+
+        Either the record is queued and `on_delivery` will hear about it, or this raises and it never will."""
         while True:
             try:
                 self.producer.produce(
-                    event.stream.topic,
-                    key=key,
-                    value=value,
-                    timestamp=event.timestamp_ms,
-                    headers=list(event.headers) if event.headers else None,
+                    record.topic,
+                    key=record.key,
+                    value=record.value,
+                    timestamp=record.timestamp_ms,
+                    headers=record.headers,
                     on_delivery=on_delivery,
                 )
-                break
+                return
             except BufferError:
                 # The broker is slow or away: wait for room instead of dropping or buffering without bound.
                 self.producer.poll(0.1)
                 if stop.is_set():
                     raise ShutdownDuringBackpressure() from None
-        return (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+            except KafkaException as exc:  # refused before queueing, e.g. larger than message.max.bytes
+                raise FatalSourceError(
+                    f"the Kafka producer refused an event for topic {record.topic} ({record.size} bytes): "
+                    f"{exc.args[0].str()}; fix kafka.settings or the topic"
+                ) from None
 
     @staticmethod
     def _value(event: ChangeEvent, prepared: PreparedStream) -> bytes | None:

@@ -146,11 +146,17 @@ class SourceRunner:
         self.status.state = "stopped"
 
     def _publish(self, event: ChangeEvent) -> None:
+        # Register and serialise first: a failure there (registry down, a bad datum) has reserved nothing.
+        record = self.publisher.encode(event)
         seq = self.checkpointer.add(event.position)
-        size = self.publisher.publish(event, self._on_delivery(seq), self.stop)
+        try:
+            self.publisher.produce(record, self._on_delivery(seq), self.stop)
+        except BaseException:
+            self.checkpointer.withdraw(seq)  # never queued, so never acknowledged: it must not hold positions back
+            raise
         self.status.events_published += 1
         self.status.phase = self.source.phase
-        self.status.bytes_published += size
+        self.status.bytes_published += record.size
         self.status.last_event_ms = event.timestamp_ms
 
     def _store_now(self, position: Position) -> bool:
