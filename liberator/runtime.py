@@ -9,6 +9,7 @@ them; a crash at any moment therefore replays (at-least-once) but never loses.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import signal
 import threading
@@ -35,10 +36,12 @@ from liberator.shutdown import ShutdownBudget, join_all, run_bounded
 from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
 from liberator.topics import first_with_records
+from liberator.watch import AckWatch, StallDetector
 
 log = logging.getLogger("liberator")
 
 MAX_BACKOFF = 30.0
+SUPERVISE_INTERVAL = 1.0  # how often backpressure and stalled positions are looked for
 
 
 def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
@@ -65,6 +68,7 @@ class SourceRunner:
         start: Position | None,
         stop: threading.Event,
         store: OffsetStore,
+        stall_warning: float = 0.0,
     ) -> None:
         self.source = source
         self.config = config
@@ -76,6 +80,8 @@ class SourceRunner:
         self.stored: Position | None = start
         self.store = store
         self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
+        self.acks = AckWatch()
+        self.stall = StallDetector(stall_warning)
         self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
@@ -84,6 +90,7 @@ class SourceRunner:
             if error is None:
                 self.checkpointer.ack(seq)
                 self.status.events_acked += 1
+                self.acks.progress()
             else:
                 self.checkpointer.fail(seq, delivery_failure(message.topic(), message.key() is None, error))
                 # An idle source yields nothing more that could notice: stop its reading thread now.
@@ -96,7 +103,8 @@ class SourceRunner:
         backoff = 1.0
         while not self.stop.is_set():
             try:
-                self.status.state = "running"
+                if self.status.state != "retrying":  # a retry lasts until the source reads again
+                    self.status.state = "running"
                 for item in self.source.read(position):
                     if self.checkpointer.failure:
                         break
@@ -113,6 +121,8 @@ class SourceRunner:
                     if self.stop.is_set():
                         break
                     backoff = 1.0
+                    if self.status.state == "retrying":
+                        self._recovered()
                 else:
                     if not self.stop.is_set() and not self.checkpointer.failure:
                         self.status.state = "finished"
@@ -148,6 +158,8 @@ class SourceRunner:
     def _publish(self, event: ChangeEvent) -> None:
         # Register and serialise first: a failure there (registry down, a bad datum) has reserved nothing.
         record = self.publisher.encode(event)
+        if self.status.events_published <= self.status.events_acked:
+            self.acks.progress()  # nothing was waiting: the wait for an acknowledgement starts now
         seq = self.checkpointer.add(event.position)
         try:
             self.publisher.produce(record, self._on_delivery(seq), self.stop)
@@ -183,10 +195,47 @@ class SourceRunner:
                 backoff = min(backoff * 2, MAX_BACKOFF)
         return False
 
+    def _recovered(self) -> None:
+        self.log.info("reading again after %d retr%s", self.status.retries, "y" if self.status.retries == 1 else "ies")
+        self.status.state = "running"
+        self.status.error = None
+
     def _fail(self, message: str) -> None:
         self.status.state = "failed"
         self.status.error = message
         self.log.error("%s", message)
+
+    def supervise(self) -> None:
+        """Called by the daemon on every tick: notice backpressure and a stalled position, say so once each."""
+        status = self.status
+        if status.state not in ("running", "retrying"):
+            return
+        pending = max(0, status.events_published - status.events_acked)
+        change = self.acks.check(pending)
+        if change is not None or status.backpressure is not None:
+            status.backpressure = (
+                f"Kafka acknowledged none of the {pending} events waiting for {self.acks.seconds():.0f}s "
+                "(broker down, hung or unreachable?); reading pauses once the producer queue is full"
+                if self.acks.since is not None
+                else None
+            )
+            if change is True:
+                self.log.warning("backpressure: %s", status.backpressure)
+            elif change is False:
+                self.log.info("Kafka acknowledges again; the backpressure is over")
+        if self.stall.check(status.events_acked):
+            stored = json.dumps(status.position, sort_keys=True) if status.position is not None else "none yet"
+            self.log.warning(
+                "the stored position (%s) has not moved for %.0fs although Kafka acknowledged %d events since "
+                "(%d items in flight); a restart would replay everything since it, and a replication slot or "
+                "binlog is held back meanwhile; if this lasts, restart the daemon and report it with this log",
+                stored,
+                self.stall.unchanged_seconds(),
+                self.stall.acked_since_move(status.events_acked),
+                self.checkpointer.in_flight,
+            )
+        status.position_stalled = self.stall.stalled
+        status.position_unchanged_seconds = self.stall.unchanged_seconds()
 
     def store_position(self, store: OffsetStore, notify_source: bool = True) -> None:
         """Store the newest position Kafka acknowledged everything up to; then tell the source, unless it is
@@ -201,6 +250,9 @@ class SourceRunner:
             self.status.positions_stored += 1
             self.status.last_stored_at = time.time()
             self.status.position = document
+            stalled_for = self.stall.moved(self.status.events_acked)
+            if stalled_for is not None:
+                self.log.info("the stored position moves again after %.0fs", stalled_for)
             if notify_source:
                 self.source.acknowledged(position)  # under the lock: heard in order
 
@@ -298,7 +350,10 @@ class Daemon:
                 log.info("source %s starts from scratch (--from-scratch)", source_config.name)
             else:
                 log.info("source %s starts from the beginning", source_config.name)
-            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop, store))
+            runner = SourceRunner(
+                source, source_config, publisher, status, start, source_stop, store, config.offsets.stall_warning
+            )
+            self.runners.append(runner)
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
@@ -314,11 +369,17 @@ class Daemon:
             runner.thread.start()
         for sink_runner in self.sink_runners:
             sink_runner.thread.start()
+        tick = min(config.offsets.flush_interval, SUPERVISE_INTERVAL)
+        store_at = time.monotonic() + config.offsets.flush_interval
         try:
             while any(r.thread.is_alive() for r in self.runners) or any(r.thread.is_alive() for r in self.sink_runners):
-                if self.stop.wait(config.offsets.flush_interval):
+                if self.stop.wait(tick):
                     break
-                self._store_positions(store)
+                if time.monotonic() >= store_at:
+                    self._store_positions(store)
+                    store_at = time.monotonic() + config.offsets.flush_interval
+                for runner in self.runners:
+                    runner.supervise()
         finally:
             self._shut_down(store, producer, dead_letter)
             poller_done.set()

@@ -161,7 +161,8 @@ class SinkRunner:
             consumer.subscribe(
                 list(consuming.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
             )
-            self.status.state = "running"
+            if self.status.state != "retrying":  # a retry lasts until an assignment or a batch succeeds
+                self.status.state = "running"
             first_at: float | None = None
             while not self.stop.is_set():
                 room = max(1, consuming.batch_size - len(self._pending))
@@ -208,8 +209,7 @@ class SinkRunner:
                 self._retrying(exc, backoff)
                 self._wait_in_group(consumer, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-        self.status.state = "running"
-        self.status.error = None
+        self._running()
         self._pending = []
         self.status.batches += 1
         self.status.records_applied += len(batch)
@@ -260,6 +260,8 @@ class SinkRunner:
                 TopicPartition(tp.topic, tp.partition, applied + 1 if applied is not None else OFFSET_STORED)
             )
         consumer.assign(assigned)
+        if not self._pending:  # a batch being retried decides the state itself once it is written
+            self._running()
         self.status.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         self.log.info("assigned %s", ", ".join(self.status.assigned) or "nothing")
 
@@ -272,6 +274,10 @@ class SinkRunner:
         consumer.unassign()
 
     # -- state --------------------------------------------------------------------------------------
+
+    def _running(self) -> None:
+        self.status.state = "running"
+        self.status.error = None  # whatever made it retry is over
 
     def _retrying(self, exc: Exception, backoff: float) -> None:
         self.status.state = "retrying"

@@ -61,6 +61,7 @@ def test_registry_outage_during_a_schema_change_leaves_no_position_behind(
             after = json.loads(offsets.read_text())["sources"]["wal"]["position"]
             assert after != before
             wait_for(lambda: db.slot()["confirmed_flush_lsn"] > slot_before, what="the slot confirmed further")
+            assert status.state == "running" and status.error is None, "the retry is over: no stale error"
             assert daemon.stop() == 0
         records = read_topic(kafka_bootstrap, registry.url, topic)
     ids = {r["key"]["id"] for r in records}
