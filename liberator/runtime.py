@@ -27,15 +27,16 @@ from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.health import start_http
-from liberator.metrics import Metrics, SourceStatus
+from liberator.metrics import Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset, open_store
+from liberator.offsets.kafka import OffsetStoreUnavailable
 from liberator.positions import Position
-from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicManager, producer_settings
+from liberator.publisher import Publisher, producer_settings
 from liberator.registry.client import RegistryClient, RegistryUnavailable
 from liberator.shutdown import ShutdownBudget, join_all, run_bounded
 from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
-from liberator.topics import first_with_records
+from liberator.topics import BrokerUnavailable, StoppedWaiting, TopicManager, admin_settings, first_with_records
 from liberator.watch import AckWatch, StallDetector
 
 log = logging.getLogger("liberator")
@@ -136,7 +137,7 @@ class SourceRunner:
                 self.log.warning("%s; retrying in %.0fs", exc, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-            except ShutdownDuringBackpressure:
+            except StoppedWaiting:
                 break
             except LiberatorError as exc:
                 self._fail(str(exc))
@@ -157,7 +158,7 @@ class SourceRunner:
 
     def _publish(self, event: ChangeEvent) -> None:
         # Register and serialise first: a failure there (registry down, a bad datum) has reserved nothing.
-        record = self.publisher.encode(event)
+        record = self.publisher.encode(event, self.stop)
         if self.status.events_published <= self.status.events_acked:
             self.acks.progress()  # nothing was waiting: the wait for an acknowledgement starts now
         seq = self.checkpointer.add(event.position)
@@ -325,18 +326,19 @@ class Daemon:
         config = self.config
         store = open_store(config)
         registry = registry_client(config)
-        settings = producer_settings(config.name, config.kafka)
-        producer = Producer(settings)
-        admin_settings = {
-            k: v
-            for k, v in settings.items()
-            if k in ("bootstrap.servers", "logger") or k.startswith(("security.", "sasl.", "ssl."))
-        }
-        publisher = Publisher(producer, registry, config.schema_registry, TopicManager(config.kafka, admin_settings))
+        producer = Producer(producer_settings(config.name, config.kafka))
+        topics = TopicManager(config.kafka, admin_settings(config.kafka))
+        publisher = Publisher(producer, registry, config.schema_registry, topics)
         http = start_http(config.http.listen, self.metrics) if config.http else None
 
-        stored_all = store.load_all()
-        published = functools.partial(first_with_records, admin_settings)
+        stored_all = self._wait_for_kafka(topics, store)
+        if stored_all is None:
+            store.close()
+            if http is not None:
+                http.shutdown()
+            log.info("stopped before the broker answered")
+            return 0
+        published = functools.partial(first_with_records, admin_settings(config.kafka))
         for source_config in config.sources:
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
@@ -394,6 +396,33 @@ class Daemon:
             log.error("sink %s failed: %s", sink_runner.sink.config.name, sink_runner.status.error)
         log.info("stopped")
         return 1 if failed or failed_sinks or self.stuck else 0
+
+    def _wait_for_kafka(self, topics: TopicManager, store: OffsetStore) -> dict[str, StoredOffset] | None:
+        """The stored positions, once the broker answers and they are read: a broker outage at start is
+        waited out like any other (with backoff, shown in /health). None when stopped meanwhile."""
+        config = self.config
+        statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
+        statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
+        backoff = 1.0
+        while True:
+            try:
+                topics.wait_for_broker(self.stop)
+                stored = store.load_all()
+            except StoppedWaiting:
+                return None
+            except (BrokerUnavailable, OffsetStoreUnavailable) as exc:
+                for status in statuses:
+                    status.state, status.error = "retrying", str(exc)
+                    status.retries += 1
+                log.warning("%s; retrying in %.0fs", exc, backoff)
+                if self.stop.wait(backoff):
+                    return None
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            for status in statuses:
+                if status.state == "retrying":
+                    status.state, status.error = "starting", None
+            return stored
 
     def _shut_down(self, store: OffsetStore, producer: Producer, dead_letter: DeadLetterProducer) -> None:
         """Stop every thread, flush, store positions: all within shutdown_timeout (liberator.shutdown)."""
