@@ -34,6 +34,7 @@ from liberator.sink import DeadLetter, Sink, SinkConfig, SinkContext, SinkRecord
 
 MAX_BACKOFF = 30.0
 DEAD_LETTER_TIMEOUT = 30.0
+TOPIC_REFRESH_MS = 5000
 
 
 def consumer_settings(config: AppConfig, sink: Sink) -> dict[str, Any]:
@@ -47,6 +48,10 @@ def consumer_settings(config: AppConfig, sink: Sink) -> dict[str, Any]:
             "enable.auto.commit": False,  # committed by us, after the target committed
             "auto.offset.reset": consuming.start,
             "isolation.level": "read_committed",
+            # librdkafka looks for new topics of a subscription only at each metadata refresh (5 min by
+            # default): a topic created after the sink subscribed (its source starts later, a pattern gains a
+            # table) would sit unread that long. One metadata request every few seconds is cheap next to that.
+            "topic.metadata.refresh.interval.ms": TOPIC_REFRESH_MS,
             **security,
             **consuming.settings,
         }
