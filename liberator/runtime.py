@@ -228,8 +228,9 @@ class SourceRunner:
             stored = json.dumps(status.position, sort_keys=True) if status.position is not None else "none yet"
             self.log.warning(
                 "the stored position (%s) has not moved for %.0fs although Kafka acknowledged %d events since "
-                "(%d items in flight); a restart would replay everything since it, and a replication slot or "
-                "binlog is held back meanwhile; if this lasts, restart the daemon and report it with this log",
+                "(%d items in flight); meanwhile a replication slot or binlog is held back and a restart would "
+                "replay everything since it; one transaction this large holds it until its commit, otherwise "
+                "this is a bug: report it with this log",
                 stored,
                 self.stall.unchanged_seconds(),
                 self.stall.acked_since_move(status.events_acked),
