@@ -9,7 +9,6 @@ them; a crash at any moment therefore replays (at-least-once) but never loses.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import signal
 import threading
@@ -37,7 +36,7 @@ from liberator.shutdown import ShutdownBudget, join_all, run_bounded
 from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
 from liberator.topics import BrokerUnavailable, StoppedWaiting, TopicManager, admin_settings, first_with_records
-from liberator.watch import AckWatch, StallDetector
+from liberator.watch import SourceWatch
 
 log = logging.getLogger("liberator")
 
@@ -81,9 +80,8 @@ class SourceRunner:
         self.stored: Position | None = start
         self.store = store
         self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
-        self.acks = AckWatch()
-        self.stall = StallDetector(stall_warning)
         self.log = logging.getLogger(f"liberator.source.{config.name}")
+        self.watch = SourceWatch(status, self.log, stall_warning)
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
     def _on_delivery(self, seq: int) -> Any:
@@ -91,7 +89,7 @@ class SourceRunner:
             if error is None:
                 self.checkpointer.ack(seq)
                 self.status.events_acked += 1
-                self.acks.progress()
+                self.watch.acknowledged()
             else:
                 self.checkpointer.fail(seq, delivery_failure(message.topic(), message.key() is None, error))
                 # An idle source yields nothing more that could notice: stop its reading thread now.
@@ -159,8 +157,7 @@ class SourceRunner:
     def _publish(self, event: ChangeEvent) -> None:
         # Register and serialise first: a failure there (registry down, a bad datum) has reserved nothing.
         record = self.publisher.encode(event, self.stop)
-        if self.status.events_published <= self.status.events_acked:
-            self.acks.progress()  # nothing was waiting: the wait for an acknowledgement starts now
+        self.watch.publishing()
         seq = self.checkpointer.add(event.position)
         try:
             self.publisher.produce(record, self._on_delivery(seq), self.stop)
@@ -207,37 +204,9 @@ class SourceRunner:
         self.log.error("%s", message)
 
     def supervise(self) -> None:
-        """Called by the daemon on every tick: notice backpressure and a stalled position, say so once each."""
-        status = self.status
-        if status.state not in ("running", "retrying"):
-            return
-        pending = max(0, status.events_published - status.events_acked)
-        change = self.acks.check(pending)
-        if change is not None or status.backpressure is not None:
-            status.backpressure = (
-                f"Kafka acknowledged none of the {pending} events waiting for {self.acks.seconds():.0f}s "
-                "(broker down, hung or unreachable?); reading pauses once the producer queue is full"
-                if self.acks.since is not None
-                else None
-            )
-            if change is True:
-                self.log.warning("backpressure: %s", status.backpressure)
-            elif change is False:
-                self.log.info("Kafka acknowledges again; the backpressure is over")
-        if self.stall.check(status.events_acked):
-            stored = json.dumps(status.position, sort_keys=True) if status.position is not None else "none yet"
-            self.log.warning(
-                "the stored position (%s) has not moved for %.0fs although Kafka acknowledged %d events since "
-                "(%d items in flight); meanwhile a replication slot or binlog is held back and a restart would "
-                "replay everything since it; one transaction this large holds it until its commit, otherwise "
-                "this is a bug: report it with this log",
-                stored,
-                self.stall.unchanged_seconds(),
-                self.stall.acked_since_move(status.events_acked),
-                self.checkpointer.in_flight,
-            )
-        status.position_stalled = self.stall.stalled
-        status.position_unchanged_seconds = self.stall.unchanged_seconds()
+        """Called by the daemon on every tick (see liberator.watch)."""
+        if self.status.state in ("running", "retrying"):
+            self.watch.tick(self.checkpointer.in_flight)
 
     def store_position(self, store: OffsetStore, notify_source: bool = True) -> None:
         """Store the newest position Kafka acknowledged everything up to; then tell the source, unless it is
@@ -252,9 +221,7 @@ class SourceRunner:
             self.status.positions_stored += 1
             self.status.last_stored_at = time.time()
             self.status.position = document
-            stalled_for = self.stall.moved(self.status.events_acked)
-            if stalled_for is not None:
-                self.log.info("the stored position moves again after %.0fs", stalled_for)
+            self.watch.stored()
             if notify_source:
                 self.source.acknowledged(position)  # under the lock: heard in order
 

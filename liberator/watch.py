@@ -1,14 +1,19 @@
 """Noticing trouble that raises nothing: deliveries that stopped coming back, and a stored position that
 stays put while Kafka keeps acknowledging events.
 
-Pure logic on an injectable clock (seconds, monotonic); the daemon checks both for every source on each
-tick and logs the transitions once each, never on every tick.
+AckWatch and StallDetector are pure logic on an injectable clock (seconds, monotonic); SourceWatch puts
+what they notice into a source's status on each of the daemon's ticks and says each transition once in
+the log, never on every tick.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
+
+from liberator.metrics import SourceStatus
 
 # Events waiting this long with no acknowledgement at all: the broker is away, hung or far too slow.
 # Under load acknowledgements keep arriving (within linger.ms plus a round trip), so a healthy broker
@@ -85,3 +90,57 @@ class StallDetector:
 
     def acked_since_move(self, acked: int) -> int:
         return acked - self._acked_at_move
+
+
+class SourceWatch:
+    """Both watches of one source, fed by its runner's hooks and checked on every tick of the daemon."""
+
+    def __init__(self, status: SourceStatus, log: logging.Logger, stall_warning: float) -> None:
+        self.status = status
+        self.log = log
+        self.acks = AckWatch()
+        self.stall = StallDetector(stall_warning)
+
+    def publishing(self) -> None:
+        """An event is about to be produced."""
+        if self.status.events_published <= self.status.events_acked:
+            self.acks.progress()  # nothing was waiting: the wait for an acknowledgement starts now
+
+    def acknowledged(self) -> None:
+        self.acks.progress()
+
+    def stored(self) -> None:
+        """The stored position moved."""
+        stalled_for = self.stall.moved(self.status.events_acked)
+        if stalled_for is not None:
+            self.log.info("the stored position moves again after %.0fs", stalled_for)
+
+    def tick(self, in_flight: int) -> None:
+        status = self.status
+        pending = max(0, status.events_published - status.events_acked)
+        change = self.acks.check(pending)
+        if change is not None or status.backpressure is not None:
+            status.backpressure = (
+                f"Kafka acknowledged none of the {pending} events waiting for {self.acks.seconds():.0f}s "
+                "(broker down, hung or unreachable?); reading pauses once the producer queue is full"
+                if self.acks.since is not None
+                else None
+            )
+            if change is True:
+                self.log.warning("backpressure: %s", status.backpressure)
+            elif change is False:
+                self.log.info("Kafka acknowledges again; the backpressure is over")
+        if self.stall.check(status.events_acked):
+            stored = json.dumps(status.position, sort_keys=True) if status.position is not None else "none yet"
+            self.log.warning(
+                "the stored position (%s) has not moved for %.0fs although Kafka acknowledged %d events since "
+                "(%d items in flight); meanwhile a replication slot or binlog is held back and a restart would "
+                "replay everything since it; one transaction this large holds it until its commit, otherwise "
+                "this is a bug: report it with this log",
+                stored,
+                self.stall.unchanged_seconds(),
+                self.stall.acked_since_move(status.events_acked),
+                in_flight,
+            )
+        status.position_stalled = self.stall.stalled
+        status.position_unchanged_seconds = self.stall.unchanged_seconds()
