@@ -28,14 +28,14 @@ from liberator.events import ChangeEvent, Checkpoint
 from liberator.health import start_http
 from liberator.metrics import Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset, open_store
-from liberator.offsets.kafka import OffsetStoreUnavailable
 from liberator.positions import Position
 from liberator.publisher import Publisher, producer_settings
 from liberator.registry.client import RegistryClient, RegistryUnavailable
 from liberator.shutdown import ShutdownBudget, join_all, run_bounded
 from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
-from liberator.topics import BrokerUnavailable, StoppedWaiting, TopicManager, admin_settings, first_with_records
+from liberator.startup import wait_for_kafka
+from liberator.topics import StoppedWaiting, TopicManager, admin_settings, first_with_records
 from liberator.watch import SourceWatch
 
 log = logging.getLogger("liberator")
@@ -299,7 +299,9 @@ class Daemon:
         publisher = Publisher(producer, registry, config.schema_registry, topics)
         http = start_http(config.http.listen, self.metrics) if config.http else None
 
-        stored_all = self._wait_for_kafka(topics, store)
+        statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
+        statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
+        stored_all = wait_for_kafka(topics, store, statuses, self.stop)
         if stored_all is None:
             store.close()
             if http is not None:
@@ -364,33 +366,6 @@ class Daemon:
             log.error("sink %s failed: %s", sink_runner.sink.config.name, sink_runner.status.error)
         log.info("stopped")
         return 1 if failed or failed_sinks or self.stuck else 0
-
-    def _wait_for_kafka(self, topics: TopicManager, store: OffsetStore) -> dict[str, StoredOffset] | None:
-        """The stored positions, once the broker answers and they are read: a broker outage at start is
-        waited out like any other (with backoff, shown in /health). None when stopped meanwhile."""
-        config = self.config
-        statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
-        statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
-        backoff = 1.0
-        while True:
-            try:
-                topics.wait_for_broker(self.stop)
-                stored = store.load_all()
-            except StoppedWaiting:
-                return None
-            except (BrokerUnavailable, OffsetStoreUnavailable) as exc:
-                for status in statuses:
-                    status.state, status.error = "retrying", str(exc)
-                    status.retries += 1
-                log.warning("%s; retrying in %.0fs", exc, backoff)
-                if self.stop.wait(backoff):
-                    return None
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            for status in statuses:
-                if status.state == "retrying":
-                    status.state, status.error = "starting", None
-            return stored
 
     def _shut_down(self, store: OffsetStore, producer: Producer, dead_letter: DeadLetterProducer) -> None:
         """Stop every thread, flush, store positions: all within shutdown_timeout (liberator.shutdown)."""
