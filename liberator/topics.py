@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic  # type
 
 from liberator.config import KafkaConfig
 from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
+from liberator.kafkalog import with_kafka_logger
 
 log = logging.getLogger("liberator.publisher")
 
@@ -63,11 +64,8 @@ def broker_away(error: KafkaError) -> bool:
 
 def admin_settings(kafka: KafkaConfig) -> dict[str, Any]:
     """What an AdminClient takes from the daemon's Kafka settings: the address and the security settings."""
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "logger": logging.getLogger("liberator.kafka"),
-        **{k: v for k, v in kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))},
-    }
+    security = {k: v for k, v in kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
+    return with_kafka_logger({"bootstrap.servers": kafka.bootstrap_servers, **security})
 
 
 def cluster_metadata(
