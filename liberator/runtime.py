@@ -293,16 +293,30 @@ class Daemon:
         """Run until stopped or until no source can run any more. Returns the process exit code."""
         config = self.config
         store = open_store(config)
+        # Positions kept outside Kafka are read before any client talks to the broker: a damaged offsets
+        # file is one error line at once, not after the broker answers.
+        stored = None if store.needs_broker else store.load_all()
         registry = registry_client(config)
         producer = Producer(producer_settings(config.name, config.kafka))
         topics = TopicManager(config.kafka, admin_settings(config.kafka))
         publisher = Publisher(producer, registry, config.schema_registry, topics)
         http = start_http(config.http.listen, self.metrics) if config.http else None
+        # Serving the producer from the start also lets its log lines through while the broker is awaited.
+        poller_done = threading.Event()
+
+        def poll_forever() -> None:
+            while not poller_done.is_set():
+                producer.poll(0.1)
+
+        poller = threading.Thread(target=poll_forever, name="kafka-poll", daemon=True)
+        poller.start()
 
         statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
         statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
-        stored_all = wait_for_kafka(topics, store, statuses, self.stop)
+        stored_all = wait_for_kafka(topics, store, statuses, self.stop, stored)
         if stored_all is None:
+            poller_done.set()
+            poller.join()
             store.close()
             if http is not None:
                 http.shutdown()
@@ -329,14 +343,6 @@ class Daemon:
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
-        poller_done = threading.Event()
-
-        def poll_forever() -> None:
-            while not poller_done.is_set():
-                producer.poll(0.1)
-
-        poller = threading.Thread(target=poll_forever, name="kafka-poll", daemon=True)
-        poller.start()
         for runner in self.runners:
             runner.thread.start()
         for sink_runner in self.sink_runners:

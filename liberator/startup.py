@@ -26,13 +26,16 @@ def wait_for_kafka(
     store: OffsetStore,
     statuses: Sequence[SourceStatus | SinkStatus],
     stop: threading.Event,
+    stored: dict[str, StoredOffset] | None = None,
 ) -> dict[str, StoredOffset] | None:
-    """The stored positions, once the broker answers and they are read; None when stopped meanwhile."""
+    """The stored positions (`stored` when already read), once the broker answers and they are read; None
+    when stopped meanwhile."""
     backoff = 1.0
     while True:
         try:
             topics.wait_for_broker(stop)
-            stored = store.load_all()
+            if stored is None:
+                stored = store.load_all()
         except StoppedWaiting:
             return None
         except (BrokerUnavailable, OffsetStoreUnavailable) as exc:

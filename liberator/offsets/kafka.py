@@ -28,6 +28,8 @@ class OffsetStoreUnavailable(LiberatorError):
 
 
 class KafkaOffsetStore(OffsetStore):
+    needs_broker = True
+
     def __init__(
         self,
         bootstrap_servers: str,
