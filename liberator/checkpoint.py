@@ -61,6 +61,18 @@ class Checkpointer:
             item.acked = True
             self._advance()
 
+    def withdraw(self, seq: int) -> None:
+        """Forget an item that never reached Kafka (producing it raised): nothing would ever acknowledge it,
+        and left in place it would hold back every later position for the life of the process."""
+        with self._lock:
+            if self._items.pop(seq, None) is None:
+                return
+            if self._order and self._order[-1] == seq:
+                self._order.pop()  # the usual case: the newest item, withdrawn right after it was added
+            else:
+                self._order.remove(seq)
+            self._advance()
+
     def fail(self, seq: int, reason: str) -> None:
         """A delivery failed for good: nothing after it may ever be stored."""
         with self._lock:

@@ -10,15 +10,13 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-# NewTopic is re-exported without being listed in the package stubs' __all__.
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
 from liberator.avro import AvroEncoder
 from liberator.config import KafkaConfig, RegistryConfig
-from liberator.errors import FatalSourceError, LiberatorError, SchemaError
+from liberator.errors import FatalSourceError, SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.kafkalog import with_kafka_logger
 from liberator.registry.client import RegistryClient
+from liberator.topics import StoppedWaiting, TopicManager
 
 log = logging.getLogger("liberator.publisher")
 
@@ -42,41 +40,25 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An event serialised for Kafka, not yet handed to the producer."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: list[tuple[str, str | bytes | None]] | None
+
+    @property
+    def size(self) -> int:
+        return (len(self.key) if self.key is not None else 0) + (len(self.value) if self.value is not None else 0)
+
+
 @dataclass(frozen=True)
 class PreparedStream:
     key: AvroEncoder
     value: AvroEncoder | None  # None: values arrive pre-encoded
-
-
-class TopicManager:
-    def __init__(self, kafka: KafkaConfig, admin_settings: dict[str, Any]) -> None:
-        self.kafka = kafka
-        self._admin = AdminClient(admin_settings)
-        self._known: set[str] = set()
-        self._lock = threading.Lock()
-
-    def ensure(self, topic: str) -> None:
-        with self._lock:
-            if topic in self._known:
-                return
-            if self.kafka.create_topics:
-                metadata = self._admin.list_topics(timeout=10)
-                if topic not in metadata.topics:
-                    defaults = self.kafka.topic_defaults
-                    new = NewTopic(
-                        topic, defaults.partitions, defaults.replication_factor, config=dict(defaults.config)
-                    )
-                    for future in self._admin.create_topics([new]).values():
-                        try:
-                            future.result(timeout=30)
-                            log.info("created topic %s (%d partitions)", topic, defaults.partitions)
-                        except KafkaException as exc:
-                            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                                raise FatalSourceError(
-                                    f"cannot create topic {topic}: {exc.args[0].str()}; create it yourself "
-                                    "or give liberator's principal CreateTopics"
-                                ) from None
-            self._known.add(topic)
 
 
 class Publisher:
@@ -96,13 +78,14 @@ class Publisher:
         self._prepared: dict[tuple[str, str, str], PreparedStream] = {}
         self._lock = threading.Lock()
 
-    def prepare(self, stream: Stream) -> PreparedStream:
-        """Register (and so check) both schemas before the first event that uses them is published."""
+    def prepare(self, stream: Stream, stop: threading.Event) -> PreparedStream:
+        """Create the topic if needed and register (and so check) both schemas before the first event that
+        uses them is published."""
         prepared = self._prepared.get(stream.fingerprint)
         if prepared is not None:
             return prepared
         with self._lock:
-            self.topics.ensure(stream.topic)
+            self.topics.ensure(stream.topic, stop)
             key_id = self._register(f"{stream.topic}-key", stream.key_schema)
             value: AvroEncoder | None = None
             if stream.value_schema is not None:
@@ -125,34 +108,42 @@ class Publisher:
             self.registry.set_compatibility(subject, wanted)
         return self.registry.register(subject, schema)
 
-    def publish(
-        self,
-        event: ChangeEvent,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-        stop: threading.Event,
-    ) -> int:
-        """Produce one event; blocks (serving callbacks) while the producer queue is full. Returns bytes."""
-        prepared = self.prepare(event.stream)
+    def encode(self, event: ChangeEvent, stop: threading.Event) -> Record:
+        """Register the event's schemas if they are new and serialise it. Hands nothing to Kafka, so
+        whatever this raises (registry or broker down, a bad datum) leaves nothing behind to acknowledge."""
+        prepared = self.prepare(event.stream, stop)
         # A keyless event (a truncate) is produced with a null key; the key schema stays registered for the stream.
         key = prepared.key.encode(event.key) if event.key is not None else None
         value = self._value(event, prepared)
+        return Record(event.stream.topic, key, value, event.timestamp_ms, list(event.headers) or None)
+
+    def produce(
+        self, record: Record, on_delivery: Callable[[KafkaError | None, Message], None], stop: threading.Event
+    ) -> None:
+        """Hand one record to the producer; blocks (serving callbacks) while its queue is full.
+
+        Either the record is queued and `on_delivery` will hear about it, or this raises and it never will."""
         while True:
             try:
                 self.producer.produce(
-                    event.stream.topic,
-                    key=key,
-                    value=value,
-                    timestamp=event.timestamp_ms,
-                    headers=list(event.headers) if event.headers else None,
+                    record.topic,
+                    key=record.key,
+                    value=record.value,
+                    timestamp=record.timestamp_ms,
+                    headers=record.headers,
                     on_delivery=on_delivery,
                 )
-                break
+                return
             except BufferError:
                 # The broker is slow or away: wait for room instead of dropping or buffering without bound.
                 self.producer.poll(0.1)
                 if stop.is_set():
-                    raise ShutdownDuringBackpressure() from None
-        return (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+                    raise StoppedWaiting("stopped while the producer queue was full") from None
+            except KafkaException as exc:  # refused before queueing, e.g. larger than message.max.bytes
+                raise FatalSourceError(
+                    f"the Kafka producer refused an event for topic {record.topic} ({record.size} bytes): "
+                    f"{exc.args[0].str()}; fix kafka.settings or the topic"
+                ) from None
 
     @staticmethod
     def _value(event: ChangeEvent, prepared: PreparedStream) -> bytes | None:
@@ -164,7 +155,3 @@ class Publisher:
         if prepared.value is None:
             raise SchemaError(f"topic {event.stream.topic}: a datum for a stream of pre-encoded values")
         return prepared.value.encode(datum)
-
-
-class ShutdownDuringBackpressure(LiberatorError):
-    """Stop was requested while the producer queue was full; the unpublished event is simply not sent."""

@@ -26,19 +26,22 @@ from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.health import start_http
-from liberator.metrics import Metrics, SourceStatus
+from liberator.metrics import Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset, open_store
 from liberator.positions import Position
-from liberator.publisher import Publisher, ShutdownDuringBackpressure, TopicManager, producer_settings
+from liberator.publisher import Publisher, producer_settings
 from liberator.registry.client import RegistryClient, RegistryUnavailable
 from liberator.shutdown import ShutdownBudget, join_all, run_bounded
 from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import Source, SourceConfig, SourceContext
-from liberator.topics import first_with_records
+from liberator.startup import wait_for_kafka
+from liberator.topics import StoppedWaiting, TopicManager, admin_settings, first_with_records
+from liberator.watch import SourceWatch
 
 log = logging.getLogger("liberator")
 
 MAX_BACKOFF = 30.0
+SUPERVISE_INTERVAL = 1.0  # how often backpressure and stalled positions are looked for
 
 
 def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
@@ -65,6 +68,7 @@ class SourceRunner:
         start: Position | None,
         stop: threading.Event,
         store: OffsetStore,
+        stall_warning: float = 0.0,
     ) -> None:
         self.source = source
         self.config = config
@@ -77,6 +81,7 @@ class SourceRunner:
         self.store = store
         self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
         self.log = logging.getLogger(f"liberator.source.{config.name}")
+        self.watch = SourceWatch(status, self.log, stall_warning)
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
     def _on_delivery(self, seq: int) -> Any:
@@ -84,6 +89,7 @@ class SourceRunner:
             if error is None:
                 self.checkpointer.ack(seq)
                 self.status.events_acked += 1
+                self.watch.acknowledged()
             else:
                 self.checkpointer.fail(seq, delivery_failure(message.topic(), message.key() is None, error))
                 # An idle source yields nothing more that could notice: stop its reading thread now.
@@ -96,7 +102,8 @@ class SourceRunner:
         backoff = 1.0
         while not self.stop.is_set():
             try:
-                self.status.state = "running"
+                if self.status.state != "retrying":  # a retry lasts until the source reads again
+                    self.status.state = "running"
                 for item in self.source.read(position):
                     if self.checkpointer.failure:
                         break
@@ -113,6 +120,8 @@ class SourceRunner:
                     if self.stop.is_set():
                         break
                     backoff = 1.0
+                    if self.status.state == "retrying":
+                        self._recovered()
                 else:
                     if not self.stop.is_set() and not self.checkpointer.failure:
                         self.status.state = "finished"
@@ -126,7 +135,7 @@ class SourceRunner:
                 self.log.warning("%s; retrying in %.0fs", exc, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-            except ShutdownDuringBackpressure:
+            except StoppedWaiting:
                 break
             except LiberatorError as exc:
                 self._fail(str(exc))
@@ -146,11 +155,18 @@ class SourceRunner:
         self.status.state = "stopped"
 
     def _publish(self, event: ChangeEvent) -> None:
+        # Register and serialise first: a failure there (registry down, a bad datum) has reserved nothing.
+        record = self.publisher.encode(event, self.stop)
+        self.watch.publishing()
         seq = self.checkpointer.add(event.position)
-        size = self.publisher.publish(event, self._on_delivery(seq), self.stop)
+        try:
+            self.publisher.produce(record, self._on_delivery(seq), self.stop)
+        except BaseException:
+            self.checkpointer.withdraw(seq)  # never queued, so never acknowledged: it must not hold positions back
+            raise
         self.status.events_published += 1
         self.status.phase = self.source.phase
-        self.status.bytes_published += size
+        self.status.bytes_published += record.size
         self.status.last_event_ms = event.timestamp_ms
 
     def _store_now(self, position: Position) -> bool:
@@ -177,10 +193,20 @@ class SourceRunner:
                 backoff = min(backoff * 2, MAX_BACKOFF)
         return False
 
+    def _recovered(self) -> None:
+        self.log.info("reading again after %d retr%s", self.status.retries, "y" if self.status.retries == 1 else "ies")
+        self.status.state = "running"
+        self.status.error = None
+
     def _fail(self, message: str) -> None:
         self.status.state = "failed"
         self.status.error = message
         self.log.error("%s", message)
+
+    def supervise(self) -> None:
+        """Called by the daemon on every tick (see liberator.watch)."""
+        if self.status.state in ("running", "retrying"):
+            self.watch.tick(self.checkpointer.in_flight)
 
     def store_position(self, store: OffsetStore, notify_source: bool = True) -> None:
         """Store the newest position Kafka acknowledged everything up to; then tell the source, unless it is
@@ -195,6 +221,7 @@ class SourceRunner:
             self.status.positions_stored += 1
             self.status.last_stored_at = time.time()
             self.status.position = document
+            self.watch.stored()
             if notify_source:
                 self.source.acknowledged(position)  # under the lock: heard in order
 
@@ -266,19 +293,36 @@ class Daemon:
         """Run until stopped or until no source can run any more. Returns the process exit code."""
         config = self.config
         store = open_store(config)
+        # Positions kept outside Kafka are read before any client talks to the broker: a damaged offsets
+        # file is one error line at once, not after the broker answers.
+        stored = None if store.needs_broker else store.load_all()
         registry = registry_client(config)
-        settings = producer_settings(config.name, config.kafka)
-        producer = Producer(settings)
-        admin_settings = {
-            k: v
-            for k, v in settings.items()
-            if k in ("bootstrap.servers", "logger") or k.startswith(("security.", "sasl.", "ssl."))
-        }
-        publisher = Publisher(producer, registry, config.schema_registry, TopicManager(config.kafka, admin_settings))
+        producer = Producer(producer_settings(config.name, config.kafka))
+        topics = TopicManager(config.kafka, admin_settings(config.kafka))
+        publisher = Publisher(producer, registry, config.schema_registry, topics)
         http = start_http(config.http.listen, self.metrics) if config.http else None
+        # Serving the producer from the start also lets its log lines through while the broker is awaited.
+        poller_done = threading.Event()
 
-        stored_all = store.load_all()
-        published = functools.partial(first_with_records, admin_settings)
+        def poll_forever() -> None:
+            while not poller_done.is_set():
+                producer.poll(0.1)
+
+        poller = threading.Thread(target=poll_forever, name="kafka-poll", daemon=True)
+        poller.start()
+
+        statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
+        statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
+        stored_all = wait_for_kafka(topics, store, statuses, self.stop, stored)
+        if stored_all is None:
+            poller_done.set()
+            poller.join()
+            store.close()
+            if http is not None:
+                http.shutdown()
+            log.info("stopped before the broker answered")
+            return 0
+        published = functools.partial(first_with_records, admin_settings(config.kafka))
         for source_config in config.sources:
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
@@ -292,27 +336,28 @@ class Daemon:
                 log.info("source %s starts from scratch (--from-scratch)", source_config.name)
             else:
                 log.info("source %s starts from the beginning", source_config.name)
-            self.runners.append(SourceRunner(source, source_config, publisher, status, start, source_stop, store))
+            runner = SourceRunner(
+                source, source_config, publisher, status, start, source_stop, store, config.offsets.stall_warning
+            )
+            self.runners.append(runner)
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
-        poller_done = threading.Event()
-
-        def poll_forever() -> None:
-            while not poller_done.is_set():
-                producer.poll(0.1)
-
-        poller = threading.Thread(target=poll_forever, name="kafka-poll", daemon=True)
-        poller.start()
         for runner in self.runners:
             runner.thread.start()
         for sink_runner in self.sink_runners:
             sink_runner.thread.start()
+        tick = min(config.offsets.flush_interval, SUPERVISE_INTERVAL)
+        store_at = time.monotonic() + config.offsets.flush_interval
         try:
             while any(r.thread.is_alive() for r in self.runners) or any(r.thread.is_alive() for r in self.sink_runners):
-                if self.stop.wait(config.offsets.flush_interval):
+                if self.stop.wait(tick):
                     break
-                self._store_positions(store)
+                if time.monotonic() >= store_at:
+                    self._store_positions(store)
+                    store_at = time.monotonic() + config.offsets.flush_interval
+                for runner in self.runners:
+                    runner.supervise()
         finally:
             self._shut_down(store, producer, dead_letter)
             poller_done.set()

@@ -89,3 +89,25 @@ def test_on_advance_hears_each_new_committable_position_in_order() -> None:
     assert heard[-1] == Pos(199) == cp.committable()
     cp.add(None, acked=True)  # no position: nothing new to hear
     assert heard[-1] == Pos(199) and len(heard) == len({p.n for p in heard})
+
+
+def test_a_withdrawn_item_holds_nothing_back() -> None:
+    """An event whose produce raised was never queued: withdrawing it lets later positions through."""
+    cp = Checkpointer()
+    cp.ack(cp.add(Pos(1)))
+    never_queued = cp.add(Pos(2))
+    cp.withdraw(never_queued)
+    assert cp.in_flight == 0 and cp.committable() == Pos(1)
+    cp.ack(cp.add(Pos(2)))  # read again after the retry, published this time
+    assert cp.committable() == Pos(2)
+
+
+def test_withdrawing_behind_pending_items_advances_past_them_once_acknowledged() -> None:
+    cp = Checkpointer()
+    pending = cp.add(Pos(1))
+    never_queued = cp.add(Pos(2))
+    cp.withdraw(never_queued)
+    cp.withdraw(never_queued)  # twice is harmless
+    assert cp.committable() is None and cp.in_flight == 1
+    cp.ack(pending)
+    assert cp.committable() == Pos(1) and cp.in_flight == 0
