@@ -34,6 +34,7 @@ from liberator.sink import DeadLetter, Sink, SinkConfig, SinkContext, SinkRecord
 
 MAX_BACKOFF = 30.0
 DEAD_LETTER_TIMEOUT = 30.0
+TOPIC_REFRESH_MS = 5000
 
 
 def consumer_settings(config: AppConfig, sink: Sink) -> dict[str, Any]:
@@ -47,6 +48,10 @@ def consumer_settings(config: AppConfig, sink: Sink) -> dict[str, Any]:
             "enable.auto.commit": False,  # committed by us, after the target committed
             "auto.offset.reset": consuming.start,
             "isolation.level": "read_committed",
+            # librdkafka looks for new topics of a subscription only at each metadata refresh (5 min by
+            # default): a topic created after the sink subscribed (its source starts later, a pattern gains a
+            # table) would sit unread that long. One metadata request every few seconds is cheap next to that.
+            "topic.metadata.refresh.interval.ms": TOPIC_REFRESH_MS,
             **security,
             **consuming.settings,
         }
@@ -161,7 +166,8 @@ class SinkRunner:
             consumer.subscribe(
                 list(consuming.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
             )
-            self.status.state = "running"
+            if self.status.state != "retrying":  # a retry lasts until an assignment or a batch succeeds
+                self.status.state = "running"
             first_at: float | None = None
             while not self.stop.is_set():
                 room = max(1, consuming.batch_size - len(self._pending))
@@ -208,8 +214,7 @@ class SinkRunner:
                 self._retrying(exc, backoff)
                 self._wait_in_group(consumer, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-        self.status.state = "running"
-        self.status.error = None
+        self._running()
         self._pending = []
         self.status.batches += 1
         self.status.records_applied += len(batch)
@@ -260,6 +265,8 @@ class SinkRunner:
                 TopicPartition(tp.topic, tp.partition, applied + 1 if applied is not None else OFFSET_STORED)
             )
         consumer.assign(assigned)
+        if not self._pending:  # a batch being retried decides the state itself once it is written
+            self._running()
         self.status.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         self.log.info("assigned %s", ", ".join(self.status.assigned) or "nothing")
 
@@ -272,6 +279,10 @@ class SinkRunner:
         consumer.unassign()
 
     # -- state --------------------------------------------------------------------------------------
+
+    def _running(self) -> None:
+        self.status.state = "running"
+        self.status.error = None  # whatever made it retry is over
 
     def _retrying(self, exc: Exception, backoff: float) -> None:
         self.status.state = "retrying"

@@ -23,7 +23,7 @@ from connectors.query.position import QueryPosition, StreamCursor
 from connectors.query.reader import TableReader, epoch_ms, epoch_us
 from liberator import sqldb
 from liberator.errors import FatalSourceError, LiberatorError, SchemaError
-from liberator.events import ChangeEvent, SourceItem, Stream
+from liberator.events import ChangeEvent, Checkpoint, SourceItem, Stream
 from liberator.positions import Position
 from liberator.schema import TimestampType
 from liberator.source import Source, SourceConfig, SourceContext
@@ -114,6 +114,9 @@ class QuerySource(Source[Any, Any]):
                 if self.phase == "snapshot":
                     self.context.log.info("snapshot done; polling every %.1fs", self.cfg.poll_interval)
                     self.phase = "polling"
+                # Each finished poll is a checkpoint: an idle source still says it reads (after a retry,
+                # /health shows it running again) and progress past never-stamped rows gets stored.
+                yield Checkpoint(position)
                 stop.wait(self.cfg.poll_interval)
         except DBAPIError as exc:
             raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None

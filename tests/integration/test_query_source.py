@@ -255,8 +255,10 @@ def test_a_lost_database_connection_is_retried_and_resumes_without_loss(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()",
             db=database,
         )
+        status = daemon.status("legacy")
+        wait_for(lambda: status.retries >= 1, what="the source to notice and retry")
+        # Idle, it reads again: the retry is over and its error is not left behind.
+        wait_for(lambda: status.state == "running" and status.error is None, what="the source reading again")
         legacy.insert_order(2)
-        wait_for(lambda: daemon.status("legacy").retries >= 1, what="the source to notice and retry")
         records = read_topic(kafka_bootstrap, registry_url, topic, expect=2, timeout=30)
-        assert daemon.status("legacy").state == "running"
     assert [r["key"]["id"] for r in records] == [1, 2]

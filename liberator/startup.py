@@ -1,0 +1,53 @@
+"""What the daemon waits for before it starts its sources and sinks: a broker that answers, and the stored
+positions read (from the Kafka offset store, that needs the broker too).
+
+A broker that is down or hung at start is an outage like any other: waited out with backoff, shown as
+`retrying` with the reason on every source and sink in /health, and given up at once on stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from liberator.metrics import SinkStatus, SourceStatus
+from liberator.offsets import OffsetStore, StoredOffset
+from liberator.offsets.kafka import OffsetStoreUnavailable
+from liberator.topics import BrokerUnavailable, StoppedWaiting, TopicManager
+
+log = logging.getLogger("liberator")
+
+MAX_BACKOFF = 30.0
+
+
+def wait_for_kafka(
+    topics: TopicManager,
+    store: OffsetStore,
+    statuses: Sequence[SourceStatus | SinkStatus],
+    stop: threading.Event,
+    stored: dict[str, StoredOffset] | None = None,
+) -> dict[str, StoredOffset] | None:
+    """The stored positions (`stored` when already read), once the broker answers and they are read; None
+    when stopped meanwhile."""
+    backoff = 1.0
+    while True:
+        try:
+            topics.wait_for_broker(stop)
+            if stored is None:
+                stored = store.load_all()
+        except StoppedWaiting:
+            return None
+        except (BrokerUnavailable, OffsetStoreUnavailable) as exc:
+            for status in statuses:
+                status.state, status.error = "retrying", str(exc)
+                status.retries += 1
+            log.warning("%s; retrying in %.0fs", exc, backoff)
+            if stop.wait(backoff):
+                return None
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            continue
+        for status in statuses:
+            if status.state == "retrying":
+                status.state, status.error = "starting", None  # the wait is over; the runners take it from here
+        return stored
