@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from liberator.capture import datum_events
 from liberator.config import load_config
+from liberator.envelope import Envelope
 from liberator.events import ChangeEvent
 from liberator.runtime import build_source
 from tests.integration.legacy_db import LegacyDb
@@ -140,7 +142,7 @@ def test_several_tables_merge_in_timestamp_order(legacy: LegacyDb, tmp_path: Pat
     source = build_source(source_config, "test", stop)
     events: list[ChangeEvent] = []
     try:
-        for item in source.read(None):
+        for item in datum_events(source.read(None), Envelope.state):
             if isinstance(item, ChangeEvent):
                 events.append(item)
             if len(events) == 60:
