@@ -222,7 +222,7 @@ def _changes(reader: TableReader, rows: Sequence[Sequence[Any]], op: Op, read_ms
     table = reader.table
     assert table is not None
     at = reader.cursor_index[0]
-    width = reader.width
+    cut = reader.width if reader.sliced else None
     out: list[RowChange | ChangeEvent] = []
     append = out.append
     txn = Txn(read_ms)
@@ -232,7 +232,7 @@ def _changes(reader: TableReader, rows: Sequence[Sequence[Any]], op: Op, read_ms
         if cursor != stamp:
             millis = epoch_ms(cursor)
             txn, stamp = Txn(millis if millis is not None else read_ms), cursor
-        append(RowChange(table, op, txn, None, row if len(row) == width else row[:width]))
+        append(RowChange(table, op, txn, None, row if cut is None else row[:cut]))
     return out
 
 
@@ -240,7 +240,7 @@ _NOTHING = object()
 
 
 def _keyed(
-    reader: TableReader, pages: Iterator[Sequence[sa.Row[Any]]], index: int
+    reader: TableReader, pages: Iterator[Sequence[Sequence[Any]]], index: int
 ) -> Iterator[tuple[Any, int, TableReader, Sequence[Any]]]:
     """A table's rows with the key they merge by: the cursor's time (comparable across column types), then
     the table's place in `tables:`."""
