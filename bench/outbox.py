@@ -123,10 +123,14 @@ def run_daemon(
     daemon = Daemon(load_config(config))
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     started = time.perf_counter()
+    first = 0.0
     thread.start()
     try:
         while True:
             status = daemon.metrics.sources.get("ob")
+            if not first and status is not None and status.events_acked:
+                first = time.perf_counter()
+                print(f"  (first acknowledgement {first - started:.2f}s after start)", flush=True)
             if (status is not None and status.state == "failed") or not thread.is_alive():
                 raise SystemExit(f"the source failed: {status.error if status else 'not started'}")
             if status is not None and status.events_acked >= rows and remaining(observer) == 0:

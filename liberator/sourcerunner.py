@@ -97,6 +97,7 @@ class SourceRunner:
 
     def _run(self) -> None:
         backoff = 1.0
+        close_after_drain = False
         try:
             while not self.stop.is_set():
                 try:
@@ -129,11 +130,18 @@ class SourceRunner:
                     self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
                     return
                 finally:
-                    self.source.close()
+                    if self.stop.is_set():
+                        close_after_drain = True
+                    else:
+                        self.source.close()
                 backoff = 1.0
             self.status.state = "stopped"
         finally:
             self._drain()
+            if close_after_drain:
+                # On shutdown the source is closed after the drain: it still hears `delivered` for what Kafka
+                # acknowledged meanwhile (the outbox cleans those rows up instead of publishing them again).
+                self.source.close()
 
     def _read(self) -> bool:
         """Publish what `read()` yields from the last position it yielded before (a retry goes on from there);
@@ -284,8 +292,13 @@ class SourceRunner:
         left = self.producer.flush(self.drain_budget())
         if left:
             self.log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
-        self.window.settle()
+        moved = self.window.settle()
         self.status.events_acked = self.window.acked
+        if moved is not None:
+            try:
+                self.source.delivered(moved)
+            except Exception:
+                self.log.exception("the source failed to act on the acknowledgements heard while stopping")
 
     def _recovered(self) -> None:
         self.log.info("reading again after %d retr%s", self.status.retries, "y" if self.status.retries == 1 else "ies")
