@@ -43,13 +43,11 @@ def where(record: SinkRecord) -> str:
     return f"{record.topic}[{record.partition}]@{record.offset}"
 
 
-class SqlSink(Sink):
+class SqlSink(Sink[SqlSinkConfig]):
     config_model: ClassVar[type[SinkConfig]] = SqlSinkConfig
 
-    def __init__(self, config: SinkConfig, context: SinkContext) -> None:
+    def __init__(self, config: SqlSinkConfig, context: SinkContext) -> None:
         super().__init__(config, context)
-        assert isinstance(config, SqlSinkConfig)
-        self.cfg = config
         self.engine = make_engine(config.url, config)
         self.dialect = self.engine.dialect.name
         self.tables = Tables(self.engine, config.url, config.create, config.evolve, config.mode, config)
@@ -60,7 +58,7 @@ class SqlSink(Sink):
 
     @property
     def consuming(self) -> Consuming:
-        cfg = self.cfg
+        cfg = self.config
         topics = (
             (cfg.topics if cfg.topics.startswith("^") else "^" + cfg.topics,)
             if isinstance(cfg.topics, str)
@@ -93,16 +91,16 @@ class SqlSink(Sink):
     def _target(self, change: Change) -> tuple[str | None, str]:
         table, schema = change.table_hint
         topic = _UNSAFE.sub("_", change.record.topic)
-        name = self.cfg.table.format(
-            table=table, schema=schema, topic=topic, app=self.context.app_name, sink=self.cfg.name
+        name = self.config.table.format(
+            table=table, schema=schema, topic=topic, app=self.context.app_name, sink=self.config.name
         )
-        return self.cfg.target_schema, name
+        return self.config.target_schema, name
 
     def _key_columns(self, change: Change) -> tuple[str, ...]:
-        if self.cfg.key:
-            return tuple(self.cfg.key)
+        if self.config.key:
+            return tuple(self.config.key)
         if change.key is None or not isinstance(change.key.schema, dict) or change.key.schema.get("type") != "record":
-            if self.cfg.mode == "insert":
+            if self.config.mode == "insert":
                 return ()
             raise BadRecord("the record key is not an Avro record, so it names no key columns; set `key:` in the sink")
         return tuple(fc.column for fc in field_columns(change.key.schema, "the record key"))
@@ -117,7 +115,7 @@ class SqlSink(Sink):
                 return self._truncate_item(record, schema, name)
             key_columns = self._key_columns(change)
             if change.op == "delete":
-                if not self.cfg.delete:
+                if not self.config.delete:
                     return Item(record, "skip", reason="delete: false")
                 return self._delete_item(record, change, schema, name, key_columns)
             assert change.row is not None and change.row_schema is not None
@@ -130,19 +128,19 @@ class SqlSink(Sink):
             except (ValueError, TypeError, ArithmeticError, KeyError, AttributeError) as exc:
                 raise BadRecord(f"field {field}: the value does not fit column {column} ({exc})") from None
             key = tuple(row[k] for k in key_columns)
-            return Item(record, "upsert" if self.cfg.mode == "upsert" else "insert", table, key, row)
+            return Item(record, "upsert" if self.config.mode == "upsert" else "insert", table, key, row)
         except BadRecord as exc:
             return Item(record, "bad", reason=str(exc))
 
     def _truncate_item(self, record: SinkRecord, schema: str | None, name: str) -> Item:
-        if self.cfg.truncate:
+        if self.config.truncate:
             return Item(record, "truncate", target=(schema, name))
         if (schema, name) not in self._truncates_skipped:
             self._truncates_skipped.add((schema, name))
             self.context.log.warning(
                 "sink %s: a truncate of table %s (%s) was not applied; set `truncate: true` to empty the table "
                 "(logged once per table)",
-                self.cfg.name,
+                self.config.name,
                 name,
                 where(record),
             )
@@ -178,17 +176,17 @@ class SqlSink(Sink):
         self.offsets.ensure()
         items = [self._item(r) for r in records]
         first_bad = next((i for i, item in enumerate(items) if item.op == "bad"), None)
-        if first_bad is not None and self.cfg.on_error == "stop":
+        if first_bad is not None and self.config.on_error == "stop":
             changed = self._apply(items[:first_bad]) if first_bad else 0
             bad = items[first_bad]
             raise FatalSinkError(
-                f"sink {self.cfg.name}: bad record {where(bad.record)}: {bad.reason}; fix the producer and restart, "
+                f"sink {self.config.name}: bad record {where(bad.record)}: {bad.reason}; fix the producer and restart, "
                 f"or set `on_error: dead_letter` (changes before it are applied: {changed} rows)"
             )
         return self._apply(items)
 
     def _dead_letter(self, item: Item) -> None:
-        topic = self.cfg.dead_letter_topic.format(sink=self.cfg.name, app=self.context.app_name)
+        topic = self.config.dead_letter_topic.format(sink=self.config.name, app=self.context.app_name)
         self.context.dead_letter(item.record, topic, item.reason)
         self.context.log.warning("bad record %s sent to %s: %s", where(item.record), topic, item.reason)
 
@@ -203,7 +201,7 @@ class SqlSink(Sink):
             return self._transaction(items)
         except SQLAlchemyError as exc:
             if not is_bad_value(exc):
-                raise classify(exc, self.cfg.url, f"sink {self.cfg.name}", self.cfg) from None
+                raise classify(exc, self.config.url, f"sink {self.config.name}", self.config) from None
         # Some record violates the target's rules: find it by applying one record per transaction.
         changed = 0
         for item in items:
@@ -211,12 +209,12 @@ class SqlSink(Sink):
                 changed += self._transaction([item])
             except SQLAlchemyError as exc:
                 if not is_bad_value(exc):
-                    raise classify(exc, self.cfg.url, f"sink {self.cfg.name}", self.cfg) from None
+                    raise classify(exc, self.config.url, f"sink {self.config.name}", self.config) from None
                 reason = "the target refused it: " + " ".join(str(getattr(exc, "orig", exc)).split())[:300]
-                if self.cfg.on_error == "stop":
+                if self.config.on_error == "stop":
                     raise FatalSinkError(
-                        f"sink {self.cfg.name}: bad record {where(item.record)}: {reason}; fix the data or the table "
-                        "and restart, or set `on_error: dead_letter`"
+                        f"sink {self.config.name}: bad record {where(item.record)}: {reason}; fix the data or the "
+                        "table and restart, or set `on_error: dead_letter`"
                     ) from None
                 item.reason, item.op = reason, "bad"
                 self._dead_letter(item)
@@ -257,12 +255,14 @@ class SqlSink(Sink):
         if not sa.inspect(conn).has_table(name, schema=schema):
             return 0  # never created: nothing to empty
         result = conn.execute(sa.delete(sa.table(name, schema=schema)))
-        self.context.log.info("sink %s: truncate applied to %s (%d rows deleted)", self.cfg.name, name, result.rowcount)
+        self.context.log.info(
+            "sink %s: truncate applied to %s (%d rows deleted)", self.config.name, name, result.rowcount
+        )
         return max(result.rowcount, 0)
 
     def _apply_segment(self, conn: sa.Connection, items: list[Item]) -> int:
         changed = 0
-        if self.cfg.mode == "upsert":
+        if self.config.mode == "upsert":
             last: dict[tuple[int, tuple[Any, ...]], Item] = {}
             for item in items:
                 if item.table is not None and item.op in ("upsert", "delete"):
