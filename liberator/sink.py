@@ -18,7 +18,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,9 +46,8 @@ class TransientSinkError(LiberatorError):
     """The target went away or a lock conflict aborted the batch; the runtime retries the same batch."""
 
 
-@dataclass(frozen=True, slots=True)
-class SinkRecord:
-    """One consumed Kafka record, bytes as they were on the topic."""
+class SinkRecord(NamedTuple):
+    """One consumed Kafka record, bytes as they were on the topic (a named tuple: one is made per record)."""
 
     topic: str
     partition: int

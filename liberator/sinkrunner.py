@@ -112,18 +112,19 @@ def build_sink(
 
 def to_record(message: Message) -> SinkRecord:
     ts_type, ts = message.timestamp()
-    headers: tuple[tuple[str, bytes | None], ...] = tuple(
-        (str(pair[0]), pair[1].encode() if isinstance(pair[1], str) else pair[1]) for pair in message.headers() or []
+    raw = message.headers()
+    headers: tuple[tuple[str, bytes | None], ...] = (
+        tuple((str(pair[0]), pair[1].encode() if isinstance(pair[1], str) else pair[1]) for pair in raw) if raw else ()
     )
     key, value = message.key(), message.value()
     return SinkRecord(
-        topic=message.topic() or "",
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        key=key.encode() if isinstance(key, str) else key,
-        value=value.encode() if isinstance(value, str) else value,
-        timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
-        headers=headers,
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        key.encode() if isinstance(key, str) else key,
+        value.encode() if isinstance(value, str) else value,
+        ts if ts_type != 0 and ts >= 0 else None,
+        headers,
     )
 
 
@@ -166,14 +167,16 @@ class SinkRunner:
                 messages = consumer.consume(room, wait)
                 if self._assign_error is not None:
                     raise self._assign_error
+                pending = self._pending  # after consume(): a revoke during it may have replaced the list
+                held = len(pending)
                 for message in messages:
                     error = message.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
                             self.log.warning("consumer: %s", error.str())
                         continue
-                    self._pending.append(to_record(message))
-                    self.status.records_consumed += 1
+                    pending.append(to_record(message))
+                self.status.records_consumed += len(pending) - held
                 if self._pending and first_at is None:
                     first_at = time.monotonic()
                 if not self._pending:
