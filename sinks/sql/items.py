@@ -101,14 +101,14 @@ class Items:
         try:
             key_writer = key = None
             if record.key is not None:
-                key_writer, body = self.schemas.split(record.key, "key")
-                key = key_writer.read(body, "key")
+                key_writer = self.schemas.writer(record.key, "key")
+                key = key_writer.read(record.key, "key")
             if record.value is None:
                 if key_writer is None:
                     raise BadRecord("a tombstone without a key: nothing says which row to delete")
                 return self._delete(record, self._route(record.topic, key_writer, None), key, None)
-            writer, body = self.schemas.split(record.value, "value")
-            datum = writer.read(body, "value")
+            writer = self.schemas.writer(record.value, "value")
+            datum = writer.read(record.value, "value")
             if not writer.is_record:
                 raise BadRecord(f"the value's schema (id {writer.schema_id}) is not a record; a table row needs one")
             route = self._routes.get((record.topic, key_writer, writer)) or self._route(
@@ -171,7 +171,7 @@ class Items:
             )
         table, plan = shape
         row = plan.row(datum)
-        return Item(record, self.upsert_op, table, tuple([row[i] for i in plan.key_index]), row, plan)
+        return Item(record, self.upsert_op, table, plan.key_of(row), row, plan)
 
     def _truncate(self, record: SinkRecord, target: tuple[str | None, str]) -> Item:
         if self.config.truncate:

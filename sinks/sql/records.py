@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from liberator.avro import FramingError, unframe
+from liberator.avro import HEADER_SIZE, FramingError, framed_schema_id
 from liberator.avro.datumreader import DatumReader
 from liberator.envelope import is_change_schema
 from liberator.registry.client import RegistryClient, RegistryRequestError
@@ -39,9 +39,10 @@ class Writer:
             _envelope_value_schema(schema) if self.envelope else schema if self.is_record else None
         )
 
-    def read(self, body: bytes, what: str) -> Any:
+    def read(self, data: bytes, what: str) -> Any:
+        """The datum of a framed key or value of this writer."""
         try:
-            return self.reader.read(body)
+            return self.reader.read(data, HEADER_SIZE)
         except Exception as exc:  # fastavro raises many kinds on corrupt input
             raise BadRecord(
                 f"the {what} does not decode with schema id {self.schema_id} ({type(exc).__name__})"
@@ -55,16 +56,16 @@ class SchemaCache:
         self.registry = registry
         self._writers: dict[int, Writer] = {}
 
-    def split(self, data: bytes, what: str) -> tuple[Writer, bytes]:
-        """The writer and the Avro body of a Confluent-framed key or value."""
+    def writer(self, data: bytes, what: str) -> Writer:
+        """The writer of a Confluent-framed key or value (whose body `Writer.read` reads in place)."""
         try:
-            schema_id, body = unframe(data)
+            schema_id = framed_schema_id(data)
         except FramingError as exc:
             raise BadRecord(f"the {what} is not Avro in the Confluent wire format ({exc})") from None
         writer = self._writers.get(schema_id)
         if writer is None:
             writer = self._writers[schema_id] = Writer(schema_id, self._fetch(schema_id, what))
-        return writer, body
+        return writer
 
     def _fetch(self, schema_id: int, what: str) -> Any:
         try:

@@ -9,6 +9,8 @@ a field whose type the existing column cannot hold stops the sink with one line 
 from __future__ import annotations
 
 import logging
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,18 @@ class Plan:
     columns: tuple[str, ...]
     key_index: tuple[int, ...]  # where the key columns are in `columns`
     row: RowOf
+
+    def __post_init__(self) -> None:
+        # The key of a row, the tuple of its key columns' values: an itemgetter is a C call per record
+        index = self.key_index
+        self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+        if len(index) > 1:
+            self.key_of = operator.itemgetter(*index)
+        elif index:
+            only = index[0]
+            self.key_of = lambda row: (row[only],)
+        else:
+            self.key_of = lambda row: ()
 
 
 @dataclass

@@ -47,11 +47,13 @@ def _json_text(value: Any) -> str:
     return json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
+
+
 def _naive_utc(value: dt.datetime) -> dt.datetime:
-    zone = value.tzinfo
-    if zone is dt.UTC:  # what fastavro reads timestamp-micros as: the same reading without the zone
-        return value.replace(tzinfo=None)
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if zone is not None else value
+    # The UTC reading without its zone; the same as astimezone(UTC).replace(tzinfo=None), a fraction of the cost
+    return _EPOCH_NAIVE + (value - _EPOCH) if value.tzinfo is not None else value
 
 
 def interval_text(value: dict[str, int]) -> str:
