@@ -30,10 +30,10 @@ from liberator.positions import Position
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
 from liberator.source import AnySource, SourceConfig
+from liberator.supervisor import Backoff, Supervisor
 from liberator.topics import StoppedWaiting
 from liberator.watch import SourceWatch
 
-MAX_BACKOFF = 30.0
 FIX_BROKER = "fix the broker or topic and restart"
 FLUSH_ON_STOP = 30.0
 
@@ -91,57 +91,47 @@ class SourceRunner:
         self._stored_queue: deque[Position] = deque()  # committer -> reading thread
         self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.watch = SourceWatch(status, self.log, stall_warning)
+        self.supervisor = Supervisor(
+            status,
+            self.log,
+            stop,
+            transient=(TransientSourceError, RegistryUnavailable),
+            stopped=(StoppedWaiting, GeneratorExit),
+            pause=self._wait,
+        )
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
     # -- the reading thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = 1.0
         close_after_drain = False
+
+        def after_attempt() -> None:
+            nonlocal close_after_drain
+            if self.stop.is_set():
+                close_after_drain = True
+            else:
+                self.source.close()
+
         try:
-            while not self.stop.is_set():
-                try:
-                    if self.status.state != "retrying":  # a retry lasts until the source reads again
-                        self.status.state = "running"
-                    finished = self._read()
-                    if finished:
-                        self.status.state = "finished"
-                        self.log.info("source finished (nothing more to read)")
-                        return
-                    break
-                except (TransientSourceError, RegistryUnavailable) as exc:
-                    self.status.state = "retrying"
-                    self.status.retries += 1
-                    self.status.error = str(exc)
-                    self.log.warning("%s; retrying in %.0fs", exc, backoff)
-                    self._wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    continue
-                except (StoppedWaiting, GeneratorExit):
-                    break
-                except DeliveryFailed as exc:
-                    self._fail(f"{exc.reason}; positions stay at the last acknowledged event; {FIX_BROKER}")
-                    return
-                except LiberatorError as exc:
-                    self._fail(str(exc))
-                    return
-                except Exception as exc:
-                    self.log.exception("unexpected error")
-                    self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
-                    return
-                finally:
-                    if self.stop.is_set():
-                        close_after_drain = True
-                    else:
-                        self.source.close()
-                backoff = 1.0
-            self.status.state = "stopped"
+            self.supervisor.run(self._attempt, after_attempt=after_attempt)
         finally:
             self._drain()
             if close_after_drain:
                 # On shutdown the source is closed after the drain: it still hears `delivered` for what Kafka
                 # acknowledged meanwhile (the outbox cleans those rows up instead of publishing them again).
                 self.source.close()
+
+    def _attempt(self) -> bool:
+        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True)."""
+        try:
+            finished = self._read()
+        except DeliveryFailed as exc:
+            kept = "positions stay at the last acknowledged event"
+            raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
+        if finished:
+            self.log.info("source finished (nothing more to read)")
+        return finished
 
     def _read(self) -> bool:
         """Publish what `read()` yields from the last position it yielded before (a retry goes on from there);
@@ -229,7 +219,7 @@ class SourceRunner:
         It waits for what was yielded before it (usually nothing) and retries a failing store, since going
         on without it is what the source asked not to do.
         """
-        backoff = 0.5
+        backoff = Backoff(0.5)
         while not self.stop.is_set():
             self._serve(None, 0.01)
             if self.window.committable != position:
@@ -237,15 +227,10 @@ class SourceRunner:
             try:
                 self.store_position(self.store)
                 self._serve(None)  # the source hears it before it goes on
-                if self.status.state == "retrying":
-                    self.status.state, self.status.error = "running", None
+                self.supervisor.recovered()
                 return True
             except LiberatorError as exc:
-                self.status.state = "retrying"
-                self.status.error = f"cannot store the position: {exc}"
-                self.log.warning("cannot store the position before going on (%s); retrying in %.1fs", exc, backoff)
-                self._wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                self._wait(self.supervisor.retrying(f"cannot store the position: {exc}", backoff))
         return False
 
     def _wait_for_room(self) -> None:
@@ -302,13 +287,7 @@ class SourceRunner:
 
     def _recovered(self) -> None:
         self.log.info("reading again after %d retr%s", self.status.retries, "y" if self.status.retries == 1 else "ies")
-        self.status.state = "running"
-        self.status.error = None
-
-    def _fail(self, message: str) -> None:
-        self.status.state = "failed"
-        self.status.error = message
-        self.log.error("%s", message)
+        self.supervisor.recovered()
 
     # -- the committer thread -------------------------------------------------------------------------
 

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from liberator.metrics import SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
 from liberator.offsets.kafka import OffsetStoreUnavailable
+from liberator.supervisor import Backoff, mark_recovered, mark_retrying
 from liberator.topics import BrokerUnavailable, StoppedWaiting, TopicManager
 
 log = logging.getLogger("liberator")
-
-MAX_BACKOFF = 30.0
 
 
 def wait_for_kafka(
@@ -30,7 +29,7 @@ def wait_for_kafka(
 ) -> dict[str, StoredOffset] | None:
     """The stored positions (`stored` when already read), once the broker answers and they are read; None
     when stopped meanwhile."""
-    backoff = 1.0
+    backoff = Backoff()
     while True:
         try:
             topics.wait_for_broker(stop)
@@ -39,15 +38,11 @@ def wait_for_kafka(
         except StoppedWaiting:
             return None
         except (BrokerUnavailable, OffsetStoreUnavailable) as exc:
-            for status in statuses:
-                status.state, status.error = "retrying", str(exc)
-                status.retries += 1
-            log.warning("%s; retrying in %.0fs", exc, backoff)
-            if stop.wait(backoff):
+            seconds = backoff.next()
+            mark_retrying(statuses, str(exc))  # every source and sink waits for the same broker
+            log.warning("%s; retrying in %gs", exc, seconds)
+            if stop.wait(seconds):
                 return None
-            backoff = min(backoff * 2, MAX_BACKOFF)
             continue
-        for status in statuses:
-            if status.state == "retrying":
-                status.state, status.error = "starting", None  # the wait is over; the runners take it from here
+        mark_recovered(statuses, "starting")  # the wait is over; the runners take it from here
         return stored
