@@ -113,7 +113,13 @@ class OffsetsConfig(Model):
 
 
 class HttpConfig(Model):
-    listen: str = Field("127.0.0.1:9400", description="host:port serving /health (JSON) and /metrics")
+    listen: str = Field(
+        "127.0.0.1:9400", description="host:port serving /health (JSON), /health/live, /health/ready and /metrics"
+    )
+    live_timeout: Duration = Field(
+        60.0, gt=0, description="/health/live answers 503 once the daemon's main loop has not ticked for this long "
+        "(it ticks every second; storing a position on a frozen broker may hold one tick up to 30s)"
+    )  # fmt: skip
 
 
 class RawAppConfig(Model):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from liberator.metrics import SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
@@ -27,11 +27,13 @@ def wait_for_kafka(
     statuses: Sequence[SourceStatus | SinkStatus],
     stop: threading.Event,
     stored: dict[str, StoredOffset] | None = None,
+    beat: Callable[[], None] = lambda: None,
 ) -> dict[str, StoredOffset] | None:
     """The stored positions (`stored` when already read), once the broker answers and they are read; None
-    when stopped meanwhile."""
+    when stopped meanwhile. `beat` is called on every attempt: waiting for a broker is not being wedged."""
     backoff = 1.0
     while True:
+        beat()
         try:
             topics.wait_for_broker(stop)
             if stored is None:
@@ -43,6 +45,7 @@ def wait_for_kafka(
                 status.state, status.error = "retrying", str(exc)
                 status.retries += 1
             log.warning("%s; retrying in %.0fs", exc, backoff)
+            beat()
             if stop.wait(backoff):
                 return None
             backoff = min(backoff * 2, MAX_BACKOFF)
