@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from liberator import __version__
-from liberator.config import AppConfig, load_config
+from liberator.config import AppConfig, load_config, read_config
 from liberator.errors import LiberatorError
-from liberator.logformat import LOG_FORMATS, default_format, setup_logging
+from liberator.logformat import LOG_FORMATS, LogFormat, default_format, error_line, setup_logging
 from liberator.redaction import scrub
 
 log = logging.getLogger("liberator")
@@ -50,14 +50,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     from liberator.checks import check_all
 
     try:
-        config = load_config(args.config)
-    except LiberatorError as exc:
+        config, config_problems = read_config(args.config)
+    except LiberatorError as exc:  # not readable as a config at all
         say(f"problem: {exc}")
         return 1
-    problems = check_all(config, report=lambda line: say(f"ok: {line}"))
+    for config_problem in config_problems:
+        say(f"problem: {config_problem}")
+    # Then connectivity, of the part of the file that is valid (nothing when its top level is not).
+    problems = check_all(config, report=lambda line: say(f"ok: {line}")) if config is not None else []
     for problem in problems:
         say(f"problem: {problem}")
-    return 1 if problems else 0
+    return 1 if config_problems or problems else 0
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -266,16 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.func is not cmd_run:
         signal.signal(signal.SIGTERM, previous)
     args.early_signals = early_signals
-    json_logs = (args.log_format or default_format()) == "json"
-    setup_logging(args.log_level, "json" if json_logs else "text")
+    log_format: LogFormat = args.log_format or default_format()
+    setup_logging(args.log_level, log_format)
     try:
         code: int = args.func(args)
         return code
     except LiberatorError as exc:
-        if json_logs:
-            log.error("%s", exc)  # a log collector reads stderr: one JSON object like every other line
-        else:
-            say(f"liberator: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc), log_format), file=sys.stderr)  # a log collector reads it like any log line
         return 1
     except KeyboardInterrupt:
         return 130

@@ -71,6 +71,15 @@ class JsonLogFormatter(JsonFormatter):
         return scrub(super().format(record))
 
 
+def error_line(message: str, log_format: LogFormat) -> str:
+    """A command's final error as its stderr shows it: `liberator: error: ...`, or one JSON object like every
+    log line (made here, not through the handlers: it must show whatever else configured logging)."""
+    if log_format == "text":
+        return scrub(f"liberator: error: {message}")
+    record = logging.LogRecord("liberator", logging.ERROR, __file__, 0, "%s", (message,), None)
+    return JsonLogFormatter().format(record)
+
+
 def default_format() -> LogFormat:
     """json when stderr is not a terminal (a service manager, a container, a pipe), text when it is."""
     return "text" if sys.stderr.isatty() else "json"

@@ -100,3 +100,12 @@ def test_a_dying_thread_is_one_logged_record_with_its_traceback(
     [died] = [r for r in caplog.records if "died" in r.getMessage()]
     assert died.getMessage().startswith("thread reader-x died") and died.exc_info is not None
     assert "RuntimeError: wedged" in JsonLogFormatter().format(died)
+
+
+def test_a_commands_final_error_is_one_json_object_or_the_text_line() -> None:
+    secret = "Zz9-final-secret"
+    redaction.remember(secret)
+    entry = json.loads(logformat.error_line(f'offsets file "x" refused {secret}', "json"))
+    assert entry["level"] == "ERROR" and entry["logger"] == "liberator"
+    assert entry["message"] == 'offsets file "x" refused ***'
+    assert logformat.error_line("no such file", "text") == "liberator: error: no such file"
