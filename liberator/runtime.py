@@ -23,7 +23,7 @@ from liberator.config import AppConfig
 from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
-from liberator.metrics import Metrics, SinkStatus, SourceStatus
+from liberator.metrics import LIVE_TIMEOUT, Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
 from liberator.publisher import Publisher, producer_settings
@@ -89,7 +89,7 @@ class Daemon:
         self.config = config
         self.from_scratch = from_scratch  # `run --from-scratch`: see SourceContext.from_scratch
         self.stop = threading.Event()
-        self.metrics = Metrics(config.name)
+        self.metrics = Metrics(config.name, config.http.live_timeout if config.http else LIVE_TIMEOUT)
         self.runners: list[SourceRunner] = []
         self.sink_runners: list[SinkRunner] = []
         self.stuck: list[str] = []  # what did not stop within shutdown_timeout
@@ -139,7 +139,7 @@ class Daemon:
 
         statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
         statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
-        stored_all = wait_for_kafka(topics, store, statuses, self.stop, stored)
+        stored_all = wait_for_kafka(topics, store, statuses, self.stop, stored, beat=self.metrics.heartbeat.beat)
         if stored_all is None:
             poller_done.set()
             poller.join()
@@ -150,6 +150,7 @@ class Daemon:
             return 0
         published = functools.partial(first_with_records, admin_settings(config.kafka))
         for source_config in config.sources:
+            self.metrics.heartbeat.beat()
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
             source = build_source(source_config, config.name, source_stop, registry, published, self.from_scratch)
@@ -189,6 +190,7 @@ class Daemon:
         store_at = time.monotonic() + config.offsets.flush_interval
         try:
             while any(r.thread.is_alive() for r in self.runners) or any(r.thread.is_alive() for r in self.sink_runners):
+                self.metrics.heartbeat.beat()
                 if self.stop.wait(tick):
                     break
                 if time.monotonic() >= store_at:
@@ -242,6 +244,7 @@ class Daemon:
 
     def _store_positions(self, store: OffsetStore, skip_hooks: Collection[str] = ()) -> None:
         for runner in self.runners:
+            self.metrics.heartbeat.beat()  # one store may wait on a frozen broker: each finished one is progress
             try:
                 runner.store_position(store, notify_source=runner.config.name not in skip_hooks)
             except LiberatorError as exc:

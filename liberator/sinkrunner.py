@@ -156,7 +156,7 @@ class SinkRunner:
         self._assign_error = None
         try:
             consumer.subscribe(
-                list(consuming.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+                list(consuming.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
             first_at: float | None = None
             while not self.stop.is_set():
@@ -268,6 +268,14 @@ class SinkRunner:
         self._pending = [r for r in self._pending if (r.topic, r.partition) not in gone]
         self.status.assigned = [a for a in self.status.assigned if a not in {f"{t}[{p}]" for t, p in gone}]
         consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        """The group went on without this member (no heartbeat reached the coordinator within the session
+        timeout: the broker is hung or unreachable): not connected until the group assigns it again."""
+        self._on_revoke(consumer, partitions)
+        self.status.state = "retrying"
+        self.status.error = "lost its consumer group membership (the broker did not answer within the session timeout)"
+        self.log.warning("%s; rejoining", self.status.error)
 
 
 def create_sink_runners(

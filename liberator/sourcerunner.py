@@ -310,6 +310,7 @@ class SourceRunner:
 
     def supervise(self) -> None:
         """Called by the daemon on every tick (see liberator.watch): the window's counts are read, not changed."""
+        self.status.phase = self.source.phase  # also while the source yields nothing (a standby, say)
         if self.status.state in ("running", "retrying"):
             self.watch.tick(self.window.events)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from liberator.metrics import SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
@@ -26,11 +26,13 @@ def wait_for_kafka(
     statuses: Sequence[SourceStatus | SinkStatus],
     stop: threading.Event,
     stored: dict[str, StoredOffset] | None = None,
+    beat: Callable[[], None] = lambda: None,
 ) -> dict[str, StoredOffset] | None:
     """The stored positions (`stored` when already read), once the broker answers and they are read; None
-    when stopped meanwhile."""
+    when stopped meanwhile. `beat` is called on every attempt: waiting for a broker is not being wedged."""
     backoff = Backoff()
     while True:
+        beat()
         try:
             topics.wait_for_broker(stop)
             if stored is None:
@@ -41,6 +43,7 @@ def wait_for_kafka(
             seconds = backoff.next()
             mark_retrying(statuses, str(exc))  # every source and sink waits for the same broker
             log.warning("%s; retrying in %gs", exc, seconds)
+            beat()
             if stop.wait(seconds):
                 return None
             continue
