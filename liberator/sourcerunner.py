@@ -104,10 +104,23 @@ class SourceRunner:
     # -- the reading thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        close_after_drain = False
+
+        def after_attempt() -> None:
+            nonlocal close_after_drain
+            if self.stop.is_set():
+                close_after_drain = True
+            else:
+                self.source.close()
+
         try:
-            self.supervisor.run(self._attempt, after_attempt=self.source.close)
+            self.supervisor.run(self._attempt, after_attempt=after_attempt)
         finally:
             self._drain()
+            if close_after_drain:
+                # On shutdown the source is closed after the drain: it still hears `delivered` for what Kafka
+                # acknowledged meanwhile (the outbox cleans those rows up instead of publishing them again).
+                self.source.close()
 
     def _attempt(self) -> bool:
         """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True)."""
@@ -264,8 +277,13 @@ class SourceRunner:
         left = self.producer.flush(self.drain_budget())
         if left:
             self.log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
-        self.window.settle()
+        moved = self.window.settle()
         self.status.events_acked = self.window.acked
+        if moved is not None:
+            try:
+                self.source.delivered(moved)
+            except Exception:
+                self.log.exception("the source failed to act on the acknowledgements heard while stopping")
 
     def _recovered(self) -> None:
         self.log.info("reading again after %d retr%s", self.status.retries, "y" if self.status.retries == 1 else "ies")
