@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from liberator import __version__
 from liberator.config import AppConfig, load_config, read_config
@@ -260,11 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, early: tuple[list[int], Any] | None = None) -> int:
     # A SIGTERM during start-up (imports, config, connections) must stop `run` cleanly too, not kill it: it is
-    # remembered until the daemon's own handlers are in place (cmd_run).
-    early_signals: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: early_signals.append(signum))
+    # remembered until the daemon's own handlers are in place (cmd_run). liberator.launch installs the
+    # recorder before this module is imported and hands it over as `early`.
+    if early is None:
+        early_signals: list[int] = []
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: early_signals.append(signum))
+    else:
+        early_signals, previous = early
     args = build_parser().parse_args(argv)
     if args.func is not cmd_run:
         signal.signal(signal.SIGTERM, previous)
