@@ -170,11 +170,9 @@ def test_ready_waits_for_the_broker_then_turns_503_while_it_is_frozen_and_live_s
                     timeout=30,
                     what="/health/ready to answer 503 with the source in backpressure",
                 )
-                wait_for(
-                    lambda: not_ready_because(port, "sink replica", "retrying: lost its consumer group membership"),
-                    timeout=30,
-                    what="/health/ready to answer 503 with the sink out of its group",
-                )
+                # Not asserted: the sink out of its group. librdkafka reports a lost membership (on_lost: the
+                # sink turns not ready) when its session times out, which it did not here while the test
+                # bed's broker was frozen with SIGSTOP (its connections stay open).
                 broker.freeze(False)
                 wait_for(lambda: status.events_acked >= 30, timeout=90, what="the outage rows acknowledged")
                 wait_for(lambda: ready(port), timeout=60, what="/health/ready to answer 200 after the freeze")
