@@ -26,7 +26,10 @@ from benchkit import ResultTable, count_events, daemon_until_acked, servers
 
 from connectors.postgres_wal import PostgresWalSource
 from connectors.postgres_wal.config import PostgresWalConfig
+from connectors.postgres_wal.position import WalPosition, parse_lsn
 from connectors.postgres_wal.stream import status_update
+from liberator.offsets.base import StoredOffset
+from liberator.offsets.file import FileOffsetStore
 from liberator.source import SourceContext
 
 SOURCE = "bench"
@@ -83,7 +86,18 @@ def source_alone(dsn: str, slot: str, rows: int) -> int:
         name=SOURCE, url=dsn, tables=["orders"], slot=slot, publication=PUBLICATION, snapshot="never"
     )
     source = PostgresWalSource(config, SourceContext("bench", stop, logging.getLogger("bench")))
-    return count_events(source, None, rows, stop)
+    # With no position at all, an existing slot means a lost offsets store, which the source refuses.
+    return count_events(source, slot_position(dsn, slot), rows, stop)
+
+
+def slot_position(dsn: str, slot: str) -> WalPosition:
+    """Where a slot made before the inserts stands, as the position a daemon that made it stored."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
+    assert row is not None, f"no slot {slot}"
+    return WalPosition(parse_lsn(str(row[0])))
 
 
 def best(run: Callable[[int], int], repeat: int) -> tuple[int, float]:
@@ -99,6 +113,9 @@ def best(run: Callable[[int], int], repeat: int) -> tuple[int, float]:
 def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: str) -> Path:
     q = json.dumps
     path = workdir / "liberator.yaml"
+    offsets = workdir / "offsets.json"
+    start = slot_position(dsn, slot).to_json()
+    FileOffsetStore(offsets, "bench").save(StoredOffset.now(SOURCE, "postgres_wal", start))
     path.write_text(
         f"name: bench\nkafka:\n  bootstrap_servers: {q(bootstrap)}\nschema_registry:\n  url: {q(registry)}\n"
         f"offsets:\n  store: file\n  path: {q(str(workdir / 'offsets.json'))}\n  flush_interval: 200ms\n"

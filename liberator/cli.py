@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -37,6 +38,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     daemon = Daemon(config, from_scratch=args.from_scratch)
     daemon.install_signal_handlers()
+    if getattr(args, "early_signals", None):
+        log.info("SIGTERM received: stopping (it came during start-up)")
+        daemon.stop.set()
     log.info("liberator %s starting %s with %d source(s)", __version__, config.name, len(config.sources))
     code = daemon.run()
     if daemon.stuck:
@@ -232,7 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A SIGTERM during start-up (imports, config, connections) must stop `run` cleanly too, not kill it: it is
+    # remembered until the daemon's own handlers are in place (cmd_run).
+    early_signals: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: early_signals.append(signum))
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_run:
+        signal.signal(signal.SIGTERM, previous)
+    args.early_signals = early_signals
     _setup_logging(args.log_level)
     try:
         code: int = args.func(args)

@@ -98,6 +98,11 @@ class OffsetsConfig(Model):
     path: str | None = Field(None, description="the file store's file (replaced atomically, fsynced)")
     topic: str = Field("liberator-offsets", description="the kafka store's compacted topic")
     flush_interval: Duration = Field(1.0, description="how often acknowledged positions are stored")
+    stall_warning: Duration = Field(
+        300.0,
+        description="warn (log, /health, /metrics) when a source's stored position has not moved for this long "
+        "although Kafka acknowledged its events meanwhile; 0 turns the warning off",
+    )
 
     @field_validator("path")
     @classmethod

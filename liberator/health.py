@@ -1,4 +1,5 @@
-"""A tiny HTTP endpoint for operators: /health (JSON, 503 once a source or sink failed) and /metrics."""
+"""A tiny HTTP endpoint for operators: /health (JSON; 503 once a source or sink failed, `degraded` but 200
+while one retries, is in backpressure or has a stalled position) and /metrics."""
 
 from __future__ import annotations
 

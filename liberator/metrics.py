@@ -12,9 +12,13 @@ from typing import Any
 class SourceStatus:
     name: str
     type: str
-    state: str = "starting"  # starting | running | retrying | failed | stopped | finished
+    state: str = "starting"  # starting | running | retrying | failed | stopped | finished (the reading thread's)
     phase: str = ""  # what the source says it is doing: snapshot, streaming, polling...
     error: str | None = None
+    # Set by the daemon's supervision while Kafka acknowledges nothing of what waits: the reason.
+    backpressure: str | None = None
+    position_stalled: bool = False  # the stored position stays put although events are acknowledged
+    position_unchanged_seconds: float = 0.0
     events_published: int = 0
     events_acked: int = 0
     bytes_published: int = 0
@@ -24,6 +28,20 @@ class SourceStatus:
     last_stored_at: float | None = None
     position: dict[str, Any] | None = None
     started_at: float = field(default_factory=time.time)
+
+    def shown_state(self) -> str:
+        """The state for operators: backpressure shows while the source otherwise runs."""
+        return "backpressure" if self.state == "running" and self.backpressure is not None else self.state
+
+    def degraded(self) -> bool:
+        return self.shown_state() in ("retrying", "backpressure") or self.position_stalled
+
+    def seconds_behind_source(self, now: float) -> float:
+        """From the event time of the newest event still waiting for Kafka to now; 0 once Kafka has them all
+        (as Debezium's MilliSecondsBehindSource: how far what we hold lags the database, not idle time)."""
+        if self.events_published <= self.events_acked or self.last_event_ms is None:
+            return 0.0
+        return max(0.0, round(now - self.last_event_ms / 1000, 3))
 
 
 @dataclass
@@ -64,23 +82,34 @@ class Metrics:
         statuses: list[SourceStatus | SinkStatus] = [*self.sources.values(), *self.sinks.values()]
         return all(s.state != "failed" for s in statuses)
 
+    def overall(self) -> str:
+        """failed (503) once anything failed; degraded while a source or sink retries, is in backpressure or
+        has a stalled position; ok otherwise."""
+        if not self.healthy():
+            return "failed"
+        sources, sinks = list(self.sources.values()), list(self.sinks.values())
+        if any(s.degraded() for s in sources) or any(s.state == "retrying" for s in sinks):
+            return "degraded"
+        return "ok"
+
     def health(self) -> dict[str, Any]:
         now = time.time()
-        out: dict[str, Any] = {"app": self.app, "status": "ok" if self.healthy() else "failed", "sources": {}}
+        out: dict[str, Any] = {"app": self.app, "status": self.overall(), "sources": {}}
         for status in list(self.sources.values()):
-            lag = None if status.last_event_ms is None else max(0.0, now - status.last_event_ms / 1000)
             out["sources"][status.name] = {
                 "type": status.type,
-                "state": status.state,
+                "state": status.shown_state(),
                 "phase": status.phase,
-                "error": status.error,
+                "error": status.error or status.backpressure,
                 "events_published": status.events_published,
                 "events_acked": status.events_acked,
-                "in_flight": status.events_published - status.events_acked,
+                "in_flight": max(0, status.events_published - status.events_acked),
                 "retries": status.retries,
-                "seconds_behind_source": lag,
+                "seconds_behind_source": status.seconds_behind_source(now),
                 "position": status.position,
                 "last_position_stored_at": status.last_stored_at,
+                "position_unchanged_seconds": round(status.position_unchanged_seconds, 3),
+                "position_stalled": status.position_stalled,
             }
         if self.sinks:
             out["sinks"] = {}
@@ -156,6 +185,31 @@ class Metrics:
             "gauge",
             "Event time of the newest published event.",
             [(s, None if s.last_event_ms is None else s.last_event_ms / 1000) for s in statuses],
+        )
+        now = time.time()
+        metric(
+            "seconds_behind_source",
+            "gauge",
+            "From the event time of the newest event waiting for Kafka to now; 0 when Kafka has them all.",
+            [(s, s.seconds_behind_source(now)) for s in statuses],
+        )
+        metric(
+            "source_backpressure",
+            "gauge",
+            "1 while events wait and Kafka has acknowledged none of them for a while.",
+            [(s, 1.0 if s.backpressure is not None else 0.0) for s in statuses],
+        )
+        metric(
+            "position_unchanged_seconds",
+            "gauge",
+            "Seconds since the source's stored position last moved.",
+            [(s, round(s.position_unchanged_seconds, 3)) for s in statuses],
+        )
+        metric(
+            "position_stalled",
+            "gauge",
+            "1 while the stored position has not moved for offsets.stall_warning although events were acknowledged.",
+            [(s, 1.0 if s.position_stalled else 0.0) for s in statuses],
         )
         self._sink_metrics(lines)
         return "\n".join(lines) + "\n"

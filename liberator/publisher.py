@@ -7,18 +7,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-
-# NewTopic is re-exported without being listed in the package stubs' __all__.
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
 from liberator.avro import AvroEncoder
 from liberator.capture import CapturedTable, TableCodec
 from liberator.config import KafkaConfig, RegistryConfig
-from liberator.errors import FatalSourceError, LiberatorError, SchemaError
+from liberator.errors import SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.kafkalog import with_kafka_logger
 from liberator.registry.client import RegistryClient
+from liberator.topics import TopicManager
 
 log = logging.getLogger("liberator.publisher")
 
@@ -43,41 +39,25 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An event serialised for Kafka, not yet handed to the producer."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: list[tuple[str, str | bytes | None]] | None
+
+    @property
+    def size(self) -> int:
+        return (len(self.key) if self.key is not None else 0) + (len(self.value) if self.value is not None else 0)
+
+
 @dataclass(frozen=True)
 class PreparedStream:
     key: AvroEncoder
     value: AvroEncoder | None  # None: values arrive pre-encoded
-
-
-class TopicManager:
-    def __init__(self, kafka: KafkaConfig, admin_settings: dict[str, Any]) -> None:
-        self.kafka = kafka
-        self._admin = AdminClient(admin_settings)
-        self._known: set[str] = set()
-        self._lock = threading.Lock()
-
-    def ensure(self, topic: str) -> None:
-        with self._lock:
-            if topic in self._known:
-                return
-            if self.kafka.create_topics:
-                metadata = self._admin.list_topics(timeout=10)
-                if topic not in metadata.topics:
-                    defaults = self.kafka.topic_defaults
-                    new = NewTopic(
-                        topic, defaults.partitions, defaults.replication_factor, config=dict(defaults.config)
-                    )
-                    for future in self._admin.create_topics([new]).values():
-                        try:
-                            future.result(timeout=30)
-                            log.info("created topic %s (%d partitions)", topic, defaults.partitions)
-                        except KafkaException as exc:
-                            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                                raise FatalSourceError(
-                                    f"cannot create topic {topic}: {exc.args[0].str()}; create it yourself "
-                                    "or give liberator's principal CreateTopics"
-                                ) from None
-            self._known.add(topic)
 
 
 class Publisher:
@@ -96,13 +76,14 @@ class Publisher:
         self._prepared: dict[tuple[str, str, str], PreparedStream] = {}
         self._lock = threading.Lock()
 
-    def prepare(self, stream: Stream) -> PreparedStream:
-        """Register (and so check) both schemas before the first event that uses them is published."""
+    def prepare(self, stream: Stream, stop: threading.Event) -> PreparedStream:
+        """Create the topic if needed and register (and so check) both schemas before the first event that
+        uses them is published."""
         prepared = self._prepared.get(stream.fingerprint)
         if prepared is not None:
             return prepared
         with self._lock:
-            self.topics.ensure(stream.topic)
+            self.topics.ensure(stream.topic, stop)
             key_id = self._register(f"{stream.topic}-key", stream.key_schema)
             value: AvroEncoder | None = None
             if stream.value_schema is not None:
@@ -118,15 +99,15 @@ class Publisher:
             )
             return prepared
 
-    def prepare_table(self, table: CapturedTable) -> TableCodec:
+    def prepare_table(self, table: CapturedTable, stop: threading.Event) -> TableCodec:
         """Register (and so check) a captured table's schemas, then encode its records with their ids."""
-        prepared = self.prepare(table.stream)
+        prepared = self.prepare(table.stream, stop)
         assert prepared.value is not None
         return TableCodec(table, prepared.key.schema_id, prepared.value.schema_id)
 
-    def encode_event(self, event: ChangeEvent) -> tuple[bytes | None, bytes | None]:
+    def encode_event(self, event: ChangeEvent, stop: threading.Event) -> tuple[bytes | None, bytes | None]:
         """(key, value) of a record a connector made itself (an outbox event), in the wire format."""
-        prepared = self.prepare(event.stream)
+        prepared = self.prepare(event.stream, stop)
         key = prepared.key.encode(event.key) if event.key is not None else None
         return key, self._value(event, prepared)
 
@@ -147,7 +128,3 @@ class Publisher:
         if prepared.value is None:
             raise SchemaError(f"topic {event.stream.topic}: a datum for a stream of pre-encoded values")
         return prepared.value.encode(datum)
-
-
-class ShutdownDuringBackpressure(LiberatorError):
-    """Stop was requested while the producer queue was full; the unpublished event is simply not sent."""

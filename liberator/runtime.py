@@ -1,8 +1,9 @@
-"""The daemon: runs each source in its own thread with its own producer (liberator.sourcerunner), stores
-positions, and runs the sinks beside them, each in its own thread (liberator.sinkrunner).
+"""The daemon: runs each source in its own thread with its own producer (liberator.sourcerunner), stores positions.
 
-Positions are stored only from each source's in-flight window, i.e. only once Kafka acknowledged every
-event before them; a crash at any moment therefore replays (at-least-once) but never loses.
+Sinks run beside the sources, each in its own thread (liberator.sinkrunner).
+
+Positions are stored only from the Checkpointer, i.e. only once Kafka acknowledged every event before
+them; a crash at any moment therefore replays (at-least-once) but never loses.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 
@@ -21,18 +23,21 @@ from liberator.config import AppConfig
 from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
-from liberator.metrics import Metrics
+from liberator.metrics import Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
-from liberator.publisher import Publisher, TopicManager, producer_settings
+from liberator.publisher import Publisher, producer_settings
 from liberator.registry.client import RegistryClient
 from liberator.shutdown import ShutdownBudget, join_all, run_bounded
 from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
 from liberator.source import AnySource, SourceConfig, SourceContext
 from liberator.sourcerunner import SourceRunner, delivery_failure
-from liberator.topics import first_with_records
+from liberator.startup import wait_for_kafka
+from liberator.topics import TopicManager, admin_settings, first_with_records
 
 log = logging.getLogger("liberator")
+
+SUPERVISE_INTERVAL = 1.0  # how often backpressure and stalled positions are looked for
 
 __all__ = ["Daemon", "build_source", "delivery_failure", "load_start", "registry_client"]
 
@@ -107,18 +112,43 @@ class Daemon:
         """Run until stopped or until no source can run any more. Returns the process exit code."""
         config = self.config
         store = open_store(config)
+        # Positions kept outside Kafka are read before any client talks to the broker: a damaged offsets
+        # file is one error line at once, not after the broker answers.
+        stored = None if store.needs_broker else store.load_all()
         registry = registry_client(config)
         settings = producer_settings(config.name, config.kafka)
-        admin_settings = {
-            k: v
-            for k, v in settings.items()
-            if k in ("bootstrap.servers", "logger") or k.startswith(("security.", "sasl.", "ssl."))
+        # One producer per source: its reading thread polls it, so acknowledgements come back there.
+        producers = {
+            c.name: Producer({**settings, "client.id": f"liberator-{config.name}-{c.name}"}) for c in config.sources
         }
-        publisher = Publisher(registry, config.schema_registry, TopicManager(config.kafka, admin_settings))
+        topics = TopicManager(config.kafka, admin_settings(config.kafka))
+        publisher = Publisher(registry, config.schema_registry, topics)
         http = start_http(config.http.listen, self.metrics) if config.http else None
+        # Until the sources read, the producers are served here, which also lets their log lines through
+        # while the broker is awaited; from then on each source's thread serves its own.
+        poller_done = threading.Event()
 
-        stored_all = store.load_all()
-        published = functools.partial(first_with_records, admin_settings)
+        def poll_until_sources_start() -> None:
+            while not poller_done.is_set():
+                for producer in producers.values():
+                    producer.poll(0)
+                poller_done.wait(0.1)
+
+        poller = threading.Thread(target=poll_until_sources_start, name="kafka-poll", daemon=True)
+        poller.start()
+
+        statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
+        statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
+        stored_all = wait_for_kafka(topics, store, statuses, self.stop, stored)
+        if stored_all is None:
+            poller_done.set()
+            poller.join()
+            store.close()
+            if http is not None:
+                http.shutdown()
+            log.info("stopped before the broker answered")
+            return 0
+        published = functools.partial(first_with_records, admin_settings(config.kafka))
         for source_config in config.sources:
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
@@ -132,34 +162,40 @@ class Daemon:
                 log.info("source %s starts from scratch (--from-scratch)", source_config.name)
             else:
                 log.info("source %s starts from the beginning", source_config.name)
-            # One producer per source: its reading thread polls it, so acknowledgements come back there.
-            producer = Producer({**settings, "client.id": f"liberator-{config.name}-{source_config.name}"})
-            self.runners.append(
-                SourceRunner(
-                    source,
-                    source_config,
-                    publisher,
-                    producer,
-                    status,
-                    start,
-                    source_stop,
-                    store,
-                    max_in_flight=config.kafka.max_in_flight,
-                    max_in_flight_bytes=config.kafka.max_in_flight_bytes,
-                )
+            runner = SourceRunner(
+                source,
+                source_config,
+                publisher,
+                producers[source_config.name],
+                status,
+                start,
+                source_stop,
+                store,
+                stall_warning=config.offsets.stall_warning,
+                max_in_flight=config.kafka.max_in_flight,
+                max_in_flight_bytes=config.kafka.max_in_flight_bytes,
             )
+            self.runners.append(runner)
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
+        poller_done.set()
+        poller.join()
         for runner in self.runners:
             runner.thread.start()
         for sink_runner in self.sink_runners:
             sink_runner.thread.start()
+        tick = min(config.offsets.flush_interval, SUPERVISE_INTERVAL)
+        store_at = time.monotonic() + config.offsets.flush_interval
         try:
             while any(r.thread.is_alive() for r in self.runners) or any(r.thread.is_alive() for r in self.sink_runners):
-                if self.stop.wait(config.offsets.flush_interval):
+                if self.stop.wait(tick):
                     break
-                self._store_positions(store)
+                if time.monotonic() >= store_at:
+                    self._store_positions(store)
+                    store_at = time.monotonic() + config.offsets.flush_interval
+                for runner in self.runners:
+                    runner.supervise()
         finally:
             self._shut_down(store, dead_letter)
             if http is not None:

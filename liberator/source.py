@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from liberator.errors import FatalSourceError
-from liberator.events import SourceItem, Stream
+from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
 
@@ -62,6 +63,17 @@ class SourceContext:
     # `liberator run --from-scratch`: a source without a stored position starts over even where the evidence
     # says it ran before (see `lost_position`).
     from_scratch: bool = False
+
+    def idle(self, seconds: float) -> Iterator[Idle]:
+        """Wait `seconds` (or until stop), yielding IDLE at least every `pacing.max_wait`: for sources that
+        wait on a clock (a poll interval) rather than on their database's socket."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, self.pacing.max_wait))
+            yield IDLE
 
 
 def lost_position(source: str, evidence: str, start_over: str) -> FatalSourceError:

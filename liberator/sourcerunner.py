@@ -17,21 +17,23 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from liberator.capture import ChangeBatch, Eventifier
 from liberator.envelope import Envelope
-from liberator.errors import LiberatorError, TransientSourceError
+from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
 from liberator.inflight import DeliveryFailed, InFlight
 from liberator.metrics import SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
 from liberator.positions import Position
-from liberator.publisher import Publisher, ShutdownDuringBackpressure
+from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
 from liberator.source import AnySource, SourceConfig
+from liberator.supervisor import Backoff, Supervisor
+from liberator.topics import StoppedWaiting
+from liberator.watch import SourceWatch
 
-MAX_BACKOFF = 30.0
 FIX_BROKER = "fix the broker or topic and restart"
 FLUSH_ON_STOP = 30.0
 
@@ -62,6 +64,7 @@ class SourceRunner:
         stop: threading.Event,
         store: OffsetStore,
         *,
+        stall_warning: float = 0.0,
         max_in_flight: int = 20_000,
         max_in_flight_bytes: int = 64 << 20,
     ) -> None:
@@ -74,7 +77,11 @@ class SourceRunner:
         self.stop = stop
         self.window = InFlight(max_in_flight, max_in_flight_bytes)
         envelope = getattr(config, "envelope", Envelope.state)
-        self.eventifier = Eventifier(Envelope(envelope), publisher.prepare_table, publisher.encode_event)
+        self.eventifier = Eventifier(
+            Envelope(envelope),
+            lambda table: publisher.prepare_table(table, stop),
+            lambda event: publisher.encode_event(event, stop),
+        )
         self.store = store
         self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
         # How long the way out may wait for Kafka's acknowledgements; the daemon shortens it to its shutdown budget.
@@ -83,48 +90,48 @@ class SourceRunner:
         self.resume: Position | None = start  # the last position the source yielded: where a retry reopens
         self._stored_queue: deque[Position] = deque()  # committer -> reading thread
         self.log = logging.getLogger(f"liberator.source.{config.name}")
+        self.watch = SourceWatch(status, self.log, stall_warning)
+        self.supervisor = Supervisor(
+            status,
+            self.log,
+            stop,
+            transient=(TransientSourceError, RegistryUnavailable),
+            stopped=(StoppedWaiting, GeneratorExit),
+            pause=self._wait,
+        )
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
     # -- the reading thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = 1.0
+        close_after_drain = False
+
+        def after_attempt() -> None:
+            nonlocal close_after_drain
+            if self.stop.is_set():
+                close_after_drain = True
+            else:
+                self.source.close()
+
         try:
-            while not self.stop.is_set():
-                try:
-                    self.status.state = "running"
-                    finished = self._read()
-                    if finished:
-                        self.status.state = "finished"
-                        self.log.info("source finished (nothing more to read)")
-                        return
-                    break
-                except (TransientSourceError, RegistryUnavailable) as exc:
-                    self.status.state = "retrying"
-                    self.status.retries += 1
-                    self.status.error = str(exc)
-                    self.log.warning("%s; retrying in %.0fs", exc, backoff)
-                    self._wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    continue
-                except (ShutdownDuringBackpressure, GeneratorExit):
-                    break
-                except DeliveryFailed as exc:
-                    self._fail(f"{exc.reason}; positions stay at the last acknowledged event; {FIX_BROKER}")
-                    return
-                except LiberatorError as exc:
-                    self._fail(str(exc))
-                    return
-                except Exception as exc:
-                    self.log.exception("unexpected error")
-                    self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
-                    return
-                finally:
-                    self.source.close()
-                backoff = 1.0
-            self.status.state = "stopped"
+            self.supervisor.run(self._attempt, after_attempt=after_attempt)
         finally:
             self._drain()
+            if close_after_drain:
+                # On shutdown the source is closed after the drain: it still hears `delivered` for what Kafka
+                # acknowledged meanwhile (the outbox cleans those rows up instead of publishing them again).
+                self.source.close()
+
+    def _attempt(self) -> bool:
+        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True)."""
+        try:
+            finished = self._read()
+        except DeliveryFailed as exc:
+            kept = "positions stay at the last acknowledged event"
+            raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
+        if finished:
+            self.log.info("source finished (nothing more to read)")
+        return finished
 
     def _read(self) -> bool:
         """Publish what `read()` yields from the last position it yielded before (a retry goes on from there);
@@ -150,6 +157,8 @@ class SourceRunner:
                     if item.position is not None:
                         self.resume = item.position
                 self._serve(reader)
+                if self.status.state == "retrying":
+                    self._recovered()
                 if self.stop.is_set():
                     return False
             return not self.stop.is_set()
@@ -167,6 +176,7 @@ class SourceRunner:
         window.add(delivery)
         if not records:
             return
+        self.watch.publishing()
         produce = self.producer.produce
         on_delivery = delivery.on_delivery
         size = 0
@@ -182,7 +192,13 @@ class SourceRunner:
                         # The broker is slow or away: wait for room instead of dropping or buffering without bound.
                         self._serve(None, 0.1)
                         if self.stop.is_set():
-                            raise ShutdownDuringBackpressure() from None
+                            raise StoppedWaiting("stopped while the producer queue was full") from None
+                    except KafkaException as exc:  # refused before queueing, e.g. larger than message.max.bytes
+                        size = (0 if key is None else len(key)) + (0 if value is None else len(value))
+                        raise FatalSourceError(
+                            f"the Kafka producer refused an event for topic {topic} ({size} bytes): "
+                            f"{exc.args[0].str()}; fix kafka.settings or the topic"
+                        ) from None
                 delivery.count += 1
                 size += (0 if key is None else len(key)) + (0 if value is None else len(value))
         except BaseException:
@@ -203,7 +219,7 @@ class SourceRunner:
         It waits for what was yielded before it (usually nothing) and retries a failing store, since going
         on without it is what the source asked not to do.
         """
-        backoff = 0.5
+        backoff = Backoff(0.5)
         while not self.stop.is_set():
             self._serve(None, 0.01)
             if self.window.committable != position:
@@ -211,22 +227,17 @@ class SourceRunner:
             try:
                 self.store_position(self.store)
                 self._serve(None)  # the source hears it before it goes on
-                if self.status.state == "retrying":
-                    self.status.state, self.status.error = "running", None
+                self.supervisor.recovered()
                 return True
             except LiberatorError as exc:
-                self.status.state = "retrying"
-                self.status.error = f"cannot store the position: {exc}"
-                self.log.warning("cannot store the position before going on (%s); retrying in %.1fs", exc, backoff)
-                self._wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                self._wait(self.supervisor.retrying(f"cannot store the position: {exc}", backoff))
         return False
 
     def _wait_for_room(self) -> None:
         while not self.window.has_room():
             self._serve(None, 0.05)
             if self.stop.is_set():
-                raise ShutdownDuringBackpressure()
+                raise StoppedWaiting("stopped while the producer queue was full")
 
     def _serve(self, reader: Iterator[SourceItem] | None, timeout: float = 0) -> None:
         """Serve Kafka's acknowledgements here, move the committable position, tell the source."""
@@ -239,7 +250,9 @@ class SourceRunner:
         while queue:
             self.source.acknowledged(queue.popleft())
         status = self.status
-        status.events_acked = window.acked
+        if window.acked != status.events_acked:
+            status.events_acked = window.acked
+            self.watch.acknowledged()
         status.phase = self.source.phase
         pacing = self.source.context.pacing
         pacing.max_wait = pacing.busy if window.events else pacing.idle
@@ -264,13 +277,17 @@ class SourceRunner:
         left = self.producer.flush(self.drain_budget())
         if left:
             self.log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
-        self.window.settle()
+        moved = self.window.settle()
         self.status.events_acked = self.window.acked
+        if moved is not None:
+            try:
+                self.source.delivered(moved)
+            except Exception:
+                self.log.exception("the source failed to act on the acknowledgements heard while stopping")
 
-    def _fail(self, message: str) -> None:
-        self.status.state = "failed"
-        self.status.error = message
-        self.log.error("%s", message)
+    def _recovered(self) -> None:
+        self.log.info("reading again after %d retr%s", self.status.retries, "y" if self.status.retries == 1 else "ies")
+        self.supervisor.recovered()
 
     # -- the committer thread -------------------------------------------------------------------------
 
@@ -287,8 +304,14 @@ class SourceRunner:
             self.status.positions_stored += 1
             self.status.last_stored_at = time.time()
             self.status.position = document
+            self.watch.stored()
             if notify_source:
                 self._stored_queue.append(position)
+
+    def supervise(self) -> None:
+        """Called by the daemon on every tick (see liberator.watch): the window's counts are read, not changed."""
+        if self.status.state in ("running", "retrying"):
+            self.watch.tick(self.window.events)
 
     def settled(self) -> bool:
         """Everything published is acknowledged and the newest committable position is stored (for tests)."""

@@ -160,6 +160,17 @@ def wait_for_latest_values(
     wait_for(caught_up, timeout=timeout, interval=1.0, what=f"{topic} to hold every row's latest version")
 
 
+def with_http(config_path: Path, port: int) -> None:
+    """Turn on the daemon's /health and /metrics endpoint on 127.0.0.1:`port` in an app_config file."""
+    text = config_path.read_text()
+    config_path.write_text(text.replace("sources:\n", f"http:\n  listen: 127.0.0.1:{port}\nsources:\n", 1))
+
+
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 # Kafka error codes that mean "that topic, partition or group does not exist yet".
 _KAFKA_NOT_YET = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,

@@ -60,6 +60,8 @@ class CorruptOffsets(ConfigError):
 class OffsetStore(ABC):
     """Positions per source of one app. `save` returns only once the position is durable."""
 
+    needs_broker: bool = False  # whether reading and saving positions need the Kafka broker
+
     @abstractmethod
     def load_all(self) -> dict[str, StoredOffset]: ...
 

@@ -28,6 +28,8 @@ class OffsetStoreUnavailable(LiberatorError):
 
 
 class KafkaOffsetStore(OffsetStore):
+    needs_broker = True
+
     def __init__(
         self,
         bootstrap_servers: str,
@@ -53,6 +55,16 @@ class KafkaOffsetStore(OffsetStore):
     def _ensure_topic(self) -> None:
         if self._ensured:
             return
+        try:
+            self._create_missing_topic()
+        except KafkaException as exc:
+            raise OffsetStoreUnavailable(
+                f"cannot look up or create offsets topic {self.topic} on the Kafka broker ({exc.args[0].str()}); "
+                "check kafka.bootstrap_servers and that the broker runs"
+            ) from None
+        self._ensured = True
+
+    def _create_missing_topic(self) -> None:
         admin = AdminClient(self._base)
         metadata = admin.list_topics(timeout=10)
         if self.topic not in metadata.topics:
@@ -69,7 +81,6 @@ class KafkaOffsetStore(OffsetStore):
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise
-        self._ensured = True
 
     def load_all(self) -> dict[str, StoredOffset]:
         self._ensure_topic()
@@ -85,7 +96,10 @@ class KafkaOffsetStore(OffsetStore):
         prefix = f"{self.app}/".encode()
         latest: dict[str, tuple[bytes, int]] = {}  # the last record per source wins, as compaction keeps it
         try:
-            partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            try:
+                partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            except KafkaException as exc:
+                raise OffsetStoreUnavailable(f"reading offsets topic {self.topic}: {exc.args[0].str()}") from None
             pending = {p for p in partitions}
             consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
             deadline = time.monotonic() + _READ_TIMEOUT

@@ -13,11 +13,13 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from liberator.testbed import EmbeddedBroker
-from tests.support import DaemonThread, app_config, read_topic, wait_for
+from liberator.testbed.ports import free_port
+from tests.support import DaemonThread, app_config, health, read_topic, wait_for, with_http
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +78,52 @@ def test_broker_outage_becomes_backpressure_and_nothing_is_lost(tmp_path: Path, 
         records = read_topic(broker.bootstrap_servers, registry_url, "outage.items", expect=70)
         ids = [r["key"]["id"] for r in records]
         assert ids == list(range(1, 71))  # each row once, in order: idempotence held across the outage
+    finally:
+        broker.stop()
+
+
+def _source_health(port: int) -> dict[str, Any]:
+    answer = health(port)
+    return {} if answer is None else {"status": answer["status"], **answer["sources"].get("legacy", {})}
+
+
+def test_health_says_backpressure_with_its_reason_during_an_outage_and_running_after_it(
+    tmp_path: Path, registry_url: str
+) -> None:
+    db, source = _legacy(tmp_path, 5, "health")
+    broker = EmbeddedBroker().start()
+    port = free_port()
+    config = app_config(tmp_path, broker.bootstrap_servers, registry_url, source)
+    with_http(config, port)
+    try:
+        with DaemonThread(config):
+            wait_for(lambda: _source_health(port).get("events_acked") == 5, what="the first rows acknowledged")
+            idle = _source_health(port)
+            assert (idle["status"], idle["state"], idle["in_flight"]) == ("ok", "running", 0)
+            assert idle["seconds_behind_source"] == 0, "caught up and idle is not behind"
+
+            broker.freeze()
+            _insert(db, 6, 20)
+            wait_for(
+                lambda: _source_health(port).get("state") == "backpressure",
+                timeout=30,
+                what="/health to say backpressure",
+            )
+            during = _source_health(port)
+            assert during["status"] == "degraded"
+            assert "Kafka acknowledged none of the" in during["error"] and during["in_flight"] > 0
+            assert during["seconds_behind_source"] > 0, "events wait for Kafka: behind the source"
+
+            broker.freeze(False)
+            wait_for(
+                lambda: _source_health(port).get("events_acked") == 20,
+                timeout=90,
+                what="the outage rows acknowledged",
+            )
+            wait_for(lambda: _source_health(port).get("state") == "running", what="/health to say running again")
+            after = _source_health(port)
+            assert after["status"] == "ok" and after["error"] is None, "no stale error after the outage"
+            assert after["seconds_behind_source"] == 0
     finally:
         broker.stop()
 

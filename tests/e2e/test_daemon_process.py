@@ -126,3 +126,22 @@ def test_sigterm_finishes_deliveries_stores_positions_and_exits_0(
         assert terminate(process) == 0
     ids = [r["key"]["id"] for r in read_topic(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders")]
     assert ids == list(range(1, 502))
+
+
+# From 0.3 s on the interpreter is up (a signal before it runs any code kills any Python program).
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
+def test_sigterm_during_start_up_stops_cleanly(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, delay: float
+) -> None:
+    """A SIGTERM that comes before the daemon is up (while it imports, reads its config, connects) is a clean
+    stop with exit 0, not a death by signal."""
+    legacy = LegacyDb(pg_url, "postgresql")
+    legacy.create_orders()
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
+    log = tmp_path / "daemon.log"
+    process = start_daemon_process(config, log)
+    time.sleep(delay)  # the moment of the signal is the test's parameter, not a wait for anything
+    assert terminate(process) == 0, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "SIGTERM received: stopping" in text and "stopped" in text.rstrip().splitlines()[-1], text
