@@ -26,11 +26,11 @@ class BinlogTable:
     """One captured table version as MySQL describes it (`table`) and as it is published (`captured`).
 
     `index` is the position of each published column among the table's columns, `fixes` the normalisers of
-    the published values that need one (by place among them), `key_index` the key columns' places among the
-    table's columns (for `_has_row` lookups on decoded rows).
+    the published values that need one (by place among them). The key's places among the published values
+    are `captured.key_index`.
     """
 
-    __slots__ = ("captured", "fixes", "index", "key_index", "names", "published", "set_places", "table")
+    __slots__ = ("captured", "fixes", "index", "names", "published", "set_places", "table")
 
     def __init__(self, table: TableDef, captured: CapturedTable) -> None:
         self.table = table
@@ -44,7 +44,6 @@ class BinlogTable:
             (place, fix) for place, spec in enumerate(specs) if (fix := normalizer(spec)) is not None
         )
         self.set_places = tuple(place for place, spec in enumerate(specs) if spec.kind == "set")
-        self.key_index = tuple(names.index(k) for k in table.key)
 
     @property
     def qualified(self) -> str:
