@@ -17,6 +17,7 @@ behind every second.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import multiprocessing
@@ -37,20 +38,42 @@ SOURCE = "bench"
 
 
 class Latencies:
-    """Commit -> acknowledgement times, in ms, from every delivery callback in this process."""
+    """Commit -> acknowledgement times, in ms, from every delivery callback in this process.
 
-    def __init__(self) -> None:
+    PostgreSQL: a record's timestamp is its commit time (ms). The binlog's event times have whole seconds
+    only, so for MariaDB each acknowledgement notes its key, and `join_commit_times` takes the time from the
+    row's `at` column afterwards (written by the insert itself, just before its commit: never later).
+    """
+
+    def __init__(self, by_key: bool = False) -> None:
         self.samples: list[tuple[float, float]] = []  # (ack wall time s, latency ms)
+        self.keyed: list[tuple[float, bytes]] = []  # (ack wall time s, the record's key), when `by_key`
         original = BatchDelivery.on_delivery
-        samples = self.samples
+        samples, keyed = self.samples, self.keyed
 
         def on_delivery(delivery: BatchDelivery, error: Any, message: Any) -> None:
             original(delivery, error, message)
             if error is None and message.value() is not None:  # not the tombstones (none here)
                 now = time.time()
-                samples.append((now, now * 1000 - message.timestamp()[1]))
+                if by_key:
+                    keyed.append((now, message.key()))
+                else:
+                    samples.append((now, now * 1000 - message.timestamp()[1]))
 
         BatchDelivery.on_delivery = on_delivery  # type: ignore[method-assign]
+
+    def join_commit_times(self, written_at: dict[int, float]) -> None:
+        """Latencies of the keyed acknowledgements: `written_at` is id -> the row's `at` (epoch seconds)."""
+        for acked, key in self.keyed:
+            # Confluent framing (5 bytes), then the key record's only field: a zig-zag varint (the BIGINT id)
+            value, shift = 0, 0
+            for byte in key[5:]:
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            row_id = (value >> 1) ^ -(value & 1)
+            self.samples.append((acked, (acked - written_at[row_id]) * 1000))
 
     def report(self, start: float, end: float) -> dict[str, float]:
         steady = sorted(ms for at, ms in self.samples if start <= at <= end)
@@ -131,7 +154,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="how long the writer runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    latencies = Latencies()
+    latencies = Latencies(by_key=args.db == "mariadb")
     with servers(args.db) as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
         db.create_database("bench")
         if args.db == "postgresql":
@@ -179,6 +202,10 @@ def main() -> None:
             process.start()
             process.join()
             written = int(db.execute("SELECT COUNT(*) FROM events", database="bench")[0][0])
+            written_at = {
+                int(row_id): at.replace(tzinfo=dt.UTC).timestamp()
+                for row_id, at in db.execute("SELECT id, at FROM events", database="bench")
+            }
         t_end = time.time()
         if written is None:
             raise SystemExit(f"could not read pgbench's count:\n{output}")
@@ -188,6 +215,8 @@ def main() -> None:
         caught_up = time.time()
         daemon.stop.set()
         thread.join(60)
+    if args.db == "mariadb":
+        latencies.join_commit_times(written_at)
     # The first seconds warm up (schemas registered, topic made); the steady window is the rest.
     stats = latencies.report(t0 + 3, t_end)
     acked = status.events_acked

@@ -32,9 +32,13 @@ class Txn:
     commit time, or the time of reading for snapshots and polls). `encoded` is the core's cache of this
     transaction's encoded envelope parts, and `order` the number of envelopes made of it so far (each gets the
     next `transaction.order`): a Txn must not be changed once a change that refers to it is yielded.
+
+    `continues`: the previous part of the same transaction, where one transaction shows several positions (a
+    MySQL transaction's rows events each have their own binlog position): this part's envelopes number on
+    from the last of that one's, as if both were one Txn.
     """
 
-    __slots__ = ("commit_ms", "encoded", "id", "order", "position", "snapshot", "timestamp_ms")
+    __slots__ = ("commit_ms", "continues", "encoded", "id", "order", "position", "snapshot", "timestamp_ms")
 
     def __init__(
         self,
@@ -44,6 +48,7 @@ class Txn:
         position: str | None = None,
         commit_ms: int | None = None,
         snapshot: bool = False,
+        continues: Txn | None = None,
     ) -> None:
         self.timestamp_ms = timestamp_ms
         self.id = id
@@ -52,6 +57,18 @@ class Txn:
         self.snapshot = snapshot
         self.order = 0
         self.encoded: Any = None
+        self.continues = continues
+
+    def take_order(self) -> None:
+        """Start numbering where the parts this one continues ended (the core calls it before this part's first
+        envelope); the link is dropped then, so a long transaction does not keep its parts alive."""
+        parts = []
+        part = self
+        while part.continues is not None:  # parts never eventified (no changes of theirs) add nothing
+            parts.append(part)
+            part = part.continues
+        for earlier in parts:
+            earlier.order, earlier.continues = part.order, None
 
     def __repr__(self) -> str:
         return f"Txn(id={self.id!r}, position={self.position!r}, commit_ms={self.commit_ms}, snapshot={self.snapshot})"

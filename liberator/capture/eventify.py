@@ -7,7 +7,8 @@ The rules every source shares live here once:
 - `envelope: change` wraps the row images in the change envelope (liberator.envelope); `envelope: state`
   publishes the row after the change, and a delete as a tombstone only;
 - with either envelope a delete is followed by a tombstone on the same key, so compacted topics forget it;
-- every envelope of a transaction gets the next `transaction.order` (1-based), counted per `Txn`.
+- every envelope of a transaction gets the next `transaction.order` (1-based), counted per `Txn` (and on
+  across the parts of one transaction that `Txn.continues` links).
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ class Eventifier:
             if codec is None:
                 codec = codecs[table] = self._prepare(table)
             txn = item.txn
+            if txn.continues is not None:
+                txn.take_order()
             op = item.op
             try:
                 if op is _CREATE or op is _READ:  # the hot path: one record, the key from the new row
