@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from liberator import testbed
+from liberator.capture import ChangeBatch
 from liberator.config import load_config
 from liberator.events import ChangeEvent, SourceItem
 from liberator.positions import Position
@@ -103,15 +104,18 @@ def daemon_until_acked(config: Path, count: int, source: str = "bench") -> float
 
 
 def count_events(source: Source, start: Position | None, count: int, stop: threading.Event) -> int:
-    """Iterate `source.read(start)` until `count` ChangeEvents came out (the source alone: no Avro, no Kafka)."""
+    """Iterate `source.read(start)` until `count` row changes (or a connector's own records) came out: the
+    source alone, no Avro, no Kafka."""
     items = cast(Generator[SourceItem, None, None], source.read(start))  # a generator, so it can be closed
     seen = 0
     try:
         for item in items:
-            if isinstance(item, ChangeEvent):
+            if isinstance(item, ChangeBatch):
+                seen += len(item.items)
+            elif isinstance(item, ChangeEvent):
                 seen += 1
-                if seen == count:
-                    break
+            if seen >= count:
+                break
     finally:
         stop.set()
         items.close()

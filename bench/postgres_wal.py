@@ -18,6 +18,7 @@ import select
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -25,7 +26,10 @@ from benchkit import ResultTable, count_events, daemon_until_acked, servers
 
 from connectors.postgres_wal import PostgresWalSource
 from connectors.postgres_wal.config import PostgresWalConfig
+from connectors.postgres_wal.position import WalPosition, parse_lsn
 from connectors.postgres_wal.stream import status_update
+from liberator.offsets.base import StoredOffset
+from liberator.offsets.file import FileOffsetStore
 from liberator.source import SourceContext
 
 SOURCE = "bench"
@@ -82,12 +86,36 @@ def source_alone(dsn: str, slot: str, rows: int) -> int:
         name=SOURCE, url=dsn, tables=["orders"], slot=slot, publication=PUBLICATION, snapshot="never"
     )
     source = PostgresWalSource(config, SourceContext("bench", stop, logging.getLogger("bench")))
-    return count_events(source, None, rows, stop)
+    # With no position at all, an existing slot means a lost offsets store, which the source refuses.
+    return count_events(source, slot_position(dsn, slot), rows, stop)
+
+
+def slot_position(dsn: str, slot: str) -> WalPosition:
+    """Where a slot made before the inserts stands, as the position a daemon that made it stored."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
+    assert row is not None, f"no slot {slot}"
+    return WalPosition(parse_lsn(str(row[0])))
+
+
+def best(run: Callable[[int], int], repeat: int) -> tuple[int, float]:
+    """(count, seconds) of the fastest of `repeat` runs (run(i) returns its count)."""
+    results = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        count = run(i)
+        results.append((count, time.perf_counter() - t0))
+    return min(results, key=lambda r: r[1] / max(r[0], 1))
 
 
 def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: str) -> Path:
     q = json.dumps
     path = workdir / "liberator.yaml"
+    offsets = workdir / "offsets.json"
+    start = slot_position(dsn, slot).to_json()
+    FileOffsetStore(offsets, "bench").save(StoredOffset.now(SOURCE, "postgres_wal", start))
     path.write_text(
         f"name: bench\nkafka:\n  bootstrap_servers: {q(bootstrap)}\nschema_registry:\n  url: {q(registry)}\n"
         f"offsets:\n  store: file\n  path: {q(str(workdir / 'offsets.json'))}\n  flush_interval: 200ms\n"
@@ -101,6 +129,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000, help="inserted rows (= change events)")
     parser.add_argument("--tx-rows", type=int, default=1000, help="rows per transaction")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of the bare read and the source alone (best counts)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     table = ResultTable()
@@ -113,7 +144,8 @@ def main() -> None:
             database="bench",
         )
         db.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE orders", database="bench")
-        for slot in ("bare", "alone", "daemon"):
+        slots = [f"bare{i}" for i in range(args.repeat)] + [f"alone{i}" for i in range(args.repeat)] + ["daemon"]
+        for slot in slots:
             db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,), database="bench")
         print(f"writing {args.rows} rows in transactions of {args.tx_rows}...", flush=True)
         t0 = time.perf_counter()
@@ -121,11 +153,12 @@ def main() -> None:
         print(f"  written in {time.perf_counter() - t0:.1f}s", flush=True)
 
         reference = "bare pgoutput stream read (count Insert messages)"
-        t0 = time.perf_counter()
-        table.add(reference, bare_stream(dsn, "bare", args.rows), time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        alone = source_alone(dsn, "alone", args.rows)
-        table.add("source alone (pgoutput -> events, no Avro/Kafka)", alone, time.perf_counter() - t0)
+        # The first read of fresh WAL pays for the disk and cold caches: the best of --repeat reads counts.
+        table.add(reference, *best(lambda i: bare_stream(dsn, f"bare{i}", args.rows), args.repeat))
+        table.add(
+            "source alone (pgoutput -> events, no Avro/Kafka)",
+            *best(lambda i: source_alone(dsn, f"alone{i}", args.rows), args.repeat),
+        )
         seconds = daemon_until_acked(write_config(Path(tmp), dsn, "daemon", bootstrap, registry), args.rows)
         table.add("daemon, start -> all acked by Kafka (WAL->Avro->Kafka)", args.rows, seconds)
     table.print(reference)

@@ -33,6 +33,7 @@ from liberator import runtime
 from liberator.config import load_config
 from liberator.runtime import Daemon
 from liberator.source import SourceContext
+from liberator.sqldb import MYSQL_CONVERSIONS
 
 COLUMNS = ("id", "customer", "total", "qty", "note", "updated_at")
 POLL = 0.1  # poll_interval and safety_delay of the measured source, seconds
@@ -87,18 +88,41 @@ def update(kind: str, server: Any, count: int) -> None:
 # -- phases ---------------------------------------------------------------------------------------
 
 
-def keyset_sqlalchemy(url: str, batch: int) -> int:
-    engine = sa.create_engine(url)
+def after_condition(cursor: tuple[Any, Any], values: tuple[Any, Any], form: str) -> Any:
+    """`(updated_at, id) > (...)`: as a row value, or spelled out with a leading range (what MariaDB reads as
+    one range of the index; PostgreSQL reads the row value as one)."""
+    at, ident = (sa.literal(v) for v in values)
+    if form == "row":
+        return sa.tuple_(*cursor) > sa.tuple_(at, ident)
+    return sa.and_(cursor[0] >= at, sa.or_(cursor[0] > at, sa.and_(cursor[0] == at, cursor[1] > ident)))
+
+
+def best_form(kind: str) -> str:
+    return "row" if kind == "postgresql" else "spelled out"
+
+
+def keyset_query(batch: int, after: tuple[Any, Any] | None, form: str) -> Any:
     orders = sa.table("orders", *(sa.column(c) for c in COLUMNS))
     cursor = (orders.c.updated_at, orders.c.id)
+    query = sa.select(*orders.c).order_by(*cursor).limit(batch)
+    return query if after is None else query.where(after_condition(cursor, after, form))
+
+
+def engine_for(url: str, kind: str, fast: bool = True) -> sa.Engine:
+    """The reference reads with the driver conversions the daemon uses (liberator.sqldb), so the ratio is the
+    daemon's own cost; `fast=False`: PyMySQL's own DATETIME decoder, for comparison."""
+    if kind == "postgresql" or not fast:
+        return sa.create_engine(url)
+    return sa.create_engine(url, connect_args={"conv": MYSQL_CONVERSIONS})
+
+
+def keyset_sqlalchemy(url: str, kind: str, batch: int, form: str, fast: bool = True) -> int:
+    engine = engine_for(url, kind, fast)
     count, after = 0, None
     try:
         with engine.connect() as conn:
             while True:
-                query = sa.select(*orders.c).order_by(*cursor).limit(batch)
-                if after is not None:
-                    query = query.where(sa.tuple_(*cursor) > sa.tuple_(*(sa.literal(v) for v in after)))
-                rows = conn.execute(query).all()
+                rows = conn.execute(keyset_query(batch, after, form)).all()
                 count += len(rows)
                 if len(rows) < batch:
                     return count
@@ -107,9 +131,30 @@ def keyset_sqlalchemy(url: str, batch: int) -> int:
         engine.dispose()
 
 
-def keyset_driver(url: str, batch: int) -> int:
-    """The same pages through the DB-API driver (psycopg / PyMySQL), no SQLAlchemy in the loop."""
+def explain(url: str, kind: str, batch: int, rows: int) -> None:
+    """Print the plan of a page in the middle of the table, for each form of the condition."""
     engine = sa.create_engine(url)
+    middle = (EPOCH_2024 + dt.timedelta(milliseconds=rows // 4), rows // 2)
+    try:
+        with engine.connect() as conn:
+            for form in ("row", "spelled out"):
+                compiled = keyset_query(batch, middle, form).compile(dialect=conn.dialect)
+                params = compiled.construct_params()
+                args: Any = tuple(params[n] for n in compiled.positiontup or ()) if compiled.positional else params
+                plan = conn.exec_driver_sql(f"EXPLAIN {compiled}", args).all()
+                lines = [row[0] for row in plan] if kind == "postgresql" else [" | ".join(map(str, r)) for r in plan]
+                print(f"  EXPLAIN, {form} condition:", *(f"    {line}" for line in lines[:4]), sep="\n", flush=True)
+    finally:
+        engine.dispose()
+
+
+def keyset_driver(url: str, kind: str, batch: int) -> int:
+    """The same pages through the DB-API driver (psycopg / PyMySQL), no SQLAlchemy in the loop."""
+    engine = engine_for(url, kind)
+    if best_form(kind) == "row":
+        condition, repeat = " WHERE (updated_at, id) > (%s, %s)", 1
+    else:
+        condition, repeat = " WHERE updated_at >= %s AND (updated_at > %s OR updated_at = %s AND id > %s)", 3
     conn = engine.raw_connection()
     select = f"SELECT {', '.join(COLUMNS)} FROM orders"
     order = f" ORDER BY updated_at, id LIMIT {batch}"
@@ -122,7 +167,7 @@ def keyset_driver(url: str, batch: int) -> int:
             count += len(rows)
             if len(rows) < batch:
                 return count
-            cur.execute(select + " WHERE (updated_at, id) > (%s, %s)" + order, (rows[-1][5], rows[-1][0]))
+            cur.execute(select + condition + order, (*[rows[-1][5]] * repeat, rows[-1][0]))
     finally:
         conn.close()
         engine.dispose()
@@ -221,9 +266,22 @@ def main() -> None:
         load(args.db, db, n)
         print(f"  loaded in {time.perf_counter() - t0:.1f}s", flush=True)
 
-        reference = f"bare keyset SELECT, SQLAlchemy Core ({batch}/page)"
-        table.add(reference, *timed(lambda: keyset_sqlalchemy(url, batch), args.repeat))
-        table.add("bare keyset SELECT, raw DB-API driver", *timed(lambda: keyset_driver(url, batch), args.repeat))
+        explain(url, args.db, batch, n)
+        form = best_form(args.db)
+        reference = f"bare keyset SELECT, SQLAlchemy Core ({batch}/page, {form} condition)"
+        table.add(reference, *timed(lambda: keyset_sqlalchemy(url, args.db, batch, form), args.repeat))
+        if form != "row":
+            table.add(
+                "bare keyset SELECT, row-value condition",
+                *timed(lambda: keyset_sqlalchemy(url, args.db, batch, "row"), args.repeat),
+            )
+            table.add(
+                "bare keyset SELECT, PyMySQL's own DATETIME decoder",
+                *timed(lambda: keyset_sqlalchemy(url, args.db, batch, form, fast=False), args.repeat),
+            )
+        table.add(
+            "bare keyset SELECT, raw DB-API driver", *timed(lambda: keyset_driver(url, args.db, batch), args.repeat)
+        )
         profile = cProfile.Profile() if args.profile else None
         with profile or contextlib.nullcontext():
             rows, secs = timed(lambda: source_alone(url, batch, n), 1 if profile else args.repeat)
@@ -242,7 +300,8 @@ def main() -> None:
         if SOURCE not in daemon.metrics.sources:
             raise SystemExit("the daemon stopped before its source started; see the log above")
         try:
-            _, end = wait_acked(daemon, n)
+            first, end = wait_acked(daemon, n)
+            print(f"  (first acknowledgement {first - t0:.2f}s after start)", flush=True)
             table.add("daemon snapshot, start -> all acked by Kafka", n, end - t0)
             time.sleep(3 * POLL)  # a few idle polls before the measured update: setup, not a wait on a result
             t0 = time.perf_counter()

@@ -1,5 +1,5 @@
 import sys
 
-from liberator.cli import main
+from liberator.launch import main
 
 sys.exit(main())

@@ -9,22 +9,15 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from liberator import __version__
-from liberator.config import AppConfig, load_config
+from liberator.config import AppConfig, load_config, read_config
 from liberator.errors import LiberatorError
-from liberator.redaction import ScrubbingFormatter, scrub
+from liberator.logformat import LOG_FORMATS, LogFormat, default_format, error_line, setup_logging
+from liberator.redaction import scrub
 
 log = logging.getLogger("liberator")
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
-    logging.captureWarnings(True)  # library warnings go through the same (scrubbing) handler
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def say(line: str, file: TextIO | None = None) -> None:
@@ -57,14 +50,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     from liberator.checks import check_all
 
     try:
-        config = load_config(args.config)
-    except LiberatorError as exc:
+        config, config_problems = read_config(args.config)
+    except LiberatorError as exc:  # not readable as a config at all
         say(f"problem: {exc}")
         return 1
-    problems = check_all(config, report=lambda line: say(f"ok: {line}"))
+    for config_problem in config_problems:
+        say(f"problem: {config_problem}")
+    # Then connectivity, of the part of the file that is valid (nothing when its top level is not).
+    problems = check_all(config, report=lambda line: say(f"ok: {line}")) if config is not None else []
     for problem in problems:
         say(f"problem: {problem}")
-    return 1 if problems else 0
+    return 1 if config_problems or problems else 0
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -160,11 +156,40 @@ def cmd_config_reference(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _logging_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--log-level and --log-format, before the command or after it (`liberator run X --log-format json`)."""
+    parser.add_argument(
+        "--log-level",
+        default="INFO" if defaults else argparse.SUPPRESS,
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None if defaults else argparse.SUPPRESS,
+        help="text, or json: one object per line with time, level, logger, source/sink and message "
+        "(default: json when stderr is not a terminal, text when it is)",
+    )
+
+
+class _Subcommands:
+    """add_parser for every (sub)command, each taking the logging options too."""
+
+    def __init__(self, parser: argparse.ArgumentParser, dest: str) -> None:
+        self._sub = parser.add_subparsers(dest=dest, required=True)
+        self._common = argparse.ArgumentParser(add_help=False)
+        _logging_options(self._common, defaults=False)
+
+    def add_parser(self, name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._sub.add_parser(name, help=help, parents=[self._common])
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liberator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"liberator {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _logging_options(parser, defaults=True)
+    sub = _Subcommands(parser, "command")
 
     p = sub.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
     p.add_argument("config")
@@ -183,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schemas)
 
     p = sub.add_parser("offsets", help="show, reset or set stored source positions")
-    offsets = p.add_subparsers(dest="offsets_command", required=True)
+    offsets = _Subcommands(p, "offsets_command")
     o = offsets.add_parser("show", help="print the stored positions")
     o.add_argument("config")
     o.set_defaults(func=cmd_offsets)
@@ -208,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("registry", help="the embedded Confluent-compatible schema registry")
-    registry = p.add_subparsers(dest="registry_command", required=True)
+    registry = _Subcommands(p, "registry_command")
     r = registry.add_parser("serve", help="serve the registry API, storing schemas in a SQLite file")
     r.add_argument("--port", type=int, default=8081)
     r.add_argument("--host", default="127.0.0.1")
@@ -221,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("outbox", help="the transactional outbox table (see docs/outbox.md)")
-    outbox = p.add_subparsers(dest="outbox_command", required=True)
+    outbox = _Subcommands(p, "outbox_command")
     o = outbox.add_parser("ddl", help="print the default outbox CREATE TABLE with its index")
     o.add_argument("--dialect", required=True, choices=["postgresql", "mysql", "sqlite"])
     o.add_argument("--table", default="outbox", help="table name, or schema.table (default outbox)")
@@ -235,21 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, early: tuple[list[int], Any] | None = None) -> int:
     # A SIGTERM during start-up (imports, config, connections) must stop `run` cleanly too, not kill it: it is
-    # remembered until the daemon's own handlers are in place (cmd_run).
-    early_signals: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: early_signals.append(signum))
+    # remembered until the daemon's own handlers are in place (cmd_run). liberator.launch installs the
+    # recorder before this module is imported and hands it over as `early`.
+    if early is None:
+        early_signals: list[int] = []
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: early_signals.append(signum))
+    else:
+        early_signals, previous = early
     args = build_parser().parse_args(argv)
     if args.func is not cmd_run:
         signal.signal(signal.SIGTERM, previous)
     args.early_signals = early_signals
-    _setup_logging(args.log_level)
+    log_format: LogFormat = args.log_format or default_format()
+    setup_logging(args.log_level, log_format)
     try:
         code: int = args.func(args)
         return code
     except LiberatorError as exc:
-        say(f"liberator: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc), log_format), file=sys.stderr)  # a log collector reads it like any log line
         return 1
     except KeyboardInterrupt:
         return 130

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from liberator import plugins, redaction
-from liberator.errors import ConfigError, one_line
+from liberator.errors import ConfigError, ConfigProblems, one_line
 from liberator.source import SourceConfig
 from liberator.yamlfile import LoadedYaml, Loc, dotted, load_yaml
 
@@ -71,6 +74,12 @@ class KafkaConfig(Model):
         {}, description="librdkafka settings applied last (security.protocol, sasl.*, linger.ms, ...)"
     )
     create_topics: bool = Field(True, description="create missing topics (with topic_defaults) before publishing")
+    max_in_flight: int = Field(
+        20_000, ge=1, description="per source: records handed to Kafka and not yet acknowledged, at most"
+    )
+    max_in_flight_bytes: int = Field(
+        64 << 20, ge=1024, description="per source: their key and value bytes, at most (memory is bounded by these)"
+    )
     topic_defaults: TopicDefaults = TopicDefaults()
 
 
@@ -107,7 +116,13 @@ class OffsetsConfig(Model):
 
 
 class HttpConfig(Model):
-    listen: str = Field("127.0.0.1:9400", description="host:port serving /health (JSON) and /metrics")
+    listen: str = Field(
+        "127.0.0.1:9400", description="host:port serving /health (JSON), /health/live, /health/ready and /metrics"
+    )
+    live_timeout: Duration = Field(
+        60.0, gt=0, description="/health/live answers 503 once the daemon's main loop has not ticked for this long "
+        "(it ticks every second; storing a position on a frozen broker may hold one tick up to 30s)"
+    )  # fmt: skip
 
 
 class RawAppConfig(Model):
@@ -158,28 +173,55 @@ class AppConfig:
         return self.raw.shutdown_timeout
 
 
-def _first_error(exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: type[BaseModel]) -> ConfigError:
-    # A typo shows up twice (unknown field + missing field); the unknown one names the real mistake.
-    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
-    err = errors[0]
-    loc: Loc = prefix + tuple(part for part in err["loc"] if not _is_union_tag(part))
+Problem = tuple[Loc, ConfigError]  # where in the file, and the one-line error naming the fix
+
+
+def _validation_problems(
+    exc: ValidationError, loaded: LoadedYaml, prefix: Loc, model: type[BaseModel]
+) -> list[Problem]:
+    """Each distinct problem pydantic found, one line each (not one per union member tried)."""
+    errors = exc.errors(include_url=False)
+    located = [(prefix + tuple(part for part in err["loc"] if not _is_union_tag(part)), err) for err in errors]
+    unknown: dict[Loc, list[str]] = {}  # the unknown field names under each mapping
+    for loc, err in located:
+        if err["type"] == "extra_forbidden":
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+    problems: list[Problem] = []
+    seen: set[Loc] = set()
+    for loc, err in located:
+        if loc in seen or _unreadable(loaded, loc):
+            continue  # a union reports each member; an unreadable value was reported as such
+        seen.add(loc)
+        kind = err["type"]
+        if kind == "missing" and difflib.get_close_matches(str(loc[-1]), unknown.get(loc[:-1], []), n=1):
+            continue  # a typo: the unknown field's line says which name was meant
+        problems.append((loc, loaded.error(loc, _message(err, loc, prefix, model))))
+    return problems
+
+
+def _message(err: ErrorDetails, loc: Loc, prefix: Loc, model: type[BaseModel]) -> str:
     message = err["msg"]
     kind = err["type"]
     if kind == "missing":
-        message = "is required but missing"
-    elif kind == "extra_forbidden":
-        message = f"is not a known field; allowed here: {_fields_at(model, loc[len(prefix) : -1])}"
-    elif kind == "model_type" and err.get("input") is None:
-        message = f"is empty; give a mapping with {_fields_at(model, loc[len(prefix) :])}"
-    elif kind == "literal_error":
-        message = f"{_shown(err.get('input'))} is not allowed; {message.lower()}"
-    elif kind == "value_error":
-        message = message.removeprefix("Value error, ")  # our validators' messages name the value already
-    elif "input" in err and not isinstance(err["input"], dict | list):
-        message = f"{message} (got {_shown(err['input'])})"
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return loaded.error(loc, message + suffix)
+        return "is required but missing"
+    if kind == "extra_forbidden":
+        allowed = _fields_at(model, loc[len(prefix) : -1])
+        meant = difflib.get_close_matches(str(loc[-1]), allowed.split(", "), n=1)
+        hint = f"did you mean {meant[0]!r}? " if meant else ""
+        return f"is not a known field; {hint}allowed here: {allowed}"
+    if kind == "model_type" and err.get("input") is None:
+        return f"is empty; give a mapping with {_fields_at(model, loc[len(prefix) :])}"
+    if kind == "literal_error":
+        return f"{_shown(err.get('input'))} is not allowed; {message.lower()}"
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")  # our validators' messages name the value already
+    if "input" in err and not isinstance(err["input"], dict | list):
+        return f"{message} (got {_shown(err['input'])})"
+    return message
+
+
+def _unreadable(loaded: LoadedYaml, loc: Loc) -> bool:
+    return any(loc[: len(bad)] == bad for bad, _ in loaded.problems)
 
 
 def _shown(value: object) -> str:
@@ -203,46 +245,90 @@ def _is_union_tag(part: object) -> bool:
 
 
 def load_config(path: str | Path) -> AppConfig:
-    loaded = load_yaml(path)
+    """The validated config; a ConfigError naming the problem (ConfigProblems when there are several)."""
+    config, problems = read_config(path)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigProblems(problems)
+    assert config is not None
+    return config
+
+
+def read_config(path: str | Path) -> tuple[AppConfig | None, list[ConfigError]]:
+    """Every problem of the file, in file order, and the config of its valid part: None when the top level
+    has a problem; else without the sources and sinks that have one (so `check` can still try the rest).
+    A file that cannot be read as a config at all (not YAML, too big) raises its one ConfigError."""
+    loaded = load_yaml(path, keep_problems=True)
     redaction.remember_config(loaded.data)  # before validation: an error may quote any value
     if not isinstance(loaded.data, dict):
         raise loaded.error((), "the top level must be a mapping with name, kafka, schema_registry, sources")
+    problems: list[Problem] = list(loaded.problems)
+    raw: RawAppConfig | None = None
     try:
-        raw = RawAppConfig.model_validate(loaded.data)
+        raw = RawAppConfig.model_validate({k: v for k, v in loaded.data.items() if k not in ("sources", "sinks")})
     except ValidationError as exc:
-        raise _first_error(exc, loaded, (), RawAppConfig) from None
-    if raw.offsets.store == "file" and not raw.offsets.path:
-        raise loaded.error(("offsets", "store"), "the file store needs offsets.path: a file to keep positions in")
-    sources: list[SourceConfig] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(raw.sources):
-        loc: Loc = ("sources", index)
+        problems += _validation_problems(exc, loaded, (), RawAppConfig)
+    offsets = raw.offsets if raw is not None else _valid_or_none(OffsetsConfig, loaded.data.get("offsets") or {})
+    if offsets is not None and offsets.store == "file" and not offsets.path:
+        error = loaded.error(("offsets", "store"), "the file store needs offsets.path: a file to keep positions in")
+        problems.append((("offsets", "store"), error))
+    entries = {kind: loaded.data.get(kind) or [] for kind in ("sources", "sinks")}
+    for kind, listed in entries.items():
+        if not isinstance(listed, list):
+            problems.append(((kind,), loaded.error((kind,), f"must be a list (got {_shown(listed)})")))
+            entries[kind] = []
+    sources = _validated(loaded, "sources", plugins.SOURCE_GROUP, entries["sources"], problems)
+    sinks = _validated(loaded, "sinks", plugins.SINK_GROUP, entries["sinks"], problems)
+    unreadable = _unreadable(loaded, ("sources",)) or _unreadable(loaded, ("sinks",))
+    if not entries["sources"] and not entries["sinks"] and not unreadable:
+        error = loaded.error((), "no sources and no sinks: nothing to run; add a `sources:` list")
+        problems.append(((), error))
+    problems.sort(key=lambda problem: (loaded.line_of(problem[0]) or 0) if problem[0] else math.inf)
+    top_level_ok = raw is not None and not any(loc[:1] not in (("sources",), ("sinks",)) for loc, _ in problems)
+    config = AppConfig(raw, sources, sinks, loaded.path) if raw is not None and top_level_ok else None
+    return config, [error for _, error in problems]
+
+
+def _valid_or_none(model: type[OffsetsConfig], data: object) -> OffsetsConfig | None:
+    """`data` as `model` when valid (its problems are reported with the whole file's)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _validated(loaded: LoadedYaml, kind: str, group: str, entries: list[Any], problems: list[Problem]) -> list[Any]:
+    """The valid entries of `sources:` or `sinks:`; the problems of the others appended to `problems`."""
+    valid: list[Any] = []
+    names: set[str] = set()
+    singular = kind.removesuffix("s")
+    for index, entry in enumerate(entries):
+        loc: Loc = (kind, index)
         if not isinstance(entry, dict) or "type" not in entry:
-            known = ", ".join(sorted(plugins.available(plugins.SOURCE_GROUP)))
-            raise loaded.error(loc, f"each source needs a type; installed: {known}")
-        source_cls = plugins.load(plugins.SOURCE_GROUP, str(entry["type"]), _where(loaded, (*loc, "type")))
-        model = source_cls.config_model
+            known = ", ".join(sorted(plugins.available(group)))
+            problems.append((loc, loaded.error(loc, f"each {singular} needs a type; installed: {known}")))
+            continue
+        try:
+            model = plugins.load(group, str(entry["type"]), _where(loaded, (*loc, "type"))).config_model
+        except ConfigError as error:
+            problems.append(((*loc, "type"), error))
+            continue
         try:
             config = model.model_validate(entry)
         except ValidationError as exc:
-            raise _first_error(exc, loaded, loc, model) from None
-        if config.name in seen:
-            raise loaded.error((*loc, "name"), f"source name {config.name!r} is used twice; names must be unique")
-        seen.add(config.name)
-        sources.append(config)
-    sinks: list[Any] = []
-    for index, entry in enumerate(raw.sinks):
-        loc = ("sinks", index)
-        if not isinstance(entry, dict) or "type" not in entry:
-            raise loaded.error(loc, "each sink needs a type")
-        sink_cls = plugins.load(plugins.SINK_GROUP, str(entry["type"]), _where(loaded, (*loc, "type")))
-        try:
-            sinks.append(sink_cls.config_model.model_validate(entry))
-        except ValidationError as exc:
-            raise _first_error(exc, loaded, loc, sink_cls.config_model) from None
-    if not sources and not sinks:
-        raise loaded.error((), "no sources and no sinks: nothing to run; add a `sources:` list")
-    return AppConfig(raw, sources, sinks, loaded.path)
+            problems += _validation_problems(exc, loaded, loc, model)
+            continue
+        if any(bad[: len(loc)] == loc for bad, _ in loaded.problems):
+            continue  # a value of it could not be read (reported): validated as None, not usable
+        name = str(getattr(config, "name", ""))
+        if name in names:
+            message = f"{singular} name {name!r} is used twice; names must be unique"
+            problems.append(((*loc, "name"), loaded.error((*loc, "name"), message)))
+            continue
+        names.add(name)
+        valid.append(config)
+    return valid
 
 
 def _where(loaded: LoadedYaml, loc: Loc) -> str:

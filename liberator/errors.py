@@ -12,6 +12,18 @@ class ConfigError(LiberatorError):
     """The configuration file is wrong; nothing was started."""
 
 
+class ConfigProblems(ConfigError):
+    """Several things are wrong with one configuration file: `problems` holds each one-line error, in file
+    order. As a message it is the first one and a count (`liberator check` prints them all)."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        self.problems = problems
+        more = len(problems) - 1
+        super().__init__(
+            f"{problems[0]} (and {more} more problem{'s' if more > 1 else ''}: `liberator check` lists them all)"
+        )
+
+
 class FatalSourceError(LiberatorError):
     """The source cannot go on without an operator (bad schema change, purged log, bad credentials).
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from liberator.positions import Position
+
+if TYPE_CHECKING:
+    from liberator.capture.changes import ChangeBatch
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,4 +72,14 @@ class Checkpoint:
     durable: bool = False
 
 
-SourceItem = ChangeEvent | Checkpoint
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing to publish: the source is waiting. Yielding it lets the runtime serve acknowledgements, so a
+    source that waits on its database yields one at least every second or so."""
+
+
+IDLE = Idle()
+
+# What `Source.read` yields: batches of row changes (liberator.capture.ChangeBatch), a connector's own records,
+# positions without records, and idle ticks.
+SourceItem = Union["ChangeBatch", ChangeEvent, Checkpoint, Idle]

@@ -1,5 +1,7 @@
 """A tiny HTTP endpoint for operators: /health (JSON; 503 once a source or sink failed, `degraded` but 200
-while one retries, is in backpressure or has a stalled position) and /metrics."""
+while one retries, is in backpressure or has a stalled position), the probes /health/live (200 while the
+daemon's main loop ticks) and /health/ready (200 only while every source and sink is connected and running
+or standing by), and /metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +13,11 @@ from liberator.errors import ConfigError
 from liberator.metrics import Metrics
 from liberator.redaction import scrub
 
+HEALTH_PATH = "/health"
+LIVE_PATH = "/health/live"
+READY_PATH = "/health/ready"
+METRICS_PATH = "/metrics"
+
 
 def start_http(listen: str, metrics: Metrics) -> ThreadingHTTPServer:
     host, _, port_text = listen.rpartition(":")
@@ -21,13 +28,21 @@ def start_http(listen: str, metrics: Metrics) -> ThreadingHTTPServer:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.startswith("/health"):
-                body = json.dumps(metrics.health(), indent=1).encode()
-                self._send(200 if metrics.healthy() else 503, "application/json", body)
-            elif self.path.startswith("/metrics"):
+            path = self.path.split("?", 1)[0].rstrip("/") or "/"
+            if path == HEALTH_PATH:
+                self._json(metrics.healthy(), metrics.health())
+            elif path == LIVE_PATH:
+                self._json(metrics.heartbeat.live(), metrics.liveness())
+            elif path == READY_PATH:
+                readiness = metrics.readiness()
+                self._json(not readiness["not_ready"], readiness)
+            elif path == METRICS_PATH:
                 self._send(200, "text/plain; version=0.0.4", metrics.prometheus().encode())
             else:
-                self._send(404, "text/plain", b"try /health or /metrics\n")
+                self._send(404, "text/plain", b"try /health, /health/live, /health/ready or /metrics\n")
+
+        def _json(self, ok: bool, document: object) -> None:
+            self._send(200 if ok else 503, "application/json", json.dumps(document, indent=1).encode())
 
         def _send(self, code: int, content_type: str, body: bytes) -> None:
             body = scrub(body.decode()).encode()  # errors quote drivers and brokers; secrets stay out

@@ -1,11 +1,17 @@
-"""Per-source counters and state, rendered as JSON for /health and Prometheus text for /metrics."""
+"""Per-source counters and state, rendered as JSON for /health and Prometheus text for /metrics; what the
+probes answer (/health/ready from the states, /health/live from the main loop's heartbeat)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# A source's phase before it has connected (connectors set their phase once they read: snapshot, streaming,
+# polling, standby...).
+_NOT_CONNECTED_PHASES = ("", "starting")
 
 
 @dataclass
@@ -36,6 +42,21 @@ class SourceStatus:
     def degraded(self) -> bool:
         return self.shown_state() in ("retrying", "backpressure") or self.position_stalled
 
+    def not_ready(self) -> str | None:
+        """Why the source is not ready, or None when it is: connected and running, standing by, or finished."""
+        state = self.shown_state()
+        if state in ("retrying", "failed", "backpressure"):
+            return f"{state}: {self.error or self.backpressure}"
+        if state == "finished":
+            return None
+        if self.phase == "standby" and state in ("starting", "running"):
+            return None  # another daemon leads; this one is ready to take over
+        if state != "running":
+            return state  # starting, stopped
+        if self.phase in _NOT_CONNECTED_PHASES:
+            return "connecting"
+        return None
+
     def seconds_behind_source(self, now: float) -> float:
         """From the event time of the newest event still waiting for Kafka to now; 0 once Kafka has them all
         (as Debezium's MilliSecondsBehindSource: how far what we hold lags the database, not idle time)."""
@@ -62,13 +83,44 @@ class SinkStatus:
     last_record_ms: int | None = None  # Kafka timestamp of the newest applied record
     started_at: float = field(default_factory=time.time)
 
+    def not_ready(self) -> str | None:
+        """Why the sink is not ready, or None when it is: subscribed once the broker answered (a topic that
+        does not exist yet is waited for, ready), not retrying a batch and not out of its consumer group."""
+        if self.state == "running":
+            return None
+        return f"{self.state}: {self.error}" if self.error else self.state
+
+
+class Heartbeat:
+    """The daemon's main loop beats on every tick (and its start-up waits on each attempt); /health/live
+    answers 503 once no beat came for `timeout` seconds: the loop is wedged, a restart is the cure."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self._at = clock()
+
+    def beat(self) -> None:
+        self._at = self._clock()
+
+    def age(self) -> float:
+        """Seconds since the last beat."""
+        return self._clock() - self._at
+
+    def live(self) -> bool:
+        return self.age() < self.timeout
+
+
+LIVE_TIMEOUT = 60.0
+
 
 class Metrics:
-    def __init__(self, app: str) -> None:
+    def __init__(self, app: str, live_timeout: float = LIVE_TIMEOUT) -> None:
         self.app = app
         self._lock = threading.Lock()
         self.sources: dict[str, SourceStatus] = {}
         self.sinks: dict[str, SinkStatus] = {}
+        self.heartbeat = Heartbeat(live_timeout)
 
     def source(self, name: str, type_name: str) -> SourceStatus:
         with self._lock:
@@ -82,6 +134,32 @@ class Metrics:
         statuses: list[SourceStatus | SinkStatus] = [*self.sources.values(), *self.sinks.values()]
         return all(s.state != "failed" for s in statuses)
 
+    def not_ready(self) -> dict[str, str]:
+        """What keeps the daemon from being ready ({"source pg": "retrying: ..."}); empty when it is ready.
+        Nothing registered yet is not ready either: the daemon has not started its sources and sinks."""
+        with self._lock:
+            sources, sinks = list(self.sources.values()), list(self.sinks.values())
+        if not sources and not sinks:
+            return {"daemon": "starting"}
+        reasons = {f"source {s.name}": s.not_ready() for s in sources}
+        reasons.update({f"sink {s.name}": s.not_ready() for s in sinks})
+        return {what: why for what, why in reasons.items() if why is not None}
+
+    def readiness(self) -> dict[str, Any]:
+        """The /health/ready document."""
+        waiting = self.not_ready()
+        return {"app": self.app, "status": "not ready" if waiting else "ready", "not_ready": waiting}
+
+    def liveness(self) -> dict[str, Any]:
+        """The /health/live document."""
+        age = self.heartbeat.age()
+        return {
+            "app": self.app,
+            "status": "live" if self.heartbeat.live() else "wedged",
+            "main_loop_seconds_ago": round(age, 3),
+            "live_timeout": self.heartbeat.timeout,
+        }
+
     def overall(self) -> str:
         """failed (503) once anything failed; degraded while a source or sink retries, is in backpressure or
         has a stalled position; ok otherwise."""
@@ -94,7 +172,7 @@ class Metrics:
 
     def health(self) -> dict[str, Any]:
         now = time.time()
-        out: dict[str, Any] = {"app": self.app, "status": self.overall(), "sources": {}}
+        out: dict[str, Any] = {"app": self.app, "status": self.overall(), "ready": not self.not_ready(), "sources": {}}
         for status in list(self.sources.values()):
             out["sources"][status.name] = {
                 "type": status.type,

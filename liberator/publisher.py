@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-
 from liberator.avro import AvroEncoder
+from liberator.capture import CapturedTable, TableCodec
 from liberator.config import KafkaConfig, RegistryConfig
-from liberator.errors import FatalSourceError, SchemaError
+from liberator.errors import SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.kafkalog import with_kafka_logger
 from liberator.registry.client import RegistryClient
-from liberator.topics import StoppedWaiting, TopicManager
+from liberator.topics import TopicManager
 
 log = logging.getLogger("liberator.publisher")
 
@@ -32,8 +30,9 @@ def producer_settings(app: str, kafka: KafkaConfig) -> dict[str, Any]:
             # 0 = retry until the broker answers: an outage becomes backpressure, never a dropped event.
             "message.timeout.ms": 0,
             "linger.ms": 10,
-            # Events waiting for acknowledgement are held in memory with their positions: keep that bounded.
-            "queue.buffering.max.messages": 20000,
+            # The source's in-flight window (kafka.max_in_flight) bounds what waits for acknowledgement; the
+            # producer's own queue only has to hold that window.
+            "queue.buffering.max.messages": max(100_000, 2 * kafka.max_in_flight),
             "compression.type": "lz4",
             **kafka.settings,
         }
@@ -62,16 +61,15 @@ class PreparedStream:
 
 
 class Publisher:
-    """Shared by all sources of a daemon; thread-safe (confluent_kafka's Producer is)."""
+    """Schemas and topics for every source of a daemon: registers (and so checks) a stream's schemas and makes
+    its topic before the first record; thread-safe. Each source produces through its own producer."""
 
     def __init__(
         self,
-        producer: Producer,
         registry: RegistryClient,
         registry_config: RegistryConfig,
         topics: TopicManager,
     ) -> None:
-        self.producer = producer
         self.registry = registry
         self.registry_config = registry_config
         self.topics = topics
@@ -101,49 +99,24 @@ class Publisher:
             )
             return prepared
 
+    def prepare_table(self, table: CapturedTable, stop: threading.Event) -> TableCodec:
+        """Register (and so check) a captured table's schemas, then encode its records with their ids."""
+        prepared = self.prepare(table.stream, stop)
+        assert prepared.value is not None
+        return TableCodec(table, prepared.key.schema_id, prepared.value.schema_id)
+
+    def encode_event(self, event: ChangeEvent, stop: threading.Event) -> tuple[bytes | None, bytes | None]:
+        """(key, value) of a record a connector made itself (an outbox event), in the wire format."""
+        prepared = self.prepare(event.stream, stop)
+        key = prepared.key.encode(event.key) if event.key is not None else None
+        return key, self._value(event, prepared)
+
     def _register(self, subject: str, schema: dict[str, Any]) -> int:
         wanted = self.registry_config.compatibility
         if wanted is not None and not self.registry.subject_exists(subject):
             # Only a new subject gets our level: an operator's later choice on an existing one stands.
             self.registry.set_compatibility(subject, wanted)
         return self.registry.register(subject, schema)
-
-    def encode(self, event: ChangeEvent, stop: threading.Event) -> Record:
-        """Register the event's schemas if they are new and serialise it. Hands nothing to Kafka, so
-        whatever this raises (registry or broker down, a bad datum) leaves nothing behind to acknowledge."""
-        prepared = self.prepare(event.stream, stop)
-        # A keyless event (a truncate) is produced with a null key; the key schema stays registered for the stream.
-        key = prepared.key.encode(event.key) if event.key is not None else None
-        value = self._value(event, prepared)
-        return Record(event.stream.topic, key, value, event.timestamp_ms, list(event.headers) or None)
-
-    def produce(
-        self, record: Record, on_delivery: Callable[[KafkaError | None, Message], None], stop: threading.Event
-    ) -> None:
-        """Hand one record to the producer; blocks (serving callbacks) while its queue is full.
-
-        Either the record is queued and `on_delivery` will hear about it, or this raises and it never will."""
-        while True:
-            try:
-                self.producer.produce(
-                    record.topic,
-                    key=record.key,
-                    value=record.value,
-                    timestamp=record.timestamp_ms,
-                    headers=record.headers,
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:
-                # The broker is slow or away: wait for room instead of dropping or buffering without bound.
-                self.producer.poll(0.1)
-                if stop.is_set():
-                    raise StoppedWaiting("stopped while the producer queue was full") from None
-            except KafkaException as exc:  # refused before queueing, e.g. larger than message.max.bytes
-                raise FatalSourceError(
-                    f"the Kafka producer refused an event for topic {record.topic} ({record.size} bytes): "
-                    f"{exc.args[0].str()}; fix kafka.settings or the topic"
-                ) from None
 
     @staticmethod
     def _value(event: ChangeEvent, prepared: PreparedStream) -> bytes | None:

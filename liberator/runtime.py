@@ -1,4 +1,4 @@
-"""The daemon: runs each source in its own thread, publishes through one producer, stores positions.
+"""The daemon: runs each source in its own thread with its own producer (liberator.sourcerunner), stores positions.
 
 Sinks run beside the sources, each in its own thread (liberator.sinkrunner).
 
@@ -15,218 +15,34 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from types import FrameType
-from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
 from liberator import plugins
-from liberator.checkpoint import Checkpointer
 from liberator.config import AppConfig
 from liberator.dbconnect import seconds
-from liberator.errors import ConfigError, LiberatorError, TransientSourceError
-from liberator.events import ChangeEvent, Checkpoint
+from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
-from liberator.metrics import Metrics, SinkStatus, SourceStatus
-from liberator.offsets import OffsetStore, StoredOffset, open_store
+from liberator.metrics import LIVE_TIMEOUT, Metrics, SinkStatus, SourceStatus
+from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
 from liberator.publisher import Publisher, producer_settings
-from liberator.registry.client import RegistryClient, RegistryUnavailable
+from liberator.registry.client import RegistryClient
 from liberator.shutdown import ShutdownBudget, join_all, run_bounded
 from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_runners
-from liberator.source import Source, SourceConfig, SourceContext
+from liberator.source import AnySource, SourceConfig, SourceContext
+from liberator.sourcerunner import SourceRunner, delivery_failure
 from liberator.startup import wait_for_kafka
-from liberator.topics import StoppedWaiting, TopicManager, admin_settings, first_with_records
-from liberator.watch import SourceWatch
+from liberator.topics import TopicManager, admin_settings, first_with_records
 
 log = logging.getLogger("liberator")
 
-MAX_BACKOFF = 30.0
 SUPERVISE_INTERVAL = 1.0  # how often backpressure and stalled positions are looked for
 
-
-def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str:
-    """The one line that stops a source whose event Kafka refused."""
-    reason = f"Kafka refused an event for topic {topic}: {error.str()}"
-    if error.code() == KafkaError._MSG_TIMED_OUT:
-        reason += " (kafka.settings sets a finite message.timeout.ms; without it the daemon waits for the broker)"
-    elif keyless and error.code() in (KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
-        # Kafka answers a keyless record on a compacted topic with a bare "invalid record".
-        reason += (
-            " (a record without a key, such as a truncate event, is refused by a compacted topic; "
-            "set the source's `truncate: warn`, or use cleanup.policy=delete for this topic)"
-        )
-    return reason
+__all__ = ["Daemon", "build_source", "delivery_failure", "load_start", "registry_client"]
 
 
-class SourceRunner:
-    def __init__(
-        self,
-        source: Source,
-        config: SourceConfig,
-        publisher: Publisher,
-        status: SourceStatus,
-        start: Position | None,
-        stop: threading.Event,
-        store: OffsetStore,
-        stall_warning: float = 0.0,
-    ) -> None:
-        self.source = source
-        self.config = config
-        self.publisher = publisher
-        self.status = status
-        self.start = start
-        self.stop = stop
-        self.checkpointer = Checkpointer(on_advance=source.delivered)
-        self.stored: Position | None = start
-        self.store = store
-        self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
-        self.log = logging.getLogger(f"liberator.source.{config.name}")
-        self.watch = SourceWatch(status, self.log, stall_warning)
-        self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
-
-    def _on_delivery(self, seq: int) -> Any:
-        def callback(error: KafkaError | None, message: Message) -> None:
-            if error is None:
-                self.checkpointer.ack(seq)
-                self.status.events_acked += 1
-                self.watch.acknowledged()
-            else:
-                self.checkpointer.fail(seq, delivery_failure(message.topic(), message.key() is None, error))
-                # An idle source yields nothing more that could notice: stop its reading thread now.
-                self.stop.set()
-
-        return callback
-
-    def _run(self) -> None:
-        position = self.start
-        backoff = 1.0
-        while not self.stop.is_set():
-            try:
-                if self.status.state != "retrying":  # a retry lasts until the source reads again
-                    self.status.state = "running"
-                for item in self.source.read(position):
-                    if self.checkpointer.failure:
-                        break
-                    if isinstance(item, Checkpoint):
-                        self.checkpointer.add(item.position, acked=True)
-                        position = item.position
-                        self.status.phase = self.source.phase  # idle sources show their phase too
-                        if item.durable and not self._store_now(item.position):
-                            break  # stopped before it was stored: nothing after it may be published
-                    else:
-                        self._publish(item)
-                        if item.position is not None:
-                            position = item.position
-                    if self.stop.is_set():
-                        break
-                    backoff = 1.0
-                    if self.status.state == "retrying":
-                        self._recovered()
-                else:
-                    if not self.stop.is_set() and not self.checkpointer.failure:
-                        self.status.state = "finished"
-                        self.log.info("source finished (nothing more to read)")
-                        return
-                break
-            except (TransientSourceError, RegistryUnavailable) as exc:
-                self.status.state = "retrying"
-                self.status.retries += 1
-                self.status.error = str(exc)
-                self.log.warning("%s; retrying in %.0fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            except StoppedWaiting:
-                break
-            except LiberatorError as exc:
-                self._fail(str(exc))
-                return
-            except Exception as exc:
-                self.log.exception("unexpected error")
-                self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
-                return
-            finally:
-                self.source.close()
-        if self.checkpointer.failure:
-            self._fail(
-                f"{self.checkpointer.failure}; positions stay at the last acknowledged event; "
-                "fix the broker or topic and restart"
-            )
-            return
-        self.status.state = "stopped"
-
-    def _publish(self, event: ChangeEvent) -> None:
-        # Register and serialise first: a failure there (registry down, a bad datum) has reserved nothing.
-        record = self.publisher.encode(event, self.stop)
-        self.watch.publishing()
-        seq = self.checkpointer.add(event.position)
-        try:
-            self.publisher.produce(record, self._on_delivery(seq), self.stop)
-        except BaseException:
-            self.checkpointer.withdraw(seq)  # never queued, so never acknowledged: it must not hold positions back
-            raise
-        self.status.events_published += 1
-        self.status.phase = self.source.phase
-        self.status.bytes_published += record.size
-        self.status.last_event_ms = event.timestamp_ms
-
-    def _store_now(self, position: Position) -> bool:
-        """Store a durable checkpoint's position before the source goes on; False when stopped first.
-
-        It waits for what was yielded before it (usually nothing) and retries a failing store, since going
-        on without it is what the source asked not to do.
-        """
-        backoff = 0.5
-        while not self.stop.is_set() and not self.checkpointer.failure:
-            if self.checkpointer.committable() != position:
-                self.stop.wait(0.01)
-                continue
-            try:
-                self.store_position(self.store)
-                if self.status.state == "retrying":
-                    self.status.state, self.status.error = "running", None
-                return True
-            except LiberatorError as exc:
-                self.status.state = "retrying"
-                self.status.error = f"cannot store the position: {exc}"
-                self.log.warning("cannot store the position before going on (%s); retrying in %.1fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-        return False
-
-    def _recovered(self) -> None:
-        self.log.info("reading again after %d retr%s", self.status.retries, "y" if self.status.retries == 1 else "ies")
-        self.status.state = "running"
-        self.status.error = None
-
-    def _fail(self, message: str) -> None:
-        self.status.state = "failed"
-        self.status.error = message
-        self.log.error("%s", message)
-
-    def supervise(self) -> None:
-        """Called by the daemon on every tick (see liberator.watch)."""
-        if self.status.state in ("running", "retrying"):
-            self.watch.tick(self.checkpointer.in_flight)
-
-    def store_position(self, store: OffsetStore, notify_source: bool = True) -> None:
-        """Store the newest position Kafka acknowledged everything up to; then tell the source, unless it is
-        stuck in a call to its database (shutdown), where its hook could block on the same server."""
-        with self._store_lock:
-            position = self.checkpointer.committable()
-            if position is None or position == self.stored:
-                return
-            document = position.to_json()
-            store.save(StoredOffset.now(self.config.name, self.config.type, document))
-            self.stored = position
-            self.status.positions_stored += 1
-            self.status.last_stored_at = time.time()
-            self.status.position = document
-            self.watch.stored()
-            if notify_source:
-                self.source.acknowledged(position)  # under the lock: heard in order
-
-
-def load_start(store: OffsetStore, source_cls: type[Source], config: SourceConfig) -> Position | None:
+def load_start(store: OffsetStore, source_cls: type[AnySource], config: SourceConfig) -> Position | None:
     stored = store.load(config.name)
     if stored is None:
         return None
@@ -255,13 +71,16 @@ def build_source(
     registry: RegistryClient | None = None,
     published: Callable[[Sequence[str]], str | None] | None = None,
     from_scratch: bool = False,
-) -> Source:
+) -> AnySource:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
+    if not isinstance(config, source_cls.config_model):
+        # load_config validated it with this very model; anything else is a caller's mistake
+        raise ConfigError(f"source {config.name}: its config is not a {source_cls.config_model.__name__}")
     log = logging.getLogger(f"liberator.source.{config.name}")
     context = SourceContext(
         app_name=app, stop=stop, log=log, registry=registry, published=published, from_scratch=from_scratch
     )
-    source: Source = source_cls(config, context)
+    source: AnySource = source_cls(config, context)
     return source
 
 
@@ -270,7 +89,7 @@ class Daemon:
         self.config = config
         self.from_scratch = from_scratch  # `run --from-scratch`: see SourceContext.from_scratch
         self.stop = threading.Event()
-        self.metrics = Metrics(config.name)
+        self.metrics = Metrics(config.name, config.http.live_timeout if config.http else LIVE_TIMEOUT)
         self.runners: list[SourceRunner] = []
         self.sink_runners: list[SinkRunner] = []
         self.stuck: list[str] = []  # what did not stop within shutdown_timeout
@@ -297,23 +116,30 @@ class Daemon:
         # file is one error line at once, not after the broker answers.
         stored = None if store.needs_broker else store.load_all()
         registry = registry_client(config)
-        producer = Producer(producer_settings(config.name, config.kafka))
+        settings = producer_settings(config.name, config.kafka)
+        # One producer per source: its reading thread polls it, so acknowledgements come back there.
+        producers = {
+            c.name: Producer({**settings, "client.id": f"liberator-{config.name}-{c.name}"}) for c in config.sources
+        }
         topics = TopicManager(config.kafka, admin_settings(config.kafka))
-        publisher = Publisher(producer, registry, config.schema_registry, topics)
+        publisher = Publisher(registry, config.schema_registry, topics)
         http = start_http(config.http.listen, self.metrics) if config.http else None
-        # Serving the producer from the start also lets its log lines through while the broker is awaited.
+        # Until the sources read, the producers are served here, which also lets their log lines through
+        # while the broker is awaited; from then on each source's thread serves its own.
         poller_done = threading.Event()
 
-        def poll_forever() -> None:
+        def poll_until_sources_start() -> None:
             while not poller_done.is_set():
-                producer.poll(0.1)
+                for producer in producers.values():
+                    producer.poll(0)
+                poller_done.wait(0.1)
 
-        poller = threading.Thread(target=poll_forever, name="kafka-poll", daemon=True)
+        poller = threading.Thread(target=poll_until_sources_start, name="kafka-poll", daemon=True)
         poller.start()
 
         statuses: list[SourceStatus | SinkStatus] = [self.metrics.source(c.name, c.type) for c in config.sources]
         statuses += [self.metrics.sink(c.name, c.type) for c in config.sinks]
-        stored_all = wait_for_kafka(topics, store, statuses, self.stop, stored)
+        stored_all = wait_for_kafka(topics, store, statuses, self.stop, stored, beat=self.metrics.heartbeat.beat)
         if stored_all is None:
             poller_done.set()
             poller.join()
@@ -324,6 +150,7 @@ class Daemon:
             return 0
         published = functools.partial(first_with_records, admin_settings(config.kafka))
         for source_config in config.sources:
+            self.metrics.heartbeat.beat()
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
             source = build_source(source_config, config.name, source_stop, registry, published, self.from_scratch)
@@ -337,12 +164,24 @@ class Daemon:
             else:
                 log.info("source %s starts from the beginning", source_config.name)
             runner = SourceRunner(
-                source, source_config, publisher, status, start, source_stop, store, config.offsets.stall_warning
+                source,
+                source_config,
+                publisher,
+                producers[source_config.name],
+                status,
+                start,
+                source_stop,
+                store,
+                stall_warning=config.offsets.stall_warning,
+                max_in_flight=config.kafka.max_in_flight,
+                max_in_flight_bytes=config.kafka.max_in_flight_bytes,
             )
             self.runners.append(runner)
 
         self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
 
+        poller_done.set()
+        poller.join()
         for runner in self.runners:
             runner.thread.start()
         for sink_runner in self.sink_runners:
@@ -351,6 +190,7 @@ class Daemon:
         store_at = time.monotonic() + config.offsets.flush_interval
         try:
             while any(r.thread.is_alive() for r in self.runners) or any(r.thread.is_alive() for r in self.sink_runners):
+                self.metrics.heartbeat.beat()
                 if self.stop.wait(tick):
                     break
                 if time.monotonic() >= store_at:
@@ -359,9 +199,7 @@ class Daemon:
                 for runner in self.runners:
                     runner.supervise()
         finally:
-            self._shut_down(store, producer, dead_letter)
-            poller_done.set()
-            poller.join()
+            self._shut_down(store, dead_letter)
             if http is not None:
                 http.shutdown()
         failed = [r for r in self.runners if r.status.state == "failed"]
@@ -373,12 +211,13 @@ class Daemon:
         log.info("stopped")
         return 1 if failed or failed_sinks or self.stuck else 0
 
-    def _shut_down(self, store: OffsetStore, producer: Producer, dead_letter: DeadLetterProducer) -> None:
+    def _shut_down(self, store: OffsetStore, dead_letter: DeadLetterProducer) -> None:
         """Stop every thread, flush, store positions: all within shutdown_timeout (liberator.shutdown)."""
         timeout = self.config.shutdown_timeout
         budget = ShutdownBudget(timeout)
         self.stop.set()
         for runner in self.runners:
+            runner.drain_budget = budget.for_work  # each source flushes its own producer on its way out
             runner.stop.set()
         threads = [(f"source {r.config.name}", r.thread) for r in self.runners]
         threads += [(f"sink {r.sink.config.name}", r.thread) for r in self.sink_runners]
@@ -391,9 +230,6 @@ class Daemon:
                 seconds(timeout),
             )
         dead_letter.close(budget.for_work())
-        left = producer.flush(budget.for_work())
-        if left:
-            log.warning("%d events were not acknowledged before shutdown; they will be re-read on restart", left)
         stuck_sources = {r.config.name for r in self.runners if f"source {r.config.name}" in self.stuck}
 
         def store_and_close() -> None:
@@ -408,6 +244,7 @@ class Daemon:
 
     def _store_positions(self, store: OffsetStore, skip_hooks: Collection[str] = ()) -> None:
         for runner in self.runners:
+            self.metrics.heartbeat.beat()  # one store may wait on a frozen broker: each finished one is progress
             try:
                 runner.store_position(store, notify_source=runner.config.name not in skip_hooks)
             except LiberatorError as exc:

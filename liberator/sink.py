@@ -18,7 +18,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,9 +46,8 @@ class TransientSinkError(LiberatorError):
     """The target went away or a lock conflict aborted the batch; the runtime retries the same batch."""
 
 
-@dataclass(frozen=True, slots=True)
-class SinkRecord:
-    """One consumed Kafka record, bytes as they were on the topic."""
+class SinkRecord(NamedTuple):
+    """One consumed Kafka record, bytes as they were on the topic (a named tuple: one is made per record)."""
 
     topic: str
     partition: int
@@ -86,11 +85,20 @@ class SinkContext:
     dead_letter: DeadLetter
 
 
-class Sink(ABC):
+ConfigT = TypeVar("ConfigT", bound=SinkConfig)
+
+
+class Sink(ABC, Generic[ConfigT]):
+    """A sink of one config model: `Sink[MyConfig]`.
+
+    The runtime builds it with a config of `config_model` (validated at load), so the connector needs no type
+    checks of its own.
+    """
+
     config_model: ClassVar[type[SinkConfig]]
 
-    def __init__(self, config: SinkConfig, context: SinkContext) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT, context: SinkContext) -> None:
+        self.config: ConfigT = config
         self.context = context
 
     @property
@@ -113,5 +121,8 @@ class Sink(ABC):
         Raise TransientSinkError to have the same batch retried, FatalSinkError to stop.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
+
+
+AnySink = Sink[Any]

@@ -26,18 +26,20 @@ from confluent_kafka import (
 
 from liberator import plugins
 from liberator.config import AppConfig
-from liberator.errors import LiberatorError, TransientSourceError
+from liberator.errors import ConfigError, LiberatorError, TransientSourceError
 from liberator.kafkalog import with_kafka_logger
 from liberator.metrics import SinkStatus
 from liberator.registry.client import RegistryClient, RegistryUnavailable
-from liberator.sink import DeadLetter, Sink, SinkConfig, SinkContext, SinkRecord, TransientSinkError
+from liberator.sink import AnySink, DeadLetter, SinkConfig, SinkContext, SinkRecord, TransientSinkError
+from liberator.supervisor import Backoff, Supervisor
 
-MAX_BACKOFF = 30.0
+# A lost target, a lock conflict, a registry away: the same batch (or the group) again after a backoff.
+TRANSIENT = (TransientSinkError, TransientSourceError, RegistryUnavailable)
 DEAD_LETTER_TIMEOUT = 30.0
 TOPIC_REFRESH_MS = 5000
 
 
-def consumer_settings(config: AppConfig, sink: Sink) -> dict[str, Any]:
+def consumer_settings(config: AppConfig, sink: AnySink) -> dict[str, Any]:
     consuming = sink.consuming
     security = {k: v for k, v in config.kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
     return with_kafka_logger(
@@ -98,37 +100,42 @@ class DeadLetterProducer:
 
 def build_sink(
     config: SinkConfig, app: str, stop: threading.Event, registry: RegistryClient, dead_letter: DeadLetter
-) -> Sink:
+) -> AnySink:
     sink_cls = plugins.load(plugins.SINK_GROUP, config.type, f"sink {config.name}")
+    if not isinstance(config, sink_cls.config_model):
+        # load_config validated it with this very model; anything else is a caller's mistake
+        raise ConfigError(f"sink {config.name}: its config is not a {sink_cls.config_model.__name__}")
     log = logging.getLogger(f"liberator.sink.{config.name}")
-    sink: Sink = sink_cls(config, SinkContext(app, stop, log, registry, dead_letter))
+    sink: AnySink = sink_cls(config, SinkContext(app, stop, log, registry, dead_letter))
     return sink
 
 
 def to_record(message: Message) -> SinkRecord:
     ts_type, ts = message.timestamp()
-    headers: tuple[tuple[str, bytes | None], ...] = tuple(
-        (str(pair[0]), pair[1].encode() if isinstance(pair[1], str) else pair[1]) for pair in message.headers() or []
+    raw = message.headers()
+    headers: tuple[tuple[str, bytes | None], ...] = (
+        tuple((str(pair[0]), pair[1].encode() if isinstance(pair[1], str) else pair[1]) for pair in raw) if raw else ()
     )
     key, value = message.key(), message.value()
     return SinkRecord(
-        topic=message.topic() or "",
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        key=key.encode() if isinstance(key, str) else key,
-        value=value.encode() if isinstance(value, str) else value,
-        timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
-        headers=headers,
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        key.encode() if isinstance(key, str) else key,
+        value.encode() if isinstance(value, str) else value,
+        ts if ts_type != 0 and ts >= 0 else None,
+        headers,
     )
 
 
 class SinkRunner:
-    def __init__(self, sink: Sink, settings: dict[str, Any], status: SinkStatus, stop: threading.Event) -> None:
+    def __init__(self, sink: AnySink, settings: dict[str, Any], status: SinkStatus, stop: threading.Event) -> None:
         self.sink = sink
         self.settings = settings
         self.status = status
         self.stop = stop
         self.log = logging.getLogger(f"liberator.sink.{sink.config.name}")
+        self.supervisor = Supervisor(status, self.log, stop, transient=TRANSIENT)
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.config.name}", daemon=True)
         self._pending: list[SinkRecord] = []
         self._assign_error: LiberatorError | None = None
@@ -136,38 +143,21 @@ class SinkRunner:
     # -- the thread ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = 1.0
         try:
-            while not self.stop.is_set():
-                try:
-                    self._consume()
-                    break
-                except (TransientSinkError, TransientSourceError, RegistryUnavailable) as exc:
-                    self._retrying(exc, backoff)
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                except LiberatorError as exc:
-                    self._fail(str(exc))
-                    return
-                except Exception as exc:
-                    self.log.exception("unexpected error")
-                    self._fail(f"unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the log")
-                    return
-            self.status.state = "stopped"
+            self.supervisor.run(self._consume)
         finally:
             self.sink.close()
 
-    def _consume(self) -> None:
+    def _consume(self) -> bool:
+        """One supervised attempt (liberator.supervisor): consume and apply until stopped (a sink never finishes)."""
         consuming = self.sink.consuming
         consumer = Consumer(self.settings)
         self._pending = []
         self._assign_error = None
         try:
             consumer.subscribe(
-                list(consuming.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+                list(consuming.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
-            if self.status.state != "retrying":  # a retry lasts until an assignment or a batch succeeds
-                self.status.state = "running"
             first_at: float | None = None
             while not self.stop.is_set():
                 room = max(1, consuming.batch_size - len(self._pending))
@@ -177,14 +167,16 @@ class SinkRunner:
                 messages = consumer.consume(room, wait)
                 if self._assign_error is not None:
                     raise self._assign_error
+                pending = self._pending  # after consume(): a revoke during it may have replaced the list
+                held = len(pending)
                 for message in messages:
                     error = message.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
                             self.log.warning("consumer: %s", error.str())
                         continue
-                    self._pending.append(to_record(message))
-                    self.status.records_consumed += 1
+                    pending.append(to_record(message))
+                self.status.records_consumed += len(pending) - held
                 if self._pending and first_at is None:
                     first_at = time.monotonic()
                 if not self._pending:
@@ -196,11 +188,12 @@ class SinkRunner:
                     first_at = None
             if self._pending:
                 self._flush(consumer)  # a clean stop writes what was read
+            return False
         finally:
             consumer.close()
 
     def _flush(self, consumer: Consumer) -> None:
-        backoff = 1.0
+        backoff = Backoff()  # the same batch again, while staying in the group
         while True:
             batch = self._pending
             if not batch:
@@ -208,13 +201,11 @@ class SinkRunner:
             try:
                 changed = self.sink.write(batch)
                 break
-            except (TransientSinkError, TransientSourceError, RegistryUnavailable) as exc:
+            except TRANSIENT as exc:
                 if self.stop.is_set():
                     raise
-                self._retrying(exc, backoff)
-                self._wait_in_group(consumer, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-        self._running()
+                self._wait_in_group(consumer, self.supervisor.retrying(exc, backoff))
+        self.supervisor.recovered()
         self._pending = []
         self.status.batches += 1
         self.status.records_applied += len(batch)
@@ -266,7 +257,7 @@ class SinkRunner:
             )
         consumer.assign(assigned)
         if not self._pending:  # a batch being retried decides the state itself once it is written
-            self._running()
+            self.supervisor.recovered()
         self.status.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         self.log.info("assigned %s", ", ".join(self.status.assigned) or "nothing")
 
@@ -278,22 +269,13 @@ class SinkRunner:
         self.status.assigned = [a for a in self.status.assigned if a not in {f"{t}[{p}]" for t, p in gone}]
         consumer.unassign()
 
-    # -- state --------------------------------------------------------------------------------------
-
-    def _running(self) -> None:
-        self.status.state = "running"
-        self.status.error = None  # whatever made it retry is over
-
-    def _retrying(self, exc: Exception, backoff: float) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        """The group went on without this member (no heartbeat reached the coordinator within the session
+        timeout: the broker is hung or unreachable): not connected until the group assigns it again."""
+        self._on_revoke(consumer, partitions)
         self.status.state = "retrying"
-        self.status.retries += 1
-        self.status.error = str(exc)
-        self.log.warning("%s; retrying in %.0fs", exc, backoff)
-
-    def _fail(self, message: str) -> None:
-        self.status.state = "failed"
-        self.status.error = message
-        self.log.error("%s", message)
+        self.status.error = "lost its consumer group membership (the broker did not answer within the session timeout)"
+        self.log.warning("%s; rejoining", self.status.error)
 
 
 def create_sink_runners(

@@ -1,23 +1,25 @@
 """The one small interface every source connector implements.
 
-A connector reads its database and yields `ChangeEvent`s (Avro datums plus the position after each)
-and `Checkpoint`s. The runtime does the rest: schema registration, serialisation, publishing, storing
-positions only after Kafka acknowledged everything before them, retries, metrics.
+A connector reads its database and yields batches of row changes (`liberator.capture.ChangeBatch`) with the
+position after each, `Checkpoint`s (a position with nothing to publish) and `IDLE` while it waits. The core
+and the runtime do the rest: keys, envelopes, schemas, serialisation, publishing, storing positions only
+after Kafka acknowledged everything before them, retries, metrics. docs/new-connector.md walks through one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from liberator.errors import FatalSourceError
-from liberator.events import SourceItem, Stream
+from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
 
@@ -31,6 +33,21 @@ class SourceConfig(BaseModel):
     type: str
 
 
+class Pacing:
+    """How long a source may wait on its database before it yields IDLE.
+
+    The runtime serves Kafka's acknowledgements between two items a source yields, so while records are in
+    flight it shortens the wait (`busy`): their acknowledgements, and the positions they free, are heard
+    within milliseconds instead of at the next idle tick. Sources read `max_wait` each time they wait.
+    """
+
+    idle = 0.5
+    busy = 0.005
+
+    def __init__(self) -> None:
+        self.max_wait = self.idle
+
+
 @dataclass(frozen=True)
 class SourceContext:
     app_name: str  # the config's `name`: part of client ids and offset keys
@@ -39,12 +56,24 @@ class SourceContext:
     # The daemon's schema registry, for sources that must read schemas the application registered
     # (outbox payloads validated against their subject). None where no registry is configured (tests, bench).
     registry: RegistryClient | None = None
+    pacing: Pacing = field(default_factory=Pacing)
     # The first of these topics that already holds a record, or None: evidence that a source without a
     # stored position ran before. None where there is no broker to ask (tests, bench): no such evidence.
     published: Callable[[Sequence[str]], str | None] | None = None
     # `liberator run --from-scratch`: a source without a stored position starts over even where the evidence
     # says it ran before (see `lost_position`).
     from_scratch: bool = False
+
+    def idle(self, seconds: float) -> Iterator[Idle]:
+        """Wait `seconds` (or until stop), yielding IDLE at least every `pacing.max_wait`: for sources that
+        wait on a clock (a poll interval) rather than on their database's socket."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, self.pacing.max_wait))
+            yield IDLE
 
 
 def lost_position(source: str, evidence: str, start_over: str) -> FatalSourceError:
@@ -60,14 +89,24 @@ def lost_position(source: str, evidence: str, start_over: str) -> FatalSourceErr
     )
 
 
-class Source(ABC):
+ConfigT = TypeVar("ConfigT", bound=SourceConfig)
+PositionT = TypeVar("PositionT", bound=Position)
+
+
+class Source(ABC, Generic[ConfigT, PositionT]):
+    """A source of one config model and one position type: `Source[MyConfig, MyPosition]`.
+
+    The runtime builds it with a config of `config_model` (validated at load) and hands `read` a position of
+    `position_type` (decoded from the offset store) or None, so the connector needs no type checks of its own.
+    """
+
     config_model: ClassVar[type[SourceConfig]]
     position_type: ClassVar[type[Position]]
     # What the source is doing, for /health: "snapshot", "polling", "streaming"...
     phase: str = ""
 
-    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT, context: SourceContext) -> None:
+        self.config: ConfigT = config
         self.context = context
 
     @abstractmethod
@@ -79,31 +118,33 @@ class Source(ABC):
         """The streams the source would publish now (for `liberator schemas` and start-up registration)."""
 
     @abstractmethod
-    def read(self, start: Position | None) -> Iterator[SourceItem]:
-        """Yield events from `start` (None: from the beginning, snapshot first) until `context.stop` is set.
+    def read(self, start: PositionT | None) -> Iterator[SourceItem]:
+        """Yield batches from `start` (None: from the beginning, snapshot first) until `context.stop` is set.
 
-        Raise TransientSourceError when the database goes away (the runtime reopens at the last position
-        yielded), FatalSourceError when only an operator can help.
+        Yield `IDLE` at least every second or so while waiting on the database: the runtime serves Kafka's
+        acknowledgements (and the hooks below) between two items. A delivery failure is raised into the
+        generator at the item it yielded last. Raise TransientSourceError when the database goes away (the
+        runtime reopens at the last position yielded), FatalSourceError when only an operator can help.
         """
 
-    def delivered(self, position: Position) -> None:  # noqa: B027 - optional hook
-        """Kafka acknowledged every event up to `position`; the position may not be stored yet.
+    def delivered(self, position: PositionT) -> None:
+        """Kafka acknowledged every record up to `position`; the position may not be stored yet.
 
-        Called, in position order, from whichever thread moved the position (a Kafka delivery callback,
-        or the reading thread yielding a checkpoint) while the runtime holds its acknowledgement lock:
-        record the fact and return at once. For sources whose own table is the
-        durable record of what is left (the outbox), this is the moment to clean up; sources that resume
+        Called on the reading thread, between two items, in position order. For sources whose own table is
+        the durable record of what is left (the outbox), this is the moment to clean up; sources that resume
         from the stored position act on `acknowledged` instead.
         """
 
-    def acknowledged(self, position: Position) -> None:  # noqa: B027 - optional hook
+    def acknowledged(self, position: PositionT) -> None:
         """Everything up to `position` is acknowledged by Kafka and the position is stored.
 
-        Called from the daemon's committer thread (or, for a durable Checkpoint, from the reading thread
-        before `read` goes on), in position order, so keep it to recording the fact: the reading thread acts
-        on it (confirm a replication slot's flush LSN, delete published outbox rows). It may also come after
-        `close()`, for the last positions stored at shutdown.
+        Called on the reading thread, between two items (or before `read` goes on after a durable Checkpoint),
+        in position order: confirm a replication slot's flush LSN, forget what is safely stored. Positions
+        stored at shutdown may never be heard.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections; called once after `read` ends, however it ended."""
+
+
+AnySource = Source[Any, Any]

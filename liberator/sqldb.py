@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from typing import Any
 
 import psycopg
 import pymysql  # type: ignore[import-untyped]
+import pymysql.constants  # type: ignore[import-untyped]
+import pymysql.converters  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -67,6 +70,7 @@ def _timed_connect(dialect: sa.Dialect, timeouts: DatabaseTimeouts) -> Any:
     def connect(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
         driver = dialect.driver
         if driver == "pymysql":
+            cparams.setdefault("conv", MYSQL_CONVERSIONS)
             return mysql_connect(timeouts, *cargs, **cparams)
         if driver == "psycopg":
             return pg_connect("", timeouts, *cargs, **cparams)
@@ -75,6 +79,30 @@ def _timed_connect(dialect: sa.Dialect, timeouts: DatabaseTimeouts) -> Any:
         return None  # the dialect connects as usual
 
     return connect
+
+
+def mysql_datetime(value: str | bytes) -> Any:
+    """PyMySQL's DATETIME/TIMESTAMP decoder at C speed: what the server sends ('YYYY-MM-DD HH:MM:SS' with 0-6
+    fraction digits) is parsed by datetime.fromisoformat; anything else (zero dates...) by PyMySQL itself, so
+    the result is always PyMySQL's. Its own decoder (a regex and a Python loop) took a fifth of the query
+    source's reading thread on MariaDB."""
+    text = value.decode("ascii") if isinstance(value, bytes | bytearray) else value
+    size = len(text)
+    if (size == 19 or (21 <= size <= 26 and text[19] == ".")) and text[10] == " ":
+        try:
+            return _FROM_ISO(text)
+        except ValueError:
+            pass
+    return pymysql.converters.convert_datetime(text)
+
+
+_FROM_ISO = dt.datetime.fromisoformat
+# PyMySQL's conversions (encoders and decoders) with the fast DATETIME and TIMESTAMP decoder.
+MYSQL_CONVERSIONS: dict[Any, Any] = {
+    **pymysql.converters.conversions,
+    pymysql.constants.FIELD_TYPE.DATETIME: mysql_datetime,
+    pymysql.constants.FIELD_TYPE.TIMESTAMP: mysql_datetime,
+}
 
 
 def _session_setup(dialect: str) -> Any:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from liberator.metrics import SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
 from liberator.offsets.kafka import OffsetStoreUnavailable
+from liberator.supervisor import Backoff, mark_recovered, mark_retrying
 from liberator.topics import BrokerUnavailable, StoppedWaiting, TopicManager
 
 log = logging.getLogger("liberator")
-
-MAX_BACKOFF = 30.0
 
 
 def wait_for_kafka(
@@ -27,11 +26,13 @@ def wait_for_kafka(
     statuses: Sequence[SourceStatus | SinkStatus],
     stop: threading.Event,
     stored: dict[str, StoredOffset] | None = None,
+    beat: Callable[[], None] = lambda: None,
 ) -> dict[str, StoredOffset] | None:
     """The stored positions (`stored` when already read), once the broker answers and they are read; None
-    when stopped meanwhile."""
-    backoff = 1.0
+    when stopped meanwhile. `beat` is called on every attempt: waiting for a broker is not being wedged."""
+    backoff = Backoff()
     while True:
+        beat()
         try:
             topics.wait_for_broker(stop)
             if stored is None:
@@ -39,15 +40,12 @@ def wait_for_kafka(
         except StoppedWaiting:
             return None
         except (BrokerUnavailable, OffsetStoreUnavailable) as exc:
-            for status in statuses:
-                status.state, status.error = "retrying", str(exc)
-                status.retries += 1
-            log.warning("%s; retrying in %.0fs", exc, backoff)
-            if stop.wait(backoff):
+            seconds = backoff.next()
+            mark_retrying(statuses, str(exc))  # every source and sink waits for the same broker
+            log.warning("%s; retrying in %gs", exc, seconds)
+            beat()
+            if stop.wait(seconds):
                 return None
-            backoff = min(backoff * 2, MAX_BACKOFF)
             continue
-        for status in statuses:
-            if status.state == "retrying":
-                status.state, status.error = "starting", None  # the wait is over; the runners take it from here
+        mark_recovered(statuses, "starting")  # the wait is over; the runners take it from here
         return stored

@@ -80,6 +80,7 @@ def cluster_metadata(
             return admin.list_topics(timeout=max(0.05, min(_SLICE, deadline - time.monotonic())))
         except KafkaException as exc:
             error = exc.args[0]
+            admin.poll(0)  # serves librdkafka's queued log lines (with a logger they wait for a poll)
             if time.monotonic() >= deadline or not broker_away(error):
                 raise BrokerUnavailable(
                     f"cannot reach the Kafka broker at {bootstrap} ({error.str()}); waiting for it; "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +46,9 @@ class LoadedYaml:
     path: str
     data: Any
     lines: dict[Loc, int]
+    # Problems with single values (an unset ${VAR}, a raw '@' in a URL password, a repeated key): the value
+    # reads as None (a repeated key keeps its first value) so the rest of the file is still checked.
+    problems: list[tuple[Loc, ConfigError]] = field(default_factory=list)
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of `loc`, or of its nearest ancestor present in the file (a missing field)."""
@@ -139,7 +142,9 @@ def _syntax_error(path: str, text: str, exc: yaml.YAMLError) -> ConfigError:
     return ConfigError(f"{where}: not valid YAML: {problem}; fix the syntax there")
 
 
-def load_yaml(path: str | Path) -> LoadedYaml:
+def load_yaml(path: str | Path, keep_problems: bool = False) -> LoadedYaml:
+    """The file as plain data. A problem with a single value raises its ConfigError, or with `keep_problems`
+    is kept in `problems` (that value reads as None) so the caller can report it with all the others."""
     path = str(path)
     text = _read_text(path)
     try:
@@ -152,6 +157,8 @@ def load_yaml(path: str | Path) -> LoadedYaml:
     if root is None:
         raise ConfigError(f"{path}: the config file is empty; see configs/ for examples")
     loaded.data = _Converter(loaded).convert(root, ())
+    if loaded.problems and not keep_problems:
+        raise loaded.problems[0][1]
     return loaded
 
 
@@ -193,12 +200,23 @@ class _Converter:
                 raise self.loaded.error(loc, "a key here is a list or mapping; keys must be plain names")
             key = str(key_node.value)
             if key in out:
-                raise self.loaded.error((*loc, key), "this key appears twice; keep one")
+                line = key_node.start_mark.line + 1
+                where = f"{self.loaded.path}:{line}: {dotted((*loc, key))}"
+                error = ConfigError(one_line(f"{where}: this key appears twice; keep one", MAX_MESSAGE))
+                self.loaded.problems.append(((*loc, key), error))
+                continue
             out[key] = self.convert(value_node, (*loc, key))
             self.loaded.lines[(*loc, key)] = key_node.start_mark.line + 1
         return out
 
     def _scalar(self, node: yaml.Node, loc: Loc) -> Any:
+        try:
+            return self._value(node, loc)
+        except ConfigError as error:
+            self.loaded.problems.append((loc, error))
+            return None
+
+    def _value(self, node: yaml.Node, loc: Loc) -> Any:
         assert isinstance(node, yaml.ScalarNode)
         if "${" in node.value:
             expanded = expand(node.value, lambda message: self.loaded.error(loc, message))

@@ -90,8 +90,7 @@ class DaemonThread:
         runner = next((r for r in self.daemon.runners if r.config.name == source), None)
         if runner is None:
             raise NotYet(f"source {source} has no runner yet")
-        committable = runner.checkpointer.committable()
-        return runner.checkpointer.in_flight == 0 and committable is not None and runner.stored == committable
+        return runner.settled()
 
 
 def read_records(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0) -> list[Message]:
@@ -235,18 +234,26 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{because}")
 
 
+# Tests read the lines an operator reads at a terminal; off one the default is JSON (tests/e2e/test_json_logs.py).
+TEXT_LOGS = ("--log-format", "text")
+
+
 def cli(*args: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`liberator ARGS...` as a process; its output is text."""
+    """`liberator ARGS... --log-format text` as a process; its output is text (a later --log-format wins)."""
     return subprocess.run(
-        [sys.executable, "-m", "liberator", *args], capture_output=True, text=True, timeout=timeout, input=stdin
+        [sys.executable, "-m", "liberator", *args[:1], *TEXT_LOGS, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
     )
 
 
 def start_daemon_process(config_path: Path, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
-    """`liberator run CONFIG [options]` as a child process, its output appended to `log_path`."""
+    """`liberator run CONFIG --log-format text [options]` as a child process, its output appended to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
-        [sys.executable, "-m", "liberator", "run", str(config_path), *options],
+        [sys.executable, "-m", "liberator", "run", str(config_path), *TEXT_LOGS, *options],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

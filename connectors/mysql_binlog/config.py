@@ -57,6 +57,9 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
         "auto", description="resume by GTID (auto: when the server has GTIDs) or by binlog file/position"
     )
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
+    exclude: dict[str, list[str]] = Field(
+        {}, description="columns left out of the events, per captured table: {shop.users: [password_hash]}"
+    )
     snapshot_chunk: int = Field(5000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
     outbox: BinlogOutboxConfig | None = Field(
         None, description="publish rows inserted into this outbox table as domain events (not as row changes)"
@@ -74,6 +77,19 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
                 "truncate: publish needs envelope: change (a state record cannot say 'truncated'); "
                 "set envelope: change or truncate: warn"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _exclude_captured_tables(self) -> MySQLBinlogConfig:
+        for entry in self.exclude:
+            if not _TABLE.match(entry) or _PATTERN.search(entry):
+                raise ValueError(f"exclude: {entry!r} must be one database.table (no patterns)")
+            database, table = entry.split(".", 1)
+            if not self.captures(database, table):
+                raise ValueError(
+                    f"exclude: {entry} is not a captured table; name a table that `tables` (or `future_tables`) "
+                    "captures, or remove the entry"
+                )
         return self
 
     @field_validator("tables", "future_tables")

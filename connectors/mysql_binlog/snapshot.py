@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 
 from connectors.mysql_binlog.checks import ServerInfo, binlog_status, quote
-from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.position import (
     BinlogPosition,
     Coord,
@@ -27,10 +26,12 @@ from connectors.mysql_binlog.position import (
     SnapshotRun,
     SnapshotState,
 )
-from connectors.mysql_binlog.shape import Shape, read_table_def
+from connectors.mysql_binlog.tables import TableCatalog, read_table_def
 from connectors.mysql_binlog.types import key_is_ordered
-from liberator.envelope import Envelope, Op, change_value
-from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from liberator.capture import ChangeBatch, Op, RowChange, Txn
+from liberator.events import Checkpoint, SourceItem
+
+_READ = Op.read
 
 
 def begin_consistent_snapshot(conn: Any, info: ServerInfo) -> tuple[Coord, GtidState | None]:
@@ -58,12 +59,12 @@ def read_snapshot(
     conn: Any,
     info: ServerInfo,
     position: BinlogPosition,
-    shape_for: Callable[[TableDef], Shape],
+    tables: TableCatalog,
     chunk: int,
-    envelope: Envelope,
     stop: Any,
 ) -> Iterator[SourceItem]:
-    """Yield every row of the snapshot's tables from where `position` left off, then a done Checkpoint."""
+    """Every row of the snapshot's tables from where `position` left off, one batch per primary-key chunk, each
+    with the snapshot's progress after it; then a done Checkpoint."""
     state = position.snapshot
     assert state is not None
     at, gtid = begin_consistent_snapshot(conn, info)
@@ -84,21 +85,24 @@ def read_snapshot(
                 first_after = None  # re-read the whole table in this run (see SnapshotRun)
         runs = (*state.runs, SnapshotRun(state.table_index, first_after, at))
     started_ms = int(time.time() * 1000)
-    txn = f"snapshot:{at}"
-    order = 0
+    # The run is one read transaction: its rows share one Txn (so `transaction.order` counts through the run).
+    txn = Txn(started_ms, id=f"snapshot:{at}", position=str(at), commit_ms=started_ms, snapshot=True)
     for index in range(state.table_index, len(state.tables)):
         database, name = state.tables[index].split(".", 1)
-        table = read_table_def(conn, database, name, not info.mariadb)
-        if table is None:
+        definition = read_table_def(conn, database, name, not info.mariadb)
+        if definition is None:
             continue  # dropped since the snapshot began
-        shape = shape_for(table)
-        schemas = schemas.with_table(table)
+        table = tables.table(definition)
+        captured = table.captured
+        schemas = schemas.with_table(definition)
         after = first_after if index == state.table_index else None
-        columns = ", ".join(quote(c) for c in shape.names)
-        keys = [quote(k) for k in table.key]
+        columns = ", ".join(quote(c) for c in table.published)
+        keys = [quote(k) for k in definition.key]
+        key_index = captured.key_index
         base = f"SELECT {columns} FROM {quote(database)}.{quote(name)}"
         order_by = f" ORDER BY {', '.join(keys)} LIMIT {int(chunk)}"
         condition = f" WHERE ({', '.join(keys)}) > ({', '.join(['%s'] * len(keys))})"
+        normalise = table.normalise
         while True:
             with conn.cursor() as cur:
                 if after is None:
@@ -106,28 +110,14 @@ def read_snapshot(
                 else:
                     cur.execute(base + condition + order_by, after)
                 rows = cur.fetchall()
-            for row in rows:
-                values = shape.normalise(list(row))
-                after = shape.key_of(values)
-                order += 1
+            if rows:
+                images = [normalise(list(row)) for row in rows]
+                after = tuple(images[-1][i] for i in key_index)
                 progress = SnapshotState(state.tables, runs, index, after)
-                event_position = BinlogPosition(position.coord, position.gtid, schemas, progress)
-                key = shape.key.convert_values(after)
-                record = shape.value.convert_values(values)
-                value = record
-                if envelope is Envelope.change:
-                    value = change_value(
-                        Op.read,
-                        None,
-                        record,
-                        shape.info,
-                        position=str(at),
-                        commit_ms=started_ms,
-                        snapshot=True,
-                        transaction_id=txn,
-                        order=order,
-                    )
-                yield ChangeEvent(shape.stream, key, value, started_ms, event_position)
+                yield ChangeBatch(
+                    [RowChange(captured, _READ, txn, None, image) for image in images],
+                    BinlogPosition(position.coord, position.gtid, schemas, progress),
+                )
             if stop.is_set():
                 return
             if len(rows) < chunk:

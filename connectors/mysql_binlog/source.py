@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 
@@ -22,52 +22,34 @@ from connectors.mysql_binlog.checks import (
 )
 from connectors.mysql_binlog.config import MySQLBinlogConfig
 from connectors.mysql_binlog.guard import ServerIdGuard
-from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.outbox import BinlogOutbox
 from connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
-from connectors.mysql_binlog.shape import (
-    Shape,
-    build_shape,
-    list_tables,
-    read_table_def,
-    topic_name,
-    unmatched_problems,
-)
 from connectors.mysql_binlog.snapshot import read_snapshot
 from connectors.mysql_binlog.stream import BinlogStreamer, open_reader
+from connectors.mysql_binlog.tables import TableCatalog, list_tables, read_table_def, unmatched_problems
+from liberator.capture import ChangeBatch
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
-from liberator.positions import Position
-from liberator.source import Source, SourceConfig, SourceContext, lost_position
+from liberator.source import Source, SourceContext, lost_position
 
 
-class MySQLBinlogSource(Source):
-    config_model: ClassVar[type[SourceConfig]] = MySQLBinlogConfig
-    position_type: ClassVar[type[Position]] = BinlogPosition
+class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
+    config_model = MySQLBinlogConfig
+    position_type = BinlogPosition
 
-    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+    def __init__(self, config: MySQLBinlogConfig, context: SourceContext) -> None:
         super().__init__(config, context)
-        assert isinstance(config, MySQLBinlogConfig)
         self.cfg = config
         self.phase = "starting"
-        self._shapes: dict[TableDef, Shape] = {}
-        self._server = ""
+        self.tables = TableCatalog(config, context.app_name, context.log)
         self._open: list[Any] = []
         self._guard = ServerIdGuard(config)
-
-    def _shape(self, table: TableDef) -> Shape:
-        shape = self._shapes.get(table)
-        if shape is None:
-            if len(self._shapes) > 1000:  # shapes of old table versions: rebuilt if ever needed again
-                self._shapes.clear()
-            shape = self._shapes[table] = build_shape(table, self.cfg, self.context.app_name, self._server)
-        return shape
 
     def _connect(self) -> tuple[Any, ServerInfo]:
         conn = connect(self.cfg)
         self._open.append(conn)
         settings = connection_settings(self.cfg)
-        self._server = f"{settings['host']}:{settings['port']}"
+        self.tables.set_server(f"{settings['host']}:{settings['port']}")
         try:
             return conn, server_info(conn)
         except pymysql.MySQLError as exc:
@@ -88,7 +70,7 @@ class MySQLBinlogSource(Source):
                 try:
                     table = read_table_def(conn, database, name, not info.mariadb)
                     if table is not None:
-                        self._shape(table)
+                        self.tables.table(table)
                 except LiberatorError as exc:
                     problems.append(f"source {self.cfg.name}: {exc}")
             return problems
@@ -122,7 +104,7 @@ class MySQLBinlogSource(Source):
             for database, name in list_tables(conn, self.cfg):
                 table = read_table_def(conn, database, name, not info.mariadb)
                 if table is not None:
-                    out.append(self._shape(table).stream)
+                    out.append(self.tables.table(table).captured.stream)
             return out
         except pymysql.MySQLError as exc:
             raise classify(exc, self.cfg) from None
@@ -131,32 +113,31 @@ class MySQLBinlogSource(Source):
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def read(self, start: Position | None) -> Iterator[SourceItem]:
+    def read(self, start: BinlogPosition | None) -> Iterator[SourceItem]:
         cfg = self.cfg
         try:
             conn, info = self._connect()
             problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._outbox_problems(conn, info)
-            if isinstance(start, BinlogPosition) and not start.snapshotting:
+            if start is not None and not start.snapshotting:
                 problems += position_problems(cfg, info, start, conn)
             if problems:
                 for problem in problems[1:]:
                     self.context.log.error("%s", problem)
                 raise FatalSourceError(problems[0])
             self._guard.acquire(conn)  # held by this connection while the source reads
-            if not isinstance(start, BinlogPosition):
+            if start is None:
                 self._check_first_run(conn)
-            position = self._initial(conn, info) if not isinstance(start, BinlogPosition) else start
-            if not isinstance(start, BinlogPosition) and not position.snapshotting:
+            position = self._initial(conn, info) if start is None else start
+            if start is None and not position.snapshotting:
                 yield Checkpoint(position, durable=True)  # `snapshot: never`: the stream starts here, whatever happens
             if position.snapshotting:
                 self.phase = "snapshot"
                 self.context.log.info("snapshot of %d tables", len(position.snapshot.tables))  # type: ignore[union-attr]
                 final: BinlogPosition | None = None
-                for item in read_snapshot(
-                    conn, info, position, self._shape, cfg.snapshot_chunk, cfg.envelope, self.context.stop
-                ):
+                for item in read_snapshot(conn, info, position, self.tables, cfg.snapshot_chunk, self.context.stop):
                     yield item
-                    final = item.position  # type: ignore[assignment]
+                    if isinstance(item, ChangeBatch | Checkpoint) and isinstance(item.position, BinlogPosition):
+                        final = item.position
                 if self.context.stop.is_set() or final is None or final.snapshotting:
                     return
                 position = final
@@ -177,8 +158,7 @@ class MySQLBinlogSource(Source):
         published = self.context.published
         if published is None or self.context.from_scratch:
             return
-        app = self.context.app_name
-        topic = published([topic_name(self.cfg, app, db, table) for db, table in list_tables(conn, self.cfg)])
+        topic = published([self.tables.topic_for(db, table) for db, table in list_tables(conn, self.cfg)])
         if topic is not None:
             start_over = "snapshot again" if self.cfg.snapshot != "never" else "stream from the binlog's end"
             raise lost_position(self.cfg.name, f"topic {topic} already holds records", start_over)
@@ -203,11 +183,14 @@ class MySQLBinlogSource(Source):
             by_gtid = False  # no GTID known yet (none written before the start point)
         self.phase = "streaming"
         self.context.log.info("streaming from %s by %s", position.describe(), "GTID" if by_gtid else "file/position")
-        reader = open_reader(cfg, connection_settings(cfg), position, by_gtid, info.mariadb)
+        reader, waiter = open_reader(cfg, connection_settings(cfg), position, by_gtid, info.mariadb)
         self._open.append(reader)
         outbox = None if cfg.outbox is None else BinlogOutbox(cfg, self.context.registry)
-        streamer = BinlogStreamer(cfg, self._shape, conn, not info.mariadb, self.context.log, self.context.stop, outbox)
-        yield from streamer.run(reader, position)
+        context = self.context
+        streamer = BinlogStreamer(
+            cfg, self.tables, conn, not info.mariadb, context.log, context.stop, context.pacing, outbox
+        )
+        yield from streamer.run(reader, position, waiter)
 
     def close(self) -> None:
         while self._open:

@@ -8,8 +8,9 @@ mysql-replication (stream) differ in places; `normalizer` brings both to the sam
 * zero dates ('0000-00-00', also partial zeros) and the zero TIMESTAMP -> NULL (so those columns are always
   nullable in Avro); YEAR 0000 stays 0 (mysql-replication reads it as 1900, which YEAR cannot hold)
 * TIMESTAMP is an instant: both readers give UTC wall-clock readings (the snapshot session runs in UTC)
-* BINARY(n) keeps its trailing zero bytes (the binlog drops them); spatial values become WKB (the 4-byte SRID
-  that MySQL stores in front is dropped); MySQL's binary JSON becomes compact JSON text
+* BINARY(n) keeps its trailing zero bytes (the binlog drops them); an empty binary value is b'' (the binlog
+  reader makes it ''); spatial values become WKB (the 4-byte SRID that MySQL stores in front is dropped);
+  MySQL's binary JSON becomes compact JSON text
 """
 
 from __future__ import annotations
@@ -291,8 +292,15 @@ def _year(value: Any) -> Any:
     return 0 if value == 1900 else value  # mysql-replication adds 1900 to the stored 0 of YEAR 0000
 
 
+def _bytes(value: Any) -> Any:
+    # mysql-replication decodes binary values with the codec "binary", which does not exist; Python decodes
+    # an empty value before it looks the codec up, so an empty binary value comes as the text ''.
+    return b"" if value == "" else value
+
+
 def _binary(size: int) -> Normalize:
     def pad(value: Any) -> Any:
+        value = _bytes(value)
         return value.ljust(size, b"\0") if isinstance(value, bytes) and len(value) < size else value
 
     return pad
@@ -327,6 +335,8 @@ def normalizer(spec: ColumnSpec) -> Normalize | None:
             return _timestamp
         case "year":
             return _year
+        case "bytes":
+            return _bytes
         case "binary":
             return _binary(spec.size)
         case "geometry":

@@ -1,9 +1,10 @@
 """The outbox-table source: publish what the application wrote into its outbox, then clean it up.
 
-The table is a queue. Each round claims the oldest unpublished rows (a batch), publishes them, waits
-until Kafka has acknowledged them (the runtime's `delivered()` hook), then deletes or marks them.
-Reading "what is still there" rather than "ids above the last one" means a transaction that commits
-late with a smaller id is simply read by a later round: nothing is skipped.
+The table is a queue. Each round claims the oldest unpublished rows (a batch) and yields their events as one
+`ChangeBatch`; once Kafka has acknowledged it, the runtime calls `delivered()` on this source's reading thread,
+and the batch's rows are deleted or marked there. Reading "what is still there" rather than "ids above the
+last one" means a transaction that commits late with a smaller id is simply read by a later round: nothing
+is skipped.
 
 Several daemons: with `skip_locked` the batch is claimed with SELECT ... FOR UPDATE SKIP LOCKED in a
 transaction that stays open until the cleanup commits, so the rows stay locked, and invisible to the
@@ -16,11 +17,10 @@ same event id header, by whoever claims them next.
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 import time
 import uuid
-from collections.abc import Generator, Iterator, Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -35,35 +35,29 @@ from connectors.outbox.notify import Notifier
 from connectors.outbox.position import OutboxPosition
 from connectors.outbox.queries import OutboxQueries
 from liberator import sqldb
+from liberator.capture import ChangeBatch, RowChange
 from liberator.errors import FatalSourceError, LiberatorError
-from liberator.events import Checkpoint, SourceItem, Stream
+from liberator.events import IDLE, ChangeEvent, Idle, SourceItem, Stream
 from liberator.outbox import OutboxRouter
 from liberator.positions import Position
 from liberator.source import Source, SourceConfig, SourceContext
 
-# After shutdown, how long a claimed batch waits for Kafka's acknowledgement before it is let go (the
-# runtime flushes the producer for most of shutdown_timeout first; a process exits before this fires).
-FINISH_TIMEOUT = 45.0
-# While waiting for an acknowledgement, hand the runtime a checkpoint this often so it can notice a
-# failed delivery or a stop request.
-_TICK = 1.0
-
 
 @dataclass
 class _Batch:
+    """A claimed batch whose events were yielded and await Kafka's acknowledgement."""
+
     position: OutboxPosition
     ids: list[Any]
     conn: sa.Connection | None  # the open transaction holding the rows' locks (skip_locked)
-    complete: bool = False  # its checkpoint was yielded: an acknowledgement will follow
 
 
-class OutboxSource(Source):
+class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
     config_model: ClassVar[type[SourceConfig]] = OutboxSourceConfig
     position_type: ClassVar[type[Position]] = OutboxPosition
 
-    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+    def __init__(self, config: OutboxSourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
-        assert isinstance(config, OutboxSourceConfig)
         self.cfg = config
         self.phase = "starting"
         self._engine: sa.Engine | None = None
@@ -72,13 +66,9 @@ class OutboxSource(Source):
         self._claimer: Claimer | None = None
         self._leader: LeaderLock | None = None
         self._notifier: Notifier | None = None
-        self._in_flight: list[_Batch] = []  # published batches awaiting Kafka, oldest first
-        self._acked: OutboxPosition | None = None
-        self._ack_event = threading.Event()
-        self._lock = threading.Lock()  # guards _acked, _in_flight and _closed (reading and committer threads)
-        self._closed = False
-        self._finishing = threading.Lock()  # shutdown cleanup: close(), acknowledged() and the finisher, one at a time
-        self._finisher: threading.Timer | None = None
+        # Yielded batches awaiting Kafka, oldest first; only the reading thread (read and the hooks) touches it.
+        self._awaiting: deque[_Batch] = deque()
+        self._cleanup_failed: LiberatorError | None = None  # raised in read: the hooks must not raise
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -86,8 +76,6 @@ class OutboxSource(Source):
         return classify_error(exc, self.cfg)
 
     def _open(self) -> None:
-        with self._lock:
-            self._closed = False
         if self._engine is None:
             self._engine = sqldb.create_engine(self.cfg.url, self.cfg)
         if self._router is None:
@@ -136,48 +124,43 @@ class OutboxSource(Source):
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def read(self, start: Position | None) -> Iterator[SourceItem]:
+    def read(self, start: OutboxPosition | None) -> Iterator[SourceItem]:
         self._open()
         run = uuid.uuid4().hex[:12]
         number = 0
         stop = self.context.stop
         try:
             while not stop.is_set():
-                self._clean_up_acknowledged()
+                self._raise_cleanup_failure()
                 if self._leader is not None and not self._lead():
+                    yield from self.context.idle(self.cfg.poll_interval)  # standing by
                     continue
-                if len(self._in_flight) >= self.cfg.max_in_flight:
-                    yield from self._await_oldest()
+                if len(self._awaiting) >= self.cfg.max_in_flight:
+                    yield from self._pause()  # Kafka's acknowledgement (served meanwhile) frees a claim
                     continue
                 claimed = self._claim()
                 if claimed is None:
-                    if self._in_flight:
-                        yield from self._await_oldest()
-                    else:
-                        self._wait_for_work()
+                    yield from self._wait_for_work()
                     continue
                 number += 1
-                failure = yield from self._publish(run, number, claimed.conn, claimed.rows)
+                batch, failure = self._route(run, number, claimed)
+                if batch is not None:
+                    yield batch
                 if failure is not None:
                     # on_invalid: stop. Let Kafka acknowledge (and clean up) what came before the bad row.
-                    while self._in_flight and not stop.is_set():
-                        yield from self._await_oldest()
-                        self._clean_up_acknowledged()
+                    while self._awaiting and not stop.is_set():
+                        yield from self._pause()
+                        self._raise_cleanup_failure()
                     raise failure
                 if not claimed.full:
-                    # Caught up: finish what is in flight, then rest until there is new work.
-                    while self._in_flight and not stop.is_set():
-                        yield from self._await_oldest()
-                        self._clean_up_acknowledged()
-                    self._wait_for_work()
+                    yield from self._wait_for_work()  # caught up: rest until there is new work
         except SQLAlchemyError as exc:
             raise self._error(exc) from None
         finally:
-            with self._lock:
-                kept = [b for b in self._in_flight if b.complete] if stop.is_set() else []
-                dropped = [b for b in self._in_flight if b not in kept]
-            for batch in dropped:
-                self._release(batch)
+            if not stop.is_set():
+                # A failure or a retry: what Kafka has not acknowledged yet is let go (published again).
+                # On shutdown the runtime still drains the producer and hears `delivered` before `close`.
+                self._release_all()
 
     def _lead(self) -> bool:
         assert self._leader is not None
@@ -190,78 +173,72 @@ class OutboxSource(Source):
         if self.phase != "standby":
             self.context.log.info("another daemon publishes this outbox; standing by")
             self.phase = "standby"
-        self.context.stop.wait(self.cfg.poll_interval)
         return False
 
     def _claim(self) -> Claim | None:
         assert self._claimer is not None
         self.phase = "polling"
-        with self._lock:
-            in_flight = {i for batch in self._in_flight for i in batch.ids}
-        return self._claimer.claim(in_flight)
+        return self._claimer.claim({i for batch in self._awaiting for i in batch.ids})
 
-    def _publish(
-        self, run: str, number: int, conn: sa.Connection | None, rows: list[sa.Row[Any]]
-    ) -> Generator[SourceItem, None, FatalSourceError | None]:
-        """Yield a batch's events and its checkpoint; the batch stays in flight until Kafka acknowledged
-        it. Returns the on_invalid=stop error of a bad row (the batch then ends before that row)."""
+    def _route(self, run: str, number: int, claimed: Claim) -> tuple[ChangeBatch | None, FatalSourceError | None]:
+        """The claimed rows' events as one batch (None if the first row is bad), and the on_invalid=stop error
+        of a bad row: the batch then ends before it, and the rest of the claim is let go."""
         assert self._router is not None
-        batch = _Batch(OutboxPosition(run, number), [], conn)
-        with self._lock:
-            self._in_flight.append(batch)
-        self.phase = "publishing"
+        route = self._router.route
         id_column = self.cfg.columns.id
+        ids: list[Any] = []
+        events: list[RowChange | ChangeEvent] = []
         failure: FatalSourceError | None = None
-        for row in rows:
+        for row in claimed.rows:
             mapping = row._mapping
             try:
-                events = self._router.route(cast(Mapping[str, Any], mapping), None)
+                events.extend(route(cast(Mapping[str, Any], mapping), None))
             except FatalSourceError as exc:
                 failure = exc
                 break
-            batch.ids.append(mapping[id_column])
-            yield from events
-        if not batch.ids:
-            self._release(batch)
-            return failure
-        with self._lock:
-            batch.position = dataclasses.replace(batch.position, last_id=batch.ids[-1])
-            batch.complete = True
-        yield Checkpoint(batch.position)
-        return failure
+            ids.append(mapping[id_column])
+        if not ids:
+            self._release(claimed.conn)
+            return None, failure
+        self.phase = "publishing"
+        position = OutboxPosition(run, number, ids[-1])
+        self._awaiting.append(_Batch(position, ids, claimed.conn))
+        return ChangeBatch(events, position), failure
 
-    def _await_oldest(self) -> Generator[SourceItem, None, None]:
-        """Wait until Kafka acknowledged the oldest batch in flight (or stop), ticking checkpoints so
-        the runtime can notice a failed delivery or a stop request meanwhile."""
-        stop = self.context.stop
-        with self._lock:
-            oldest = self._in_flight[0].position if self._in_flight else None
-        if oldest is None:
+    def _pause(self) -> Iterator[Idle]:
+        """One tick of `pacing.max_wait` (a few milliseconds while records are in flight), then IDLE: the
+        runtime serves Kafka's acknowledgements (and so `delivered`) between two items."""
+        self.context.stop.wait(self.context.pacing.max_wait)
+        yield IDLE
+
+    def _wait_for_work(self) -> Iterator[Idle]:
+        """Rest `poll_interval`, or (with notify_channel) until a NOTIFY says a writer committed."""
+        if self._notifier is None:
+            yield from self.context.idle(self.cfg.poll_interval)
             return
-        last_tick = time.monotonic()
+        stop = self.context.stop
+        pacing = self.context.pacing
+        deadline = time.monotonic() + self.cfg.poll_interval
         while not stop.is_set():
-            with self._lock:
-                acked = self._acked
-            if acked is not None and acked.covers(oldest):
+            left = deadline - time.monotonic()
+            if left <= 0 or self._notifier.wait(min(pacing.max_wait, left)):
                 return
-            self._ack_event.wait(0.05)
-            self._ack_event.clear()
-            if time.monotonic() - last_tick >= _TICK:
-                last_tick = time.monotonic()
-                with self._lock:
-                    newest = self._in_flight[-1].position if self._in_flight else oldest
-                yield Checkpoint(newest)
+            yield IDLE
 
-    def _clean_up_acknowledged(self) -> None:
-        """Delete or mark, in order, every batch in flight that Kafka acknowledged."""
-        while True:
-            with self._lock:
-                acked = self._acked
-                batch = self._in_flight[0] if self._in_flight else None
-            if batch is None or not batch.complete or acked is None or not acked.covers(batch.position):
+    # -- acknowledgement and cleanup ------------------------------------------------------------------
+
+    def delivered(self, position: OutboxPosition) -> None:
+        # The table, not the stored position, says what is left: a batch can go as soon as Kafka has it,
+        # so throughput does not wait for `offsets.flush_interval`. Called on the reading thread.
+        awaiting = self._awaiting
+        while awaiting and self._cleanup_failed is None and position.covers(awaiting[0].position):
+            batch = awaiting[0]
+            try:
+                self._cleanup(batch)
+            except SQLAlchemyError as exc:
+                self._cleanup_failed = self._error(exc)  # the rows stay: published again after the retry
                 return
-            self._cleanup(batch)
-            self._release(batch)
+            awaiting.popleft()
 
     def _cleanup(self, batch: _Batch) -> None:
         assert self._queries is not None and self._engine is not None
@@ -270,105 +247,38 @@ class OutboxSource(Source):
             for statement, params in statements:
                 batch.conn.execute(statement, params)
             batch.conn.commit()
+            self._release(batch.conn)
+            batch.conn = None
         else:
             with self._engine.begin() as conn:
                 for statement, params in statements:
                     conn.execute(statement, params)
-        batch.ids = []
 
-    def _release(self, batch: _Batch) -> None:
-        """Let go of a batch: an uncommitted claim rolls back, so its rows are published again later."""
-        with self._lock:
-            if batch in self._in_flight:
-                self._in_flight.remove(batch)
-        if batch.conn is not None:
+    def _raise_cleanup_failure(self) -> None:
+        failure, self._cleanup_failed = self._cleanup_failed, None
+        if failure is not None:
+            raise failure
+
+    def _release(self, conn: sa.Connection | None) -> None:
+        """Let go of a claim: uncommitted, it rolls back, so its rows are published again later."""
+        if conn is not None:
             try:
-                batch.conn.rollback()
-                batch.conn.close()
+                conn.rollback()
+                conn.close()
             except SQLAlchemyError:
                 pass  # the session is gone; the server rolled it back
-            batch.conn = None
 
-    def _wait_for_work(self) -> None:
-        stop = self.context.stop
-        if self._notifier is None:
-            stop.wait(self.cfg.poll_interval)
-            return
-        deadline = time.monotonic() + self.cfg.poll_interval
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0 or self._notifier.wait(min(0.5, left)):
-                return
-
-    # -- acknowledgement and shutdown ---------------------------------------------------------------
-
-    def delivered(self, position: Position) -> None:
-        # The table, not the stored position, says what is left: a batch can go as soon as Kafka has it,
-        # so throughput does not wait for `offsets.flush_interval`. The reading thread does the cleanup.
-        if not isinstance(position, OutboxPosition):
-            return
-        with self._lock:
-            self._acked = position
-        self._ack_event.set()
-
-    def acknowledged(self, position: Position) -> None:
-        if not isinstance(position, OutboxPosition):
-            return
-        with self._lock:
-            if self._acked is None or not self._acked.covers(position):
-                self._acked = position
-            closed = self._closed and bool(self._in_flight)
-        self._ack_event.set()
-        if closed:
-            # The reading thread is gone (shutdown): clean up here, the last thing this source does;
-            # batches this acknowledgement does not cover are let go (published again next run).
-            with self._finishing:
-                if self._engine is None:
-                    return  # already torn down
-                self._finish_cleanup("cleaned up the batches Kafka acknowledged during shutdown")
-                self._teardown()
+    def _release_all(self) -> None:
+        while self._awaiting:
+            self._release(self._awaiting.popleft().conn)
 
     def close(self) -> None:
-        with self._finishing:
-            with self._lock:
-                self._closed = True
-            stopping = self.context.stop.is_set()
-            if stopping:
-                self._finish_cleanup()  # delivered while the reading thread was stopping
-            with self._lock:
-                waiting = bool(self._in_flight) and stopping
-            if waiting:
-                # Kafka may still acknowledge these while the daemon flushes: the position stored then
-                # reaches `acknowledged`, which cleans them up; if none comes, they are published again.
-                self._finisher = threading.Timer(FINISH_TIMEOUT, self._abandon)
-                self._finisher.daemon = True
-                self._finisher.start()
-                return
-            self._teardown()
-
-    def _finish_cleanup(self, done: str | None = None) -> None:
-        try:
-            self._clean_up_acknowledged()
-        except SQLAlchemyError as exc:
-            self.context.log.warning("could not clean up at shutdown (%s); those rows will be published again", exc)
-            return
-        if done is not None:
-            self.context.log.info("%s", done)
-
-    def _abandon(self) -> None:
-        with self._finishing:
-            if self._in_flight:
-                self.context.log.warning("batches were not acknowledged before shutdown; they will be published again")
-            self._teardown()
-
-    def _teardown(self) -> None:
-        if self._finisher is not None and self._finisher is not threading.current_thread():
-            self._finisher.cancel()
-        self._finisher = None
-        with self._lock:
-            batches = list(self._in_flight)
-        for batch in batches:
-            self._release(batch)
+        if self._awaiting:
+            self.context.log.warning(
+                "%d batches were not acknowledged before the source stopped; they will be published again",
+                len(self._awaiting),
+            )
+        self._release_all()
         if self._leader is not None:
             self._leader.release()
             self._leader = None

@@ -1,18 +1,13 @@
-"""Tuples (text values from pgoutput or the snapshot) -> key and value datums, and the events around them."""
+"""Tuples (text values from pgoutput or the snapshot) -> Python values in the captured columns' order."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from connectors.postgres_wal.pgoutput import UNCHANGED_TOAST, TupleValue
 from connectors.postgres_wal.tables import TableState
-from liberator.avro import DatumError
-from liberator.envelope import Envelope, Op, change_value
 from liberator.errors import FatalSourceError
-from liberator.events import ChangeEvent
-from liberator.positions import Position
 from liberator.schema import BytesType, JsonType, StringType, TextRepr
 
 UNCHANGED_HEADER = "liberator.unchanged_toast"
@@ -84,73 +79,3 @@ def fill_unchanged(
     if not unknown:
         return ()
     return ((UNCHANGED_HEADER, ",".join(unknown).encode()),)
-
-
-def value_datum(state: TableState, values: list[Any]) -> dict[str, Any]:
-    try:
-        return state.value_converter.convert_values(values)
-    except DatumError as exc:
-        raise FatalSourceError(str(exc)) from None
-
-
-def key_datum(state: TableState, values: list[Any]) -> dict[str, Any]:
-    key_values = [values[i] for i in state.key_index]
-    if any(v is None or v is UNCHANGED_TOAST for v in key_values):
-        raise FatalSourceError(
-            f"table {state.name}: a change arrived without its primary key values (the replica identity is "
-            f"another index); run ALTER TABLE {state.name} REPLICA IDENTITY DEFAULT (or FULL)"
-        )
-    try:
-        return state.key_converter.convert_values(key_values)
-    except DatumError as exc:
-        raise FatalSourceError(str(exc)) from None
-
-
-class EventMaker:
-    """Builds the events of one source in its envelope; one per read()."""
-
-    def __init__(self, envelope: Envelope) -> None:
-        self.change = envelope == Envelope.change
-
-    def events(
-        self,
-        state: TableState,
-        op: Op,
-        key: dict[str, Any],
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-        *,
-        timestamp_ms: int,
-        lsn_text: str,
-        commit_ms: int | None,
-        snapshot: bool = False,
-        xid: str | None = None,
-        order: int = 0,
-        position: Position | None = None,
-        headers: tuple[tuple[str, bytes], ...] = (),
-    ) -> list[ChangeEvent]:
-        """The event(s) of one change; a delete also gets its tombstone (the only event with `state`)."""
-        stream = state.stream
-        out: list[ChangeEvent] = []
-        if self.change:
-            value = change_value(
-                op,
-                before,
-                after,
-                state.info,
-                position=lsn_text,
-                commit_ms=commit_ms,
-                snapshot=snapshot,
-                transaction_id=xid,
-                order=order,
-                ts_ms=int(time.time() * 1000),
-            )
-            out.append(ChangeEvent(stream, key, value, timestamp_ms, None, headers))
-        elif op != Op.delete:
-            out.append(ChangeEvent(stream, key, after, timestamp_ms, None, headers))
-        if op == Op.delete:
-            out.append(ChangeEvent(stream, key, None, timestamp_ms, None))
-        if position is not None:
-            last = out[-1]
-            out[-1] = ChangeEvent(last.stream, last.key, last.value, last.timestamp_ms, position, last.headers)
-        return out

@@ -21,9 +21,9 @@ from psycopg.types.string import TextLoader
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.connection import classify, connect
 from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
-from connectors.postgres_wal.rows import EventMaker, key_datum, parse_values, value_datum
+from connectors.postgres_wal.rows import parse_values
 from connectors.postgres_wal.tables import TableCatalog, TableState, split_name
-from liberator.envelope import Op
+from liberator.capture import ChangeBatch, Op, RowChange, Txn
 from liberator.events import Checkpoint, SourceItem
 
 
@@ -42,13 +42,10 @@ def create_slot(
 
 
 class SnapshotReader:
-    def __init__(
-        self, config: PostgresWalConfig, catalog: TableCatalog, maker: EventMaker, what: str, stop: threading.Event
-    ) -> None:
+    def __init__(self, config: PostgresWalConfig, catalog: TableCatalog, what: str, stop: threading.Event) -> None:
         self.config = config
         self.url = config.url
         self.catalog = catalog
-        self.maker = maker
         self.chunk = config.snapshot_chunk
         self.what = what
         self.stop = stop
@@ -96,22 +93,18 @@ class SnapshotReader:
             columns, source, keys, casts, keys, sql.Literal(self.chunk)
         )
         point_text = lsn_text(point)
+        captured = state.captured
+        key_index = captured.key_index
         last_key: list[Any] | None = None
         while not self.stop.is_set():
             cursor = conn.cursor()
             rows = (cursor.execute(first) if last_key is None else cursor.execute(after, last_key)).fetchall()
-            now_ms = int(time.time() * 1000)
-            for row in rows:
-                values = parse_values(state, row)
-                key = key_datum(state, values)
-                value = value_datum(state, values)
-                yield from self.maker.events(
-                    state, Op.read, key, None, value, timestamp_ms=now_ms, lsn_text=point_text, commit_ms=None,
-                    snapshot=True,
-                )  # fmt: skip
+            # One chunk, one batch: the rows share their read time and the snapshot's point.
+            txn = Txn(int(time.time() * 1000), position=point_text, snapshot=True)
+            yield ChangeBatch([RowChange(captured, Op.read, txn, after=parse_values(state, row)) for row in rows], None)
             if len(rows) < self.chunk:
                 return
-            last_key = [rows[-1][i] for i in state.key_index]
+            last_key = [rows[-1][i] for i in key_index]
 
 
 def _quoted(name: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
@@ -22,7 +21,6 @@ from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.connection import application_name, classify, connect
 from connectors.postgres_wal.outbox import WalOutbox
 from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
-from connectors.postgres_wal.rows import EventMaker
 from connectors.postgres_wal.snapshot import SnapshotReader, create_slot
 from connectors.postgres_wal.stream import ReplicationStream
 from connectors.postgres_wal.streaming import ChangeDecoder
@@ -39,30 +37,21 @@ SLOT_RELEASE_WAIT = 5.0
 
 
 class AckedLsn:
-    """The newest LSN the daemon stored; written by the committer thread, read by the reading thread."""
+    """The newest LSN the daemon stored, which is all the server may forget (heard on the reading thread)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lsn = 0
+        self.value = 0
 
     def raise_to(self, lsn: int) -> None:
-        with self._lock:
-            if lsn > self._lsn:
-                self._lsn = lsn
-
-    @property
-    def value(self) -> int:
-        with self._lock:
-            return self._lsn
+        self.value = max(self.value, lsn)
 
 
-class PostgresWalSource(Source):
+class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
     config_model: ClassVar[type[SourceConfig]] = PostgresWalConfig
     position_type: ClassVar[type[Position]] = WalPosition
 
-    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+    def __init__(self, config: PostgresWalConfig, context: SourceContext) -> None:
         super().__init__(config, context)
-        assert isinstance(config, PostgresWalConfig)
         self.cfg = config
         self.what = f"source {config.name}"
         self.acked = AckedLsn()
@@ -91,13 +80,12 @@ class PostgresWalSource(Source):
     def streams(self) -> list[Stream]:
         try:
             catalog = self._catalog()
-            return [catalog.from_catalog(name).stream for name in catalog.resolve()]
+            return [catalog.from_catalog(name).captured.stream for name in catalog.resolve()]
         finally:
             self.close()
 
-    def acknowledged(self, position: Position) -> None:
-        if isinstance(position, WalPosition):
-            self.acked.raise_to(position.lsn)
+    def acknowledged(self, position: WalPosition) -> None:
+        self.acked.raise_to(position.lsn)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -107,9 +95,9 @@ class PostgresWalSource(Source):
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def read(self, start: Position | None) -> Iterator[SourceItem]:
+    def read(self, start: WalPosition | None) -> Iterator[SourceItem]:
         try:
-            yield from self._read(start if isinstance(start, WalPosition) else None)
+            yield from self._read(start)
         except psycopg.Error as exc:
             raise classify(exc, self.cfg.url, self.what, self.cfg) from None
 
@@ -121,9 +109,9 @@ class PostgresWalSource(Source):
         if found:
             raise FatalSourceError(found[0])
         tables = catalog.resolve()
-        maker_reader = SnapshotReader(cfg, catalog, _maker(cfg), self.what, self.context.stop)
+        reader = SnapshotReader(cfg, catalog, self.what, self.context.stop)
         if cfg.snapshot == "initial_only":
-            yield from self._initial_only(start, tables, maker_reader, conn)
+            yield from self._initial_only(start, tables, reader, conn)
             return
         published = list(tables)
         outbox = None
@@ -144,7 +132,7 @@ class PostgresWalSource(Source):
         if position is None:
             wants_snapshot = cfg.snapshot == "initial"
             if slot is None:
-                position = yield from self._create_slot(tables, maker_reader, wants_snapshot)
+                position = yield from self._create_slot(tables, reader, wants_snapshot)
             else:  # an operator's slot (`create: false`)
                 assert slot.confirmed_flush is not None
                 position = WalPosition(slot.confirmed_flush, (), snapshot_done=not wants_snapshot)
@@ -164,7 +152,7 @@ class PostgresWalSource(Source):
         if self.context.stop.is_set():
             return
         if not position.snapshot_done:
-            position = yield from self._resume_snapshot(position, tables, maker_reader)
+            position = yield from self._resume_snapshot(position, tables, reader)
             if self.context.stop.is_set():
                 return
             position = WalPosition(position.lsn, position.tables, snapshot_done=True)
@@ -241,7 +229,7 @@ class PostgresWalSource(Source):
         # `create: false`: the operator made the slot, so only the topics can tell a first run from a lost store.
         published = self.context.published
         if published is not None and not self.context.from_scratch:
-            topic = published([catalog.from_catalog(name).stream.topic for name in tables])
+            topic = published([catalog.from_catalog(name).captured.stream.topic for name in tables])
             if topic is not None:
                 raise lost_position(cfg.name, f"topic {topic} already holds records", "snapshot again")
         return slot
@@ -298,18 +286,14 @@ class PostgresWalSource(Source):
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
         stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
-        decoder = ChangeDecoder(cfg, catalog, set(tables), _maker(cfg), position, self.context.log, outbox)
+        decoder = ChangeDecoder(cfg, catalog, set(tables), position, self.context.log, outbox)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
         try:
-            for frame in stream.frames(self.context.stop):
+            for frame in stream.frames(self.context.stop, self.context.pacing):
                 yield from decoder.frame(frame)
                 if cfg.heartbeat and time.monotonic() >= heartbeat_at:
                     heartbeat_at = time.monotonic() + cfg.heartbeat
                     catalog.conn.execute("SELECT pg_logical_emit_message(false, %s, '')", (HEARTBEAT_PREFIX,))
         finally:
             stream.close()
-
-
-def _maker(cfg: PostgresWalConfig) -> EventMaker:
-    return EventMaker(cfg.envelope)

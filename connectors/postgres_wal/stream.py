@@ -24,17 +24,11 @@ from connectors.postgres_wal.connection import classify, connect
 from connectors.postgres_wal.pgoutput import PG_EPOCH_MICROS
 from connectors.postgres_wal.position import lsn_text
 from liberator.errors import TransientSourceError
+from liberator.source import Pacing
 from liberator.sqldb import redact, timeout_error
 
-_XLOG_HEADER = struct.Struct("!QQq")  # wal start, wal end, send time
 _KEEPALIVE = struct.Struct("!QqB")  # wal end, send time, reply requested
 _STATUS = struct.Struct("!cQQQqB")
-
-
-@dataclass(frozen=True, slots=True)
-class XLogData:
-    wal_start: int
-    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +41,18 @@ class Idle:
     """Nothing arrived for a while: a chance to check timers and the stop flag."""
 
 
-Frame = XLogData | Keepalive | Idle
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """Everything the server sent so far has been handed over; the stream waits for more next."""
+
+
+DRAINED = Drained()
+IDLE_FRAME = Idle()
+
+
+# An XLogData frame comes as its bytes (the pgoutput message starts at XLOG_PAYLOAD): no object per change.
+Frame = bytes | Keepalive | Idle | Drained
+XLOG_PAYLOAD = 25
 
 
 def status_update(lsn: int, reply: bool = False) -> bytes:
@@ -91,20 +96,30 @@ class ReplicationStream:
                 self._conn.close()
             self._conn = None
 
-    def frames(self, stop: threading.Event, idle_after: float = 0.5) -> Iterator[Frame]:
+    def frames(self, stop: threading.Event, pacing: Pacing) -> Iterator[Frame]:
+        """Frames until `stop`; an Idle after waiting `pacing.max_wait` for the server with nothing read."""
         assert self._conn is not None, "open() first"
         pgconn = self._conn.pgconn
+        get_copy_data = pgconn.get_copy_data
+        unchecked = 0
         try:
             while not stop.is_set():
-                self._maybe_send_status(pgconn)
-                nbytes, data = pgconn.get_copy_data(1)
+                nbytes, data = get_copy_data(1)
+                unchecked += 1
+                if unchecked >= 5000:  # a stream that never pauses still tells the server what it may forget
+                    unchecked = 0
+                    self._maybe_send_status(pgconn)
                 if nbytes == 0:
-                    readable, _, _ = select.select([pgconn.socket], [], [], idle_after)
+                    # The status update waits for a pause in the stream: the acknowledged LSN moves only when
+                    # positions are stored, and a check per message would cost more than the message.
+                    self._maybe_send_status(pgconn)
+                    yield DRAINED
+                    readable, _, _ = select.select([pgconn.socket], [], [], pacing.max_wait)
                     if readable:
                         pgconn.consume_input()
                     else:
                         self._check_silence(pgconn)
-                        yield Idle()
+                        yield IDLE_FRAME
                     continue
                 self._heard, self._asked = time.monotonic(), False
                 if nbytes < 0:
@@ -114,9 +129,8 @@ class ReplicationStream:
                     )
                 frame = bytes(data)
                 kind = frame[0]
-                if kind == 0x77:  # 'w' XLogData
-                    wal_start, _wal_end, _ts = _XLOG_HEADER.unpack_from(frame, 1)
-                    yield XLogData(wal_start, frame[25:])
+                if kind == 0x77:  # 'w' XLogData: wal start, wal end, send time, then the message
+                    yield frame
                 elif kind == 0x6B:  # 'k' primary keepalive
                     wal_end, _ts, reply = _KEEPALIVE.unpack_from(frame, 1)
                     if reply:

@@ -1,14 +1,22 @@
-"""pgoutput messages -> events: transactions, relations (shape changes), TOAST, truncates, checkpoints."""
+"""pgoutput messages -> row changes: transactions, relations (shape changes), TOAST, truncates, positions.
+
+The changes go out in batches of whatever the server handed over at once: when the stream has nothing more
+buffered, the transactions read so far are one batch, with the position after the last of them (its end
+LSN). A batch never holds more than `MAX_BATCH` changes, so a large transaction goes out in several, and
+memory stays bounded whatever its size; a batch that ends inside a transaction carries the position of
+the last transaction it completes (or none).
+"""
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.outbox import WalOutbox
 from connectors.postgres_wal.pgoutput import (
+    PG_EPOCH_MICROS,
     UNCHANGED_TOAST,
     Begin,
     Commit,
@@ -22,13 +30,19 @@ from connectors.postgres_wal.pgoutput import (
     decode,
 )
 from connectors.postgres_wal.position import WalPosition, lsn_text
-from connectors.postgres_wal.rows import EventMaker, fill_unchanged, key_datum, parse_tuple, value_datum
-from connectors.postgres_wal.stream import Frame, Keepalive, XLogData
+from connectors.postgres_wal.rows import fill_unchanged, parse_tuple
+from connectors.postgres_wal.stream import DRAINED, XLOG_PAYLOAD, Frame, Idle, Keepalive
 from connectors.postgres_wal.tables import TableCatalog, TableState
-from liberator.envelope import Op, change_value
-from liberator.errors import FatalSourceError
-from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from connectors.postgres_wal.tuples import Fallback
+from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
 from liberator.resnapshot import publish_covered
+
+MAX_BATCH = 1000  # changes per batch inside a large transaction
+_U32 = struct.Struct("!I").unpack_from
+_CREATE = Op.create
+_BEGIN = struct.Struct("!QqI").unpack_from  # final (commit) LSN, commit time (µs since 2000), xid
+_COMMIT_END = struct.Struct("!Q").unpack_from  # a Commit's end LSN, after its flags and commit LSN
 
 
 class ChangeDecoder:
@@ -39,7 +53,6 @@ class ChangeDecoder:
         config: PostgresWalConfig,
         catalog: TableCatalog,
         captured: set[str],
-        maker: EventMaker,
         position: WalPosition,
         log: logging.Logger,
         outbox: WalOutbox | None = None,
@@ -47,35 +60,71 @@ class ChangeDecoder:
         self.config = config
         self.catalog = catalog
         self.captured = captured
-        self.maker = maker
         self.log = log
         self.relations: dict[int, TableState | None] = {}
         self.names: dict[int, str] = {}
         self.last = position.lsn  # everything before it is yielded (a commit end, or a keepalive's LSN)
         self.tables = position.tables
         self.skip = position.skip_before()
-        self.begin: Begin | None = None
-        self.order = 0
-        self.xid = ""
-        self.lsn = ""
-        self.commit_ms = 0
+        self.begin_lsn: int | None = None  # the commit LSN of the transaction being read (from its Begin)
+        self.txn = Txn(0)
+        self.items: list[RowChange | ChangeEvent] = []
+        self.done: WalPosition | None = None  # after the last transaction read whose changes are not yielded yet
         self.outbox = outbox
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
-        if isinstance(frame, XLogData):
-            yield from self.message(frame.payload)
-        elif isinstance(frame, Keepalive) and self.begin is None and frame.wal_end > self.last:
-            # Between transactions, everything before the server's LSN has reached us: nothing is pending.
-            yield self._checkpoint(frame.wal_end)
+        if frame.__class__ is bytes:
+            assert isinstance(frame, bytes)
+            kind = frame[XLOG_PAYLOAD]
+            if kind == 0x49:  # 'I', most of every stream
+                if not self._insert(frame):
+                    self.message(frame[XLOG_PAYLOAD:])
+            elif kind == 0x42:  # 'B'
+                final_lsn, ts, xid = _BEGIN(frame, XLOG_PAYLOAD + 1)
+                self._begin(final_lsn, (ts + PG_EPOCH_MICROS) // 1000, xid)
+            elif kind == 0x43:  # 'C': the position after it is where streaming may resume
+                (end_lsn,) = _COMMIT_END(frame, XLOG_PAYLOAD + 10)
+                self.begin_lsn = None
+                self.done = self._position(end_lsn)
+            else:
+                self.message(frame[XLOG_PAYLOAD:])
+            if len(self.items) >= MAX_BATCH:
+                yield self._flush()
+        elif frame is DRAINED:
+            # What the server sent so far is read: hand over the transactions it completed, as one batch.
+            if self.done is not None or (self.items and self.begin_lsn is None):
+                yield self._flush()
+        elif isinstance(frame, Keepalive):
+            if self.begin_lsn is None and frame.wal_end > self.last:
+                # Between transactions, everything before the server's LSN has reached us: nothing is pending.
+                self.done = self._position(frame.wal_end)
+                yield self._flush()
+            else:
+                yield IDLE
+        elif isinstance(frame, Idle):
+            yield IDLE
 
-    def _checkpoint(self, lsn: int) -> Checkpoint:
+    def _flush(self) -> SourceItem:
+        """The changes read so far, with the position after the last transaction they complete (if any)."""
+        items, position = self.items, self.done
+        self.items, self.done = [], None
+        if items:
+            return ChangeBatch(items, position)
+        assert position is not None
+        return Checkpoint(position)
+
+    def _begin(self, final_lsn: int, commit_ms: int, xid: int) -> None:
+        self.begin_lsn = final_lsn
+        self.txn = Txn(commit_ms, id=str(xid), position=lsn_text(final_lsn), commit_ms=commit_ms)
+
+    def _position(self, lsn: int) -> WalPosition:
         self.last = lsn
         if self.skip:
             self.skip = {t: p for t, p in self.skip.items() if p > lsn}
             self.tables = tuple((t, p) for t, p in self.tables if p > lsn)
         elif self.tables:
             self.tables = ()
-        return Checkpoint(WalPosition(lsn, self.tables, snapshot_done=True))
+        return WalPosition(lsn, self.tables, snapshot_done=True)
 
     def _state(self, relid: int) -> TableState | None:
         """The captured table's state; None for tables not captured."""
@@ -86,56 +135,68 @@ class ChangeDecoder:
         if not self.skip:
             return False
         point = self.skip.get(state.name)
-        return point is not None and self.begin is not None and self.begin.final_lsn < point
+        return point is not None and self.begin_lsn is not None and self.begin_lsn < point
 
     def _deleted_covered(self, state: TableState, old: Sequence[TupleValue]) -> bool:
         """Whether a covered delete still goes out: its key is gone from the live table."""
         return publish_covered(Op.delete, lambda: self.catalog.has_row(state, old))
 
-    def message(self, payload: bytes) -> Iterator[SourceItem]:
+    def _insert(self, frame: bytes) -> bool:
+        """An Insert of a captured table whose values all came as text or NULL; False: take the generic path."""
+        (relid,) = _U32(frame, XLOG_PAYLOAD + 1)
+        state = self.relations.get(relid)
+        if state is None or self.outbox is not None or frame[XLOG_PAYLOAD + 5] != 0x4E or self._covered(state):
+            return False
+        try:
+            values = state.reader(frame, XLOG_PAYLOAD + 6)
+        except Fallback:
+            return False
+        self.items.append(RowChange(state.captured, _CREATE, self.txn, None, values))  # positional: the hot path
+        return True
+
+    def message(self, payload: bytes) -> None:
+        """Any pgoutput message, through the generic decoder (the fast paths are in `frame`)."""
         msg = decode(payload)
         kind = type(msg)
+        items = self.items
         if kind is Insert:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
             if state is not None and not self._covered(state):
-                values = parse_tuple(state, msg.new)
-                yield from self._change(state, Op.create, key_datum(state, values), None, value_datum(state, values))
+                items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
-                yield from self.outbox.inserted(msg.relid, msg.new)
+                items.extend(self.outbox.inserted(msg.relid, msg.new))
         elif kind is Begin:
             assert isinstance(msg, Begin)
-            self.begin = msg
-            self.order = 0
-            self.xid = str(msg.xid)
-            self.lsn = lsn_text(msg.final_lsn)
-            self.commit_ms = msg.commit_micros // 1000
+            self._begin(msg.final_lsn, msg.commit_micros // 1000, msg.xid)
         elif kind is Commit:
             assert isinstance(msg, Commit)
-            self.begin = None
-            yield self._checkpoint(msg.end_lsn)
+            self.begin_lsn = None
+            self.done = self._position(msg.end_lsn)
         elif kind is Delete:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
             if state is not None and (not self._covered(state) or self._deleted_covered(state, msg.old)):
                 old = parse_tuple(state, msg.old)
-                before = value_datum(state, old) if msg.old_is_full else None
-                yield from self._change(state, Op.delete, key_datum(state, old), before, None)
+                key = [old[i] for i in state.captured.key_index]
+                items.append(
+                    RowChange(state.captured, Op.delete, self.txn, before=old if msg.old_is_full else None, key=key)
+                )
+        elif kind is Update:
+            assert isinstance(msg, Update)
+            self._update(msg)
         elif kind is Relation:
             assert isinstance(msg, Relation)
-            yield from self._relation(msg)
+            self._relation(msg)
         elif kind is Truncate:
             assert isinstance(msg, Truncate)
-            yield from self._truncate(msg)
+            self._truncate(msg)
         elif kind is Message:
             assert isinstance(msg, Message)
             if self.outbox is not None:
-                yield from self.outbox.message(msg)
-        elif kind is Update:
-            assert isinstance(msg, Update)
-            yield from self._update(msg)
+                items.extend(self.outbox.message(msg))
 
-    def _relation(self, msg: Relation) -> Iterator[SourceItem]:
+    def _relation(self, msg: Relation) -> None:
         name = f"{msg.namespace}.{msg.name}"
         self.names[msg.relid] = name
         if self.outbox is not None:
@@ -143,14 +204,9 @@ class ChangeDecoder:
         if name not in self.captured:
             self.relations[msg.relid] = None
             return
-        known = self.relations.get(msg.relid)
-        state = self.catalog.from_relation(msg)
-        if known is not None and known.stream is not state.stream:
-            self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
-        self.relations[msg.relid] = state
-        yield from ()
+        self.relations[msg.relid] = self.catalog.from_relation(msg)
 
-    def _update(self, msg: Update) -> Iterator[SourceItem]:
+    def _update(self, msg: Update) -> None:
         state = self._state(msg.relid)
         if state is None:
             return
@@ -163,80 +219,30 @@ class ChangeDecoder:
         headers: tuple[tuple[str, bytes], ...] = ()
         if UNCHANGED_TOAST in new:
             headers = fill_unchanged(state, new, full_old, self.config.toast_placeholder)
-        after = value_datum(state, new)
-        key = key_datum(state, new)
-        before = None
-        if full_old is not None:
-            if UNCHANGED_TOAST in full_old:  # pragma: no cover - FULL old rows are sent detoasted
-                fill_unchanged(state, full_old, None, self.config.toast_placeholder)
-            before = value_datum(state, full_old)
-        if old is not None and msg.old is not None:
-            old_key = key_datum(state, old)
-            if old_key != key:
-                # The primary key changed: the old key is deleted, the new one created (each on its partition).
-                if not covered or self._deleted_covered(state, msg.old):
-                    yield from self._change(state, Op.delete, old_key, before, None)
-                if not covered:
-                    yield from self._change(state, Op.create, key, None, after, headers)
-                return
-        if not covered:
-            yield from self._change(state, Op.update, key, before, after, headers)
-
-    def _truncate(self, msg: Truncate) -> Iterator[SourceItem]:
-        names = [self.names.get(r, str(r)) for r in msg.relids]
-        names = [n for n in names if n in self.captured]
-        if not names:
+        if full_old is not None and UNCHANGED_TOAST in full_old:  # pragma: no cover - FULL old rows are detoasted
+            fill_unchanged(state, full_old, None, self.config.toast_placeholder)
+        # A key-only old tuple (the key changed, REPLICA IDENTITY DEFAULT) carries just the old key's values.
+        old_key = None if old is None or full_old is not None else [old[i] for i in state.captured.key_index]
+        if covered:
+            # The re-read holds the new row; only the old key's delete may still be due (liberator.resnapshot).
+            assert old is not None and msg.old is not None
+            key_index = state.captured.key_index
+            if [old[i] for i in key_index] != [new[i] for i in key_index] and self._deleted_covered(state, msg.old):
+                key = [old[i] for i in key_index]
+                self.items.append(RowChange(state.captured, Op.delete, self.txn, before=full_old, key=key))
             return
-        if self.config.truncate == "publish":
-            # One keyless op 't' event per captured table, in the message's order, like Debezium's.
-            for relid in msg.relids:
-                state = self._state(relid)
-                if state is None or self._covered(state):
-                    continue
-                self.order += 1
-                value = change_value(
-                    Op.truncate,
-                    None,
-                    None,
-                    state.info,
-                    position=self.lsn,
-                    commit_ms=self.commit_ms,
-                    transaction_id=self.xid,
-                    order=self.order,
-                )
-                yield ChangeEvent(state.stream, None, value, self.commit_ms, None)
-            return
-        line = (
-            f"TRUNCATE of {', '.join(names)} at {self.lsn}: the deleted rows cannot be published one by one; "
-            "consumers keep them until they re-read the table"
+        self.items.append(
+            RowChange(state.captured, Op.update, self.txn, before=full_old, after=new, key=old_key, headers=headers)
         )
-        if self.config.truncate == "fail":
-            raise FatalSourceError(
-                f"source {self.config.name}: {line}; set `truncate: warn` to go on, `truncate: publish` to publish "
-                "it, or reset the offsets to snapshot again"
-            )
-        self.log.warning("%s", line)
 
-    def _change(
-        self,
-        state: TableState,
-        op: Op,
-        key: dict[str, Any],
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-        headers: tuple[tuple[str, bytes], ...] = (),
-    ) -> Iterator[ChangeEvent]:
-        self.order += 1
-        yield from self.maker.events(
-            state,
-            op,
-            key,
-            before,
-            after,
-            timestamp_ms=self.commit_ms,
-            lsn_text=self.lsn,
-            commit_ms=self.commit_ms,
-            xid=self.xid,
-            order=self.order,
-            headers=headers,
-        )
+    def _truncate(self, msg: Truncate) -> None:
+        tables = []
+        for relid in msg.relids:
+            if self.names.get(relid) not in self.captured:
+                continue
+            state = self._state(relid)
+            if state is None or self._covered(state):  # already in a later snapshot read: nothing to publish
+                continue
+            tables.append(state.captured)
+        where = self.txn.position or lsn_text(self.last)
+        self.items.extend(truncate_changes(self.config.truncate, self.config.name, tables, self.txn, where, self.log))

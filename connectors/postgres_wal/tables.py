@@ -1,9 +1,12 @@
-"""Captured tables: which ones, their shape (from the catalog or a Relation message) and their streams."""
+"""Captured tables: which ones, and their shape from the catalog or a Relation message, with text parsers.
+
+What is published of a shape (excluded columns, topic, schemas, versions) is the capture core's
+`Catalogue`; this module only reads PostgreSQL's own description of a table and knows how to parse its
+columns' text output."""
 
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,14 +16,11 @@ from psycopg import sql
 
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.pgoutput import Relation, TupleValue
+from connectors.postgres_wal.tuples import TupleReader, tuple_reader
 from connectors.postgres_wal.types import Parser, TypeCatalog
-from liberator.avro import DatumConverter, key_schema, namespace_for, value_schema
-from liberator.envelope import Envelope, SourceInfo, change_schema
+from liberator.capture import CapturedTable, CaptureSettings, Catalogue
 from liberator.errors import SchemaError
-from liberator.events import Stream
 from liberator.schema import Column, TableSchema
-
-_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,25 @@ class CatalogColumn:
 
 @dataclass
 class TableState:
-    """Everything needed to turn one table's tuples into events; replaced when the table's shape changes."""
+    """One captured table's published version and the parsers of its published columns' text."""
 
-    table: TableSchema
-    stream: Stream
+    captured: CapturedTable
     parsers: tuple[Parser, ...]
-    key_index: tuple[int, ...]  # where the key columns are in the column order
-    value_converter: DatumConverter
-    key_converter: DatumConverter
-    info: SourceInfo
     relid: int
-    # Streamed tuples carry every column; where columns are excluded, the places of those kept.
-    wire_index: tuple[int, ...] | None = None
+    reader: TupleReader  # the fast path of rows.parse_tuple for tuples of this shape (connectors.postgres_wal.tuples)
 
     @property
     def name(self) -> str:
-        return self.table.qualified_name
+        return self.captured.name
+
+    @property
+    def table(self) -> TableSchema:
+        return self.captured.shape
+
+    @property
+    def wire_index(self) -> tuple[int, ...] | None:
+        """Streamed tuples carry every column; where columns are excluded, the places of those kept."""
+        return self.captured.pick
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -64,7 +67,18 @@ class TableCatalog:
         self.app = app
         self.server = server
         self.types = TypeCatalog(conn, config.infinity)
-        self._states: dict[str, TableState] = {}
+        settings = CaptureSettings(
+            source=config.name,
+            connector="postgres_wal",
+            app=app,
+            envelope=config.envelope,
+            topic=config.topic,
+            exclude=config.exclude,
+            default_schema="public",
+            truncate=config.truncate,
+        )
+        self.captured = Catalogue(settings)
+        self.captured.server = server
 
     # -- which tables ---------------------------------------------------------------------------------
 
@@ -93,7 +107,7 @@ class TableCatalog:
         """Whether the live table holds a row with the key of this streamed tuple (the server's text values)."""
         table = state.table
         columns = range(len(wire)) if state.wire_index is None else state.wire_index
-        texts = [wire[columns[i]] for i in state.key_index]
+        texts = [wire[columns[i]] for i in state.captured.key_index]
         condition = sql.SQL(" AND ").join(
             sql.SQL("{} = %s::" + table.column(k).db_type).format(sql.Identifier(k)) for k in table.key
         )
@@ -135,10 +149,6 @@ class TableCatalog:
         )
         return relid, columns, key, identity
 
-    def _excluded(self, name: str) -> list[str]:
-        schema, table = split_name(name)
-        return self.config.exclude.get(name) or self.config.exclude.get(table if schema == "public" else name) or []
-
     def from_catalog(self, name: str) -> TableState:
         relid, columns, key, _identity = self.catalog_columns(name)
         return self._state(name, relid, columns, key)
@@ -166,48 +176,18 @@ class TableCatalog:
                 f"table {name} has no primary key; add one (ALTER TABLE {name} ADD PRIMARY KEY (...)) so its "
                 "events have a key"
             )
-        excluded = set(self._excluded(name))
-        unknown = excluded - {c.name for c in columns}
-        if unknown:
-            raise SchemaError(f"table {name}: `exclude` names unknown columns {sorted(unknown)}")
-        if excluded & set(key):
-            raise SchemaError(f"table {name}: key columns cannot be excluded ({sorted(excluded & set(key))})")
-        wire_index = tuple(i for i, c in enumerate(columns) if c.name not in excluded) if excluded else None
-        columns = [c for c in columns if c.name not in excluded]
+        excluded = set(self.captured.excluded(schema, table))
         neutral: list[Column] = []
         parsers: list[Parser] = []
         for col in columns:
-            ctype, parser = self.types.column(col.type_oid, col.typmod, name, col.name, col.label)
-            nullable = not col.not_null
-            neutral.append(Column(col.name, ctype, nullable=nullable, db_type=col.label))
+            if col.name in excluded:  # its type need not map: it is never published
+                ctype: Any = None
+                parser: Parser = None
+            else:
+                ctype, parser = self.types.column(col.type_oid, col.typmod, name, col.name, col.label)
+            neutral.append(Column(col.name, ctype, nullable=not col.not_null, db_type=col.label))
             parsers.append(parser)
-        names = [c.name for c in neutral]
-        missing = [k for k in key if k not in names]
-        if missing:
-            raise SchemaError(f"table {name}: key column(s) {', '.join(missing)} are not in the replicated columns")
-        shape = TableSchema(schema=schema, name=table, columns=tuple(neutral), key=key)
-        known = self._states.get(name)
-        if known is not None and known.table == shape:
-            known.relid = relid
-            known.wire_index = wire_index
-            return known
-        namespace = namespace_for(self.app, self.config.name, schema, table)
-        value = value_schema(shape, namespace)
-        if self.config.envelope == Envelope.change:
-            value = change_schema(value)
-        topic = _TOPIC_UNSAFE.sub(
-            "_", self.config.topic.format(source=self.config.name, app=self.app, schema=schema, table=table)
-        )
-        state = TableState(
-            table=shape,
-            stream=Stream(topic, key_schema(shape, namespace), value, name),
-            parsers=tuple(parsers),
-            key_index=tuple(names.index(k) for k in key),
-            value_converter=DatumConverter(shape),
-            key_converter=DatumConverter.for_key(shape),
-            info=SourceInfo("postgres_wal", self.config.name, self.server, schema, table),
-            relid=relid,
-            wire_index=wire_index,
-        )
-        self._states[name] = state
-        return state
+        captured = self.captured.table(TableSchema(schema=schema, name=table, columns=tuple(neutral), key=key))
+        pick = captured.pick
+        kept = tuple(parsers) if pick is None else tuple(parsers[i] for i in pick)
+        return TableState(captured, kept, relid, tuple_reader(kept, pick, len(columns)))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import time
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -22,23 +22,31 @@ from connectors.query.config import QuerySourceConfig
 from connectors.query.position import QueryPosition, StreamCursor
 from connectors.query.reader import TableReader, epoch_ms, epoch_us
 from liberator import sqldb
-from liberator.errors import FatalSourceError, LiberatorError, SchemaError
+from liberator.capture import CaptureSettings, Catalogue, ChangeBatch, Op, RowChange, Txn
+from liberator.envelope import Envelope
+from liberator.errors import LiberatorError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem, Stream
 from liberator.positions import Position
 from liberator.schema import TimestampType
 from liberator.source import Source, SourceConfig, SourceContext
 
+# Changes per batch: a page is cut into batches of at most this many rows, each with the position after it.
+MAX_BATCH = 1000
 
-class QuerySource(Source):
+
+class QuerySource(Source[QuerySourceConfig, QueryPosition]):
     config_model: ClassVar[type[SourceConfig]] = QuerySourceConfig
     position_type: ClassVar[type[Position]] = QueryPosition
 
-    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+    def __init__(self, config: QuerySourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
-        assert isinstance(config, QuerySourceConfig)
         self.cfg = config
         self._engine: sa.Engine | None = None
         self.phase = "starting"
+        settings = CaptureSettings(
+            source=config.name, connector="query", app=context.app_name, envelope=Envelope.state, topic=config.topic
+        )
+        self.catalogue = Catalogue(settings, context.log)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -51,7 +59,8 @@ class QuerySource(Source):
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except SQLAlchemyError as exc:
             raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None
-        readers = [TableReader(entry, self.cfg, self.context.app_name, conn.dialect.name) for entry in self.cfg.tables]
+        dialect = conn.dialect.name
+        readers = [TableReader(entry, self.cfg, self.catalogue, dialect) for entry in self.cfg.tables]
         try:
             for reader in readers:
                 reader.reflect(conn)
@@ -72,7 +81,7 @@ class QuerySource(Source):
         with conn:
             for reader in readers:
                 try:
-                    conn.execute(reader._select().limit(1)).all()
+                    conn.execute(reader.select().limit(1)).all()
                 except SQLAlchemyError as exc:
                     problems.append(
                         str(sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}: {reader.name}", self.cfg))
@@ -82,7 +91,7 @@ class QuerySource(Source):
     def streams(self) -> list[Stream]:
         conn, readers = self._connect()
         with conn:
-            return [r.shape.stream for r in readers if r.shape is not None]
+            return [r.table.stream for r in readers if r.table is not None]
 
     def close(self) -> None:
         if self._engine is not None:
@@ -91,8 +100,8 @@ class QuerySource(Source):
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def read(self, start: Position | None) -> Iterator[SourceItem]:
-        position = start if isinstance(start, QueryPosition) else QueryPosition()
+    def read(self, start: QueryPosition | None) -> Iterator[SourceItem]:
+        position = start if start is not None else QueryPosition()
         conn, readers = self._connect()
         stop = self.context.stop
         try:
@@ -103,12 +112,12 @@ class QuerySource(Source):
                 if time.monotonic() - last_reflect >= self.cfg.schema_refresh:
                     self._refresh(conn, readers)
                     last_reflect = time.monotonic()
-                for event_or_pos in self._poll_once(conn, readers, position):
-                    if isinstance(event_or_pos, QueryPosition):
-                        position = event_or_pos
-                        continue
-                    yield event_or_pos
-                    position = event_or_pos.position  # type: ignore[assignment]
+                # A poll's rows are reads of the table's current state: `r` in the first cycle (the snapshot),
+                # `u` later (a row whose cursor moved was written since).
+                op = Op.read if self.phase == "snapshot" else Op.update
+                for batch in self._poll_once(conn, readers, position, op):
+                    yield batch
+                    position = cast(QueryPosition, batch.position)
                     if stop.is_set():
                         return
                 if self.phase == "snapshot":
@@ -117,7 +126,7 @@ class QuerySource(Source):
                 # Each finished poll is a checkpoint: an idle source still says it reads (after a retry,
                 # /health shows it running again) and progress past never-stamped rows gets stored.
                 yield Checkpoint(position)
-                stop.wait(self.cfg.poll_interval)
+                yield from self.context.idle(self.cfg.poll_interval)
         except DBAPIError as exc:
             raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None
         finally:
@@ -125,56 +134,67 @@ class QuerySource(Source):
 
     def _refresh(self, conn: sa.Connection, readers: list[TableReader]) -> None:
         for reader in readers:
-            if reader.reflect(conn):
-                self.context.log.info("the shape of %s changed; new schemas will be checked before use", reader.name)
+            reader.reflect(conn)  # a changed shape is a new captured version: its schemas are checked first
 
     def _poll_once(
-        self, conn: sa.Connection, readers: list[TableReader], position: QueryPosition
-    ) -> Iterator[ChangeEvent | QueryPosition]:
-        batch = self.cfg.batch_size
-        read_time_ms = int(time.time() * 1000)
+        self, conn: sa.Connection, readers: list[TableReader], position: QueryPosition, op: Op
+    ) -> Iterator[ChangeBatch]:
+        limit = self.cfg.batch_size
+        read_ms = int(time.time() * 1000)
         # Rows never stamped (NULL cursor) are read once, by key, before the ordered stream.
         for reader in readers:
             state = position.get(reader.name)
             if state.nulls_done:
                 continue
-            if not reader.cursor_nullable():
+            if not reader.cursor_nullable:
                 position = position.with_cursor(reader.name, StreamCursor(state.cursor, None, True))
-                yield position
                 continue
             after = state.nulls_after
             while True:
-                rows = reader.null_cursor_rows_after(conn, after, batch)
-                for row in rows:
-                    after = reader.key_of(row)
+                page = reader.null_cursor_page(conn, after, limit)
+                for start in range(0, len(page), MAX_BATCH):
+                    rows = page[start : start + MAX_BATCH]
+                    after = reader.key_of(rows[-1])
                     position = position.with_cursor(reader.name, StreamCursor(state.cursor, after, False))
-                    yield self._event(reader, row, read_time_ms, position)
-                if len(rows) < batch:
+                    yield ChangeBatch(_changes(reader, rows, op, read_ms), position)
+                if len(page) < limit:
                     break
             position = position.with_cursor(reader.name, StreamCursor(state.cursor, None, True))
-            yield position
 
         upper = self._upper_bound(conn, readers)
-        streams = [
-            self._keyed(
-                reader,
-                reader.rows_after(conn, position.get(reader.name).cursor, upper.get(reader.name), batch),
-                index,
-            )
-            for index, reader in enumerate(readers)
+        pages = [
+            reader.pages_after(conn, position.get(reader.name).cursor, upper.get(reader.name), limit)
+            for reader in readers
         ]
-        for _sort_key, _index, reader, row in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
-            position = position.with_cursor(reader.name, StreamCursor(reader.cursor_of(row), None, True))
-            yield self._event(reader, row, read_time_ms, position)
-
-    @staticmethod
-    def _keyed(
-        reader: TableReader, rows: Iterator[sa.Row[Any]], index: int
-    ) -> Iterator[tuple[Any, int, TableReader, sa.Row[Any]]]:
-        for row in rows:
-            cursor = reader.cursor_of(row)[0]
-            micros = epoch_us(cursor)
-            yield (micros if micros is not None else cursor), index, reader, row
+        if len(readers) == 1:
+            (reader,) = readers
+            for page in pages[0]:
+                for start in range(0, len(page), MAX_BATCH):
+                    rows = page[start : start + MAX_BATCH]
+                    position = position.with_cursor(reader.name, StreamCursor(reader.cursor_of(rows[-1]), None, True))
+                    yield ChangeBatch(_changes(reader, rows, op, read_ms), position)
+            return
+        # Several tables: one stream in timestamp order, merged row by row, cut into batches.
+        keyed = (_keyed(r, p, i) for i, (r, p) in enumerate(zip(readers, pages, strict=True)))
+        merged = heapq.merge(*keyed, key=lambda item: (item[0], item[1]))
+        items: list[RowChange | ChangeEvent] = []
+        last: dict[int, tuple[TableReader, Sequence[Any]]] = {}
+        txn: Txn | None = None
+        stamp: object = None
+        for _sort_key, index, reader, row in merged:
+            cursor = row[reader.cursor_index[0]]
+            if txn is None or cursor != stamp:
+                millis = epoch_ms(cursor)
+                txn, stamp = Txn(millis if millis is not None else read_ms), cursor
+            assert reader.table is not None
+            items.append(RowChange(reader.table, op, txn, None, reader.values(row)))
+            last[index] = (reader, row)
+            if len(items) >= MAX_BATCH:
+                position = _moved(position, last)
+                yield ChangeBatch(items, position)
+                items, last = [], {}
+        if items:
+            yield ChangeBatch(items, _moved(position, last))
 
     def _upper_bound(self, conn: sa.Connection, readers: list[TableReader]) -> dict[str, object | None]:
         """Per stream: the newest cursor timestamp this poll may read (the database's now - safety delay)."""
@@ -182,11 +202,11 @@ class QuerySource(Source):
         bounds: dict[str, object | None] = {}
         cache: dict[bool, Any] = {}
         for reader in readers:
-            assert reader.shape is not None
-            if not reader.shape.time_cursor:
+            assert reader.table is not None
+            if not reader.time_cursor:
                 bounds[reader.name] = None  # numeric cursors have no clock to wait on
                 continue
-            column_type = reader.shape.table.column(reader.cursor_columns[0]).type
+            column_type = reader.table.full_shape.column(reader.cursor_columns[0]).type
             aware = isinstance(column_type, TimestampType) and column_type.with_timezone
             if aware not in cache:
                 cache[aware] = _database_now(conn, aware)
@@ -198,17 +218,48 @@ class QuerySource(Source):
                 bounds[reader.name] = now - delay
         return bounds
 
-    def _event(self, reader: TableReader, row: sa.Row[Any], read_time_ms: int, position: QueryPosition) -> ChangeEvent:
-        shape = reader.shape
-        assert shape is not None
-        mapping = row._mapping
-        try:
-            key = shape.key_converter.convert(mapping)
-            value = shape.value_converter.convert(mapping)
-        except SchemaError as exc:
-            raise FatalSourceError(str(exc)) from None
-        millis = epoch_ms(mapping[f"_lib_c{0}"])
-        return ChangeEvent(shape.stream, key, value, millis if millis is not None else read_time_ms, position)
+
+def _changes(reader: TableReader, rows: Sequence[Sequence[Any]], op: Op, read_ms: int) -> list[RowChange | ChangeEvent]:
+    """One table's rows as row changes; the record time is the row's cursor timestamp (else the time of
+    reading), and rows that share it share one Txn."""
+    table = reader.table
+    assert table is not None
+    at = reader.cursor_index[0]
+    cut = reader.width if reader.sliced else None
+    out: list[RowChange | ChangeEvent] = []
+    append = out.append
+    txn = Txn(read_ms)
+    stamp: object = _NOTHING
+    for row in rows:
+        cursor = row[at]
+        if cursor != stamp:
+            millis = epoch_ms(cursor)
+            txn, stamp = Txn(millis if millis is not None else read_ms), cursor
+        append(RowChange(table, op, txn, None, row if cut is None else row[:cut]))
+    return out
+
+
+_NOTHING = object()
+
+
+def _keyed(
+    reader: TableReader, pages: Iterator[Sequence[Sequence[Any]]], index: int
+) -> Iterator[tuple[Any, int, TableReader, Sequence[Any]]]:
+    """A table's rows with the key they merge by: the cursor's time (comparable across column types), then
+    the table's place in `tables:`."""
+    at = reader.cursor_index[0]
+    for page in pages:
+        for row in page:
+            cursor = row[at]
+            micros = epoch_us(cursor)
+            yield (micros if micros is not None else cursor), index, reader, row
+
+
+def _moved(position: QueryPosition, last: dict[int, tuple[TableReader, Sequence[Any]]]) -> QueryPosition:
+    """The position after a batch: each table that had rows in it stands at its last row's cursor."""
+    for reader, row in last.values():
+        position = position.with_cursor(reader.name, StreamCursor(reader.cursor_of(row), None, True))
+    return position
 
 
 def _database_now(conn: sa.Connection, aware: bool) -> Any:

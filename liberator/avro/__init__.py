@@ -71,9 +71,19 @@ from liberator.avro.schemas import (
     record_schema,
     value_schema,
 )
-from liberator.avro.wire import AvroDecoder, AvroEncoder, FramingError, decode, frame, unframe
+from liberator.avro.wire import (
+    HEADER_SIZE,
+    AvroDecoder,
+    AvroEncoder,
+    FramingError,
+    decode,
+    frame,
+    framed_schema_id,
+    unframe,
+)
 
 __all__ = [
+    "HEADER_SIZE",
     "PROP_COLUMN",
     "PROP_DB_TYPE",
     "PROP_SYMBOLS",
@@ -89,6 +99,7 @@ __all__ = [
     "change_context",
     "decode",
     "frame",
+    "framed_schema_id",
     "key_schema",
     "namespace_for",
     "parse_pg_array",

@@ -30,8 +30,8 @@ def frame(schema_id: int, payload: bytes) -> bytes:
     return _header(schema_id) + payload
 
 
-def unframe(data: bytes) -> tuple[int, bytes]:
-    """(schema id, Avro body) of a framed message."""
+def framed_schema_id(data: bytes) -> int:
+    """The schema id of a framed message, whose Avro body starts at HEADER_SIZE (read in place, no copy)."""
     if len(data) < HEADER_SIZE:
         raise FramingError(f"message of {len(data)} bytes is too short for the Confluent wire format")
     magic, schema_id = _HEADER.unpack_from(data)
@@ -39,7 +39,12 @@ def unframe(data: bytes) -> tuple[int, bytes]:
         raise FramingError(
             f"unknown magic byte {data[0]} (expected {MAGIC_BYTE}): not Avro in the Confluent wire format"
         )
-    return schema_id, bytes(data[HEADER_SIZE:])
+    return int(schema_id)
+
+
+def unframe(data: bytes) -> tuple[int, bytes]:
+    """(schema id, Avro body) of a framed message."""
+    return framed_schema_id(data), bytes(data[HEADER_SIZE:])
 
 
 class AvroEncoder:

@@ -58,6 +58,8 @@ HEADER_ERROR = "liberator.error"
 RESERVED_HEADERS = frozenset({HEADER_ID, HEADER_EVENT_TYPE, HEADER_AGGREGATE_TYPE, HEADER_ERROR})
 # A payload that fails validation against a cached schema re-reads the subject at most this often.
 _RECHECK_AFTER = 2.0
+# Topics and subjects remembered per (aggregate type, event type), at most this many.
+_DESTINATIONS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class OutboxRouter:
         self.registry = registry
         self.columns = routing.columns
         self._streams: dict[str, Stream] = {}
+        self._destinations: dict[tuple[str, str], tuple[Stream, str]] = {}
         self._subjects: dict[str, _SubjectSchema] = {}
         self._writer_schemas: dict[int, Any] = {}
         self.dead_letter_topic = routing.dead_letter_topic.format(source=source_name)
@@ -120,17 +123,19 @@ class OutboxRouter:
 
     def _domain_event(self, row: Mapping[str, Any], position: Position | None) -> ChangeEvent:
         cols = self.columns
-        event_id = values.text_of(self._get(row, cols.id), cols.id)
-        aggregate_type = values.text_of(self._get(row, cols.aggregate_type), cols.aggregate_type)
-        aggregate_id = values.text_of(self._get(row, cols.aggregate_id), cols.aggregate_id)
-        event_type = values.text_of(self._get(row, cols.event_type), cols.event_type)
+        text = self._text
+        event_id = text(row, cols.id)
+        aggregate_type = text(row, cols.aggregate_type)
+        aggregate_id = text(row, cols.aggregate_id)
+        event_type = text(row, cols.event_type)
         if cols.occurred_at is not None:
             timestamp_ms = values.epoch_ms(self._get(row, cols.occurred_at), cols.occurred_at)
         else:
             timestamp_ms = int(time.time() * 1000)
-        topic = values.check_topic(
-            self.routing.topic.format(aggregate_type=aggregate_type, event_type=event_type, source=self.source_name)
-        )
+        destination = self._destinations.get((aggregate_type, event_type))
+        if destination is None:
+            destination = self._destination(aggregate_type, event_type)
+        stream, subject = destination
         headers = [
             (HEADER_ID, event_id.encode()),
             (HEADER_EVENT_TYPE, event_type.encode()),
@@ -146,11 +151,22 @@ class OutboxRouter:
         if self.routing.payload == "avro":
             value = self._checked_avro(row, payload)
         else:
-            subject = self.routing.subject.format(
-                topic=topic, aggregate_type=aggregate_type, event_type=event_type, source=self.source_name
-            )
             value = self._encoded_json(subject, payload)
-        return ChangeEvent(self.stream(topic), aggregate_id, value, timestamp_ms, position, tuple(headers))
+        return ChangeEvent(stream, aggregate_id, value, timestamp_ms, position, tuple(headers))
+
+    def _text(self, row: Mapping[str, Any], column: str) -> str:
+        value = self._get(row, column)
+        return value if value.__class__ is str and value else values.text_of(value, column)
+
+    def _destination(self, aggregate_type: str, event_type: str) -> tuple[Stream, str]:
+        """(stream, JSON payloads' subject) of an aggregate type and event type; remembered."""
+        fields = {"aggregate_type": aggregate_type, "event_type": event_type, "source": self.source_name}
+        topic = values.check_topic(self.routing.topic.format(**fields))
+        destination = self.stream(topic), self.routing.subject.format(topic=topic, **fields)
+        if len(self._destinations) >= _DESTINATIONS_KEPT:
+            self._destinations.clear()  # bounded whatever the application writes
+        self._destinations[(aggregate_type, event_type)] = destination
+        return destination
 
     def _get(self, row: Mapping[str, Any], column: str) -> Any:
         try:

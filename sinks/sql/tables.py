@@ -9,6 +9,8 @@ a field whose type the existing column cannot hold stops the sink with one line 
 from __future__ import annotations
 
 import logging
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,17 +27,30 @@ from liberator.sink import FatalSinkError
 from liberator.sqltypes import neutral_type, reflect_table, type_label
 from sinks.sql.columns import FieldColumn, _Named, db_type_usable, fallback_type, field_columns, normalised
 from sinks.sql.errors import classify as sqldb_error
-from sinks.sql.values import ToColumn, to_column
+from sinks.sql.values import RowOf, ToColumn, row_function, to_column
 
 log = logging.getLogger("liberator.sink.sql")
 
 
-@dataclass
+@dataclass(eq=False)
 class Plan:
-    """How the rows of one writer schema go into one table."""
+    """How the rows of one writer schema go into one table: `row(datum)` gives the values of `columns`."""
 
-    columns: list[tuple[str, str, ToColumn]]  # field, column, converter
-    key_columns: tuple[str, ...]
+    columns: tuple[str, ...]
+    key_index: tuple[int, ...]  # where the key columns are in `columns`
+    row: RowOf
+
+    def __post_init__(self) -> None:
+        # The key of a row, the tuple of its key columns' values: an itemgetter is a C call per record
+        index = self.key_index
+        self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+        if len(index) > 1:
+            self.key_of = operator.itemgetter(*index)
+        elif index:
+            only = index[0]
+            self.key_of = lambda row: (row[only],)
+        else:
+            self.key_of = lambda row: ()
 
 
 @dataclass
@@ -48,10 +63,35 @@ class TargetTable:
     nullable: dict[str, bool] = field(default_factory=dict)  # column -> accepts NULL
     required: set[str] = field(default_factory=set)  # NOT NULL columns without a default
     plans: dict[int, Plan] = field(default_factory=dict)
+    # PostgreSQL: each column's base type, as an array element cast for `unnest` (None: the column takes
+    # executemany, see sinks.sql.statements); empty on other databases.
+    casts: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+_PG_COLUMN_TYPES = sa.text(
+    "SELECT a.attname, t.typname, n.nspname, t.typcategory FROM pg_catalog.pg_attribute a "
+    "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+    "WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 AND NOT a.attisdropped"
+)
+
+
+def _pg_casts(
+    conn: sa.Connection, schema: str | None, name: str, types: dict[str, ColumnType | None]
+) -> dict[str, str | None]:
+    """Each column's base type by its catalog name (quoted: no typmod default, `"bit"` is not bit(1)). None for
+    array columns (unnest would flatten them) and for types liberator does not map, whose values the database
+    judges with its assignment rules only (an explicit cast could take what an INSERT refuses)."""
+    quote = conn.dialect.identifier_preparer.quote_identifier  # always quoted: the catalog's exact names
+    qualified = quote(name) if schema is None else f"{quote(schema)}.{quote(name)}"
+    casts: dict[str, str | None] = {}
+    for column, type_name, type_schema, category in conn.execute(_PG_COLUMN_TYPES, {"table": qualified}):
+        mapped = types.get(column) is not None and category != "A"
+        casts[column] = f"{quote(type_schema)}.{quote(type_name)}" if mapped else None
+    return casts
 
 
 def _avro_of(column: str, ctype: ColumnType, nullable: bool) -> Any:
@@ -147,10 +187,11 @@ class Tables:
             table = self._reconcile(schema, name, fields, key_columns)
         except SQLAlchemyError as exc:
             raise sqldb_error(exc, self.url, f"table {name}", self.timeouts) from None
-        plan = Plan(
-            [(f.field, f.column, to_column(f.kind, self.dialect, table.types.get(f.column))) for f in fields],
-            key_columns,
-        )
+        converters: dict[str, tuple[str, str, ToColumn]] = {}  # by column: a later field of the same column wins
+        for f in fields:
+            converters[f.column] = (f.field, f.column, to_column(f.kind, self.dialect, table.types.get(f.column)))
+        columns = tuple(converters)
+        plan = Plan(columns, tuple(columns.index(k) for k in key_columns), row_function(list(converters.values())))
         table.plans[schema_id] = plan
         self._tables[(schema, name)] = table
         return table, plan
@@ -206,7 +247,8 @@ class Tables:
                     "need; add one, set `key:` to the columns that are unique, or use `mode: insert`"
                 )
         sql = sa.table(name, *(sa.column(c) for c in types), schema=schema)
-        return TargetTable(name, schema, key, types, sql, nullable, required)
+        casts = _pg_casts(conn, schema, name, types) if self.dialect == "postgresql" else {}
+        return TargetTable(name, schema, key, types, sql, nullable, required, casts=casts)
 
     def _reconcile(self, schema: str | None, name: str, fields: list[FieldColumn], key: tuple[str, ...]) -> TargetTable:
         qualified = f"{schema}.{name}" if schema else name
@@ -343,5 +385,5 @@ class Tables:
         with self.engine.connect() as conn:
             reflected = self._reflect(conn, table.schema, table.name, table.key)
         assert reflected is not None
-        table.types, table.sql = reflected.types, reflected.sql
+        table.types, table.sql, table.casts = reflected.types, reflected.sql, reflected.casts
         table.nullable, table.required = reflected.nullable, reflected.required

@@ -8,13 +8,15 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from liberator.schema import ArrayType, BitsType, ColumnType, IntervalType, IntType, TimestampType
 from sinks.sql.columns import Kind
+from sinks.sql.records import BadRecord
 
 ToColumn = Callable[[Any], Any]
+RowOf = Callable[[dict[str, Any]], tuple[Any, ...]]
 
 _SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
 _SQLITE_TIME = "%H:%M:%S.%f"
@@ -45,8 +47,13 @@ def _json_text(value: Any) -> str:
     return json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
+
+
 def _naive_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+    # The UTC reading without its zone; the same as astimezone(UTC).replace(tzinfo=None), a fraction of the cost
+    return _EPOCH_NAIVE + (value - _EPOCH) if value.tzinfo is not None else value
 
 
 def interval_text(value: dict[str, int]) -> str:
@@ -122,4 +129,40 @@ def to_column(kind: Kind, dialect: str, target: ColumnType | None) -> ToColumn:
     return _identity
 
 
-__all__ = ["ToColumn", "interval_text", "jsonable", "pg_array_literal", "to_column"]
+def row_function(fields: Sequence[tuple[str, str, ToColumn]]) -> RowOf:
+    """``row(datum) -> values``: the value of each (field, column, converter) of a record datum, converted (None
+    stays None), by one generated function; a value that does not fit its column raises BadRecord naming both."""
+    names: dict[str, Any] = {}
+    lines = ["def row(d):", "    try:"]
+    values = []
+    for i, (field, _column, convert) in enumerate(fields):
+        names[f"_f{i}"] = field
+        if convert is _identity:
+            values.append(f"d.get(_f{i})")
+            continue
+        names[f"_c{i}"] = convert
+        lines.append(f"        v{i} = d.get(_f{i})")
+        values.append(f"None if v{i} is None else _c{i}(v{i})")
+    lines.append("        return (" + "".join(f"{v}, " for v in values) + ")")
+    lines.append("    except Exception:")
+    lines.append("        pass")
+    lines.append("    return _slow(d)")
+
+    def slow(datum: dict[str, Any]) -> tuple[Any, ...]:
+        """The reference loop: the same values, or the error naming the field that did not fit."""
+        out = []
+        for field, column, convert in fields:
+            value = datum.get(field)
+            try:
+                out.append(None if value is None else convert(value))
+            except (ValueError, TypeError, ArithmeticError, KeyError, AttributeError) as exc:
+                raise BadRecord(f"field {field}: the value does not fit column {column} ({exc})") from None
+        return tuple(out)
+
+    names["_slow"] = slow
+    exec(compile("\n".join(lines) + "\n", "<row_function>", "exec"), names)
+    row: RowOf = names["row"]
+    return row
+
+
+__all__ = ["RowOf", "ToColumn", "interval_text", "jsonable", "pg_array_literal", "row_function", "to_column"]

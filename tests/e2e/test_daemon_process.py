@@ -128,8 +128,18 @@ def test_sigterm_finishes_deliveries_stores_positions_and_exits_0(
     assert ids == list(range(1, 502))
 
 
-# From 0.3 s on the interpreter is up (a signal before it runs any code kills any Python program).
-@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler (SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+# A signal before the interpreter runs any code kills any Python program: the test waits until the
+# entry point's first line caught SIGTERM, then sends it while the CLI is imported (0), while the config
+# is read and the first connections are made (0.5), and about when the sources start (1.2).
+@pytest.mark.parametrize("delay", [0.0, 0.5, 1.2])
 def test_sigterm_during_start_up_stops_cleanly(
     pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, delay: float
 ) -> None:
@@ -140,6 +150,7 @@ def test_sigterm_during_start_up_stops_cleanly(
     config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
     log = tmp_path / "daemon.log"
     process = start_daemon_process(config, log)
+    wait_for(lambda: _catches_sigterm(process.pid), timeout=30, interval=0.002, what="the SIGTERM handler")
     time.sleep(delay)  # the moment of the signal is the test's parameter, not a wait for anything
     assert terminate(process) == 0, log.read_text()
     text = log.read_text()

@@ -282,15 +282,17 @@ def test_sigterm_stops_the_daemon_within_shutdown_timeout_while_mariadb_is_froze
         run("UPDATE t SET v = 1 WHERE id = 1")
         run("DELETE FROM t WHERE id = 2")
         wait_for(lambda: _folded(kafka_bootstrap, registry_url, topic) == _table(run), timeout=60, what="the rows")
-        with frozen(mariadb):  # the source's thread now waits inside a read of the binlog stream
+        # Everything is published: the source waits between transactions, with select on the stream's
+        # socket (yielding IDLE), not inside a read, so a frozen server does not hold its thread.
+        with frozen(mariadb):
             code, elapsed = _stop_frozen(process)
     finally:
         if process.poll() is None:
             process.kill()
     text = log.read_text()
-    assert code == 1, text[-3000:]
+    assert code == 0, text[-3000:]
     assert elapsed < SHUTDOWN + 5, f"took {elapsed:.1f}s after SIGTERM"
-    assert f"source cdc did not stop within shutdown_timeout ({SHUTDOWN:g}s)" in text
+    assert "did not stop within shutdown_timeout" not in text
     assert "Traceback" not in text
     # Thawed: more changes; a restarted daemon catches up with all of them.
     run("INSERT INTO t VALUES (6, 0)")

@@ -14,7 +14,8 @@ from connectors.postgres_wal import PostgresWalSource
 from connectors.postgres_wal.config import PostgresWalConfig
 from connectors.postgres_wal.connection import libpq_url
 from connectors.postgres_wal.position import WalPosition
-from liberator.events import ChangeEvent, Checkpoint, SourceItem
+from liberator.capture import datum_events
+from liberator.events import ChangeEvent, Checkpoint
 from liberator.source import SourceContext
 from tests.support import wait_for
 
@@ -63,7 +64,7 @@ class Run:
         self.stop = threading.Event()
         context = SourceContext(app_name="test", stop=self.stop, log=logging.getLogger("test.wal"))
         self.source = PostgresWalSource(config, context)
-        self.items: list[SourceItem] = []
+        self.items: list[ChangeEvent | Checkpoint] = []
         self.error: BaseException | None = None
         self.ack = ack
         self.start = start
@@ -71,7 +72,7 @@ class Run:
 
     def _run(self) -> None:
         try:
-            for item in self.source.read(self.start):
+            for item in datum_events(self.source.read(self.start), self.source.cfg.envelope):
                 self.items.append(item)
                 if self.ack and isinstance(item, Checkpoint):
                     self.source.acknowledged(item.position)

@@ -63,6 +63,27 @@ def test_check_reports_a_config_error_with_its_line(tmp_path: Path) -> None:
     assert result.stdout.startswith(f"problem: {path}:6: sources[0].name: is required but missing")
 
 
+def test_check_lists_every_problem_of_the_file_then_checks_what_is_valid(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    bad_sources = (
+        "  - name: typo\n    type: query\n    url: sqlite:///x.db\n    tables: [t]\n    cursr: [id]\n"
+        "  - name: tapped\n    type: tap\n"
+        "  - name: slow\n    type: query\n    url: sqlite:///x.db\n    tables: [t]\n    cursor: [id]\n"
+        "    poll_interval: soon\n"
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, bad_sources + source_yaml(legacy))
+    result = liberator("check", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = [line for line in result.stdout.splitlines() if line.strip()]
+    problems = [line for line in output if line.startswith("problem: ")]
+    assert [p.split(": ")[2] for p in problems] == ["sources[0].cursr", "sources[1].type", "sources[2].poll_interval"]
+    assert "did you mean 'cursor'?" in problems[0] and "unknown type 'tap'" in problems[1] and "soon" in problems[2]
+    assert output[: len(problems)] == problems  # the file's problems first, then connectivity
+    assert "ok: source legacy (query): reachable, tables readable" in output and any("ok: Kafka" in o for o in output)
+    assert all(line.startswith(("ok: ", "problem: ")) for line in output) and result.stderr == "", result.stderr
+
+
 def test_run_with_a_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nkafka: {bootstrap_servers: b}\nschema_registry: {url: u}\nsources: [{type: tap}]\n")

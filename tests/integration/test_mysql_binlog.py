@@ -10,7 +10,7 @@ import pytest
 
 from connectors.mysql_binlog.position import BinlogPosition
 from liberator.errors import FatalSourceError, LiberatorError
-from liberator.events import ChangeEvent
+from liberator.events import ChangeEvent, Checkpoint
 from liberator.testbed import MariaDBServer, MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
     _binlog_db,
@@ -20,6 +20,7 @@ from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlo
     collect,
     make_source,
     numbers,
+    read_events,
 )
 from tests.support import wait_for
 
@@ -46,22 +47,25 @@ def test_snapshot_resumed_mid_way_with_concurrent_writes_keeps_per_key_order(
 
     source, _stop = make_source(server, [f"{db}.*"], snapshot_chunk=10)
     first: list[Any] = []
-    for item in source.read(None):
+    for item in read_events(source, None):
         first.append(item)
         if len(first) == 50:
             bump(range(1, 300, 3))  # after the snapshot point: only the stream may show these
         if len(first) == 120:
             break
     source.close()
-    stored = first[99].position  # the crash: only the first 100 events were acknowledged
+    # The crash: only what the last checkpoint among the first 100 items covers was acknowledged.
+    acknowledged = max(i for i, item in enumerate(first[:100]) if isinstance(item, Checkpoint))
+    stored = first[acknowledged].position
     assert isinstance(stored, BinlogPosition) and stored.snapshotting
+    assert len(changes(first[:acknowledged])) >= 80
     bump(range(2, 300, 5))  # between the two runs
     server.execute(f"INSERT INTO `{db}`.t VALUES (301, 7)")
 
     source2, stop2 = make_source(server, [f"{db}.*"], snapshot_chunk=10)
     final = dict(server.execute(f"SELECT id, version FROM `{db}`.t"))
     seen: dict[int, int] = {}
-    published = changes(first[:100])
+    published = changes(first[:acknowledged])
     seen.update((key["id"], after["version"]) for key, after in after_images(published))
 
     def caught_up(out: list[Any]) -> bool:
@@ -70,7 +74,7 @@ def test_snapshot_resumed_mid_way_with_concurrent_writes_keeps_per_key_order(
                 seen[event.key["id"]] = value_of(event)["after"]["version"]
         return len(seen) >= len(final) and all(seen.get(k) == v for k, v in final.items())
 
-    second = collect(source2.read(stored), stop2, caught_up, limit=2000)
+    second = collect(read_events(source2, stored), stop2, caught_up, limit=2000)
     missing = {k: (v, seen.get(k)) for k, v in final.items() if seen.get(k) != v}
     assert not missing, list(missing.items())[:5]
     source2.close()
@@ -90,7 +94,7 @@ def test_resume_by_gtid_and_by_file_position(binlog_db: tuple[MySQLInstance, str
     server, db = binlog_db
     server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, name VARCHAR(10))")
     source, stop = make_source(server, [f"{db}.t"], resume=resume)
-    items = source.read(None)
+    items = read_events(source, None)
     next(items)  # the stream's start point, stored before the snapshot reads anything
     next(items)  # the (empty) snapshot's end: the stream starts here
     for i in range(1, 6):
@@ -106,7 +110,7 @@ def test_resume_by_gtid_and_by_file_position(binlog_db: tuple[MySQLInstance, str
     assert restored == stored
 
     source2, stop2 = make_source(server, [f"{db}.t"], snapshot="never", resume=resume)
-    items2 = source2.read(restored)
+    items2 = read_events(source2, restored)
     server.execute(f"INSERT INTO `{db}`.t VALUES (6, 'n6')")
     again = collect(items2, stop2, lambda out: len(changes(out)) >= 3)
     source2.close()
@@ -141,8 +145,8 @@ def test_every_column_type_with_nulls_and_extremes(mariadb_server: MySQLInstance
     mariadb_server.execute(TYPES_DDL.format(db=db))
     _type_rows(mariadb_server, db, 0)  # read by the snapshot
     source, stop = make_source(mariadb_server, [f"{db}.t"])
-    items = source.read(None)
-    got = [next(items) for _ in range(4)]  # 3 snapshot rows + the done checkpoint
+    items = read_events(source, None)
+    got = [next(items) for _ in range(5)]  # 3 snapshot rows, their chunk's checkpoint, the done checkpoint
     _type_rows(mariadb_server, db, 10)  # the same values again, through the binlog
     got += collect(items, stop, lambda out: len(changes(out)) >= 3)
     source.close()
@@ -170,13 +174,62 @@ def test_every_column_type_with_nulls_and_extremes(mariadb_server: MySQLInstance
     assert ids[-1] == decimal.Decimal(18446744073709551010)  # unsigned BIGINT max region, exact
 
 
+def test_excluded_columns_are_in_no_event_of_the_snapshot_or_the_stream(
+    mariadb_server: MySQLInstance, mysql_database: str
+) -> None:
+    db = mysql_database
+    mariadb_server.execute(f"CREATE TABLE `{db}`.u (id INT PRIMARY KEY, secret VARCHAR(20), name VARCHAR(10))")
+    mariadb_server.execute(f"INSERT INTO `{db}`.u VALUES (1, 's1', 'a')")
+    source, stop = make_source(mariadb_server, [f"{db}.u"], exclude={f"{db}.u": ["secret"]})
+    try:
+        items = read_events(source, None)
+        got = []
+        while not got or not isinstance(got[-1], Checkpoint) or got[-1].position.snapshotting:
+            got.append(next(items))  # until the snapshot's done checkpoint
+        mariadb_server.execute(f"INSERT INTO `{db}`.u VALUES (2, 's2', 'b')")
+        mariadb_server.execute(f"UPDATE `{db}`.u SET secret = 's3', name = 'c' WHERE id = 2")
+        mariadb_server.execute(f"DELETE FROM `{db}`.u WHERE id = 1")
+        got += collect(items, stop, lambda out: len([e for e in changes(out) if e.value is not None]) >= 3)
+    finally:
+        source.close()
+    events = [e for e in changes(got) if e.value is not None]  # tombstones have no value
+    assert [(value_of(e)["op"], e.key["id"]) for e in events] == [("r", 1), ("c", 2), ("u", 2), ("d", 1)]
+    images = [value_of(e)[side] for e in events for side in ("before", "after") if value_of(e)[side] is not None]
+    assert images == [
+        {"id": 1, "name": "a"},
+        {"id": 2, "name": "b"},
+        {"id": 2, "name": "b"},
+        {"id": 2, "name": "c"},
+        {"id": 1, "name": "a"},
+    ]
+    assert "secret" not in str(events[0].stream.value_schema)
+
+
+@pytest.mark.parametrize(
+    ("excluded", "message"), [(["id"], "key columns cannot be excluded"), (["nope"], "unknown columns")]
+)
+def test_a_wrong_exclude_stops_the_source_in_one_line(
+    mariadb_server: MySQLInstance, mysql_database: str, excluded: list[str], message: str
+) -> None:
+    db = mysql_database
+    mariadb_server.execute(f"CREATE TABLE `{db}`.u (id INT PRIMARY KEY, secret VARCHAR(20))")
+    source, _stop = make_source(mariadb_server, [f"{db}.u"], exclude={f"{db}.u": excluded})
+    try:
+        assert any(message in p for p in source.check()), source.check()
+        with pytest.raises(LiberatorError, match=message) as caught:
+            list(read_events(source, None))
+    finally:
+        source.close()
+    assert "\n" not in str(caught.value)
+
+
 def test_time_outside_a_day_is_refused_in_one_line(mariadb_server: MySQLInstance, mysql_database: str) -> None:
     db = mysql_database
     mariadb_server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, tm TIME)")
     mariadb_server.execute(f"INSERT INTO `{db}`.t VALUES (1, '-838:59:59')")
     source, _stop = make_source(mariadb_server, [f"{db}.t"])
     with pytest.raises(LiberatorError) as caught:
-        list(source.read(None))
+        list(read_events(source, None))
     source.close()
     assert "column tm" in str(caught.value) and "\n" not in str(caught.value)
 
@@ -185,7 +238,7 @@ def test_ddl_mid_stream_and_a_restart_before_it_decode_old_events(binlog_db: tup
     server, db = binlog_db
     server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(10))")
     source, stop = make_source(server, [f"{db}.t"])
-    items = source.read(None)
+    items = read_events(source, None)
     next(items)  # the stream's start point, stored before the snapshot reads anything
     next(items)  # the (empty) snapshot's end: the stream starts here
     server.execute(f"INSERT INTO `{db}`.t VALUES (1, 'a')")
@@ -203,7 +256,11 @@ def test_ddl_mid_stream_and_a_restart_before_it_decode_old_events(binlog_db: tup
     # Restart before the first ALTER: information_schema already shows the final shape, the history does not.
     source2, stop2 = make_source(server, [f"{db}.t"], snapshot="never")
     again = changes(
-        collect(source2.read(BinlogPosition.from_json(before_ddl.to_json())), stop2, lambda out: len(changes(out)) >= 2)
+        collect(
+            read_events(source2, BinlogPosition.from_json(before_ddl.to_json())),
+            stop2,
+            lambda out: len(changes(out)) >= 2,
+        )
     )
     source2.close()
     assert [value_of(e)["after"] for e in again] == [
@@ -223,7 +280,7 @@ def test_wrong_server_settings_privileges_and_purged_binlog(tmp_path: Any) -> No
         assert any("binlog_format is MIXED" in p and "binlog_format=ROW" in p for p in problems)
         assert any("binlog_row_metadata is NO_LOG" in p for p in problems)
         with pytest.raises(FatalSourceError, match="binlog_format"):
-            next(source.read(None))
+            next(read_events(source, None))
         source.close()
         server.execute("SET GLOBAL binlog_format = 'ROW'")
         server.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
@@ -234,7 +291,7 @@ def test_wrong_server_settings_privileges_and_purged_binlog(tmp_path: Any) -> No
         assert any("REPLICATION SLAVE" in p and "GRANT" in p for p in weak.check())
 
         source, stop = make_source(server, ["shop.t"])
-        items = source.read(None)
+        items = read_events(source, None)
         next(items)
         server.execute("INSERT INTO shop.t VALUES (1)")
         stored = checkpoints(collect(items, stop, lambda out: len(checkpoints(out)) >= 1))[0].position
@@ -249,6 +306,6 @@ def test_wrong_server_settings_privileges_and_purged_binlog(tmp_path: Any) -> No
         wait_for(purged, timeout=20, what="the old binlog to be purged")
         again, _ = make_source(server, ["shop.t"], snapshot="never")
         with pytest.raises(FatalSourceError, match="purged") as caught:
-            next(again.read(stored))
+            next(read_events(again, stored))
         again.close()
         assert "liberator offsets reset" in str(caught.value) and "\n" not in str(caught.value)

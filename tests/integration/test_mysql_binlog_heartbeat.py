@@ -18,6 +18,7 @@ from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlo
     _binlog_db,
     _mysql8_server,
     make_source,
+    read_events,
     source_yaml,
 )
 from tests.support import DaemonThread, app_config, wait_for
@@ -100,7 +101,7 @@ def test_other_tables_traffic_moves_the_stored_position_and_a_restart_resumes_af
         items: list[Any] = []
 
         def consume() -> None:
-            for item in reader.read(resumed_from):
+            for item in read_events(reader, resumed_from):
                 items.append(item)
                 if isinstance(item, Checkpoint) and any(isinstance(i, ChangeEvent) for i in items):
                     stop.set()
@@ -134,7 +135,7 @@ def test_a_position_pending_when_the_server_falls_silent_comes_with_its_heartbea
     changes: list[ChangeEvent] = []
 
     def consume() -> None:
-        for item in source.read(None):
+        for item in read_events(source, None):
             if isinstance(item, Checkpoint):
                 checkpoints.append((time.monotonic(), _coord(item)))
             else:

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from liberator import testbed
+from liberator.capture import datum_events
 from liberator.events import ChangeEvent, Checkpoint
+from liberator.positions import Position
 from liberator.source import Source
 from liberator.testbed import MySQLInstance
 
@@ -33,7 +35,7 @@ def source_yaml(server: MySQLInstance, tables: str, prefix: str, extra: str = ""
     )
 
 
-def make_source(server: MySQLInstance, tables: list[str], **options: Any) -> tuple[Source, threading.Event]:
+def make_source(server: MySQLInstance, tables: list[str], **options: Any) -> tuple[Source[Any, Any], threading.Event]:
     from connectors.mysql_binlog import MySQLBinlogSource
     from connectors.mysql_binlog.config import MySQLBinlogConfig
 
@@ -51,6 +53,12 @@ def make_source(server: MySQLInstance, tables: list[str], **options: Any) -> tup
 
     stop = threading.Event()
     return MySQLBinlogSource(config, SourceContext("test", stop, logging.getLogger("test.cdc"))), stop
+
+
+def read_events(source: Source[Any, Any], start: Position | None) -> Iterator[Any]:
+    """`source.read(start)` as the runtime sees it: each batch's events (datums, as Kafka gets them, decoded)
+    then a Checkpoint at the batch's position (if it has one); idle ticks dropped."""
+    return datum_events(source.read(start), source.config.envelope)
 
 
 def collect(items: Iterator[Any], stop: threading.Event, until: Any, limit: int = 100_000) -> list[Any]:

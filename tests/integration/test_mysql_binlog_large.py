@@ -7,7 +7,7 @@ import time
 from connectors.mysql_binlog.position import BinlogPosition
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.testbed import MySQLInstance
-from tests.integration.test_mysql_binlog_helpers import make_source
+from tests.integration.test_mysql_binlog_helpers import make_source, read_events
 from tests.support import rss_mb
 
 ROWS = 1_000_000
@@ -19,7 +19,7 @@ def test_a_million_row_transaction_streams_with_bounded_memory(
     db = mysql_database
     mariadb_server.execute(f"CREATE TABLE `{db}`.big (id INT PRIMARY KEY, payload CHAR(32) NOT NULL)")
     source, stop = make_source(mariadb_server, [f"{db}.big"])
-    items = source.read(None)
+    items = read_events(source, None)
     first = next(items)  # the empty snapshot's end: streaming starts from its point
     assert isinstance(first, Checkpoint)
     # One statement, one transaction: a million row images between its GTID and its XID.

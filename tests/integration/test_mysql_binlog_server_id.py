@@ -11,7 +11,7 @@ from pymysqlreplication import BinLogStreamReader
 
 from liberator.errors import FatalSourceError
 from liberator.testbed import MySQLInstance
-from tests.integration.test_mysql_binlog_helpers import make_source
+from tests.integration.test_mysql_binlog_helpers import make_source, read_events
 from tests.support import wait_for
 
 
@@ -26,7 +26,7 @@ def test_a_replica_taking_over_the_server_id_stops_the_source_with_the_reason(
 
     def read() -> None:
         try:
-            for item in source.read(None):
+            for item in read_events(source, None):
                 items.append(item)
         except BaseException as exc:  # reported below
             failure.append(exc)
@@ -59,14 +59,14 @@ def test_check_names_a_server_id_another_daemon_holds(mariadb_server: MySQLInsta
     db = mysql_database
     mariadb_server.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY)")
     first, first_stop = make_source(mariadb_server, [f"{db}.t"])
-    items = first.read(None)
+    items = read_events(first, None)
     next(items)  # reading: it holds its server_id
     try:
         second, _ = make_source(mariadb_server, [f"{db}.t"], server_id=first.config.server_id)  # type: ignore[attr-defined]
         problems = second.check()
         assert any("is in use on this server: another daemon holds it" in p for p in problems), problems
         with pytest.raises(FatalSourceError, match="another daemon holds it"):
-            next(second.read(None))
+            next(read_events(second, None))
         second.close()
     finally:
         first_stop.set()

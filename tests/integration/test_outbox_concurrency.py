@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from connectors.outbox.config import OutboxSourceConfig
 from connectors.outbox.ddl import outbox_ddl
+from connectors.outbox.queries import OutboxQueries
 from tests.integration.test_outbox_support import AppDb, app_db, outbox_yaml, register_order_schema
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 
@@ -124,15 +126,6 @@ def test_two_daemons_on_one_table_publish_each_row_once_in_aggregate_order(
         # No deadlock or lost lock made a daemon roll back a published batch (which would publish it again).
         assert one.status("ob").retries == 0 and two.status("ob").retries == 0
     ids = [int(r["headers"]["id"]) for r in records]
-    import collections
-
-    print(
-        "DUPS",
-        len(ids),
-        [i for i, c in collections.Counter(ids).items() if c > 1],
-        set(writer.ids) - set(ids),
-        published,
-    )
     assert len(ids) == 300 and set(ids) == set(writer.ids), "a row was lost or published twice"
     for aggregate in set(writer.ids.values()):
         mine = [i for i in ids if writer.ids[i] == aggregate]
@@ -166,3 +159,26 @@ def test_notify_wakes_the_source_without_waiting_for_the_poll(
         elapsed = time.monotonic() - started
     assert len(records) == 2
     assert elapsed < 10, f"took {elapsed:.1f}s: the NOTIFY did not wake the source"
+
+
+@pytest.mark.parametrize("cleanup", ["delete", "mark"])
+def test_mariadb_cleanup_is_one_statement_of_primary_key_lookups(mysql_url: str, cleanup: str) -> None:
+    """The cleanup reads the ids first and finds each row by primary key (eq_ref), whatever the size of the
+    outbox: a range or a scan of the outbox would wait on rows another daemon's claim holds (deadlocks)."""
+    db = AppDb(mysql_url, "mariadb")
+    db.create_outbox(cleanup=cleanup)
+    ids = [db.insert(str(n), order(n)) for n in range(12)]
+    config = OutboxSourceConfig.model_validate(
+        {"name": "ob", "type": "outbox", "url": mysql_url, "topic": "t.{aggregate_type}", "cleanup": cleanup}
+    )
+    statements = OutboxQueries(config, "mysql").cleanup(ids[2:7])
+    assert len(statements) == 1, "one statement, not one per row"
+    statement, params = statements[0]
+    with db.engine.begin() as conn:
+        plan = conn.execute(sa.text(f"EXPLAIN {statement}"), params).mappings().all()
+        outbox = [step for step in plan if step["table"] == "o"]
+        assert plan[0]["table"] == "<derived2>", plan
+        assert [(s["type"], s["key"]) for s in outbox] == [("eq_ref", "PRIMARY")], plan
+        conn.execute(statement, params)
+    left = db.count() if cleanup == "delete" else db.count("published_at IS NULL")
+    assert left == 7

@@ -6,11 +6,15 @@ import base64
 import datetime as dt
 import decimal
 import threading
+import time
+from collections.abc import Generator
 from pathlib import Path
+from typing import cast
 
 from liberator.avro import AvroEncoder, frame
-from liberator.config import load_config
-from liberator.events import ChangeEvent, Checkpoint
+from liberator.capture import ChangeBatch
+from liberator.config import AppConfig, load_config
+from liberator.events import ChangeEvent, SourceItem
 from liberator.outbox import OutboxRouting
 from liberator.registry.client import RegistryClient
 from liberator.runtime import build_source
@@ -147,10 +151,30 @@ def test_invalid_row_under_stop_halts_exactly_there(
     assert app_db.count() == 2
 
 
-def test_a_batch_acknowledged_after_close_is_cleaned_up_and_held_until_then(
+def _claims_nothing_for_a_while(config: AppConfig, registry_url: str, seconds: float = 1.0) -> bool:
+    """Whether a second source, reading the same outbox for `seconds`, publishes nothing (the rows are claimed)."""
+    stop = threading.Event()
+    other = build_source(config.sources[0], "other", stop, RegistryClient(registry_url))
+    items = cast(Generator[SourceItem, None, None], other.read(None))
+    deadline = time.monotonic() + seconds  # the scenario: a claim would come within a poll or two
+    try:
+        for item in items:
+            if isinstance(item, ChangeBatch):
+                return False
+            if time.monotonic() > deadline:
+                return True
+        return True
+    finally:
+        stop.set()
+        items.close()
+        other.close()
+
+
+def test_a_batch_kafka_acknowledges_after_the_read_ended_is_cleaned_up_and_held_until_then(
     app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    """What shutdown does: the reading thread ends, then Kafka's last acknowledgement arrives."""
+    """What shutdown does: the reading loop ends, the runtime drains the producer and hears Kafka's last
+    acknowledgement (`delivered`), then closes the source."""
     app_db.create_outbox()
     register_order_schema(registry_url, f"{app_db.prefix}.order")
     for n in range(3):
@@ -158,27 +182,37 @@ def test_a_batch_acknowledged_after_close_is_cleaned_up_and_held_until_then(
     config = load_config(app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db)))
     stop = threading.Event()
     source = build_source(config.sources[0], "test", stop, RegistryClient(registry_url))
-    items = source.read(None)
-    events = [next(items) for _ in range(3)]
-    checkpoint = next(items)
-    assert all(isinstance(e, ChangeEvent) for e in events) and isinstance(checkpoint, Checkpoint)
+    items = cast(Generator[SourceItem, None, None], source.read(None))
+    batch = next(item for item in items if isinstance(item, ChangeBatch))
+    assert len(batch) == 3 and all(isinstance(e, ChangeEvent) for e in batch.items)
+    stop.set()
+    items.close()
+    # Still claimed: a second daemon finds nothing to publish (SKIP LOCKED / the leader lock).
+    assert _claims_nothing_for_a_while(config, registry_url), "a second source claimed rows still being published"
+    assert app_db.count() == 3
+    assert batch.position is not None
+    source.delivered(batch.position)
+    assert app_db.count() == 0
+    source.close()
+
+
+def test_a_batch_not_acknowledged_when_the_source_closes_is_let_go_and_published_again(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    app_db.create_outbox()
+    register_order_schema(registry_url, f"{app_db.prefix}.order")
+    for n in range(3):
+        app_db.insert(str(n), {"order_id": n, "total": "1.00"})
+    config = load_config(app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db)))
+    stop = threading.Event()
+    source = build_source(config.sources[0], "test", stop, RegistryClient(registry_url))
+    items = cast(Generator[SourceItem, None, None], source.read(None))
+    next(item for item in items if isinstance(item, ChangeBatch))
     stop.set()
     items.close()
     source.close()
-    # Still claimed: a second daemon finds nothing to publish (SKIP LOCKED / the leader lock).
-    other_stop = threading.Event()
-    other = build_source(config.sources[0], "other", other_stop, RegistryClient(registry_url))
-    other_items = other.read(None)
-    finished = threading.Thread(target=lambda: next(other_items, None), daemon=True)
-    finished.start()
-    finished.join(1.0)
-    assert finished.is_alive(), "a second source claimed rows that are still being published"
-    other_stop.set()
-    finished.join(5)
-    other.close()
     assert app_db.count() == 3
-    source.acknowledged(checkpoint.position)
-    assert app_db.count() == 0
+    assert not _claims_nothing_for_a_while(config, registry_url, seconds=10), "the closed source kept its claim"
 
 
 def test_batches_are_cleaned_up_once_kafka_has_them_not_once_the_position_is_stored(

@@ -310,6 +310,8 @@ def test_a_dropped_slot_stops_the_source_instead_of_skipping_changes(db: WalDb) 
     with Run(db.config(["t"])) as run:
         run.wait(lambda: run.source.phase == "streaming", what="streaming")
     start = run.position
+    # The walsender leaves a moment after its client closed: the slot can be dropped once it is inactive.
+    run.wait(lambda: db.slot()["active_pid"] is None, what="the slot to be released")
     db.run("SELECT pg_drop_replication_slot(%s)", (db.tag,))
     with Run(db.config(["t"]), start=start) as again, pytest.raises(FatalSourceError, match=r"is gone.*offsets reset"):
         again.wait(lambda: False, timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import threading
 import time
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from liberator.capture import datum_events
 from liberator.config import load_config
+from liberator.envelope import Envelope
 from liberator.events import ChangeEvent
 from liberator.runtime import build_source
 from tests.integration.legacy_db import LegacyDb
@@ -140,7 +143,7 @@ def test_several_tables_merge_in_timestamp_order(legacy: LegacyDb, tmp_path: Pat
     source = build_source(source_config, "test", stop)
     events: list[ChangeEvent] = []
     try:
-        for item in source.read(None):
+        for item in datum_events(source.read(None), Envelope.state):
             if isinstance(item, ChangeEvent):
                 events.append(item)
             if len(events) == 60:
@@ -262,3 +265,44 @@ def test_a_lost_database_connection_is_retried_and_resumes_without_loss(
         legacy.insert_order(2)
         records = read_topic(kafka_bootstrap, registry_url, topic, expect=2, timeout=30)
     assert [r["key"]["id"] for r in records] == [1, 2]
+
+
+def _plan(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
+    """The database's EXPLAIN of a query, with the query's own bound values."""
+    compiled = query.compile(dialect=conn.dialect)
+    params = compiled.construct_params()
+    args: Any = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
+    return list(conn.exec_driver_sql(f"EXPLAIN {compiled}", args).all())
+
+
+def test_a_page_after_a_cursor_is_one_index_range_read(legacy: LegacyDb, tmp_path: Path) -> None:
+    """The keyset condition is written in the form each database reads as a range of the (updated_at, id)
+    index; MariaDB scans the whole index for the row-value form `(updated_at, id) > (...)` instead."""
+    legacy.create_orders()
+    with legacy.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO orders (id, customer, total, qty, updated_at) VALUES (:id, 'c', 1, 1, :at)"),
+            [{"id": i, "at": dt.datetime(2024, 1, 1) + dt.timedelta(seconds=i // 2)} for i in range(1, 20_001)],
+        )
+        conn.execute(sa.text("ANALYZE orders" if legacy.kind == "postgresql" else "ANALYZE TABLE orders"))
+    config = app_config(tmp_path, "127.0.0.1:1", "http://127.0.0.1:1", source_yaml(legacy))
+    source = build_source(load_config(config).sources[0], "test", threading.Event())
+    conn, readers = source._connect()  # type: ignore[attr-defined]
+    try:
+        (reader,) = readers
+        middle = (dt.datetime(2024, 1, 1) + dt.timedelta(seconds=5000), 10_000)
+        plan = _plan(conn, reader.page(middle, None, 500))
+        if legacy.kind == "postgresql":
+            text = "\n".join(row[0] for row in plan)
+            assert "Index Scan using orders_cursor" in text and "Index Cond: (ROW(updated_at, id) >" in text, text
+        else:
+            (row,) = plan
+            assert (row[3], row[5]) == ("range", "orders_cursor"), row  # type, key
+            exprs = reader._cursor_exprs()
+            row_values = reader.select().where(sa.tuple_(*exprs) > sa.tuple_(*map(sa.literal, middle)))
+            (scan,) = _plan(conn, row_values.order_by(*exprs).limit(500))
+            assert scan[3] != "range", scan  # the form it replaces: not a range read
+        assert [r[0] for r in conn.execute(reader.page(middle, None, 3))] == [10_001, 10_002, 10_003]
+    finally:
+        conn.close()
+        source.close()

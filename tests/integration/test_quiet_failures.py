@@ -49,6 +49,12 @@ def test_tail_with_a_down_broker_exits_1_with_one_line(registry_url: str) -> Non
         f"liberator: error: Kafka at {down} did not answer (Failed to get metadata: Local: Broker transport "
         "failure); start it or fix --bootstrap-servers"
     ]
+    as_json = cli("tail", "some.topic", "--bootstrap-servers", down, "--registry", registry_url, "--log-format", "json")
+    assert as_json.returncode == 1
+    [line] = lines(as_json.stdout + as_json.stderr)  # a log collector reads stderr: the error is one object too
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR" and entry["logger"] == "liberator", entry
+    assert entry["message"].startswith(f"Kafka at {down} did not answer") and "--bootstrap-servers" in entry["message"]
 
 
 class _Refusing(BaseHTTPRequestHandler):

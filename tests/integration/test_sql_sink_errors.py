@@ -102,3 +102,32 @@ def test_a_column_that_cannot_hold_the_field_stops_the_sink(
     assert error is not None and "\n" not in error
     assert "column customer" in error and "cannot hold field customer" in error
     assert count(legacy.url, "sink_orders") == 0
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """PostgreSQL takes a batch as arrays: the column's own length still refuses a value, as it does one row's."""
+    legacy = LegacyDb(pg_url, "postgresql")
+    legacy.create_orders()
+    legacy.run(
+        "CREATE TABLE sink_orders (id INTEGER PRIMARY KEY, customer VARCHAR(4) NOT NULL, "
+        f"total NUMERIC(10, 2), qty INTEGER NOT NULL, updated_at {legacy.ts} NOT NULL)"
+    )
+    writer = TopicWriter(kafka_bootstrap, registry_url, f"{legacy.prefix}.orders", legacy.url, "orders", "state")
+    for i in (1, 12345, 2):  # customer c12345 is too long for VARCHAR(4)
+        legacy.insert_order(i)
+        writer.send(Op.create, i)
+    writer.flush()
+    dlq = f"{legacy.prefix}.dead"
+    extra = f"    on_error: dead_letter\n    dead_letter_topic: {dlq}\n"
+    config = app_config(
+        tmp_path, kafka_bootstrap, registry_url, NO_SOURCES + sink_entry(legacy, f"[{writer.topic}]", extra)
+    )
+    with DaemonThread(config) as daemon:
+        wait_for(lambda: daemon.sink_status("replica").dead_lettered == 1, what="one dead letter")
+        wait_for(lambda: count(legacy.url, "sink_orders") == 2, what="the two rows that fit")
+    assert [r[:2] for r in table_rows(legacy.url, "sink_orders")] == [(1, "c1"), (2, "c2")]
+    dead = _records(kafka_bootstrap, dlq)
+    assert len(dead) == 1 and dead[0][1]["liberator.offset"] == b"1"
+    assert b"too long" in dead[0][1]["liberator.error"]

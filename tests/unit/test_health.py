@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from liberator.metrics import Metrics
+from liberator.metrics import Heartbeat, Metrics
 
 
 def test_backpressure_shows_as_state_with_its_reason_and_degrades_the_status() -> None:
@@ -54,3 +54,59 @@ def test_seconds_behind_source_counts_from_the_newest_waiting_event_and_is_zero_
     lag = metrics.health()["sources"]["q"]["seconds_behind_source"]
     assert 89 < lag < 100
     assert 'liberator_seconds_behind_source{app="app",source="q",type="query"} 9' in metrics.prometheus()
+
+
+def test_ready_only_when_every_source_and_sink_is_connected_and_running() -> None:
+    metrics = Metrics("app")
+    assert metrics.not_ready() == {"daemon": "starting"}, "nothing registered yet: not ready"
+    source = metrics.source("pg", "postgres_wal")
+    sink = metrics.sink("replica", "sql")
+    assert metrics.not_ready() == {"source pg": "starting", "sink replica": "starting"}
+    source.state = "running"  # the thread runs, the source has not said it reads yet
+    assert metrics.not_ready()["source pg"] == "connecting"
+    source.phase, sink.state = "streaming", "running"
+    assert metrics.not_ready() == {} and metrics.readiness()["status"] == "ready"
+    assert metrics.health()["ready"] is True
+
+    source.backpressure = "Kafka acknowledged none of the 3 events waiting for 6s"
+    assert metrics.not_ready() == {"source pg": f"backpressure: {source.backpressure}"}
+    source.backpressure = None
+    source.state, source.error = "retrying", "lost the connection to the database"
+    assert metrics.not_ready() == {"source pg": "retrying: lost the connection to the database"}
+    source.state, source.error = "running", None
+    sink.state, sink.error = "retrying", "lost its consumer group membership"
+    assert metrics.not_ready() == {"sink replica": "retrying: lost its consumer group membership"}
+    sink.state = "failed"
+    assert "sink replica" in metrics.not_ready()
+    sink.state, sink.error = "running", None
+    source.position_stalled = True  # degraded, a warning; the source still reads: ready
+    assert metrics.not_ready() == {}
+    source.state = "stopped"
+    assert metrics.not_ready() == {"source pg": "stopped"}
+
+
+def test_a_standing_by_or_finished_source_is_ready() -> None:
+    metrics = Metrics("app")
+    outbox = metrics.source("ob", "outbox")
+    outbox.phase = "standby"  # another daemon holds the outbox lock; this one waits to take over
+    assert metrics.not_ready() == {}
+    outbox.state, outbox.error = "retrying", "database gone"
+    assert metrics.not_ready() == {"source ob": "retrying: database gone"}
+    outbox.state, outbox.error, outbox.phase = "finished", None, "done"
+    assert metrics.not_ready() == {}
+
+
+def test_live_while_the_main_loop_beats_and_wedged_after_the_timeout() -> None:
+    now = [100.0]
+    heartbeat = Heartbeat(30.0, clock=lambda: now[0])
+    assert heartbeat.live()
+    now[0] += 29.9
+    assert heartbeat.live()
+    now[0] += 0.2
+    assert not heartbeat.live() and heartbeat.age() > 30
+    heartbeat.beat()
+    assert heartbeat.live() and heartbeat.age() == 0
+    metrics = Metrics("app")
+    metrics.heartbeat = heartbeat
+    now[0] += 31
+    assert metrics.liveness()["status"] == "wedged"

@@ -46,3 +46,12 @@ def test_a_wrong_outbox_option_is_refused_naming_the_problem(outbox: dict[str, s
 def test_tables_must_be_qualified() -> None:
     with pytest.raises(ValidationError, match=r"must be database\.table"):
         _config(tables=["orders"])
+
+
+def test_exclude_names_one_captured_table() -> None:
+    config = _config(tables=["shop.*"], exclude={"shop.users": ["password_hash"]})
+    assert config.exclude == {"shop.users": ["password_hash"]}
+    with pytest.raises(ValidationError, match=r"exclude: 'shop\.\*' must be one database\.table"):
+        _config(tables=["shop.*"], exclude={"shop.*": ["x"]})
+    with pytest.raises(ValidationError, match=r"exclude: crm\.users is not a captured table"):
+        _config(tables=["shop.*"], exclude={"crm.users": ["x"]})

@@ -6,6 +6,9 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from liberator.schema import ArrayType, BitsType, IntervalType, IntType, StringType, TimestampType
 from sinks.sql.columns import Kind
 from sinks.sql.values import interval_text, pg_array_literal, to_column
@@ -21,6 +24,22 @@ def test_timestamps_are_wall_clock_unless_the_column_is_aware() -> None:
     assert to_column(Kind("timestamp"), "sqlite", None)(UTC_NOON) == "2024-01-01 12:00:00.250000"
     offset = UTC_NOON.astimezone(dt.timezone(dt.timedelta(hours=2)))
     assert to_column(Kind("timestamp"), "postgresql", TimestampType())(offset) == naive
+
+
+@given(st.datetimes(timezones=st.timezones() | st.just(dt.UTC) | st.none()))
+def test_a_wall_clock_column_gets_the_utc_reading_of_any_timestamp(value: dt.datetime) -> None:
+    convert = to_column(Kind("timestamp"), "postgresql", TimestampType())
+    try:
+        expected = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+    except OverflowError:
+        expected = None  # beyond year 1..9999 in UTC: the converter must refuse it too
+    if expected is None:
+        try:
+            convert(value)
+        except OverflowError:
+            return
+        raise AssertionError("a value beyond the datetime range was converted")
+    assert convert(value) == expected and convert(value).tzinfo is None
 
 
 def test_decimals_dates_and_times_per_dialect() -> None:

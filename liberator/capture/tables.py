@@ -1,0 +1,182 @@
+"""The captured-table catalogue: every source's tables, their published shape, topic, schemas and versions.
+
+A connector knows how to read its database's description of a table (pg_attribute, information_schema, a
+Relation message, a TableMap event, SQLAlchemy reflection) and turns it into a neutral `TableSchema` with
+every column. The catalogue owns what is the same for every source: which columns are published (excluded
+columns dropped, key columns kept), the topic the table goes to, the Avro key and value schemas in the
+source's envelope, the constant part of the envelope's `source` block, and a new version whenever the
+published shape changes (so the runtime registers, and the registry checks, the new schemas before the
+first record that uses them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from liberator.avro import DatumConverter, key_schema, namespace_for, value_schema
+from liberator.envelope import Envelope, SourceInfo, change_schema
+from liberator.errors import SchemaError
+from liberator.events import Stream
+from liberator.schema import TableSchema
+
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+DEFAULT_TOPIC = "{source}.{schema}.{table}"
+
+
+def render_topic(template: str, *, source: str, app: str, schema: str, table: str) -> str:
+    """A topic name from a template with {source}, {app}, {schema}, {table}; unsafe characters become _."""
+    return _TOPIC_UNSAFE.sub("_", template.format(source=source, app=app, schema=schema, table=table))
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What the core needs to know of a source to eventify its tables (from its validated config)."""
+
+    source: str  # the source's name in the config
+    connector: str  # its type: postgres_wal, mysql_binlog, query
+    app: str  # the config's top-level name
+    envelope: Envelope = Envelope.change
+    topic: str = DEFAULT_TOPIC
+    # Columns left out, per table: keys are "schema.table" (or a bare table name where `default_schema` matches).
+    exclude: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    default_schema: str | None = None
+    truncate: str = "warn"  # warn | fail | publish
+
+
+class CapturedTable:
+    """One version of one captured table as it is published; replaced (never changed) when the shape changes.
+
+    `columns` are the published columns; connectors hand row values in that order. Where columns are
+    excluded, `pick` is the positions of the published columns among all of the table's columns (None when
+    every column is published), for connectors that read whole rows.
+    """
+
+    __slots__ = (
+        "full_shape",
+        "info",
+        "key_converter",
+        "key_index",
+        "name",
+        "pick",
+        "schema_name",
+        "shape",
+        "stream",
+        "table_name",
+        "value_converter",
+        "version",
+    )
+
+    def __init__(
+        self,
+        settings: CaptureSettings,
+        full_shape: TableSchema,
+        shape: TableSchema,
+        pick: tuple[int, ...] | None,
+        server: str,
+        version: int,
+        topic: str,
+    ) -> None:
+        self.full_shape = full_shape
+        self.shape = shape
+        self.pick = pick
+        self.version = version
+        self.schema_name = shape.schema or ""
+        self.table_name = shape.name
+        self.name = shape.qualified_name
+        names = [c.name for c in shape.columns]
+        self.key_index = tuple(names.index(k) for k in shape.key)
+        namespace = namespace_for(settings.app, settings.source, self.schema_name, self.table_name)
+        value = value_schema(shape, namespace)
+        if settings.envelope is Envelope.change:
+            value = change_schema(value)
+        self.stream = Stream(topic, key_schema(shape, namespace), value, self.name)
+        self.info = SourceInfo(settings.connector, settings.source, server, self.schema_name, self.table_name)
+        self.value_converter = DatumConverter(shape)
+        self.key_converter = DatumConverter.for_key(shape)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.shape.columns)
+
+    def __repr__(self) -> str:
+        return f"CapturedTable({self.name} v{self.version} -> {self.stream.topic})"
+
+
+class Catalogue:
+    """The captured tables of one source, by qualified name, each at its newest published shape."""
+
+    def __init__(self, settings: CaptureSettings, log: logging.Logger | None = None) -> None:
+        self.settings = settings
+        self.log = log or logging.getLogger(f"liberator.source.{settings.source}")
+        self.server = ""
+        self._tables: dict[str, CapturedTable] = {}
+
+    def topic_for(self, schema: str, table: str, template: str | None = None) -> str:
+        s = self.settings
+        return render_topic(template or s.topic, source=s.source, app=s.app, schema=schema, table=table)
+
+    def excluded(self, schema: str, table: str) -> list[str]:
+        exclude = self.settings.exclude
+        qualified = f"{schema}.{table}" if schema else table
+        found = exclude.get(qualified)
+        if found is None and schema == self.settings.default_schema:
+            found = exclude.get(table)
+        return list(found or [])
+
+    def get(self, name: str) -> CapturedTable | None:
+        return self._tables.get(name)
+
+    def table(
+        self,
+        full_shape: TableSchema,
+        *,
+        topic: str | None = None,
+        exclude: Sequence[str] | None = None,
+    ) -> CapturedTable:
+        """The captured table for this shape: the known one when its published shape is unchanged, else a
+        new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
+        shape has every column of the table; an excluded column needs no type (None: it is never published)."""
+        name = full_shape.qualified_name
+        schema = full_shape.schema or ""
+        if not full_shape.key:
+            raise SchemaError(
+                f"table {name} has no primary key; add one (ALTER TABLE {name} ADD PRIMARY KEY (...)) so its "
+                "events have a key, or leave the table out of `tables`"
+            )
+        excluded = set(self.excluded(schema, full_shape.name) if exclude is None else exclude)
+        all_names = [c.name for c in full_shape.columns]
+        unknown = excluded - set(all_names)
+        if unknown:
+            raise SchemaError(f"table {name}: `exclude` names unknown columns {sorted(unknown)}")
+        if excluded & set(full_shape.key):
+            raise SchemaError(
+                f"table {name}: key columns cannot be excluded ({sorted(excluded & set(full_shape.key))})"
+            )
+        missing = [k for k in full_shape.key if k not in all_names]
+        if missing:
+            raise SchemaError(f"table {name}: key column(s) {', '.join(missing)} are not in the replicated columns")
+        pick = tuple(i for i, c in enumerate(all_names) if c not in excluded) if excluded else None
+        shape = full_shape
+        if pick is not None:
+            shape = TableSchema(
+                full_shape.schema, full_shape.name, tuple(full_shape.columns[i] for i in pick), full_shape.key
+            )
+        topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
+        known = self._tables.get(name)
+        if known is not None and known.shape == shape and known.stream.topic == topic_name:
+            if known.pick != pick or known.full_shape != full_shape:
+                # Only unpublished columns changed: same schemas, new positions to pick from.
+                known.full_shape, known.pick = full_shape, pick
+            return known
+        version = 1 if known is None else known.version + 1
+        table = CapturedTable(self.settings, full_shape, shape, pick, self.server, version, topic_name)
+        if known is not None:
+            self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
+        self._tables[name] = table
+        return table
+
+    def tables(self) -> list[CapturedTable]:
+        return list(self._tables.values())
