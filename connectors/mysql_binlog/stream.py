@@ -88,16 +88,19 @@ class _Connector:
         self.stream_connects = 0
         self.stream: Any = None
 
+    def lost(self) -> TransientSourceError:
+        return TransientSourceError(
+            f"source {self.config.name}: lost the binlog connection to {self.server} (closed, or "
+            f"silent past read_timeout ({seconds(self.config.read_timeout)}) though the server sends "
+            "a heartbeat every second); reopening from the last position"
+        )
+
     def __call__(self, **kwargs: Any) -> Any:
         stream = kwargs.get("db") != "information_schema"
         if stream:
             self.stream_connects += 1
             if self.stream_connects > 1:
-                raise TransientSourceError(
-                    f"source {self.config.name}: lost the binlog connection to {self.server} (closed, or "
-                    f"silent past read_timeout ({seconds(self.config.read_timeout)}) though the server sends "
-                    "a heartbeat every second); reopening from the last position"
-                )
+                raise self.lost()
         kwargs.setdefault("init_command", "SET time_zone = '+00:00'")
         conn = mysql_connect(self.config, **kwargs)
         if stream:
@@ -116,9 +119,23 @@ class _StreamWaiter:
 
     def __init__(self, connector: _Connector) -> None:
         self.connector = connector
+        self.quiet_since: float | None = None  # when the stream last went quiet, while it stays quiet
 
     def wait(self, timeout: float) -> bool:
-        """True when a read will find data (or the end of the connection), False after `timeout` seconds."""
+        """True when a read will find data (or the end of the connection), False after `timeout` seconds.
+        A stream quiet for longer than read_timeout is lost (TransientSourceError): the server sends a
+        heartbeat every second, so a frozen or unreachable one is noticed here, where no read would time out."""
+        started = time.monotonic()
+        if self._ready(timeout):
+            self.quiet_since = None
+            return True
+        if self.quiet_since is None:
+            self.quiet_since = started
+        elif time.monotonic() - self.quiet_since > self.connector.config.read_timeout:
+            raise self.connector.lost()
+        return False
+
+    def _ready(self, timeout: float) -> bool:
         conn = self.connector.stream
         sock = getattr(conn, "_sock", None)
         buffered = getattr(conn, "_rfile", None)
