@@ -234,6 +234,10 @@ def test_a_database_that_stops_answering_is_retried_after_read_timeout_and_nothi
     caplog.set_level(logging.WARNING, logger="liberator")
     with DaemonThread(config) as daemon:
         wait_for(lambda: _folded(kafka_bootstrap, registry_url, topic) == _table(run), timeout=60, what="the rows")
+        # Rows 1..5 may come from the snapshot, before the stream is open: a freeze then would hang its
+        # connect (connect_timeout). A row written after them arrives through the stream (or the next poll).
+        run("INSERT INTO t VALUES (10, 0)")
+        wait_for(lambda: _folded(kafka_bootstrap, registry_url, topic) == _table(run), timeout=60, what="row 10")
         with frozen(server):
 
             def timed_out() -> str | None:
