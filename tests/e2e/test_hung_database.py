@@ -235,9 +235,10 @@ def test_a_database_that_stops_answering_is_retried_after_read_timeout_and_nothi
     with DaemonThread(config) as daemon:
         wait_for(lambda: _folded(kafka_bootstrap, registry_url, topic) == _table(run), timeout=60, what="the rows")
         # Rows 1..5 may come from the snapshot, before the stream is open: a freeze then would hang its
-        # connect (connect_timeout). A row written after them arrives through the stream (or the next poll).
-        run("INSERT INTO t VALUES (10, 0)")
-        wait_for(lambda: _folded(kafka_bootstrap, registry_url, topic) == _table(run), timeout=60, what="row 10")
+        # connect (connect_timeout). A row written after them arrives through the stream (or the next poll;
+        # the query source's cursor is the id, so this row and the later ones take ids above 5).
+        run("INSERT INTO t VALUES (6, 0)")
+        wait_for(lambda: _folded(kafka_bootstrap, registry_url, topic) == _table(run), timeout=60, what="row 6")
         with frozen(server):
 
             def timed_out() -> str | None:
@@ -247,7 +248,7 @@ def test_a_database_that_stops_answering_is_retried_after_read_timeout_and_nothi
             line = wait_for(timed_out, timeout=30, what="the source to give up on the hung server")
         assert f"127.0.0.1:{server.port}" in line and "retrying" in line, line
         assert daemon.status("src").state in ("retrying", "running")
-        run("INSERT INTO t VALUES (6, 0)")
+        run("INSERT INTO t VALUES (7, 0)")
         if kind != "query":  # its cursor is the id: the query source sees new rows only
             run("UPDATE t SET v = 1 WHERE id = 3")
             run("DELETE FROM t WHERE id = 4")
