@@ -72,7 +72,8 @@ class Claimer:
         ids = [row[0] for row in conn.execute(claim)]
         if not ids:
             return []
-        return list(conn.execute(self.queries.rows_by_id(), {"outbox_ids": ids}).all())
+        statement, params = self.queries.rows_by_id(ids)
+        return list(conn.execute(statement, params).all())
 
     def _without_waiting_aggregates(
         self, conn: sa.Connection, rows: list[sa.Row[Any]], in_flight: set[Any]

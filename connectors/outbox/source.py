@@ -87,7 +87,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         try:
             with self._engine.connect() as conn:
                 skip_locked = use_skip_locked(conn, self.cfg)
-            self._queries = OutboxQueries(self.cfg, self._engine.dialect.name)
+            self._queries = OutboxQueries(self.cfg, self._engine.dialect.name, json_table=skip_locked)
             database = self._engine.url.database or ""
             lock_name = f"liberator-outbox.{database.rsplit('/', 1)[-1]}.{self.cfg.table}"
             if skip_locked and self._presence is None:
