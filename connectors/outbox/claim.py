@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from connectors.outbox.config import OutboxSourceConfig
+from connectors.outbox.presence import Presence
 from connectors.outbox.queries import OutboxQueries
 
 
@@ -20,13 +21,22 @@ class Claim:
 
 class Claimer:
     """Rows of batches still in flight are never claimed again: other transactions' locks hide them
-    (skip_locked), or they are filtered out (leader)."""
+    (skip_locked), or they are filtered out (leader). `presence` (skip_locked) says whether other daemons
+    claim from the table too, and so whether a claim needs its ordering check."""
 
-    def __init__(self, engine: sa.Engine, queries: OutboxQueries, cfg: OutboxSourceConfig, skip_locked: bool) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        queries: OutboxQueries,
+        cfg: OutboxSourceConfig,
+        skip_locked: bool,
+        presence: Presence | None = None,
+    ) -> None:
         self.engine = engine
         self.queries = queries
         self.cfg = cfg
         self.skip_locked = skip_locked
+        self.presence = presence
 
     def claim(self, in_flight: set[Any]) -> Claim | None:
         """The next rows to publish, or None when there are none; `in_flight` are the ids of our batches
@@ -44,7 +54,8 @@ class Claimer:
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
             rows = self._fetch(conn, self.queries.claim(batch_size, True))
             full = len(rows) == batch_size
-            if rows:
+            # Asked after the rows are locked: see connectors.outbox.presence for why that order is safe.
+            if rows and (self.presence is None or self.presence.others()):
                 rows = self._without_waiting_aggregates(conn, rows, in_flight)
         except BaseException:
             conn.close()
@@ -61,7 +72,8 @@ class Claimer:
         ids = [row[0] for row in conn.execute(claim)]
         if not ids:
             return []
-        return list(conn.execute(self.queries.rows_by_id(), {"outbox_ids": ids}).all())
+        statement, params = self.queries.rows_by_id(ids)
+        return list(conn.execute(statement, params).all())
 
     def _without_waiting_aggregates(
         self, conn: sa.Connection, rows: list[sa.Row[Any]], in_flight: set[Any]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from connectors.outbox.config import OutboxSourceConfig
@@ -47,3 +49,20 @@ def use_skip_locked(conn: sa.Connection, cfg: OutboxSourceConfig) -> bool:
             "use locking: leader or auto"
         )
     return supported and cfg.locking != "leader"
+
+
+def queue_session(engine: sa.Engine) -> None:
+    """PostgreSQL: the source's own sessions never plan a sequential scan of the outbox. A queue's size
+    swings from nothing to a backlog of millions between two ANALYZEs, so the planner, trusting statistics
+    of a small outbox, read the whole backlog for every claim (a sort) and every cleanup; the claim wants
+    the (occurred_at, id) index in order and the cleanup the primary key, whatever the statistics say."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    def setup(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET enable_seqscan = off")
+        cursor.close()
+        dbapi_connection.commit()
+
+    sa.event.listen(engine, "connect", setup)

@@ -29,10 +29,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.outbox.claim import Claim, Claimer
 from connectors.outbox.config import OutboxSourceConfig
-from connectors.outbox.dialects import classify_error, use_skip_locked
+from connectors.outbox.dialects import classify_error, queue_session, use_skip_locked
 from connectors.outbox.locks import LeaderLock
 from connectors.outbox.notify import Notifier
 from connectors.outbox.position import OutboxPosition
+from connectors.outbox.presence import Presence
 from connectors.outbox.queries import OutboxQueries
 from liberator import sqldb
 from liberator.capture import ChangeBatch, RowChange
@@ -65,6 +66,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         self._queries: OutboxQueries | None = None
         self._claimer: Claimer | None = None
         self._leader: LeaderLock | None = None
+        self._presence: Presence | None = None  # skip_locked: this daemon's registration among the claimers
         self._notifier: Notifier | None = None
         # Yielded batches awaiting Kafka, oldest first; only the reading thread (read and the hooks) touches it.
         self._awaiting: deque[_Batch] = deque()
@@ -77,19 +79,22 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
 
     def _open(self) -> None:
         if self._engine is None:
-            self._engine = sqldb.create_engine(self.cfg.url, self.cfg)
+            # One connection per claim in flight (skip_locked), plus the claim's own, the lock's and a spare.
+            self._engine = sqldb.create_engine(self.cfg.url, self.cfg, pool_size=self.cfg.max_in_flight + 3)
+            queue_session(self._engine)
         if self._router is None:
             self._router = OutboxRouter(self.cfg, self.cfg.name, self.context.registry)
         try:
             with self._engine.connect() as conn:
                 skip_locked = use_skip_locked(conn, self.cfg)
-            self._queries = OutboxQueries(self.cfg, self._engine.dialect.name)
-            self._claimer = Claimer(self._engine, self._queries, self.cfg, skip_locked)
+            self._queries = OutboxQueries(self.cfg, self._engine.dialect.name, json_table=skip_locked)
+            database = self._engine.url.database or ""
+            lock_name = f"liberator-outbox.{database.rsplit('/', 1)[-1]}.{self.cfg.table}"
+            if skip_locked and self._presence is None:
+                self._presence = Presence(self._engine, lock_name)
+            self._claimer = Claimer(self._engine, self._queries, self.cfg, skip_locked, self._presence)
             if not skip_locked and self._leader is None:
-                database = self._engine.url.database or ""
-                self._leader = LeaderLock(
-                    self._engine, f"liberator-outbox.{database.rsplit('/', 1)[-1]}.{self.cfg.table}"
-                )
+                self._leader = LeaderLock(self._engine, lock_name)
             if self.cfg.notify_channel is not None and self._notifier is None:
                 self._notifier = Notifier(self._engine.url, self.cfg.notify_channel, self.cfg)
         except SQLAlchemyError as exc:
@@ -126,6 +131,11 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
 
     def read(self, start: OutboxPosition | None) -> Iterator[SourceItem]:
         self._open()
+        if self._presence is not None:
+            try:
+                self._presence.register()  # before the first claim
+            except SQLAlchemyError as exc:
+                raise self._error(exc) from None
         run = uuid.uuid4().hex[:12]
         number = 0
         stop = self.context.stop
@@ -282,6 +292,9 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         if self._leader is not None:
             self._leader.release()
             self._leader = None
+        if self._presence is not None:
+            self._presence.release()
+            self._presence = None
         if self._notifier is not None:
             self._notifier.close()
             self._notifier = None

@@ -6,13 +6,16 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from connectors.outbox.config import OutboxSourceConfig
 from connectors.outbox.ddl import outbox_ddl
+from connectors.outbox.dialects import queue_session
 from connectors.outbox.queries import OutboxQueries
+from liberator import sqldb
 from tests.integration.test_outbox_support import AppDb, app_db, outbox_yaml, register_order_schema
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 
@@ -161,8 +164,11 @@ def test_notify_wakes_the_source_without_waiting_for_the_poll(
     assert elapsed < 10, f"took {elapsed:.1f}s: the NOTIFY did not wake the source"
 
 
+@pytest.mark.parametrize("json_table", [True, False], ids=["json_table", "literals"])
 @pytest.mark.parametrize("cleanup", ["delete", "mark"])
-def test_mariadb_cleanup_is_one_statement_of_primary_key_lookups(mysql_url: str, cleanup: str) -> None:
+def test_mariadb_cleanup_is_one_statement_of_primary_key_lookups(
+    mysql_url: str, cleanup: str, json_table: bool
+) -> None:
     """The cleanup reads the ids first and finds each row by primary key (eq_ref), whatever the size of the
     outbox: a range or a scan of the outbox would wait on rows another daemon's claim holds (deadlocks)."""
     db = AppDb(mysql_url, "mariadb")
@@ -171,14 +177,94 @@ def test_mariadb_cleanup_is_one_statement_of_primary_key_lookups(mysql_url: str,
     config = OutboxSourceConfig.model_validate(
         {"name": "ob", "type": "outbox", "url": mysql_url, "topic": "t.{aggregate_type}", "cleanup": cleanup}
     )
-    statements = OutboxQueries(config, "mysql").cleanup(ids[2:7])
+    queries = OutboxQueries(config, "mysql", json_table=json_table)
+    statements = queries.cleanup(ids[2:7])
     assert len(statements) == 1, "one statement, not one per row"
     statement, params = statements[0]
     with db.engine.begin() as conn:
         plan = conn.execute(sa.text(f"EXPLAIN {statement}"), params).mappings().all()
         outbox = [step for step in plan if step["table"] == "o"]
-        assert plan[0]["table"] == "<derived2>", plan
+        assert plan[0]["table"] == ("gone" if json_table else "<derived2>"), plan
         assert [(s["type"], s["key"]) for s in outbox] == [("eq_ref", "PRIMARY")], plan
         conn.execute(statement, params)
     left = db.count() if cleanup == "delete" else db.count("published_at IS NULL")
     assert left == 7
+    statement, params = queries.rows_by_id(ids[:2] + ids[8:])
+    with db.engine.connect() as conn:
+        rows = conn.execute(statement, params).mappings().all()
+    assert [row["id"] for row in rows] == ids[:2] + ids[8:], "the rows by id, in publishing order"
+
+
+def test_a_wide_in_flight_window_gets_a_connection_for_every_claim(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """With skip_locked each batch in flight holds its claim's connection until Kafka acknowledges it: the
+    pool must hold max_in_flight of them besides the claim's and the presence lock's (the default pool of
+    5 + 10 ran dry at max_in_flight 16 and waited 30 s for a connection)."""
+    db = AppDb(pg_url, "postgresql")
+    db.create_outbox()
+    topic = f"{db.prefix}.order"
+    register_order_schema(registry_url, topic)
+    for n in range(400):
+        db.insert(str(n % 7), order(n))
+    config = app_config(
+        tmp_path,
+        kafka_bootstrap,
+        registry_url,
+        outbox_yaml(db, "    batch_size: 1\n    max_in_flight: 32\n"),
+    )
+    # Kafka holds each batch a while (linger), so the window fills up.
+    config.write_text(config.read_text().replace("kafka:\n", "kafka:\n  settings:\n    linger.ms: 500\n", 1))
+    with DaemonThread(config) as daemon:
+        wait_for(lambda: db.count() == 0, timeout=60, what="the outbox to empty")
+        assert daemon.status("ob").retries == 0
+        assert daemon.status("ob").error is None
+    assert len(read_topic(kafka_bootstrap, registry_url, topic, expect=400)) == 400
+
+
+@pytest.mark.parametrize("cleanup", ["delete", "mark"])
+def test_postgresql_claims_and_cleanups_use_the_indexes_whatever_the_statistics_say(pg_url: str, cleanup: str) -> None:
+    """A backlog grown since the last ANALYZE: the planner still thinks the outbox small, and planned a sort
+    of the whole outbox for each claim and a scan of it for each cleanup. The source's sessions do not."""
+    db = AppDb(pg_url, "postgresql")
+    db.create_outbox(cleanup=cleanup)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE outbox SET (autovacuum_enabled = false)"))
+        conn.execute(sa.text("ANALYZE outbox"))  # the statistics of an empty outbox
+        conn.execute(
+            sa.text("INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('o', :a, 'E', :p)"),
+            [{"a": str(n), "p": "{}"} for n in range(5000)],
+        )
+    config = OutboxSourceConfig.model_validate(
+        {"name": "ob", "type": "outbox", "url": pg_url, "topic": "t.{aggregate_type}", "cleanup": cleanup}
+    )
+    queries = OutboxQueries(config, "postgresql")
+    plain = sqldb.create_engine(pg_url)
+    source_like = sqldb.create_engine(pg_url)
+    queue_session(source_like)
+
+    def plans(engine: sa.Engine) -> tuple[str, str]:
+        """The plans of the claim and of the cleanup of the claimed rows, as the source sends them."""
+
+        def explained(_conn: Any, _cursor: Any, sql: str, params: Any, _context: Any, _many: bool) -> Any:
+            return f"EXPLAIN {sql}", params
+
+        with engine.connect() as conn:
+            claim = queries.claim(500, skip_locked=True)
+            ids = [row.id for row in conn.execute(claim)]
+            statement, params = queries.cleanup(ids)[0]
+            sa.event.listen(engine, "before_cursor_execute", explained, retval=True)
+            try:
+                found = ["\n".join(r[0] for r in conn.execute(q, p)) for q, p in ((claim, {}), (statement, params))]
+            finally:
+                sa.event.remove(engine, "before_cursor_execute", explained)
+            conn.rollback()
+        return found[0], found[1]
+
+    claim_plan, cleanup_plan = plans(plain)
+    assert "Seq Scan" in claim_plan + cleanup_plan, "the statistics no longer mislead: the test shows nothing"
+    claim_plan, cleanup_plan = plans(source_like)
+    assert "Seq Scan" not in claim_plan and "Sort" not in claim_plan, claim_plan
+    assert "Seq Scan" not in cleanup_plan, cleanup_plan
+    plain.dispose()
+    source_like.dispose()
