@@ -17,6 +17,7 @@ same event id header, by whoever claims them next.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections import deque
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.outbox.claim import Claim, Claimer
+from connectors.outbox.cleaner import Cleaner
 from connectors.outbox.config import OutboxSourceConfig
 from connectors.outbox.dialects import classify_error, queue_session, use_skip_locked
 from connectors.outbox.locks import LeaderLock
@@ -67,6 +69,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         self._claimer: Claimer | None = None
         self._leader: LeaderLock | None = None
         self._presence: Presence | None = None  # skip_locked: this daemon's registration among the claimers
+        self._cleaner: Cleaner | None = None  # skip_locked: commits acknowledged batches' cleanups meanwhile
         self._notifier: Notifier | None = None
         # Yielded batches awaiting Kafka, oldest first; only the reading thread (read and the hooks) touches it.
         self._awaiting: deque[_Batch] = deque()
@@ -92,6 +95,8 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
             lock_name = f"liberator-outbox.{database.rsplit('/', 1)[-1]}.{self.cfg.table}"
             if skip_locked and self._presence is None:
                 self._presence = Presence(self._engine, lock_name)
+            if skip_locked and self._cleaner is None:
+                self._cleaner = Cleaner(self.cfg.name, self._error)
             self._claimer = Claimer(self._engine, self._queries, self.cfg, skip_locked, self._presence)
             if not skip_locked and self._leader is None:
                 self._leader = LeaderLock(self._engine, lock_name)
@@ -145,7 +150,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                 if self._leader is not None and not self._lead():
                     yield from self.context.idle(self.cfg.poll_interval)  # standing by
                     continue
-                if len(self._awaiting) >= self.cfg.max_in_flight:
+                if len(self._awaiting) + self._cleaning() >= self.cfg.max_in_flight:
                     yield from self._pause()  # Kafka's acknowledgement (served meanwhile) frees a claim
                     continue
                 claimed = self._claim()
@@ -158,7 +163,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                     yield batch
                 if failure is not None:
                     # on_invalid: stop. Let Kafka acknowledge (and clean up) what came before the bad row.
-                    while self._awaiting and not stop.is_set():
+                    while (self._awaiting or self._cleaning()) and not stop.is_set():
                         yield from self._pause()
                         self._raise_cleanup_failure()
                     raise failure
@@ -188,7 +193,10 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
     def _claim(self) -> Claim | None:
         assert self._claimer is not None
         self.phase = "polling"
-        return self._claimer.claim({i for batch in self._awaiting for i in batch.ids})
+        in_flight = {i for batch in self._awaiting for i in batch.ids}
+        if self._cleaner is not None:  # rows whose cleanup has not committed yet are ours too
+            in_flight.update(i for ids in self._cleaner.pending() for i in ids)
+        return self._claimer.claim(in_flight)
 
     def _route(self, run: str, number: int, claimed: Claim) -> tuple[ChangeBatch | None, FatalSourceError | None]:
         """The claimed rows' events as one batch (None if the first row is bad), and the on_invalid=stop error
@@ -243,6 +251,13 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         awaiting = self._awaiting
         while awaiting and self._cleanup_failed is None and position.covers(awaiting[0].position):
             batch = awaiting[0]
+            conn = batch.conn
+            if conn is not None and self._cleaner is not None:
+                # The claim's own transaction, which nothing else touches from now on: its worker commits it.
+                commit = functools.partial(self._commit_cleanup, batch.ids, conn)
+                self._cleaner.submit(batch.ids, commit, functools.partial(self._release, conn))
+                awaiting.popleft()
+                continue
             try:
                 self._cleanup(batch)
             except SQLAlchemyError as exc:
@@ -250,22 +265,32 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                 return
             awaiting.popleft()
 
+    def _commit_cleanup(self, ids: list[Any], conn: sa.Connection) -> None:
+        """The cleanup of a claim's rows in the claim's own transaction (skip_locked), committed."""
+        assert self._queries is not None
+        for statement, params in self._queries.cleanup(ids):
+            conn.execute(statement, params)
+        conn.commit()
+        self._release(conn)
+
     def _cleanup(self, batch: _Batch) -> None:
         assert self._queries is not None and self._engine is not None
-        statements = self._queries.cleanup(batch.ids)
         if batch.conn is not None:
-            for statement, params in statements:
-                batch.conn.execute(statement, params)
-            batch.conn.commit()
-            self._release(batch.conn)
+            self._commit_cleanup(batch.ids, batch.conn)
             batch.conn = None
-        else:
-            with self._engine.begin() as conn:
-                for statement, params in statements:
-                    conn.execute(statement, params)
+            return
+        with self._engine.begin() as conn:
+            for statement, params in self._queries.cleanup(batch.ids):
+                conn.execute(statement, params)
+
+    def _cleaning(self) -> int:
+        """Batches whose cleanup the worker has not committed yet (each holds a connection)."""
+        return 0 if self._cleaner is None else len(self._cleaner.pending())
 
     def _raise_cleanup_failure(self) -> None:
         failure, self._cleanup_failed = self._cleanup_failed, None
+        if failure is None and self._cleaner is not None:
+            failure = self._cleaner.failure()
         if failure is not None:
             raise failure
 
@@ -289,6 +314,9 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                 len(self._awaiting),
             )
         self._release_all()
+        if self._cleaner is not None:
+            self._cleaner.close()  # every cleanup handed over commits (or fails) before the engine goes
+            self._cleaner = None
         if self._leader is not None:
             self._leader.release()
             self._leader = None
