@@ -23,6 +23,7 @@ from liberator.config import AppConfig
 from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
+from liberator.instance import InstanceSlot
 from liberator.metrics import LIVE_TIMEOUT, Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
@@ -178,7 +179,11 @@ class Daemon:
             )
             self.runners.append(runner)
 
-        self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
+        # Held while the daemon runs: the sinks' static group membership ids derive from it.
+        slot = InstanceSlot(config.name) if config.sinks else None
+        self.sink_runners, dead_letter = create_sink_runners(
+            config, self.stop, registry, self.metrics, slot.id if slot else ""
+        )
 
         poller_done.set()
         poller.join()
@@ -200,6 +205,8 @@ class Daemon:
                     runner.supervise()
         finally:
             self._shut_down(store, dead_letter)
+            if slot is not None:
+                slot.close()
             if http is not None:
                 http.shutdown()
         failed = [r for r in self.runners if r.status.state == "failed"]
