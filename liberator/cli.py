@@ -111,6 +111,18 @@ def cmd_offsets(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_pause_resume(args: argparse.Namespace) -> int:
+    from liberator.admin import request
+
+    config = load_config(args.config)
+    code, answer = request(config, args.source, args.command)
+    message = str(answer.get("message", answer))
+    if code >= 300:
+        raise LiberatorError(message)
+    say(message)
+    return 0
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from liberator.tail import tail
 
@@ -221,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--source", required=True, help="the source whose position to set")
     o.add_argument("position", help="the JSON `offsets show` prints for the source (or its position); - reads stdin")
     o.set_defaults(func=cmd_offsets)
+
+    for action, what in (("pause", "stop reading (deliveries and positions go on)"), ("resume", "read again")):
+        p = sub.add_parser(action, help=f"tell the running daemon's source to {what}, through its http: server")
+        p.add_argument("config")
+        p.add_argument("--source", required=True, help="the source to " + action)
+        p.set_defaults(func=cmd_pause_resume)
 
     p = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded through the registry")
     p.add_argument("topic")

@@ -19,6 +19,7 @@ from types import FrameType
 from confluent_kafka import Producer
 
 from liberator import plugins
+from liberator.admin import Admin
 from liberator.config import AppConfig
 from liberator.dbconnect import seconds
 from liberator.errors import ConfigError, LiberatorError
@@ -94,6 +95,7 @@ class Daemon:
         self.runners: list[SourceRunner] = []
         self.sink_runners: list[SinkRunner] = []
         self.stuck: list[str] = []  # what did not stop within shutdown_timeout
+        self.admin = Admin([c.name for c in config.sources])  # pause/resume through the http: server
         self._signalled = False
 
     def install_signal_handlers(self) -> None:
@@ -124,7 +126,7 @@ class Daemon:
         }
         topics = TopicManager(config.kafka, admin_settings(config.kafka))
         publisher = Publisher(registry, config.schema_registry, topics)
-        http = start_http(config.http.listen, self.metrics) if config.http else None
+        http = start_http(config.http.listen, self.metrics, self.admin) if config.http else None
         # Until the sources read, the producers are served here, which also lets their log lines through
         # while the broker is awaited; from then on each source's thread serves its own.
         poller_done = threading.Event()
@@ -178,6 +180,7 @@ class Daemon:
                 max_in_flight_bytes=config.kafka.max_in_flight_bytes,
             )
             self.runners.append(runner)
+            self.admin.runners[source_config.name] = runner
 
         # Held while the daemon runs: the sinks' static group membership ids derive from it.
         slot = InstanceSlot(config.name) if config.sinks else None

@@ -100,6 +100,8 @@ class SourceRunner:
             pause=self._wait,
         )
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
+        self.pausing = threading.Event()  # an operator asked for a pause (and has not resumed it)
+        self.paused = threading.Event()  # the reading thread has stopped reading for it
 
     # -- the reading thread ---------------------------------------------------------------------------
 
@@ -123,9 +125,19 @@ class SourceRunner:
                 self.source.close()
 
     def _attempt(self) -> bool:
-        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True)."""
+        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True),
+        sitting out each operator's pause in between."""
         try:
-            finished = self._read()
+            while True:
+                self._wait_while_paused()
+                if self.stop.is_set():
+                    return False
+                finished = self._read()
+                if finished or self.stop.is_set() or not self.pausing.is_set():
+                    break
+                # Paused: its connections are released (a replication stream left unread would time out);
+                # resuming reads again from the last position it yielded, as a retry does.
+                self.source.close()
         except DeliveryFailed as exc:
             kept = "positions stay at the last acknowledged event"
             raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
@@ -159,7 +171,7 @@ class SourceRunner:
                 self._serve(reader)
                 if self.status.state == "retrying":
                     self._recovered()
-                if self.stop.is_set():
+                if self.stop.is_set() or self.pausing.is_set():
                     return False
             return not self.stop.is_set()
         finally:
@@ -267,10 +279,47 @@ class SourceRunner:
         """Wait (for a retry) while still serving acknowledgements of what is in flight."""
         deadline = time.monotonic() + seconds
         while not self.stop.is_set() and time.monotonic() < deadline:
+            if self.pausing.is_set():
+                self.paused.set()  # not reading while it waits to retry either; the retry waits for resume
             try:
                 self._serve(None, min(0.1, max(0.0, deadline - time.monotonic())))
             except DeliveryFailed:
                 return
+
+    # -- pause and resume (an operator's, through liberator.admin) --------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    def pause_reading(self) -> bool:
+        """Ask the reading thread to stop reading after the item it is at; False when already asked."""
+        if self.pausing.is_set():
+            return False
+        self.pausing.set()
+        self.status.paused = True
+        self.log.info("pausing: reading stops after the current item; deliveries and positions go on")
+        return True
+
+    def resume_reading(self) -> bool:
+        """Let a paused source read again from where it stopped; False when it was not paused."""
+        if not self.pausing.is_set():
+            return False
+        self.pausing.clear()
+        self.paused.clear()
+        self.status.paused = False
+        self.watch.resumed()
+        self.log.info("resumed: reading again")
+        return True
+
+    def _wait_while_paused(self) -> None:
+        """While paused: read nothing, serve Kafka's acknowledgements (the committer stores what they free)."""
+        if not self.pausing.is_set():
+            return
+        self.paused.set()
+        self.log.info("paused: nothing is read until resumed")
+        while self.pausing.is_set() and not self.stop.is_set():
+            self._serve(None, 0.1)
 
     def _drain(self) -> None:
         """On the way out: let Kafka acknowledge what is in flight, so the final store holds all of it."""
