@@ -99,7 +99,7 @@ def cmd_offsets(args: argparse.Namespace) -> int:
     store = open_store(config)
     try:
         if args.offsets_command == "show":
-            print(commands.show(store))
+            print(commands.show(store, config))
         elif args.offsets_command == "reset":
             for line in commands.reset(config, store, args.source):
                 say(line)
