@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from liberator.runtime import Daemon
 
     config = load_config(args.config)
-    daemon = Daemon(config, from_scratch=args.from_scratch)
+    daemon = Daemon(config, from_scratch=args.from_scratch, log_format=args.log_format or default_format())
     daemon.install_signal_handlers()
     if getattr(args, "early_signals", None):
         log.info("SIGTERM received: stopping (it came during start-up)")

@@ -25,6 +25,7 @@ class SourceStatus:
     backpressure: str | None = None
     position_stalled: bool = False  # the stored position stays put although events are acknowledged
     paused: bool = False  # an operator paused it (POST /sources/NAME/pause): it reads nothing until resumed
+    snapshot: dict[str, dict[str, Any]] = field(default_factory=dict)  # per table (liberator.progress)
     position_unchanged_seconds: float = 0.0
     events_published: int = 0
     events_acked: int = 0
@@ -194,6 +195,8 @@ class Metrics:
                 "position_stalled": status.position_stalled,
                 "paused": status.paused,
             }
+            if status.snapshot:
+                out["sources"][status.name]["snapshot"] = status.snapshot
         if self.sinks:
             out["sinks"] = {}
         for sink in list(self.sinks.values()):

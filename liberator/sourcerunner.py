@@ -27,6 +27,7 @@ from liberator.inflight import DeliveryFailed, InFlight
 from liberator.metrics import SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
 from liberator.positions import Position
+from liberator.progress import SnapshotProgress
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
 from liberator.source import AnySource, SourceConfig
@@ -67,6 +68,7 @@ class SourceRunner:
         stall_warning: float = 0.0,
         max_in_flight: int = 20_000,
         max_in_flight_bytes: int = 64 << 20,
+        progress: SnapshotProgress | None = None,
     ) -> None:
         self.source = source
         self.config = config
@@ -83,6 +85,7 @@ class SourceRunner:
             lambda event: publisher.encode_event(event, stop),
         )
         self.store = store
+        self.progress = progress  # counts snapshot reads per table
         self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
         # How long the way out may wait for Kafka's acknowledgements; the daemon shortens it to its shutdown budget.
         self.drain_budget: Callable[[], float] = lambda: FLUSH_ON_STOP
@@ -157,6 +160,8 @@ class SourceRunner:
                     self._publish(item)
                     if item.position is not None:
                         self.resume = item.position
+                    if self.progress is not None and self.source.phase == "snapshot":
+                        self.progress.count(item.items)
                 elif cls is Checkpoint:
                     assert isinstance(item, Checkpoint)
                     self._publish(ChangeBatch([], item.position))
@@ -359,9 +364,13 @@ class SourceRunner:
 
     def supervise(self) -> None:
         """Called by the daemon on every tick (see liberator.watch): the window's counts are read, not changed."""
-        self.status.phase = self.source.phase  # also while the source yields nothing (a standby, say)
-        if self.status.state in ("running", "retrying"):
+        status = self.status
+        status.phase = self.source.phase  # also while the source yields nothing (a standby, say)
+        if status.state in ("running", "retrying"):
             self.watch.tick(self.window.events)
+        if self.progress is not None:
+            self.progress.tick(status.phase == "snapshot" and status.state in ("starting", "running", "retrying"))
+            status.snapshot = self.progress.figures()
 
     def settled(self) -> bool:
         """Everything published is acknowledged and the newest committable position is stored (for tests)."""
