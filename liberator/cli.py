@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from liberator.runtime import Daemon
 
     config = load_config(args.config)
-    daemon = Daemon(config, from_scratch=args.from_scratch)
+    daemon = Daemon(config, from_scratch=args.from_scratch, log_format=args.log_format or default_format())
     daemon.install_signal_handlers()
     if getattr(args, "early_signals", None):
         log.info("SIGTERM received: stopping (it came during start-up)")
@@ -99,7 +99,7 @@ def cmd_offsets(args: argparse.Namespace) -> int:
     store = open_store(config)
     try:
         if args.offsets_command == "show":
-            print(commands.show(store))
+            print(commands.show(store, config))
         elif args.offsets_command == "reset":
             for line in commands.reset(config, store, args.source):
                 say(line)
@@ -109,6 +109,18 @@ def cmd_offsets(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def cmd_pause_resume(args: argparse.Namespace) -> int:
+    from liberator.admin import request
+
+    config = load_config(args.config)
+    code, answer = request(config, args.source, args.command)
+    message = str(answer.get("message", answer))
+    if code >= 300:
+        raise LiberatorError(message)
+    say(message)
+    return 0
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -221,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--source", required=True, help="the source whose position to set")
     o.add_argument("position", help="the JSON `offsets show` prints for the source (or its position); - reads stdin")
     o.set_defaults(func=cmd_offsets)
+
+    for action, what in (("pause", "stop reading (deliveries and positions go on)"), ("resume", "read again")):
+        p = sub.add_parser(action, help=f"tell the running daemon's source to {what}, through its http: server")
+        p.add_argument("config")
+        p.add_argument("--source", required=True, help="the source to " + action)
+        p.set_defaults(func=cmd_pause_resume)
 
     p = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded through the registry")
     p.add_argument("topic")

@@ -125,12 +125,22 @@ class HttpConfig(Model):
     )  # fmt: skip
 
 
+class ProgressConfig(Model):
+    interval: Duration = Field(
+        10.0, description="off a terminal: one snapshot progress log line per table this often (0: none; on a "
+        "terminal with text logs, progress bars instead)"
+    )  # fmt: skip
+
+
 class RawAppConfig(Model):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="the app's identity: client ids, offset keys")
     kafka: KafkaConfig
     schema_registry: RegistryConfig
     offsets: OffsetsConfig = OffsetsConfig()
     http: HttpConfig | None = Field(None, description="operator endpoint; off unless set")
+    progress: ProgressConfig = Field(
+        ProgressConfig(), description="snapshot progress per table: bars on a terminal, else log lines"
+    )
     sources: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
     sinks: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
     shutdown_timeout: Duration = Field(
@@ -167,6 +177,10 @@ class AppConfig:
     @property
     def http(self) -> HttpConfig | None:
         return self.raw.http
+
+    @property
+    def progress(self) -> ProgressConfig:
+        return self.raw.progress
 
     @property
     def shutdown_timeout(self) -> float:

@@ -18,6 +18,7 @@ from liberator.config import (
     HttpConfig,
     KafkaConfig,
     OffsetsConfig,
+    ProgressConfig,
     RawAppConfig,
     RegistryConfig,
     TopicDefaults,
@@ -101,6 +102,7 @@ def config_reference() -> str:
         model_table("schema_registry", RegistryConfig),
         model_table("offsets", OffsetsConfig),
         model_table("http", HttpConfig),
+        model_table("progress", ProgressConfig),
     ]
     for kind, group in (("sources", plugins.SOURCE_GROUP), ("sinks", plugins.SINK_GROUP)):
         for type_name, entry_point in sorted(plugins.available(group).items()):

@@ -1,14 +1,16 @@
 """A tiny HTTP endpoint for operators: /health (JSON; 503 once a source or sink failed, `degraded` but 200
 while one retries, is in backpressure or has a stalled position), the probes /health/live (200 while the
 daemon's main loop ticks) and /health/ready (200 only while every source and sink is connected and running
-or standing by), and /metrics."""
+or standing by), /metrics, and the admin actions POST /sources/NAME/pause|resume (liberator.admin)."""
 
 from __future__ import annotations
 
 import json
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from liberator.admin import Admin
 from liberator.errors import ConfigError
 from liberator.metrics import Metrics
 from liberator.redaction import scrub
@@ -19,7 +21,7 @@ READY_PATH = "/health/ready"
 METRICS_PATH = "/metrics"
 
 
-def start_http(listen: str, metrics: Metrics) -> ThreadingHTTPServer:
+def start_http(listen: str, metrics: Metrics, admin: Admin | None = None) -> ThreadingHTTPServer:
     host, _, port_text = listen.rpartition(":")
     try:
         port = int(port_text)
@@ -40,6 +42,14 @@ def start_http(listen: str, metrics: Metrics) -> ThreadingHTTPServer:
                 self._send(200, "text/plain; version=0.0.4", metrics.prometheus().encode())
             else:
                 self._send(404, "text/plain", b"try /health, /health/live, /health/ready or /metrics\n")
+
+        def do_POST(self) -> None:
+            parts = self.path.split("?", 1)[0].strip("/").split("/")
+            if admin is None or len(parts) != 3 or parts[0] != "sources":
+                self._send(404, "text/plain", b"try POST /sources/NAME/pause or /sources/NAME/resume\n")
+                return
+            code, answer = admin.act(urllib.parse.unquote(parts[1]), parts[2])
+            self._send(code, "application/json", json.dumps(answer).encode())
 
         def _json(self, ok: bool, document: object) -> None:
             self._send(200 if ok else 503, "application/json", json.dumps(document, indent=1).encode())

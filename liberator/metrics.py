@@ -24,6 +24,8 @@ class SourceStatus:
     # Set by the daemon's supervision while Kafka acknowledges nothing of what waits: the reason.
     backpressure: str | None = None
     position_stalled: bool = False  # the stored position stays put although events are acknowledged
+    paused: bool = False  # an operator paused it (POST /sources/NAME/pause): it reads nothing until resumed
+    snapshot: dict[str, dict[str, Any]] = field(default_factory=dict)  # per table (liberator.progress)
     position_unchanged_seconds: float = 0.0
     events_published: int = 0
     events_acked: int = 0
@@ -36,7 +38,10 @@ class SourceStatus:
     started_at: float = field(default_factory=time.time)
 
     def shown_state(self) -> str:
-        """The state for operators: backpressure shows while the source otherwise runs."""
+        """The state for operators: paused, while the source would otherwise run or retry; backpressure
+        while it runs."""
+        if self.paused and self.state in ("starting", "running", "retrying"):
+            return "paused"
         return "backpressure" if self.state == "running" and self.backpressure is not None else self.state
 
     def degraded(self) -> bool:
@@ -47,8 +52,8 @@ class SourceStatus:
         state = self.shown_state()
         if state in ("retrying", "failed", "backpressure"):
             return f"{state}: {self.error or self.backpressure}"
-        if state == "finished":
-            return None
+        if state in ("finished", "paused"):
+            return None  # a paused source is where the operator wants it, not broken
         if self.phase == "standby" and state in ("starting", "running"):
             return None  # another daemon leads; this one is ready to take over
         if state != "running":
@@ -188,7 +193,10 @@ class Metrics:
                 "last_position_stored_at": status.last_stored_at,
                 "position_unchanged_seconds": round(status.position_unchanged_seconds, 3),
                 "position_stalled": status.position_stalled,
+                "paused": status.paused,
             }
+            if status.snapshot:
+                out["sources"][status.name]["snapshot"] = status.snapshot
         if self.sinks:
             out["sinks"] = {}
         for sink in list(self.sinks.values()):
@@ -288,6 +296,12 @@ class Metrics:
             "gauge",
             "1 while the stored position has not moved for offsets.stall_warning although events were acknowledged.",
             [(s, 1.0 if s.position_stalled else 0.0) for s in statuses],
+        )
+        metric(
+            "source_paused",
+            "gauge",
+            "1 while an operator has the source paused (it reads nothing until resumed).",
+            [(s, 1.0 if s.paused else 0.0) for s in statuses],
         )
         self._sink_metrics(lines)
         return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -19,13 +20,16 @@ from types import FrameType
 from confluent_kafka import Producer
 
 from liberator import plugins
-from liberator.config import AppConfig
-from liberator.dbconnect import seconds
+from liberator.admin import Admin
+from liberator.config import AppConfig, DatabaseTimeouts
+from liberator.dbconnect import DEFAULT_TIMEOUTS, seconds
 from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
+from liberator.instance import InstanceSlot
 from liberator.metrics import LIVE_TIMEOUT, Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
+from liberator.progress import Estimator, LogLines, ProgressDisplay, SnapshotProgress, display_for, url_estimator
 from liberator.publisher import Publisher, producer_settings
 from liberator.registry.client import RegistryClient
 from liberator.shutdown import ShutdownBudget, join_all, run_bounded
@@ -84,15 +88,35 @@ def build_source(
     return source
 
 
+def runner_log(config: SourceConfig) -> logging.Logger:
+    return logging.getLogger(f"liberator.source.{config.name}")
+
+
+def estimator(config: SourceConfig) -> Estimator | None:
+    """Row estimates for the snapshot progress, from the source's database statistics (where it has a URL)."""
+    url = getattr(config, "url", None)
+    if not isinstance(url, str):
+        return None
+    timeouts = config if isinstance(config, DatabaseTimeouts) else DEFAULT_TIMEOUTS
+    return url_estimator(url, timeouts, runner_log(config))
+
+
 class Daemon:
-    def __init__(self, config: AppConfig, from_scratch: bool = False) -> None:
+    def __init__(self, config: AppConfig, from_scratch: bool = False, log_format: str | None = None) -> None:
         self.config = config
+        # Snapshot progress: bars on a terminal with text logs (`run`), else log lines (tests, services).
+        self.progress_display: ProgressDisplay = (
+            display_for(sys.stderr, log_format, config.progress.interval)
+            if log_format is not None
+            else LogLines(config.progress.interval)
+        )
         self.from_scratch = from_scratch  # `run --from-scratch`: see SourceContext.from_scratch
         self.stop = threading.Event()
         self.metrics = Metrics(config.name, config.http.live_timeout if config.http else LIVE_TIMEOUT)
         self.runners: list[SourceRunner] = []
         self.sink_runners: list[SinkRunner] = []
         self.stuck: list[str] = []  # what did not stop within shutdown_timeout
+        self.admin = Admin([c.name for c in config.sources])  # pause/resume through the http: server
         self._signalled = False
 
     def install_signal_handlers(self) -> None:
@@ -123,7 +147,7 @@ class Daemon:
         }
         topics = TopicManager(config.kafka, admin_settings(config.kafka))
         publisher = Publisher(registry, config.schema_registry, topics)
-        http = start_http(config.http.listen, self.metrics) if config.http else None
+        http = start_http(config.http.listen, self.metrics, self.admin) if config.http else None
         # Until the sources read, the producers are served here, which also lets their log lines through
         # while the broker is awaited; from then on each source's thread serves its own.
         poller_done = threading.Event()
@@ -175,10 +199,18 @@ class Daemon:
                 stall_warning=config.offsets.stall_warning,
                 max_in_flight=config.kafka.max_in_flight,
                 max_in_flight_bytes=config.kafka.max_in_flight_bytes,
+                progress=SnapshotProgress(
+                    source_config.name, runner_log(source_config), self.progress_display, estimator(source_config)
+                ),
             )
             self.runners.append(runner)
+            self.admin.runners[source_config.name] = runner
 
-        self.sink_runners, dead_letter = create_sink_runners(config, self.stop, registry, self.metrics)
+        # Held while the daemon runs: the sinks' static group membership ids derive from it.
+        slot = InstanceSlot(config.name) if config.sinks else None
+        self.sink_runners, dead_letter = create_sink_runners(
+            config, self.stop, registry, self.metrics, slot.id if slot else ""
+        )
 
         poller_done.set()
         poller.join()
@@ -199,7 +231,10 @@ class Daemon:
                 for runner in self.runners:
                     runner.supervise()
         finally:
+            self.progress_display.close()
             self._shut_down(store, dead_letter)
+            if slot is not None:
+                slot.close()
             if http is not None:
                 http.shutdown()
         failed = [r for r in self.runners if r.status.state == "failed"]

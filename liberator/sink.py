@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from liberator.errors import LiberatorError
 from liberator.registry.client import RegistryClient
@@ -33,6 +33,17 @@ class SinkConfig(BaseModel):
 
     name: str
     type: str
+    static_membership: bool = Field(
+        True,
+        description="join the consumer group as a static member (group.instance.id), so a restarted sink takes its "
+        "partitions back at once instead of after the dead member's session.timeout.ms; false: a dynamic member",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="the static member's id; default: liberator-{app}-{sink}-{host}-{slot} (slot: the lowest "
+        "free number among this config's daemons on the host, so it is stable across restarts); every daemon "
+        "running at once needs its own, e.g. ${POD_NAME}",
+    )
 
 
 class FatalSinkError(LiberatorError):

@@ -27,6 +27,7 @@ from confluent_kafka import (
 from liberator import plugins
 from liberator.config import AppConfig
 from liberator.errors import ConfigError, LiberatorError, TransientSourceError
+from liberator.instance import kafka_id
 from liberator.kafkalog import with_kafka_logger
 from liberator.metrics import SinkStatus
 from liberator.registry.client import RegistryClient, RegistryUnavailable
@@ -39,8 +40,17 @@ DEAD_LETTER_TIMEOUT = 30.0
 TOPIC_REFRESH_MS = 5000
 
 
-def consumer_settings(config: AppConfig, sink: AnySink) -> dict[str, Any]:
+def group_instance_id(app: str, sink: SinkConfig, instance: str) -> str | None:
+    """The sink's static group membership id (None: a dynamic member): its own, or one derived from the config
+    name, the sink name and this daemon's instance id (liberator.instance), the same after every restart."""
+    if not sink.static_membership:
+        return None
+    return sink.group_instance_id or kafka_id(f"liberator-{app}-{sink.name}-{instance}")
+
+
+def consumer_settings(config: AppConfig, sink: AnySink, instance: str) -> dict[str, Any]:
     consuming = sink.consuming
+    member = group_instance_id(config.name, sink.config, instance)
     security = {k: v for k, v in config.kafka.settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
     return with_kafka_logger(
         {
@@ -54,6 +64,7 @@ def consumer_settings(config: AppConfig, sink: AnySink) -> dict[str, Any]:
             # default): a topic created after the sink subscribed (its source starts later, a pattern gains a
             # table) would sit unread that long. One metadata request every few seconds is cheap next to that.
             "topic.metadata.refresh.interval.ms": TOPIC_REFRESH_MS,
+            **({"group.instance.id": member} if member else {}),
             **security,
             **consuming.settings,
         }
@@ -279,9 +290,10 @@ class SinkRunner:
 
 
 def create_sink_runners(
-    config: AppConfig, stop: threading.Event, registry: RegistryClient, metrics: Any
+    config: AppConfig, stop: threading.Event, registry: RegistryClient, metrics: Any, instance: str
 ) -> tuple[list[SinkRunner], DeadLetterProducer]:
-    """One runner per configured sink (not started), sharing one dead-letter producer."""
+    """One runner per configured sink (not started), sharing one dead-letter producer; `instance` is this
+    daemon's instance id (liberator.instance.InstanceSlot)."""
     from liberator.publisher import producer_settings
 
     dead_letter = DeadLetterProducer(producer_settings(f"{config.name}-dead-letter", config.kafka))
@@ -289,7 +301,7 @@ def create_sink_runners(
     for sink_config in config.sinks:
         status = metrics.sink(sink_config.name, sink_config.type)
         sink = build_sink(sink_config, config.name, stop, registry, counted(dead_letter, status))
-        runners.append(SinkRunner(sink, consumer_settings(config, sink), status, stop))
+        runners.append(SinkRunner(sink, consumer_settings(config, sink, instance), status, stop))
     return runners, dead_letter
 
 

@@ -27,6 +27,7 @@ from liberator.inflight import DeliveryFailed, InFlight
 from liberator.metrics import SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
 from liberator.positions import Position
+from liberator.progress import SnapshotProgress
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
 from liberator.source import AnySource, SourceConfig
@@ -67,6 +68,7 @@ class SourceRunner:
         stall_warning: float = 0.0,
         max_in_flight: int = 20_000,
         max_in_flight_bytes: int = 64 << 20,
+        progress: SnapshotProgress | None = None,
     ) -> None:
         self.source = source
         self.config = config
@@ -83,6 +85,7 @@ class SourceRunner:
             lambda event: publisher.encode_event(event, stop),
         )
         self.store = store
+        self.progress = progress  # counts snapshot reads per table
         self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
         # How long the way out may wait for Kafka's acknowledgements; the daemon shortens it to its shutdown budget.
         self.drain_budget: Callable[[], float] = lambda: FLUSH_ON_STOP
@@ -100,6 +103,8 @@ class SourceRunner:
             pause=self._wait,
         )
         self.thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
+        self.pausing = threading.Event()  # an operator asked for a pause (and has not resumed it)
+        self.paused = threading.Event()  # the reading thread has stopped reading for it
 
     # -- the reading thread ---------------------------------------------------------------------------
 
@@ -123,9 +128,19 @@ class SourceRunner:
                 self.source.close()
 
     def _attempt(self) -> bool:
-        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True)."""
+        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True),
+        sitting out each operator's pause in between."""
         try:
-            finished = self._read()
+            while True:
+                self._wait_while_paused()
+                if self.stop.is_set():
+                    return False
+                finished = self._read()
+                if finished or self.stop.is_set() or not self.pausing.is_set():
+                    break
+                # Paused: its connections are released (a replication stream left unread would time out);
+                # resuming reads again from the last position it yielded, as a retry does.
+                self.source.close()
         except DeliveryFailed as exc:
             kept = "positions stay at the last acknowledged event"
             raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
@@ -145,6 +160,8 @@ class SourceRunner:
                     self._publish(item)
                     if item.position is not None:
                         self.resume = item.position
+                    if self.progress is not None and self.source.phase == "snapshot":
+                        self.progress.count(item.items)
                 elif cls is Checkpoint:
                     assert isinstance(item, Checkpoint)
                     self._publish(ChangeBatch([], item.position))
@@ -159,7 +176,7 @@ class SourceRunner:
                 self._serve(reader)
                 if self.status.state == "retrying":
                     self._recovered()
-                if self.stop.is_set():
+                if self.stop.is_set() or self.pausing.is_set():
                     return False
             return not self.stop.is_set()
         finally:
@@ -267,10 +284,47 @@ class SourceRunner:
         """Wait (for a retry) while still serving acknowledgements of what is in flight."""
         deadline = time.monotonic() + seconds
         while not self.stop.is_set() and time.monotonic() < deadline:
+            if self.pausing.is_set():
+                self.paused.set()  # not reading while it waits to retry either; the retry waits for resume
             try:
                 self._serve(None, min(0.1, max(0.0, deadline - time.monotonic())))
             except DeliveryFailed:
                 return
+
+    # -- pause and resume (an operator's, through liberator.admin) --------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    def pause_reading(self) -> bool:
+        """Ask the reading thread to stop reading after the item it is at; False when already asked."""
+        if self.pausing.is_set():
+            return False
+        self.pausing.set()
+        self.status.paused = True
+        self.log.info("pausing: reading stops after the current item; deliveries and positions go on")
+        return True
+
+    def resume_reading(self) -> bool:
+        """Let a paused source read again from where it stopped; False when it was not paused."""
+        if not self.pausing.is_set():
+            return False
+        self.pausing.clear()
+        self.paused.clear()
+        self.status.paused = False
+        self.watch.resumed()
+        self.log.info("resumed: reading again")
+        return True
+
+    def _wait_while_paused(self) -> None:
+        """While paused: read nothing, serve Kafka's acknowledgements (the committer stores what they free)."""
+        if not self.pausing.is_set():
+            return
+        self.paused.set()
+        self.log.info("paused: nothing is read until resumed")
+        while self.pausing.is_set() and not self.stop.is_set():
+            self._serve(None, 0.1)
 
     def _drain(self) -> None:
         """On the way out: let Kafka acknowledge what is in flight, so the final store holds all of it."""
@@ -310,9 +364,13 @@ class SourceRunner:
 
     def supervise(self) -> None:
         """Called by the daemon on every tick (see liberator.watch): the window's counts are read, not changed."""
-        self.status.phase = self.source.phase  # also while the source yields nothing (a standby, say)
-        if self.status.state in ("running", "retrying"):
+        status = self.status
+        status.phase = self.source.phase  # also while the source yields nothing (a standby, say)
+        if status.state in ("running", "retrying"):
             self.watch.tick(self.window.events)
+        if self.progress is not None:
+            self.progress.tick(status.phase == "snapshot" and status.state in ("starting", "running", "retrying"))
+            status.snapshot = self.progress.figures()
 
     def settled(self) -> bool:
         """Everything published is acknowledged and the newest committable position is stored (for tests)."""

@@ -84,6 +84,13 @@ class StallDetector:
             return True
         return False
 
+    def restart(self, acked: int) -> None:
+        """Count from now, as if the position had just moved: after a pause, a position that stayed put
+        while nothing was read is no stall, and the first acknowledgements after it must not look like one."""
+        self._moved_at = self._clock()
+        self._acked_at_move = acked
+        self.stalled = False
+
     def unchanged_seconds(self) -> float:
         """Seconds since the stored position last moved (or since the source started)."""
         return self._clock() - self._moved_at
@@ -115,6 +122,10 @@ class SourceWatch:
         if stalled_for is not None:
             self.log.info("the stored position moves again after %.0fs", stalled_for)
 
+    def resumed(self) -> None:
+        """An operator's pause ended."""
+        self.stall.restart(self.status.events_acked)
+
     def tick(self, in_flight: int) -> None:
         status = self.status
         pending = max(0, status.events_published - status.events_acked)
@@ -130,7 +141,7 @@ class SourceWatch:
                 self.log.warning("backpressure: %s", status.backpressure)
             elif change is False:
                 self.log.info("Kafka acknowledges again; the backpressure is over")
-        if self.stall.check(status.events_acked):
+        if not status.paused and self.stall.check(status.events_acked):  # a paused position stays put by design
             stored = json.dumps(status.position, sort_keys=True) if status.position is not None else "none yet"
             self.log.warning(
                 "the stored position (%s) has not moved for %.0fs although Kafka acknowledged %d events since "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from typing import Any
 
 from liberator import plugins
@@ -23,9 +24,58 @@ def source_config(config: AppConfig, name: str) -> SourceConfig:
     raise LiberatorError(f"no source named {name!r} in {config.path}; known: {known}")
 
 
-def show(store: OffsetStore) -> str:
+def show(store: OffsetStore, config: AppConfig | None = None) -> str:
+    """The stored positions per source; with `config` and sinks in it, also the offsets each sink's consumer
+    group committed, under `sinks`."""
     stored = store.load_all()
-    return json.dumps({name: doc.to_json() for name, doc in sorted(stored.items())}, indent=2)
+    shown: dict[str, Any] = {name: doc.to_json() for name, doc in sorted(stored.items())}
+    if config is not None and config.sinks:
+        shown["sinks"] = sink_offsets(config)
+    return json.dumps(shown, indent=2)
+
+
+SINK_OFFSETS_TIMEOUT = 10.0
+
+
+def sink_offsets(config: AppConfig) -> dict[str, Any]:
+    """Per sink: its consumer group and the offsets the group committed, {topic: {partition: offset}} (the
+    next offset to read: one past the last applied). The target's own stored offsets stay authoritative
+    (the sink seeks to them on assignment); these are what lag tools read. A broker that does not answer is
+    the entry's `error`, so the positions still show."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from liberator.runtime import registry_client
+    from liberator.sinkrunner import DeadLetterProducer, build_sink
+    from liberator.topics import admin_settings
+
+    admin = AdminClient(admin_settings(config.kafka))
+    registry = registry_client(config)  # a sink asks it only to decode records: never here
+    out: dict[str, Any] = {}
+    for sink_config in config.sinks:
+        sink = build_sink(sink_config, config.name, threading.Event(), registry, DeadLetterProducer({}))
+        try:
+            group = sink.consuming.group_id
+        finally:
+            sink.close()
+        entry: dict[str, Any] = {"type": sink_config.type, "group_id": group}
+        try:
+            future = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=SINK_OFFSETS_TIMEOUT
+            )[group]
+            committed: dict[str, dict[str, int]] = {}
+            for tp in future.result(SINK_OFFSETS_TIMEOUT).topic_partitions or []:
+                if tp.error is None and tp.offset >= 0:
+                    committed.setdefault(tp.topic, {})[str(tp.partition)] = tp.offset
+            entry["committed"] = {topic: committed[topic] for topic in sorted(committed)}
+        except (KafkaException, TimeoutError) as exc:
+            reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc) or type(exc).__name__
+            entry["error"] = (
+                f"cannot read group {group}'s committed offsets from {config.kafka.bootstrap_servers}: "
+                f"{one_line(reason, 160)}; is the broker up?"
+            )
+        out[sink_config.name] = entry
+    return out
 
 
 def reset(config: AppConfig, store: OffsetStore, only: str | None) -> list[str]:

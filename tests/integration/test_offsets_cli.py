@@ -181,3 +181,42 @@ def test_a_damaged_kafka_record_is_one_line_and_reset_repairs_it(
     )
     assert cli("offsets", "reset", str(config), "--source", "legacy").returncode == 0
     assert set(json.loads(cli("offsets", "show", str(config)).stdout)) == {"other"}
+
+
+def test_show_prints_each_sinks_committed_group_offsets_per_partition(
+    tmp_path: Path, legacy: LegacyDb, kafka_bootstrap: str, registry_url: str
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic, group = f"{legacy.prefix}.orders", f"{legacy.prefix}-replica"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(topic, 2, 1)]).values():
+        future.result(30)
+    sink = (
+        f"sinks:\n  - name: replica\n    type: sql\n    url: sqlite:///{tmp_path}/target.db\n    topics: [{topic}]\n"
+        f"    consumer: {{group_id: {group}}}\n"
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy) + sink)
+    member = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    member.commit(offsets=[TopicPartition(topic, 0, 12), TopicPartition(topic, 1, 30)], asynchronous=False)
+    member.close()
+    result = cli("offsets", "show", str(config))
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["sinks"] == {"replica": {"type": "sql", "group_id": group, "committed": {topic: {"0": 12, "1": 30}}}}
+    assert set(shown) == {"sinks"}  # no source stored a position yet
+
+
+def test_show_still_prints_the_positions_when_the_broker_does_not_answer_for_the_sinks(
+    tmp_path: Path, legacy: LegacyDb
+) -> None:
+    sink = f"sinks:\n  - name: replica\n    type: sql\n    url: sqlite:///{tmp_path}/target.db\n    topics: [t]\n"
+    config = app_config(tmp_path, "127.0.0.1:1", "http://127.0.0.1:9", source_yaml(legacy) + sink)
+    assert cli("offsets", "set", str(config), "--source", "legacy", json.dumps(GOOD_ENTRY)).returncode == 0
+    result = cli("offsets", "show", str(config))
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["legacy"]["position"] == {"streams": {}}
+    error = shown["sinks"]["replica"]["error"]
+    assert error.startswith("cannot read group liberator-test-replica's committed offsets from 127.0.0.1:1"), error

@@ -110,3 +110,17 @@ def test_live_while_the_main_loop_beats_and_wedged_after_the_timeout() -> None:
     metrics.heartbeat = heartbeat
     now[0] += 31
     assert metrics.liveness()["status"] == "wedged"
+
+
+def test_a_paused_source_shows_paused_is_ready_and_not_degraded() -> None:
+    metrics = Metrics("app")
+    status = metrics.source("pg", "postgres_wal")
+    status.state, status.phase, status.paused = "running", "streaming", True
+    health = metrics.health()
+    assert health["sources"]["pg"]["state"] == "paused" and health["sources"]["pg"]["paused"] is True
+    assert health["status"] == "ok" and metrics.readiness()["not_ready"] == {}
+    assert 'liberator_source_paused{app="app",source="pg",type="postgres_wal"} 1.0' in metrics.prometheus()
+    status.state = "retrying"  # paused while it waited to retry: it is not trying now
+    assert metrics.health()["sources"]["pg"]["state"] == "paused"
+    status.state = "failed"  # a failure still shows
+    assert metrics.health()["sources"]["pg"]["state"] == "failed"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from liberator.watch import AckWatch, StallDetector
+import logging
+
+from liberator.metrics import SourceStatus
+from liberator.watch import AckWatch, SourceWatch, StallDetector
 
 
 class Clock:
@@ -79,3 +82,23 @@ def test_steady_acknowledgements_under_load_are_not_backpressure() -> None:
         clock.now += 1
         acks.progress()
         assert acks.check(pending=20000) is None
+
+
+def test_a_pause_is_no_stall_and_the_first_acknowledgements_after_it_are_not_one_either() -> None:
+    clock = Clock()
+    status = SourceStatus("pg", "postgres_wal")
+    watch = SourceWatch(status, logging.getLogger("test.watch"), 300)
+    watch.stall = StallDetector(300, clock=clock)
+    status.paused = True
+    status.events_published = status.events_acked = 500  # in flight when it paused, acknowledged since
+    clock.now += 3600  # an hour paused: the position stays put by design
+    watch.tick(0)
+    assert not status.position_stalled
+    status.paused = False
+    watch.resumed()
+    status.events_published = status.events_acked = 510  # reading again; not stored yet
+    watch.tick(0)
+    assert not status.position_stalled and status.position_unchanged_seconds == 0
+    clock.now += 300  # a real stall after the resume is still one
+    watch.tick(0)
+    assert status.position_stalled
