@@ -20,6 +20,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -129,8 +130,8 @@ def test_postgresql(sa_type: Any, expected: ColumnType) -> None:
         (mysql.MEDIUMBLOB(), BytesType()),
         (mysql.LONGBLOB(), BytesType()),
         (mysql.DATE(), DateType()),
-        (mysql.TIME(), TimeType(0)),
-        (mysql.TIME(fsp=6), TimeType(6)),
+        (mysql.TIME(), DurationType(0)),
+        (mysql.TIME(fsp=6), DurationType(6)),
         (mysql.DATETIME(), TimestampType(0)),
         (mysql.DATETIME(fsp=3), TimestampType(3)),
         (mysql.TIMESTAMP(), TimestampType(0, with_timezone=True)),  # stored in UTC, an instant
