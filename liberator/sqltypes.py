@@ -107,9 +107,10 @@ def type_label(sa_type: Any, dialect: str) -> str:
 
 
 def unmappable(table: str, column: str, type_name: str) -> SchemaError:
+    # the query source's own fields (the one source reading tables through this module)
     return SchemaError(
-        f"table {table} column {column}: type {type_name} has no exact Avro mapping; exclude the column "
-        f"with `columns: {{exclude: [{column}]}}` or cast it in a `query:`"
+        f"table {table} column {column}: type {type_name} has no exact Avro mapping; leave the column out with "
+        f"`tables: [{{table: {table}, exclude: [{column}]}}]` or cast it in a `query:` entry"
     )
 
 

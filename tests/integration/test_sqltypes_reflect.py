@@ -223,7 +223,7 @@ def test_postgresql_unknown_types_and_missing_tables_name_the_fix(pg_engine: sa.
         reflect_table(pg_engine, "public", "shapes")
     assert str(raised.value) == (
         "table public.shapes column p: type POINT has no exact Avro mapping; "
-        "exclude the column with `columns: {exclude: [p]}` or cast it in a `query:`"
+        "leave the column out with `tables: [{table: public.shapes, exclude: [p]}]` or cast it in a `query:` entry"
     )
     database = sa.make_url(pg_url).database
     with pytest.raises(SchemaError) as raised:

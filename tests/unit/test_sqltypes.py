@@ -182,8 +182,8 @@ def test_unknown_types_raise_one_line_naming_the_fix() -> None:
             type_name="geometry",
         )
     assert str(raised.value) == (
-        "table public.orders column geom: type GEOMETRY has no exact Avro mapping; exclude the column with "
-        "`columns: {exclude: [geom]}` or cast it in a `query:`"
+        "table public.orders column geom: type GEOMETRY has no exact Avro mapping; leave the column out with "
+        "`tables: [{table: public.orders, exclude: [geom]}]` or cast it in a `query:` entry"
     )
     with pytest.raises(SchemaError, match=r"column m: type MONEY has no exact Avro mapping"):
         neutral_type(postgresql.MONEY(), dialect="postgresql", table="public.orders", column="m")
