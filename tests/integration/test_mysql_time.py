@@ -5,8 +5,11 @@ identical TIME column of the same database."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from liberator.registry.client import RegistryClient
 from liberator.testbed import MySQLInstance
@@ -120,3 +123,36 @@ def test_query_source_carries_every_time_value_into_a_time_column(
         wait_for(lambda: count(url, "sink_durations") == 2 * (len(VALUES) + 1), timeout=60, what="every row")
         assert daemon.status("legacy").state == "running"
     _assert_copied(mariadb_server, db)
+
+
+def test_outside_mysql_the_sink_keeps_the_microseconds_in_a_bigint(
+    mariadb_server: MySQLInstance,
+    mysql_database: str,
+    pg_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    registry_url: str,
+) -> None:
+    db = mysql_database
+    mariadb_server.execute(f"CREATE TABLE `{db}`.durations {DDL}")
+    _insert(mariadb_server, db, 1)
+    url = mariadb_server.url(db)
+    source = (
+        f'  - name: legacy\n    topic: "{db}.{{table}}"\n    type: query\n    url: {url}\n'
+        "    tables: [durations]\n    cursor: [id]\n    poll_interval: 100ms\n"
+    )
+    sink = "sinks:\n" + sink_entry(LegacyDb(url, "mariadb"), f"[{db}.durations]", "    create: true\n", url=pg_url)
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source + sink)
+    with DaemonThread(config) as daemon:
+        wait_for(lambda: count(pg_url, "sink_durations") == len(VALUES) + 1, timeout=60, what="every row")
+        assert daemon.sink_status("replica").state == "running"
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            kinds = {c["name"]: type(c["type"]) for c in sa.inspect(conn).get_columns("sink_durations")}
+            got = dict(conn.execute(sa.text("SELECT id, t6 FROM sink_durations")).tuples().all())
+    finally:
+        engine.dispose()
+    assert kinds["t6"] is sa.BIGINT
+    spans = mariadb_server.execute(f"SELECT id, t6 FROM `{db}`.durations")  # pymysql: timedelta
+    assert got == {row_id: span // timedelta(microseconds=1) for row_id, span in spans}
