@@ -10,7 +10,7 @@ from typing import Any
 from liberator.avro import AvroEncoder
 from liberator.capture import CapturedTable, TableCodec
 from liberator.config import KafkaConfig, RegistryConfig
-from liberator.errors import SchemaError
+from liberator.errors import IncompatibleSchemaError, SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.kafkalog import with_kafka_logger
 from liberator.registry.client import RegistryClient
@@ -101,7 +101,10 @@ class Publisher:
 
     def prepare_table(self, table: CapturedTable, stop: threading.Event) -> TableCodec:
         """Register (and so check) a captured table's schemas, then encode its records with their ids."""
-        prepared = self.prepare(table.stream, stop)
+        try:
+            prepared = self.prepare(table.stream, stop)
+        except IncompatibleSchemaError as exc:  # the subject alone does not say which table changed
+            raise IncompatibleSchemaError(f"table {table.name}: {exc}") from exc
         assert prepared.value is not None
         return TableCodec(table, prepared.key.schema_id, prepared.value.schema_id)
 

@@ -56,6 +56,14 @@ class TimeType:
 
 
 @dataclass(frozen=True)
+class DurationType:
+    """A signed span of time to the microsecond: MySQL/MariaDB TIME (-838:59:59 to 838:59:59), which is not
+    a time of day (values past 24 hours and below zero are legal)."""
+
+    precision: int = 6
+
+
+@dataclass(frozen=True)
 class TimestampType:
     precision: int = 6
     with_timezone: bool = False  # False: a wall-clock value, read as UTC (documented)
@@ -120,6 +128,7 @@ ColumnType = (
     | BytesType
     | DateType
     | TimeType
+    | DurationType
     | TimestampType
     | IntervalType
     | UuidType

@@ -11,7 +11,7 @@ import pymysql  # type: ignore[import-untyped]
 import pymysql.constants  # type: ignore[import-untyped]
 import pymysql.converters  # type: ignore[import-untyped]
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from liberator.config import DatabaseTimeouts
@@ -186,6 +186,22 @@ def timeout_error(setting: str, what: str, where: str, timeouts: DatabaseTimeout
         "the server is hung, overloaded or unreachable, or a statement runs longer than that "
         "(raise read_timeout for such statements)"
     )
+
+
+def plan_outdated(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL refusing a prepared statement whose result type changed under it (SQLSTATE
+    0A000 "cached plan must not change result type": psycopg prepares a query it ran five times, and an
+    `ALTER COLUMN ... TYPE` then invalidates the plan). The cure is `forget_prepared` and a fresh look at the
+    table, not a stop."""
+    error = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return sqlstate == "0A000" and "cached plan must not change result type" in str(error)
+
+
+def forget_prepared(conn: Connection) -> None:
+    """Drop the session's prepared statements (psycopg sees the command and empties its own cache too)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("DEALLOCATE ALL")
 
 
 def classify(

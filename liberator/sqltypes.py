@@ -7,6 +7,7 @@ Rules worth knowing (docs/types.md has the full table):
 * MySQL ``TIMESTAMP`` is stored in UTC and returned in the session time zone; it maps to a time-zone-aware
   timestamp, and connectors must read it with the session time zone set to UTC (``+00:00``) so the naive
   value the driver returns is the UTC instant. ``DATETIME`` is a wall-clock value (no time zone).
+* MySQL ``TIME`` is a signed duration (-838:59:59 to 838:59:59), not a time of day: a `DurationType`.
 * PostgreSQL ``timestamp with time zone`` is aware; ``timestamp`` (without) is a wall-clock value.
 * SQLite stores every integer in 64 bits and every real in 64 bits, whatever the declared type; declared
   types are resolved by SQLAlchemy's affinity rules (``VARCHAR(20)`` -> string, ``NUMERIC(10,2)`` ->
@@ -43,6 +44,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -105,9 +107,10 @@ def type_label(sa_type: Any, dialect: str) -> str:
 
 
 def unmappable(table: str, column: str, type_name: str) -> SchemaError:
+    # the query source's own fields (the one source reading tables through this module)
     return SchemaError(
-        f"table {table} column {column}: type {type_name} has no exact Avro mapping; exclude the column "
-        f"with `columns: {{exclude: [{column}]}}` or cast it in a `query:`"
+        f"table {table} column {column}: type {type_name} has no exact Avro mapping; leave the column out with "
+        f"`tables: [{{table: {table}, exclude: [{column}]}}]` or cast it in a `query:` entry"
     )
 
 
@@ -172,9 +175,10 @@ def _map(t: Any, family: str, table: str, column: str, type_name: str) -> Column
     if isinstance(t, sqltypes.Date):
         return DateType()
     if isinstance(t, sqltypes.Time):
-        precision = getattr(t, "fsp", None) if family == "mysql" else getattr(t, "precision", None)
-        default = 0 if family == "mysql" else 6
-        return TimeType(default if precision is None else precision, with_timezone=bool(t.timezone))
+        if family == "mysql":  # TIME is a signed duration there (-838:59:59 .. 838:59:59)
+            return DurationType(getattr(t, "fsp", None) or 0)
+        precision = getattr(t, "precision", None)
+        return TimeType(6 if precision is None else precision, with_timezone=bool(t.timezone))
     for cls, kind in _PG_TEXT_TYPES:
         if isinstance(t, cls):
             return TextRepr(kind)

@@ -23,7 +23,10 @@ from pymysqlreplication.json_binary import parse_json
 from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent
 
 from connectors.mysql_binlog.tables import BinlogTable
+from connectors.mysql_binlog.time2 import decode_time2, patch_library, time2_size
 from connectors.mysql_binlog.types import normalizer
+
+patch_library()  # the library's own TIME decoding is the fallback of the generated reader: make it right
 
 Rows = list[Any]  # images (write, delete) or (before, after) pairs (update), each a list of published values
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -111,6 +114,7 @@ class _Generator:
             "_timedelta": dt.timedelta,
             "_EPOCH": _EPOCH,
             "_parse_json": parse_json,
+            "_time2": decode_time2,
         }
 
     def image(self, indent: str) -> tuple[list[str], str]:
@@ -165,7 +169,7 @@ class _Generator:
             lines, inline = self._variable(column, var, spec, inline)
         elif code == FIELD_TYPE.DATETIME2:
             lines = [
-                *self._fsp_head(column, 5, signed=False, clamp=True),
+                *self._fsp_head(column, 5, signed=False),
                 "ym = (h >> 22) & 131071",
                 "try:",
                 f"    {var} = _datetime(ym // 13, ym % 13, (h >> 17) & 31, (h >> 12) & 31, (h >> 6) & 63, h & 63, us)",
@@ -173,7 +177,7 @@ class _Generator:
                 f"    {var} = None",
             ]
         elif code == FIELD_TYPE.TIMESTAMP2:
-            lines = self._fsp_head(column, 4, signed=True, clamp=True)
+            lines = self._fsp_head(column, 4, signed=True)
             if kind == "timestamp":  # an instant in UTC; the zero TIMESTAMP is NULL
                 lines.append(f"{var} = None if h == 0 and us == 0 else _EPOCH + _timedelta(seconds=h, microseconds=us)")
                 inline = True
@@ -186,16 +190,9 @@ class _Generator:
                 "y, m, d = (t >> 9) & 32767, (t >> 5) & 15, t & 31",
                 f"{var} = _date(y, m, d) if y and m and d else None",
             ]
-        elif code == FIELD_TYPE.TIME2:
-            lines = [
-                *self._fsp_head(column, 3, signed=True, clamp=False),
-                "negative = not (h >> 23) & 1",
-                "if negative:",  # two's complement
-                "    h = ~h + 1",
-                f"{var} = _timedelta(hours=(h >> 12) & 1023, minutes=(h >> 6) & 63, seconds=h & 63, microseconds=us)",
-                "if negative:",
-                f"    {var} = {var} * -1",
-            ]
+        elif code == FIELD_TYPE.TIME2:  # a signed duration; see time2.py for why not inline
+            fsp = int(getattr(column, "fsp", 0) or 0)
+            lines = [f"{var} = _time2(data, at, {fsp})", f"at += {time2_size(fsp)}"]
         elif code == FIELD_TYPE.ENUM:
             labels = self._const(f"_enum{index}", list(column.enum_values) if column.enum_values else None)
             read = "data[at]" if column.size == 1 else "_U16(data, at)[0]"
@@ -221,9 +218,9 @@ class _Generator:
             lines += [f"if {var} is not None:", f"    {var} = {name}({var})"]
         return lines
 
-    def _fsp_head(self, column: Any, size: int, *, signed: bool, clamp: bool) -> list[str]:
+    def _fsp_head(self, column: Any, size: int, *, signed: bool) -> list[str]:
         """Lines reading a temporal's `size` big-endian bytes into h and its fractional seconds into us, as
-        microseconds (`clamp`: a negative fraction counts as none, as the library only adds a positive one)."""
+        microseconds (a negative fraction counts as none, as the library only adds a positive one)."""
         fsp = int(getattr(column, "fsp", 0) or 0)
         extra = _FSP_BYTES[fsp]
         if size == 4 and signed:
@@ -235,7 +232,7 @@ class _Generator:
             if fsp % 2:
                 lines.append("us = int(us / 10)")
             scale = 10 ** (6 - fsp)
-            lines.append(f"us = us * {scale} if us > 0 else 0" if clamp else f"us = us * {scale}")
+            lines.append(f"us = us * {scale} if us > 0 else 0")
         else:
             lines.append("us = 0")
         lines.append(f"at += {size + extra}")

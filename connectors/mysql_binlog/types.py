@@ -32,6 +32,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntType,
@@ -40,7 +41,6 @@ from liberator.schema import (
     StringType,
     TableSchema,
     TimestampType,
-    TimeType,
     UuidType,
 )
 
@@ -248,8 +248,8 @@ def column_type(spec: ColumnSpec) -> ColumnType:
             return TimestampType(spec.size, with_timezone=False)
         case "timestamp":
             return TimestampType(spec.size, with_timezone=True)
-        case "time":
-            return TimeType(spec.size)
+        case "time":  # a signed duration, -838:59:59 .. 838:59:59
+            return DurationType(spec.size)
         case "enum":
             return EnumType(spec.symbols)
         case "set":

@@ -108,6 +108,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             first_cycle = position == QueryPosition()
             self.phase = "snapshot" if first_cycle else "polling"
             last_reflect = time.monotonic()
+            replanned = False  # the last poll failed on an outdated plan and the shapes were re-read
             while not stop.is_set():
                 if time.monotonic() - last_reflect >= self.cfg.schema_refresh:
                     self._refresh(conn, readers)
@@ -115,11 +116,23 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
                 # A poll's rows are reads of the table's current state: `r` in the first cycle (the snapshot),
                 # `u` later (a row whose cursor moved was written since).
                 op = Op.read if self.phase == "snapshot" else Op.update
-                for batch in self._poll_once(conn, readers, position, op):
-                    yield batch
-                    position = cast(QueryPosition, batch.position)
-                    if stop.is_set():
-                        return
+                try:
+                    for batch in self._poll_once(conn, readers, position, op):
+                        yield batch
+                        position = cast(QueryPosition, batch.position)
+                        if stop.is_set():
+                            return
+                except DBAPIError as exc:
+                    if replanned or not sqldb.plan_outdated(exc):
+                        raise
+                    # A column's type changed since the page query was prepared: forget the plan, re-read
+                    # the shapes (a new captured version, checked by the registry first) and poll again.
+                    self.context.log.info("a captured table's column types changed; re-reading table shapes")
+                    sqldb.forget_prepared(conn)
+                    self._refresh(conn, readers)
+                    last_reflect, replanned = time.monotonic(), True
+                    continue
+                replanned = False
                 if self.phase == "snapshot":
                     self.context.log.info("snapshot done; polling every %.1fs", self.cfg.poll_interval)
                     self.phase = "polling"

@@ -17,8 +17,9 @@ BoolType               "boolean"
 StringType             "string" (CHAR(n) values as the driver returns them, padded or not)
 BytesType              "bytes" (BINARY(n) too)
 DateType               int / date
-TimeType               long / time-micros. MySQL TIME is a duration (-838:59:59 .. 838:59:59): values
-                       outside 00:00:00..23:59:59.999999 are refused (readers of time-micros reject them)
+TimeType               long / time-micros: a time of day (PostgreSQL time, SQLite TIME)
+DurationType           long with ``"liberator.type": "duration-micros"``: signed microseconds (MySQL TIME,
+                       -838:59:59 .. 838:59:59; Debezium's io.debezium.time.MicroTime is the same number)
 TimeType(tz)           a string with ``"liberator.type": "timetz"``: ISO 8601 text, "12:30:00.25+02:00"
 TimestampType          long / timestamp-micros. Aware values are encoded as the instant (micros since the
                        epoch, UTC). Naive values -- columns without time zone -- are wall-clock readings,
@@ -63,6 +64,7 @@ from liberator.avro.names import namespace_for, sanitize_name
 from liberator.avro.pgtext import parse_pg_array, parse_pg_interval, pg_range_text
 from liberator.avro.rowencoder import RowEncoder
 from liberator.avro.schemas import (
+    DURATION_MICROS,
     PROP_COLUMN,
     PROP_DB_TYPE,
     PROP_SYMBOLS,
@@ -83,6 +85,7 @@ from liberator.avro.wire import (
 )
 
 __all__ = [
+    "DURATION_MICROS",
     "HEADER_SIZE",
     "PROP_COLUMN",
     "PROP_DB_TYPE",

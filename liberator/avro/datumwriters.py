@@ -38,6 +38,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -136,7 +137,7 @@ def datum_writer(ctype: ColumnType) -> DatumWriter:
     match ctype:
         case IntType(bits=bits, unsigned=True) if bits >= 64:
             return decimal_writer(UINT64_PRECISION, 0)
-        case IntType():
+        case IntType() | DurationType():
             return long_bytes
         case FloatType(bits=bits):
             return pack_float if bits <= 32 else pack_double

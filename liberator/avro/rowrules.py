@@ -28,6 +28,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -128,13 +129,21 @@ def time_body(src: RecordSource, ind: int, v: str) -> None:
     varint_lines(src, ind, "n")
 
 
-def duration_body(src: RecordSource, ind: int, v: str) -> None:
-    # MySQL TIME arrives as a timedelta: a time of day only within one day
+def time_delta_body(src: RecordSource, ind: int, v: str) -> None:
+    # a time of day some driver returns as the span since midnight: only within one day
     src.line(ind, f"m = ({v}.days * 86400 + {v}.seconds) * 1000000 + {v}.microseconds")
     src.line(ind, f"if not 0 <= m < {binary.MICROS_PER_DAY}:")
     src.line(ind + 1, "raise Miss")
     src.line(ind, "n = m << 1")
     varint_lines(src, ind, "n")
+
+
+def duration_body(src: RecordSource, ind: int, v: str) -> None:
+    # MySQL TIME: signed microseconds; a timedelta can exceed a long, which the converter refuses
+    src.line(ind, f"m = ({v}.days * 86400 + {v}.seconds) * 1000000 + {v}.microseconds")
+    src.line(ind, f"if not {-(2**63)} <= m <= {2**63 - 1}:")
+    src.line(ind + 1, "raise Miss")
+    zigzag_lines(src, ind, "m")
 
 
 def uuid_body(src: RecordSource, ind: int, v: str) -> None:
@@ -216,7 +225,9 @@ def branches(ctype: ColumnType, emit: Emit) -> list[Branch]:
         case DateType():
             return [Branch(exact("date"), date_body)]
         case TimeType():
-            return [Branch(exact("time"), time_body), Branch(exact("timedelta"), duration_body)]
+            return [Branch(exact("time"), time_body), Branch(exact("timedelta"), time_delta_body)]
+        case DurationType():
+            return [Branch(exact("timedelta"), duration_body)]
         case TimestampType():
             return [Branch(exact("datetime"), timestamp_body)]
         case UuidType():

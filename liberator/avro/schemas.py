@@ -16,6 +16,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -35,6 +36,9 @@ PROP_TYPE = "liberator.type"  # what a string/array/record means when the Avro t
 PROP_SYMBOLS = "liberator.symbols"  # allowed values of an enum kept as string, or of a SET
 PROP_COLUMN = "liberator.column"  # the original column name when the field name had to be sanitised
 PROP_DB_TYPE = "liberator.db_type"  # the database's own spelling of the column type
+
+# MySQL TIME: signed microseconds in a long (Debezium's io.debezium.time.MicroTime is the same number)
+DURATION_MICROS = "duration-micros"
 
 UINT64_PRECISION = 20  # 18446744073709551615 has 20 digits
 
@@ -114,6 +118,8 @@ class _RecordTypes:
                 return {"type": "string", PROP_TYPE: "timetz"}
             case TimeType():
                 return {"type": "long", "logicalType": "time-micros"}
+            case DurationType():
+                return {"type": "long", PROP_TYPE: DURATION_MICROS}
             case TimestampType():
                 return {"type": "long", "logicalType": "timestamp-micros"}
             case UuidType():

@@ -26,6 +26,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -184,16 +185,33 @@ def micros_of(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+def duration_converter() -> tuple[type, Convert]:
+    """MySQL TIME (a timedelta from both drivers) -> signed microseconds."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, timedelta):
+            micros = micros_of(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            micros = int(value)
+        else:
+            raise _wrong_type(value, "a duration")
+        if not _LONG_MIN <= micros <= _LONG_MAX:
+            raise ConversionError(f"{describe(value)} is out of range for a duration in microseconds")
+        return micros
+
+    return _Never, convert
+
+
 def time_converter() -> tuple[type, Convert]:
     def convert(value: Any) -> Any:
-        if isinstance(value, timedelta):  # MySQL TIME is a duration, -838:59:59 .. 838:59:59
+        if isinstance(value, timedelta):  # a time of day some driver returns as the span since midnight
             micros = micros_of(value)
             if not 0 <= micros < 86_400_000_000:
                 # time-micros readers (fastavro, Java's LocalTime) reject such values: refuse to write them
-                raise ConversionError(
-                    f"{describe(value)} is not a time of day (00:00:00 to 23:59:59.999999); "
-                    "cast the column to text in a `query:` if it holds durations"
-                )
+                raise ConversionError(f"{describe(value)} is not a time of day (00:00:00 to 23:59:59.999999)")
             return micros
         if isinstance(value, str):
             try:
@@ -386,6 +404,8 @@ def converter_for(ctype: ColumnType, label: str) -> tuple[type, Convert]:
             return timetz_converter()
         case TimeType():
             return time_converter()
+        case DurationType():
+            return duration_converter()
         case TimestampType():
             return timestamp_converter()
         case UuidType():

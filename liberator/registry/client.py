@@ -17,6 +17,7 @@ import httpx
 
 from liberator.errors import ConfigError, IncompatibleSchemaError, LiberatorError, SchemaError, one_line
 from liberator.redaction import redact_url, userinfo_span
+from liberator.registry.explain import explain_refusal, names_a_field, refusal_reason
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _ACCEPT = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json"
@@ -226,10 +227,25 @@ class RegistryClient:
             pass  # the refusal itself is what matters; explain as much as we could learn
         if reason is None:
             reason = one_line(_error(response)[1]) or "no reason given"
+        if not names_a_field(reason):
+            reason = refusal_reason(reason, self._our_reason(subject, body, level))
         return (
             f"schema registry refused the new schema for subject '{subject}' under {level} "
             f"compatibility: {reason}; {_FIX_INCOMPATIBLE}"
         )
+
+    def _our_reason(self, subject: str, body: dict[str, str], level: str) -> str | None:
+        """Our checker's reason against the subject's latest version, for registries whose reason is terse."""
+        if level == "its":
+            return None  # the rule is unknown: an explanation under a guessed one could point elsewhere
+        try:
+            latest = self.latest(subject)
+        except LiberatorError:
+            return None
+        if latest is None:
+            return None
+        _, version, old = latest
+        return explain_refusal(level, json.loads(body["schema"]), version, old)
 
 
 def _q(subject: str) -> str:

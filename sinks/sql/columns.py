@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from liberator.avro import PROP_COLUMN, PROP_DB_TYPE, PROP_SYMBOLS, PROP_TYPE
+from liberator.avro import DURATION_MICROS, PROP_COLUMN, PROP_DB_TYPE, PROP_SYMBOLS, PROP_TYPE
 from liberator.sink import FatalSinkError
 
 # liberator.type values whose string is a PostgreSQL type's canonical text (TextRepr kinds and timetz).
@@ -52,7 +52,7 @@ _MARIADB_TYPES = {"inet4", "inet6"}  # MariaDB types SQLAlchemy does not know
 class Kind:
     """What an Avro field holds, independent of any database."""
 
-    name: str  # int long float double boolean string bytes decimal numeric date time timestamp
+    name: str  # int long float double boolean string bytes decimal numeric date time duration timestamp
     # local_timestamp uuid json enum set bits interval timetz text array record map
     precision: int = 0
     scale: int = 0
@@ -114,6 +114,8 @@ def kind_of(avro: Any, named: dict[str, Any], where: str) -> Kind:
         return Kind("local_timestamp")
     if logical == "uuid":
         return Kind("uuid")
+    if base == "long" and marker == DURATION_MICROS:
+        return Kind("duration")
     if base == "string":
         if marker == "decimal":
             return Kind("numeric")
@@ -211,6 +213,8 @@ def fallback_type(kind: Kind, dialect: str, in_key: bool, enum_name: str) -> Any
         return sa.Date()
     if k == "time":
         return postgresql.TIME(precision=6) if pg else mysql.TIME(fsp=6) if my else sa.Time()
+    if k == "duration":
+        return mysql.TIME(fsp=6) if my else sa.BigInteger()  # elsewhere: the microseconds
     if k in ("timestamp", "local_timestamp"):
         aware = k == "timestamp"
         if pg:

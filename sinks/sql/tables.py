@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from liberator import sqldb
-from liberator.avro import record_schema
+from liberator.avro import DURATION_MICROS, PROP_TYPE, record_schema
 from liberator.config import DatabaseTimeouts
 from liberator.dbconnect import DEFAULT_TIMEOUTS
 from liberator.errors import SchemaError
@@ -140,6 +140,8 @@ def holds(column_avro: Any, field_avro: Any) -> bool:
             return bool(cs >= fs and cp - cs >= fp - fs)
         if column_avro.get("type") == "string" and field_avro.get("type") in ("string", "enum"):
             return not (column_avro.get("logicalType") or column_avro.get("liberator.type"))
+    if column_avro == "long" and isinstance(field_avro, dict) and field_avro.get(PROP_TYPE) == DURATION_MICROS:
+        return True  # a BIGINT outside MySQL holds a duration's microseconds
     return bool(column_avro == "string" and isinstance(field_avro, dict) and field_avro.get("type") == "enum")
 
 

@@ -84,6 +84,16 @@ def pg_array_literal(items: list[Any]) -> str:
     return "{" + ",".join(_pg_element(i) for i in items) + "}"
 
 
+def mysql_time_text(micros: int) -> str:
+    """MySQL TIME input for signed microseconds (pymysql's own timedelta literal gets negative spans wrong:
+    -1 s becomes '-1:59:59')."""
+    sign = "-" if micros < 0 else ""
+    seconds, fraction = divmod(abs(micros), 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{sign}{hours:02d}:{minute:02d}:{second:02d}.{fraction:06d}"
+
+
 def to_column(kind: Kind, dialect: str, target: ColumnType | None) -> ToColumn:
     """The converter for one field into one column of `dialect` (`target`: the column's neutral type)."""
     k = kind.name
@@ -100,6 +110,8 @@ def to_column(kind: Kind, dialect: str, target: ColumnType | None) -> ToColumn:
         return (lambda v: v.isoformat()) if lite else _identity
     if k == "time":
         return (lambda v: v.strftime(_SQLITE_TIME)) if lite else _identity
+    if k == "duration":  # signed microseconds: MySQL TIME text, elsewhere the number
+        return mysql_time_text if my else _identity
     if k in ("timestamp", "local_timestamp"):
         if lite:
             return lambda v: _naive_utc(v).strftime(_SQLITE_TIMESTAMP)

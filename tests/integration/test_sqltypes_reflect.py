@@ -14,7 +14,7 @@ import fastavro
 import pytest
 import sqlalchemy as sa
 
-from liberator.avro import AvroDecoder, AvroEncoder, DatumConverter, DatumError, key_schema, value_schema
+from liberator.avro import AvroDecoder, AvroEncoder, DatumConverter, key_schema, value_schema
 from liberator.errors import SchemaError
 from liberator.schema import (
     ArrayType,
@@ -24,6 +24,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -222,7 +223,7 @@ def test_postgresql_unknown_types_and_missing_tables_name_the_fix(pg_engine: sa.
         reflect_table(pg_engine, "public", "shapes")
     assert str(raised.value) == (
         "table public.shapes column p: type POINT has no exact Avro mapping; "
-        "exclude the column with `columns: {exclude: [p]}` or cast it in a `query:`"
+        "leave the column out with `tables: [{table: public.shapes, exclude: [p]}]` or cast it in a `query:` entry"
     )
     database = sa.make_url(pg_url).database
     with pytest.raises(SchemaError) as raised:
@@ -269,8 +270,8 @@ MY_MODEL: dict[str, tuple[ColumnType, bool]] = {
     "bl": (BytesType(), True),
     "dt": (DateType(), True),
     "dt2": (DateType(), True),
-    "tm": (TimeType(0), True),
-    "tm6": (TimeType(6), True),
+    "tm": (DurationType(0), True),
+    "tm6": (DurationType(6), True),
     "dtm": (TimestampType(0), True),
     "dtm6": (TimestampType(6), True),
     "ts": (TimestampType(6, with_timezone=True), True),
@@ -319,8 +320,8 @@ MY_EXPECTED: dict[str, Any] = {
     "bl": b"",
     "dt": date(1, 1, 1),
     "dt2": date(9999, 12, 31),
-    "tm": time(23, 59, 59),
-    "tm6": time(0, 0, 0, 1),
+    "tm": 86_399_000_000,  # MySQL TIME is a duration: signed microseconds
+    "tm6": 1,
     "dtm": datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
     "dtm6": datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
     "ts": datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC),
@@ -364,7 +365,7 @@ def test_mariadb_types_reflect_and_round_trip_exactly(mysql_engine: sa.Engine, m
     assert {name: type(v) for name, v in value.items()} == {name: type(v) for name, v in MY_EXPECTED.items()}
 
 
-def test_mariadb_values_and_types_without_exact_mapping_are_refused(mysql_engine: sa.Engine) -> None:
+def test_mariadb_durations_map_and_types_without_exact_mapping_are_refused(mysql_engine: sa.Engine) -> None:
     with mysql_engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE durations (id int PRIMARY KEY, tm time)")
         conn.exec_driver_sql("INSERT INTO durations VALUES (1, '-838:59:59')")
@@ -372,7 +373,6 @@ def test_mariadb_values_and_types_without_exact_mapping_are_refused(mysql_engine
     table = reflect_table(mysql_engine, None, "durations")
     with mysql_engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM durations")).mappings().one()
-    with pytest.raises(DatumError, match=rf"table {table.schema}\.durations column tm: .* is not a time of day"):
-        DatumConverter(table).convert(row)
+    assert DatumConverter(table).convert(row)["tm"] == -3_020_399_000_000
     with pytest.raises(SchemaError, match=r"column g: type GEOMETRY has no exact Avro mapping"):
         reflect_table(mysql_engine, None, "shapes")

@@ -28,6 +28,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -165,6 +166,13 @@ def values_for(ctype: ColumnType, depth: int = 0) -> st.SearchStrategy[Any]:
             )
         case TimeType(with_timezone=aware):
             found = times(aware)
+        case DurationType():
+            found = st.one_of(
+                st.timedeltas(min_value=-timedelta(hours=838, minutes=59, seconds=59), max_value=timedelta(hours=839)),
+                st.timedeltas(),  # beyond a long at both ends
+                st.integers(INT64_MIN, INT64_MAX),
+                st.times(),
+            )
         case TimestampType():
             found = timestamps()
         case UuidType():
@@ -235,6 +243,7 @@ SCALAR_TYPES: st.SearchStrategy[ColumnType] = st.one_of(
     st.just(DateType()),
     st.just(TimeType()),
     st.just(TimeType(with_timezone=True)),
+    st.just(DurationType()),
     st.just(TimestampType()),
     st.just(TimestampType(with_timezone=True)),
     st.just(UuidType()),

@@ -32,6 +32,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -170,7 +171,22 @@ def test_naive_timestamps_ignore_the_process_time_zone(monkeypatch: pytest.Monke
     assert back == datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 
 
-def test_mysql_time_durations_within_a_day_are_times_of_day() -> None:
+@pytest.mark.parametrize(
+    ("span", "micros"),
+    [
+        (-timedelta(hours=838, minutes=59, seconds=59), -3_020_399_000_000),
+        (timedelta(hours=838, minutes=59, seconds=59), 3_020_399_000_000),
+        (timedelta(0), 0),
+        (-timedelta(microseconds=1), -1),
+        (-timedelta(hours=12, minutes=34, seconds=56, microseconds=789012), -45_296_789_012),
+        (timedelta(hours=24), 86_400_000_000),
+    ],
+)
+def test_mysql_time_is_signed_microseconds(span: timedelta, micros: int) -> None:
+    assert round_trip(DurationType(6), span) == (micros, micros)
+
+
+def test_time_of_day_as_a_span_since_midnight_within_a_day() -> None:
     datum, back = round_trip(TimeType(0), timedelta(hours=23, minutes=59, seconds=59, microseconds=999999))
     assert datum == 86_400_000_000 - 1
     assert back == time(23, 59, 59, 999999)
@@ -211,7 +227,9 @@ ERRORS: list[tuple[ColumnType, Any, str]] = [
     (BoolType(), 2, "value 2 (int) is not a boolean"),
     (StringType(), b"x", "value b'x' (bytes) is not a string"),
     (DateType(), "0000-00-00", "value '0000-00-00' (str) is not a date"),
-    (TimeType(0), timedelta(hours=-1), "is not a time of day (00:00:00 to 23:59:59.999999); cast the column"),
+    (TimeType(0), timedelta(hours=-1), "is not a time of day (00:00:00 to 23:59:59.999999)"),
+    (DurationType(0), timedelta.max, "is out of range for a duration in microseconds"),
+    (DurationType(0), time(12), "is not a duration"),
     (TimeType(0), timedelta(hours=24), "is not a time of day"),
     (DateType(), datetime(2024, 1, 1, 10), "has a time of day"),
     (TimestampType(), "0000-00-00 00:00:00", "is not a timestamp"),

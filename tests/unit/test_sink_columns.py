@@ -10,6 +10,7 @@ from liberator.schema import (
     BitsType,
     Column,
     DecimalType,
+    DurationType,
     EnumType,
     IntervalType,
     IntType,
@@ -26,6 +27,7 @@ from liberator.sink import FatalSinkError
 from sinks.sql.columns import Kind, db_type_usable, field_columns, kind_of, normalised
 from sinks.sql.config import SqlSinkConfig
 from sinks.sql.tables import holds
+from sinks.sql.values import to_column
 
 TABLE = TableSchema(
     "public",
@@ -36,6 +38,7 @@ TABLE = TableSchema(
         Column("nu", DecimalType(None, None)),
         Column("ts", TimestampType(with_timezone=True)),
         Column("tt", TimeType(with_timezone=True)),
+        Column("du", DurationType(6), db_type="TIME(6)"),
         Column("u", UuidType()),
         Column("j", JsonType()),
         Column("e", EnumType(("a", "b"), "mood")),
@@ -60,9 +63,19 @@ def test_every_liberator_field_has_a_kind_and_keeps_its_column_name() -> None:
         "numeric", "timestamp", "timetz", "uuid", "json", "enum", "enum", "set", "bits", "interval", "text",
     ]  # fmt: skip
     assert kinds["ia"] == Kind("array", item=Kind("int"))
+    assert kinds["du"] == Kind("duration")
     assert kinds["e2"].symbols == ("in progress",) and kinds["s"].symbols == ("x", "y")
     renamed = fields[-1]
     assert (renamed.field, renamed.column, renamed.db_type) == ("my_col", "my col", "VARCHAR(20)")
+
+
+def test_mysql_time_goes_to_mysql_as_time_text_keeping_the_sign() -> None:
+    to_mysql = to_column(Kind("duration"), "mariadb", None)
+    assert to_mysql(-1) == "-00:00:00.000001"  # pymysql's own timedelta literal says '-1:59:59.999999'
+    assert to_mysql(-3_020_399_000_000) == "-838:59:59.000000"
+    assert to_mysql(45_296_789_012) == "12:34:56.789012"
+    assert to_column(Kind("duration"), "postgresql", None)(-1) == -1  # a BIGINT of microseconds
+    assert holds("long", {"type": "long", "liberator.type": "duration-micros"})
 
 
 def test_unions_of_several_types_stop_with_the_field_named() -> None:

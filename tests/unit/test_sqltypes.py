@@ -20,6 +20,7 @@ from liberator.schema import (
     ColumnType,
     DateType,
     DecimalType,
+    DurationType,
     EnumType,
     FloatType,
     IntervalType,
@@ -129,8 +130,8 @@ def test_postgresql(sa_type: Any, expected: ColumnType) -> None:
         (mysql.MEDIUMBLOB(), BytesType()),
         (mysql.LONGBLOB(), BytesType()),
         (mysql.DATE(), DateType()),
-        (mysql.TIME(), TimeType(0)),
-        (mysql.TIME(fsp=6), TimeType(6)),
+        (mysql.TIME(), DurationType(0)),
+        (mysql.TIME(fsp=6), DurationType(6)),
         (mysql.DATETIME(), TimestampType(0)),
         (mysql.DATETIME(fsp=3), TimestampType(3)),
         (mysql.TIMESTAMP(), TimestampType(0, with_timezone=True)),  # stored in UTC, an instant
@@ -181,8 +182,8 @@ def test_unknown_types_raise_one_line_naming_the_fix() -> None:
             type_name="geometry",
         )
     assert str(raised.value) == (
-        "table public.orders column geom: type GEOMETRY has no exact Avro mapping; exclude the column with "
-        "`columns: {exclude: [geom]}` or cast it in a `query:`"
+        "table public.orders column geom: type GEOMETRY has no exact Avro mapping; leave the column out with "
+        "`tables: [{table: public.orders, exclude: [geom]}]` or cast it in a `query:` entry"
     )
     with pytest.raises(SchemaError, match=r"column m: type MONEY has no exact Avro mapping"):
         neutral_type(postgresql.MONEY(), dialect="postgresql", table="public.orders", column="m")
