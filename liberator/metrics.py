@@ -32,6 +32,7 @@ class SourceStatus:
     bytes_published: int = 0
     retries: int = 0
     last_event_ms: int | None = None  # the event time (commit/cursor time) of the newest published event
+    backlog_bytes: int | None = None  # the database's log not yet covered by the stored position (liberator.backlog)
     positions_stored: int = 0
     last_stored_at: float | None = None
     position: dict[str, Any] | None = None
@@ -189,6 +190,7 @@ class Metrics:
                 "in_flight": max(0, status.events_published - status.events_acked),
                 "retries": status.retries,
                 "seconds_behind_source": status.seconds_behind_source(now),
+                "backlog_bytes": status.backlog_bytes,
                 "position": status.position,
                 "last_position_stored_at": status.last_stored_at,
                 "position_unchanged_seconds": round(status.position_unchanged_seconds, 3),
@@ -278,6 +280,12 @@ class Metrics:
             "gauge",
             "From the event time of the newest event waiting for Kafka to now; 0 when Kafka has them all.",
             [(s, s.seconds_behind_source(now)) for s in statuses],
+        )
+        metric(
+            "source_backlog_bytes",
+            "gauge",
+            "Bytes of the database's log not covered by the stored position (WAL held by the slot, binlog after it).",
+            [(s, s.backlog_bytes) for s in statuses],
         )
         metric(
             "source_backpressure",

@@ -21,6 +21,7 @@ from confluent_kafka import Producer
 
 from liberator import plugins
 from liberator.admin import Admin
+from liberator.backlog import BacklogSampler
 from liberator.config import AppConfig, DatabaseTimeouts
 from liberator.dbconnect import DEFAULT_TIMEOUTS, seconds
 from liberator.errors import ConfigError, LiberatorError
@@ -218,6 +219,8 @@ class Daemon:
             runner.thread.start()
         for sink_runner in self.sink_runners:
             sink_runner.thread.start()
+        backlog = BacklogSampler(self.runners)
+        backlog.start()
         tick = min(config.offsets.flush_interval, SUPERVISE_INTERVAL)
         store_at = time.monotonic() + config.offsets.flush_interval
         try:
@@ -231,6 +234,7 @@ class Daemon:
                 for runner in self.runners:
                     runner.supervise()
         finally:
+            backlog.stop()
             self.progress_display.close()
             self._shut_down(store, dead_letter)
             if slot is not None:

@@ -146,5 +146,13 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     def close(self) -> None:
         """Release connections; called once after `read` ends, however it ended."""
 
+    def backlog_bytes(self, stored: PositionT | None) -> int | None:
+        """Bytes of the database's log not yet covered by the stored position `stored` (the WAL a slot
+        holds, the binlog after it), or None where the source reads no such log (liberator.backlog).
+
+        Called every few seconds on the daemon's backlog thread, never on the reading thread: use a short
+        connection of your own, bounded by the source's timeouts, and touch no state `read` changes."""
+        return None
+
 
 AnySource = Source[Any, Any]

@@ -192,8 +192,31 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         )
         yield from streamer.run(reader, position, waiter)
 
+    def backlog_bytes(self, stored: BinlogPosition | None) -> int | None:
+        """The binlog written after the stored position: the rest of its file and every later file."""
+        if stored is None:
+            return None
+        conn = connect(self.cfg)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW BINARY LOGS")
+                logs = [(str(row[0]), int(row[1])) for row in cur.fetchall()]
+        finally:
+            conn.close()
+        return binlog_after(logs, stored.coord)
+
     def close(self) -> None:
         while self._open:
             resource = self._open.pop()
             with contextlib.suppress(Exception):  # a broken connection must not hide the real error
                 resource.close()
+
+
+def binlog_after(logs: list[tuple[str, int]], coord: Coord) -> int | None:
+    """Bytes after `coord` in the server's binlog files (SHOW BINARY LOGS: name, size); None when its file is
+    gone (purged: the source cannot resume there anyway, and says so when it tries)."""
+    names = [name for name, _ in logs]
+    if coord.file not in names:
+        return None
+    # Binlog names share one base and a zero-padded sequence number, so they sort in writing order.
+    return sum(size - coord.pos if name == coord.file else size for name, size in logs if name >= coord.file)

@@ -87,6 +87,16 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
     def acknowledged(self, position: WalPosition) -> None:
         self.acked.raise_to(position.lsn)
 
+    def backlog_bytes(self, stored: WalPosition | None) -> int | None:
+        """The WAL the slot holds for us: from its confirmed flush LSN to the server's current one."""
+        with connect(self.cfg.url, self.cfg, what=self.what) as conn:
+            row = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                (self.cfg.slot,),
+            ).fetchone()
+        return None if row is None or row[0] is None else max(0, int(row[0]))
+
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
