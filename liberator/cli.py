@@ -16,6 +16,7 @@ from liberator.config import AppConfig, load_config, read_config
 from liberator.errors import LiberatorError
 from liberator.logformat import LOG_FORMATS, LogFormat, default_format, error_line, setup_logging
 from liberator.redaction import scrub
+from liberator.registry.subjects import subject_name
 
 log = logging.getLogger("liberator")
 
@@ -69,6 +70,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     from liberator.runtime import build_source, registry_client
 
     config = load_config(args.config)
+    naming = config.schema_registry
     out = []
     for source_config in config.sources:
         source = build_source(source_config, config.name, threading.Event(), registry_client(config))
@@ -80,9 +82,13 @@ def cmd_schemas(args: argparse.Namespace) -> int:
                         "topic": stream.topic,
                         "origin": stream.origin,
                         "subjects": {
-                            f"{stream.topic}-key": stream.key_schema,
+                            subject_name(naming.key_subject, stream.topic, stream.key_schema, "key"): stream.key_schema,
                             # None: the application registers the value schema itself (pre-encoded values)
-                            f"{stream.topic}-value": stream.value_schema,
+                            (
+                                f"{stream.topic}-value"
+                                if stream.value_schema is None
+                                else subject_name(naming.value_subject, stream.topic, stream.value_schema, "value")
+                            ): stream.value_schema,
                         },
                     }
                 )

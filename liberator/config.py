@@ -13,6 +13,7 @@ from pydantic_core import ErrorDetails
 
 from liberator import plugins, redaction
 from liberator.errors import ConfigError, ConfigProblems, one_line
+from liberator.registry.subjects import SubjectStrategy
 from liberator.source import SourceConfig
 from liberator.yamlfile import LoadedYaml, Loc, dotted, load_yaml
 
@@ -93,6 +94,15 @@ class RegistryConfig(Model):
     basic_auth: str | None = Field(None, description='"user:password"; use ${ENV} or ${file:...}')
     compatibility: Compatibility | None = Field(
         "BACKWARD", description="set on each new subject before its first schema; null keeps the registry's"
+    )
+    key_subject: SubjectStrategy = Field(
+        "topic",
+        description="subject name strategy for keys: topic (<topic>-key, Confluent's TopicNameStrategy), "
+        "record (the record's full name, RecordNameStrategy), topic_record (<topic>-<record>, TopicRecordNameStrategy)",
+    )
+    value_subject: SubjectStrategy = Field(
+        "topic",
+        description="subject name strategy for values: topic (<topic>-value), record, topic_record (as key_subject)",
     )
 
 

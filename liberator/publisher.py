@@ -14,6 +14,7 @@ from liberator.errors import IncompatibleSchemaError, SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.kafkalog import with_kafka_logger
 from liberator.registry.client import RegistryClient
+from liberator.registry.subjects import subject_name
 from liberator.topics import TopicManager
 
 log = logging.getLogger("liberator.publisher")
@@ -84,10 +85,13 @@ class Publisher:
             return prepared
         with self._lock:
             self.topics.ensure(stream.topic, stop)
-            key_id = self._register(f"{stream.topic}-key", stream.key_schema)
+            subjects = self.registry_config
+            key_subject = subject_name(subjects.key_subject, stream.topic, stream.key_schema, "key")
+            key_id = self._register(key_subject, stream.key_schema)
             value: AvroEncoder | None = None
             if stream.value_schema is not None:
-                value_id = self._register(f"{stream.topic}-value", stream.value_schema)
+                value_subject = subject_name(subjects.value_subject, stream.topic, stream.value_schema, "value")
+                value_id = self._register(value_subject, stream.value_schema)
                 value = AvroEncoder(stream.value_schema, value_id)
             prepared = PreparedStream(AvroEncoder(stream.key_schema, key_id), value)
             self._prepared[stream.fingerprint] = prepared
