@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from liberator import __version__
 from liberator.config import AppConfig, load_config, read_config
@@ -17,6 +17,9 @@ from liberator.errors import LiberatorError
 from liberator.logformat import LOG_FORMATS, LogFormat, default_format, error_line, setup_logging
 from liberator.redaction import scrub
 from liberator.registry.subjects import subject_name
+
+if TYPE_CHECKING:
+    from liberator.registry.client import RegistryClient
 
 log = logging.getLogger("liberator")
 
@@ -94,7 +97,29 @@ def cmd_schemas(args: argparse.Namespace) -> int:
                 )
         finally:
             source.close()
+    if getattr(args, "check", False):
+        return _check_schemas(out, registry_client(config))
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def _check_schemas(streams: list[dict[str, Any]], registry: RegistryClient) -> int:
+    """`schemas --check`: each schema the database would produce now against its subject's latest version,
+    under the subject's rule; one line per refusal (table, field, rule), exit 1 if any."""
+    refused = checked = 0
+    for stream in streams:
+        for subject, schema in stream["subjects"].items():
+            if schema is None:
+                continue  # the application registers its own payload schemas
+            checked += 1
+            reason = registry.refusal(subject, schema)
+            if reason is not None:
+                refused += 1
+                print(f"source {stream['source']}: table {stream['origin']}: {reason}", file=sys.stderr)
+    if refused:
+        print(f"{refused} of {checked} schemas would be refused: consumers would break", file=sys.stderr)
+        return 1
+    print(f"all {checked} schemas are compatible with their subjects' latest versions")
     return 0
 
 
@@ -223,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("schemas", help="print the Avro key/value schemas the config would register")
     p.add_argument("config")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check them against the registry's latest versions under each subject's rule (exit 1 on a refusal)",
+    )
     p.set_defaults(func=cmd_schemas)
 
     p = sub.add_parser("offsets", help="show, reset or set stored source positions")

@@ -134,6 +134,20 @@ class RegistryClient:
         self._ok(response, f"list the versions of subject '{subject}'")
         return True
 
+    def refusal(self, subject: str, schema: dict[str, Any]) -> str | None:
+        """Why the registry would refuse `schema` as the subject's next version (the one line `register`
+        raises), or None when it would take it (a new subject takes anything). Registers nothing."""
+        body = {"schema": json.dumps(schema, separators=(",", ":"))}
+        response = self._request(
+            "POST", f"/compatibility/subjects/{_q(subject)}/versions/latest?verbose=true", json_body=body
+        )
+        if response.status_code == 404 and _error(response)[0] in (40401, 40402):
+            return None
+        answer = self._ok(response, f"check a schema against subject '{subject}'")
+        if answer.get("is_compatible", True):
+            return None
+        return self._incompatible_message(subject, body, response)
+
     def subjects(self) -> list[str]:
         """All live subjects (also a cheap reachability check for `liberator check`)."""
         return [str(s) for s in self._ok(self._request("GET", "/subjects"), "list subjects")]
