@@ -358,3 +358,16 @@ def _validated(loaded: LoadedYaml, kind: str, group: str, entries: list[Any], pr
 def _where(loaded: LoadedYaml, loc: Loc) -> str:
     line = loaded.line_of(loc)
     return f"{loaded.path}:{line}: {dotted(loc)}" if line else loaded.path
+
+
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def published_names(renames: dict[str, str]) -> dict[str, str]:
+    """A `rename:` map ({column: published name}) whose new names are Avro names, as every field must be."""
+    for column, new in renames.items():
+        if not _AVRO_NAME.fullmatch(new):
+            raise ValueError(
+                f"rename: {column}: {new!r} is not an Avro field name (letters, digits, _; no digit first)"
+            )
+    return renames

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.config import DatabaseTimeouts, Duration
+from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -60,6 +60,15 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
     exclude: dict[str, list[str]] = Field(
         {}, description="columns left out of the events, per captured table: {shop.users: [password_hash]}"
     )
+    rename: dict[str, dict[str, str]] = Field(
+        {}, description="columns published under another name, per table: {shop.users: {email: contact}}"
+    )
+
+    @field_validator("rename")
+    @classmethod
+    def _published_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return {table: published_names(renames) for table, renames in value.items()}
+
     snapshot_chunk: int = Field(5000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
     outbox: BinlogOutboxConfig | None = Field(
         None, description="publish rows inserted into this outbox table as domain events (not as row changes)"

@@ -81,6 +81,7 @@ class TableCatalog:
             envelope=config.envelope,
             topic=config.topic,
             exclude=config.exclude,
+            rename=config.rename,
             truncate=config.truncate,
         )
         self.catalogue = Catalogue(settings, log)

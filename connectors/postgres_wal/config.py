@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.config import DatabaseTimeouts, Duration
+from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -52,6 +52,15 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts):
     exclude: dict[str, list[str]] = Field(
         {}, description="columns left out of the events, per table: {public.users: [password_hash]}"
     )
+    rename: dict[str, dict[str, str]] = Field(
+        {}, description="columns published under another name, per table: {public.users: {email: contact}}"
+    )
+
+    @field_validator("rename")
+    @classmethod
+    def _published_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return {table: published_names(renames) for table, renames in value.items()}
+
     replica_identity: Literal["warn", "require_full", "ignore"] = Field(
         "warn",
         description="tables without REPLICA IDENTITY FULL have no before-images: warn, refuse to start, or ignore",

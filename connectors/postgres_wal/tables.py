@@ -74,6 +74,7 @@ class TableCatalog:
             envelope=config.envelope,
             topic=config.topic,
             exclude=config.exclude,
+            rename=config.rename,
             default_schema="public",
             truncate=config.truncate,
         )

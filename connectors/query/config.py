@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from liberator.config import DatabaseTimeouts, Duration
+from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.source import SourceConfig
 
 
@@ -20,6 +20,12 @@ class TableEntry(BaseModel):
     cursor: list[str] | None = Field(None, description="overrides the source's cursor")
     topic: str | None = Field(None, description="overrides the source's topic template")
     exclude: list[str] = Field([], description="columns left out of the events")
+    rename: dict[str, str] = Field({}, description="columns published under another name: {email: contact}")
+
+    @field_validator("rename")
+    @classmethod
+    def _published_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return published_names(value)
 
     @model_validator(mode="after")
     def _one_of_table_or_query(self) -> TableEntry:

@@ -107,7 +107,7 @@ class TableReader:
         if self.table is not None and full == self._full:
             return False  # unchanged: no need to ask the catalogue (another entry may share the table)
         topic = self.catalogue.topic_for(schema or "", self.table_name, self.entry.topic)
-        table = self.catalogue.table(full, topic=topic, exclude=self.entry.exclude)
+        table = self.catalogue.table(full, topic=topic, exclude=self.entry.exclude, rename=self.entry.rename)
         changed = table is not self.table
         self._full, self.table = full, table
         self.time_cursor = isinstance(first.type, TimestampType | DateType)

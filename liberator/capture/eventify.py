@@ -84,7 +84,7 @@ class TableCodec(DatumCodec):
 
     def __init__(self, table: CapturedTable, key_id: int, value_id: int) -> None:
         super().__init__(table)
-        shape = table.shape
+        shape = table.published
         self._key = RowEncoder.for_key(shape, schema_id=key_id).encode
         self._state = RowEncoder(shape, schema_id=value_id).encode
         self._body = RowEncoder(shape).encode

@@ -11,6 +11,7 @@ first record that uses them).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,8 @@ class CaptureSettings:
     topic: str = DEFAULT_TOPIC
     # Columns left out, per table: keys are "schema.table" (or a bare table name where `default_schema` matches).
     exclude: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Columns published under another name, per table (keyed as `exclude`): {column: published name}.
+    rename: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     default_schema: str | None = None
     truncate: str = "warn"  # warn | fail | publish
 
@@ -49,9 +52,10 @@ class CaptureSettings:
 class CapturedTable:
     """One version of one captured table as it is published; replaced (never changed) when the shape changes.
 
-    `columns` are the published columns; connectors hand row values in that order. Where columns are
-    excluded, `pick` is the positions of the published columns among all of the table's columns (None when
-    every column is published), for connectors that read whole rows.
+    `columns` are the published columns, by their names in the database; connectors hand row values in that
+    order. Where columns are excluded, `pick` is the positions of the published columns among all of the
+    table's columns (None when every column is published), for connectors that read whole rows. `published`
+    is `shape` with the names the events use (`rename`): schemas, keys and datums are made from it.
     """
 
     __slots__ = (
@@ -61,6 +65,7 @@ class CapturedTable:
         "key_index",
         "name",
         "pick",
+        "published",
         "schema_name",
         "shape",
         "stream",
@@ -78,9 +83,11 @@ class CapturedTable:
         server: str,
         version: int,
         topic: str,
+        published: TableSchema | None = None,
     ) -> None:
         self.full_shape = full_shape
         self.shape = shape
+        self.published = published = shape if published is None else published
         self.pick = pick
         self.version = version
         self.schema_name = shape.schema or ""
@@ -89,13 +96,13 @@ class CapturedTable:
         names = [c.name for c in shape.columns]
         self.key_index = tuple(names.index(k) for k in shape.key)
         namespace = namespace_for(settings.app, settings.source, self.schema_name, self.table_name)
-        value = value_schema(shape, namespace)
+        value = value_schema(published, namespace)
         if settings.envelope is Envelope.change:
             value = change_schema(value)
-        self.stream = Stream(topic, key_schema(shape, namespace), value, self.name)
+        self.stream = Stream(topic, key_schema(published, namespace), value, self.name)
         self.info = SourceInfo(settings.connector, settings.source, server, self.schema_name, self.table_name)
-        self.value_converter = DatumConverter(shape)
-        self.key_converter = DatumConverter.for_key(shape)
+        self.value_converter = DatumConverter(published)
+        self.key_converter = DatumConverter.for_key(published)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -126,6 +133,14 @@ class Catalogue:
             found = exclude.get(table)
         return list(found or [])
 
+    def renamed(self, schema: str, table: str) -> dict[str, str]:
+        rename = self.settings.rename
+        qualified = f"{schema}.{table}" if schema else table
+        found = rename.get(qualified)
+        if found is None and schema == self.settings.default_schema:
+            found = rename.get(table)
+        return dict(found or {})
+
     def get(self, name: str) -> CapturedTable | None:
         return self._tables.get(name)
 
@@ -135,6 +150,7 @@ class Catalogue:
         *,
         topic: str | None = None,
         exclude: Sequence[str] | None = None,
+        rename: Mapping[str, str] | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
         new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
@@ -164,15 +180,21 @@ class Catalogue:
             shape = TableSchema(
                 full_shape.schema, full_shape.name, tuple(full_shape.columns[i] for i in pick), full_shape.key
             )
+        published = _renamed(name, shape, self.renamed(schema, full_shape.name) if rename is None else dict(rename))
         topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
         known = self._tables.get(name)
-        if known is not None and known.shape == shape and known.stream.topic == topic_name:
+        if (
+            known is not None
+            and known.shape == shape
+            and known.published == published
+            and known.stream.topic == topic_name
+        ):
             if known.pick != pick or known.full_shape != full_shape:
                 # Only unpublished columns changed: same schemas, new positions to pick from.
                 known.full_shape, known.pick = full_shape, pick
             return known
         version = 1 if known is None else known.version + 1
-        table = CapturedTable(self.settings, full_shape, shape, pick, self.server, version, topic_name)
+        table = CapturedTable(self.settings, full_shape, shape, pick, self.server, version, topic_name, published)
         if known is not None:
             self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
         self._tables[name] = table
@@ -180,3 +202,20 @@ class Catalogue:
 
     def tables(self) -> list[CapturedTable]:
         return list(self._tables.values())
+
+
+def _renamed(name: str, shape: TableSchema, rename: dict[str, str]) -> TableSchema:
+    """`shape` with the published names of `rename` ({column: new name}); refuses names that clash."""
+    if not rename:
+        return shape
+    columns = [c.name for c in shape.columns]
+    unknown = sorted(set(rename) - set(columns))
+    if unknown:
+        raise SchemaError(f"table {name}: `rename` names columns that are not published: {unknown}")
+    new_names = [rename.get(c, c) for c in columns]
+    clashes = sorted({n for n in new_names if new_names.count(n) > 1})
+    if clashes:
+        raise SchemaError(f"table {name}: `rename` gives two columns the name {clashes[0]!r}; choose another")
+    renamed = tuple(dataclasses.replace(c, name=rename.get(c.name, c.name)) for c in shape.columns)
+    key = tuple(rename.get(k, k) for k in shape.key)
+    return TableSchema(shape.schema, shape.name, renamed, key)
