@@ -60,6 +60,11 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
     exclude: dict[str, list[str]] = Field(
         {}, description="columns left out of the events, per captured table: {shop.users: [password_hash]}"
     )
+    include: dict[str, list[str]] = Field(
+        {},
+        description="the only columns published, per table (key columns always are; columns added later stay "
+        "out until listed): {shop.users: [id, name]}",
+    )
     rename: dict[str, dict[str, str]] = Field(
         {}, description="columns published under another name, per table: {shop.users: {email: contact}}"
     )
@@ -90,16 +95,20 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
 
     @model_validator(mode="after")
     def _exclude_captured_tables(self) -> MySQLBinlogConfig:
-        for entry in self.exclude:
-            if not _TABLE.match(entry) or _PATTERN.search(entry):
-                raise ValueError(f"exclude: {entry!r} must be one database.table (no patterns)")
-            database, table = entry.split(".", 1)
-            if not self.captures(database, table):
-                raise ValueError(
-                    f"exclude: {entry} is not a captured table; name a table that `tables` (or `future_tables`) "
-                    "captures, or remove the entry"
-                )
+        for field_name, entries in (("exclude", self.exclude), ("include", self.include), ("rename", self.rename)):
+            for entry in entries:
+                self._captured_entry(field_name, entry)
         return self
+
+    def _captured_entry(self, field_name: str, entry: str) -> None:
+        if not _TABLE.match(entry) or _PATTERN.search(entry):
+            raise ValueError(f"{field_name}: {entry!r} must be one database.table (no patterns)")
+        database, table = entry.split(".", 1)
+        if not self.captures(database, table):
+            raise ValueError(
+                f"{field_name}: {entry} is not a captured table; name a table that `tables` (or `future_tables`) "
+                "captures, or remove the entry"
+            )
 
     @field_validator("tables", "future_tables")
     @classmethod

@@ -82,6 +82,7 @@ class TableCatalog:
             topic=config.topic,
             exclude=config.exclude,
             rename=config.rename,
+            include=config.include,
             truncate=config.truncate,
         )
         self.catalogue = Catalogue(settings, log)

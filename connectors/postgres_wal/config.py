@@ -52,6 +52,11 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts):
     exclude: dict[str, list[str]] = Field(
         {}, description="columns left out of the events, per table: {public.users: [password_hash]}"
     )
+    include: dict[str, list[str]] = Field(
+        {},
+        description="the only columns published, per table (key columns always are; columns added later stay "
+        "out until listed): {public.users: [id, name]}",
+    )
     rename: dict[str, dict[str, str]] = Field(
         {}, description="columns published under another name, per table: {public.users: {email: contact}}"
     )

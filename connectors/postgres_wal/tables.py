@@ -75,6 +75,7 @@ class TableCatalog:
             topic=config.topic,
             exclude=config.exclude,
             rename=config.rename,
+            include=config.include,
             default_schema="public",
             truncate=config.truncate,
         )

@@ -20,6 +20,9 @@ class TableEntry(BaseModel):
     cursor: list[str] | None = Field(None, description="overrides the source's cursor")
     topic: str | None = Field(None, description="overrides the source's topic template")
     exclude: list[str] = Field([], description="columns left out of the events")
+    include: list[str] | None = Field(
+        None, description="the only columns published (key and cursor columns are read anyway); absent: all"
+    )
     rename: dict[str, str] = Field({}, description="columns published under another name: {email: contact}")
 
     @field_validator("rename")

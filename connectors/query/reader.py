@@ -107,7 +107,9 @@ class TableReader:
         if self.table is not None and full == self._full:
             return False  # unchanged: no need to ask the catalogue (another entry may share the table)
         topic = self.catalogue.topic_for(schema or "", self.table_name, self.entry.topic)
-        table = self.catalogue.table(full, topic=topic, exclude=self.entry.exclude, rename=self.entry.rename)
+        table = self.catalogue.table(
+            full, topic=topic, exclude=self.entry.exclude, rename=self.entry.rename, include=self.entry.include
+        )
         changed = table is not self.table
         self._full, self.table = full, table
         self.time_cursor = isinstance(first.type, TimestampType | DateType)

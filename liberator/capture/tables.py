@@ -43,6 +43,8 @@ class CaptureSettings:
     topic: str = DEFAULT_TOPIC
     # Columns left out, per table: keys are "schema.table" (or a bare table name where `default_schema` matches).
     exclude: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # The only columns published (key columns always are), per table (keyed as `exclude`); absent: all.
+    include: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # Columns published under another name, per table (keyed as `exclude`): {column: published name}.
     rename: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     default_schema: str | None = None
@@ -133,6 +135,14 @@ class Catalogue:
             found = exclude.get(table)
         return list(found or [])
 
+    def included(self, schema: str, table: str) -> list[str] | None:
+        include = self.settings.include
+        qualified = f"{schema}.{table}" if schema else table
+        found = include.get(qualified)
+        if found is None and schema == self.settings.default_schema:
+            found = include.get(table)
+        return None if found is None else list(found)
+
     def renamed(self, schema: str, table: str) -> dict[str, str]:
         rename = self.settings.rename
         qualified = f"{schema}.{table}" if schema else table
@@ -151,6 +161,7 @@ class Catalogue:
         topic: str | None = None,
         exclude: Sequence[str] | None = None,
         rename: Mapping[str, str] | None = None,
+        include: Sequence[str] | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
         new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
@@ -164,6 +175,14 @@ class Catalogue:
             )
         excluded = set(self.excluded(schema, full_shape.name) if exclude is None else exclude)
         all_names = [c.name for c in full_shape.columns]
+        allowed = self.included(schema, full_shape.name) if include is None else list(include)
+        if allowed is not None:
+            # An allow-list: a column added to the table later stays unpublished until it is listed.
+            missing_allowed = sorted(set(allowed) - set(all_names))
+            if missing_allowed:
+                raise SchemaError(f"table {name}: `include` names unknown columns {missing_allowed}")
+            kept = set(allowed) | set(full_shape.key)
+            excluded |= {c for c in all_names if c not in kept}
         unknown = excluded - set(all_names)
         if unknown:
             raise SchemaError(f"table {name}: `exclude` names unknown columns {sorted(unknown)}")
