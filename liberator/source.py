@@ -146,5 +146,21 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     def close(self) -> None:
         """Release connections; called once after `read` ends, however it ended."""
 
+    # -- the single-writer lease (liberator.lease, docs/ha.md) -----------------------------------------
+
+    def lease_url(self) -> str | None:
+        """The database that holds this source's lease: the one it reads (None: the source cannot have one)."""
+        url = getattr(self.config, "url", None)
+        return url if isinstance(url, str) else None
+
+    def lease_key(self) -> str:
+        """What the lease names: this app's source. A source draining a resource that other apps could drain
+        too (the outbox's table) names that resource instead."""
+        return f"liberator {self.context.app_name}/{self.config.name}"
+
+    def lease_required(self) -> bool:
+        """Whether the source needs the lease even with `ha.mode: off` (the outbox's `locking: leader`)."""
+        return False
+
 
 AnySource = Source[Any, Any]

@@ -24,6 +24,7 @@ from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
 from liberator.inflight import DeliveryFailed, InFlight
+from liberator.lease import Lease, LeaseLost
 from liberator.metrics import SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
 from liberator.positions import Position
@@ -67,6 +68,8 @@ class SourceRunner:
         stall_warning: float = 0.0,
         max_in_flight: int = 20_000,
         max_in_flight_bytes: int = 64 << 20,
+        lease: Lease | None = None,
+        reload: Callable[[], Position | None] | None = None,
     ) -> None:
         self.source = source
         self.config = config
@@ -76,6 +79,9 @@ class SourceRunner:
         self.start = start
         self.stop = stop
         self.window = InFlight(max_in_flight, max_in_flight_bytes)
+        # ha (docs/ha.md): read only while holding the lease; on taking it, resume from the stored position.
+        self.lease = lease
+        self.reload = reload or (lambda: self.stored)
         envelope = getattr(config, "envelope", Envelope.state)
         self.eventifier = Eventifier(
             Envelope(envelope),
@@ -121,24 +127,88 @@ class SourceRunner:
                 # On shutdown the source is closed after the drain: it still hears `delivered` for what Kafka
                 # acknowledged meanwhile (the outbox cleans those rows up instead of publishing them again).
                 self.source.close()
+            if self.lease is not None:
+                try:
+                    self.store_position(self.store)  # the last acknowledged position, while still the leader
+                except LiberatorError as exc:
+                    self.log.warning("could not store the position before giving up the lease: %s", exc)
+                self.lease.close()
 
     def _attempt(self) -> bool:
-        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True)."""
-        try:
-            finished = self._read()
-        except DeliveryFailed as exc:
-            kept = "positions stay at the last acknowledged event"
-            raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
-        if finished:
-            self.log.info("source finished (nothing more to read)")
-        return finished
+        """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True).
+        With a lease, stand by until it is held, and stand by again whenever it is lost."""
+        while True:
+            if self.lease is not None and not self._lead(self.lease):
+                return False  # stopped while standing by
+            try:
+                finished = self._read()
+            except DeliveryFailed as exc:
+                kept = "positions stay at the last acknowledged event"
+                raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
+            except LeaseLost as exc:
+                self._step_down(str(exc))
+                continue
+            if finished:
+                self.log.info("source finished (nothing more to read)")
+            return finished
+
+    def _lead(self, lease: Lease) -> bool:
+        """Hold the lease before the source opens anything (a slot, a binlog stream, a poll); False if stopped
+        while standing by. Having just taken it, the source resumes from the stored position: another daemon
+        may have moved it on."""
+        if lease.held:
+            return True
+        announced = False
+        while not self.stop.is_set():
+            if lease.try_acquire():
+                break
+            if not announced:
+                self.source.phase = self.status.phase = "standby"
+                self.supervisor.recovered()  # the lease's database answered: standing by is not retrying
+                self.log.warning(
+                    "another daemon leads source %s (%s); standing by, trying the lease every %gs",
+                    self.config.name,
+                    lease.holder(),
+                    lease.interval,
+                )
+                announced = True
+            self._wait(lease.interval)
+        else:
+            return False
+        self.source.phase = self.status.phase = "starting"
+        self.stored = self.resume = self.reload()
+        self.status.position = None if self.stored is None else self.stored.to_json()
+        self.log.info(
+            "holding the lease %r: leading, from %s",
+            lease.name,
+            "the beginning" if self.stored is None else self.stored.to_json(),
+        )
+        return True
+
+    def _step_down(self, reason: str) -> None:
+        """The lease is lost: nothing more is published or stored; what waits in the producer is let go
+        (the next leader publishes it again from the stored position) and the source stands by again."""
+        self.log.warning("%s: stopped publishing, standing by", reason)
+        self.source.close()
+        self.producer.purge(in_queue=True)
+        self.producer.poll(0)
+        # A fresh window: the purged records' failures stay with the old one, whose positions never count now.
+        acked = self.window.acked
+        self.window = InFlight(self.window.max_events, self.window.max_bytes)
+        self.window.acked = self.status.events_published = self.status.events_acked = acked
+        self.source.phase = self.status.phase = "standby"
+        assert self.lease is not None
+        self.lease.release()
 
     def _read(self) -> bool:
         """Publish what `read()` yields from the last position it yielded before (a retry goes on from there);
         True when the source finished."""
         reader = self.source.read(self.resume)
         try:
+            lease = self.lease
             for item in reader:
+                if lease is not None and not lease.valid():
+                    raise LeaseLost(lease.lost or "the lease is gone")
                 cls = item.__class__
                 if cls is ChangeBatch:
                     assert isinstance(item, ChangeBatch)
@@ -298,6 +368,8 @@ class SourceRunner:
             position = self.window.committable
             if position is None or position == self.stored:
                 return
+            if self.lease is not None and not self.lease.valid():
+                return  # another daemon may lead by now: its position is the one that counts
             document = position.to_json()
             store.save(StoredOffset.now(self.config.name, self.config.type, document))
             self.stored = position
