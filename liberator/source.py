@@ -104,6 +104,9 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     position_type: ClassVar[type[Position]]
     # What the source is doing, for /health: "snapshot", "polling", "streaming"...
     phase: str = ""
+    # True while the runtime holds this source's lease (docs/ha.md): a slot or server_id another session
+    # still uses then belongs to a daemon that lost the lease and is ending, so wait for it (transient).
+    leased: bool = False
 
     def __init__(self, config: ConfigT, context: SourceContext) -> None:
         self.config: ConfigT = config

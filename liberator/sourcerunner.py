@@ -27,6 +27,7 @@ from liberator.inflight import DeliveryFailed, InFlight
 from liberator.lease import Lease, LeaseLost
 from liberator.metrics import SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
+from liberator.offsets.kafka import OffsetStoreUnavailable
 from liberator.positions import Position
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
@@ -176,7 +177,13 @@ class SourceRunner:
         else:
             return False
         self.source.phase = self.status.phase = "starting"
-        self.stored = self.resume = self.reload()
+        try:
+            stored = self.reload()
+        except OffsetStoreUnavailable as exc:
+            lease.release()  # leading without the stored position would replay or skip: let another try
+            raise TransientSourceError(f"cannot read the stored position after taking the lease: {exc}") from None
+        self.stored = self.resume = stored
+        self.source.leased = True
         self.status.position = None if self.stored is None else self.stored.to_json()
         self.log.info(
             "holding the lease %r: leading, from %s",
@@ -197,6 +204,7 @@ class SourceRunner:
         self.window = InFlight(self.window.max_events, self.window.max_bytes)
         self.window.acked = self.status.events_published = self.status.events_acked = acked
         self.source.phase = self.status.phase = "standby"
+        self.source.leased = False
         assert self.lease is not None
         self.lease.release()
 

@@ -8,6 +8,7 @@ by key equals the table, for postgres_wal, mysql_binlog, query and outbox.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -53,16 +54,21 @@ class Pair:
             return None
         return str(document["sources"][source]["phase"])
 
+    def position(self, which: int, source: str) -> Any:
+        """The position the daemon stored last (None before its first)."""
+        document = health(self.ports[which])
+        return None if document is None else document["sources"][source]["position"]
+
     def ready(self, which: int) -> bool:
         document = health(self.ports[which])
         return document is not None and bool(document["ready"])
 
 
-def pair(tmp_path: Path, kafka_bootstrap: str, registry_url: str, source: str) -> Pair:
+def pair(tmp_path: Path, kafka_bootstrap: str, registry_url: str, source: str, offsets: str | None = None) -> Pair:
+    # One offsets store for both: the file store shares positions only where both see one file.
+    offsets = offsets or f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\n  flush_interval: 200ms\n"
     configs, ports, logs = [], [], []
     for name in ("a", "b"):
-        # One offsets file for both (the file store shares positions only where both see one file).
-        offsets = f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\n  flush_interval: 200ms\n"
         (tmp_path / name).mkdir()
         config = app_config(tmp_path / name, kafka_bootstrap, registry_url, source, offsets=offsets)
         config.write_text(config.read_text() + f"ha:\n  takeover: {TAKEOVER:g}s\n")
@@ -112,9 +118,12 @@ def kill_the_leader_under_a_live_writer(
         b = start_daemon_process(daemons.configs[1], daemons.logs[1])
         wait_for(lambda: daemons.phase(1, source) == "standby", timeout=60, what="the second daemon to stand by")
         assert daemons.ready(1), "a standby is ready (it is waiting to take over, as it should)"
+        stored_at_standby = daemons.position(0, source)
         writer.start()
         before = published()
         wait_for(lambda: published() > before, timeout=60, what="the leader to publish the writer's changes")
+        # ...and to store a newer position, which the standby must read when it takes over.
+        wait_for(lambda: daemons.position(0, source) != stored_at_standby, timeout=60, what="a newer stored position")
         assert daemons.phase(1, source) == "standby"  # still: the standby never read meanwhile
 
         a.send_signal(signal.SIGKILL)
@@ -139,6 +148,11 @@ def kill_the_leader_under_a_live_writer(
     text = daemons.logs[1].read_text()
     assert "another daemon leads source" in text and "holding the lease" in text, text[-3000:]
     assert "Traceback" not in text
+    # It led from the position the leader stored meanwhile, read on taking the lease, not the one it saw at start.
+    at_start = re.search(r"source \S+ (?:resumes from (.*)|starts from the beginning)$", text, re.M)
+    taken = re.search(r"holding the lease .*: leading, from (.*)$", text, re.M)
+    assert at_start is not None and taken is not None, text[-3000:]
+    assert taken.group(1) not in ("the beginning", at_start.group(1)), (at_start.group(0), taken.group(0))
 
 
 def test_cdc_standby_takes_over_after_kill_9(
@@ -187,7 +201,9 @@ def test_query_standby_takes_over_after_kill_9(
         f'  - name: q\n    type: query\n    url: {db.url}\n    tables: [{table}]\n    topic: "{table}.{{table}}"\n'
         "    cursor: [updated_at, id]\n    poll_interval: 200ms\n    safety_delay: 500ms\n"
     )
-    daemons = pair(tmp_path, kafka_bootstrap, registry_url, source)
+    # The store HA deployments use (docs/ha.md): a compacted topic both daemons read.
+    offsets = f"offsets:\n  store: kafka\n  topic: {table}-offsets\n  flush_interval: 200ms\n"
+    daemons = pair(tmp_path, kafka_bootstrap, registry_url, source, offsets)
     rng = random.Random(14)
     writer_conn = psycopg.connect(db.url, autocommit=True)
     upsert = (

@@ -5,6 +5,7 @@ the server ended the silent session, within `takeover` and a retry."""
 from __future__ import annotations
 
 import logging
+import re
 import select
 import socket
 import threading
@@ -19,7 +20,9 @@ from sqlalchemy.engine import make_url
 
 from liberator.config import DatabaseTimeouts
 from liberator.lease import Lease
+from liberator.testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
+from tests.integration.test_mysql_binlog_helpers import source_yaml
 from tests.support import DaemonThread, TopicFold, app_config, wait_for
 
 TIMEOUTS = DatabaseTimeouts(connect_timeout=5, read_timeout=10)
@@ -208,3 +211,29 @@ def test_a_daemon_that_loses_its_lease_stops_publishing_and_stands_by_again(
         wait_for(lambda: fold.rows() == expected, timeout=60, what="the changes after the lease came back")
         assert daemon.status("q").state == "running"
     db.conn.close()
+
+
+def test_under_the_lease_a_server_id_a_lost_leader_still_holds_is_waited_for_not_fatal(
+    mariadb_server: MySQLInstance, mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """A partitioned old leader's binlog session can outlive its lease (the server drops a dead replica late):
+    the new leader then waits for it instead of failing for good, as it would without the lease."""
+    db = mysql_database
+    mariadb_server.execute(f"CREATE TABLE `{db}`.acc (id INT PRIMARY KEY, v INT NOT NULL)")
+    source = source_yaml(mariadb_server, f"[{db}.acc]", db)
+    server_id = re.search(r"server_id: (\d+)", source)
+    assert server_id is not None
+    old_leader = mariadb_server.connect()
+    with old_leader.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, 0)", (f"liberator server_id {server_id.group(1)}",))
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source)
+    with DaemonThread(config) as daemon:
+        status = daemon.status("cdc")
+        wait_for(
+            lambda: status.state == "retrying" and "holds the source's lease" in (status.error or ""),
+            timeout=30,
+            what="the new leader to wait for the old session",
+        )
+        old_leader.close()  # the server ends the old leader's session
+        wait_for(lambda: status.state == "running" and status.phase == "streaming", timeout=60, what="streaming")
+        assert status.error is None
