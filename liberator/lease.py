@@ -34,6 +34,14 @@ from liberator.errors import LiberatorError
 _MYSQL_LOCK_NAME_MAX = 64
 
 
+def _end(conn: sa.Connection) -> None:
+    """Close the lease's session without a word to the server: a plain close would first roll back (the
+    pool's reset), which waits for an answer a hung server never sends; the session's end frees the lock."""
+    with contextlib.suppress(SQLAlchemyError):
+        conn.invalidate()
+        conn.close()
+
+
 class LeaseLost(Exception):
     """The leader's lease is gone (or could not be confirmed in time): it must stop publishing at once."""
 
@@ -72,7 +80,7 @@ class Lease:
             else sqldb.create_engine(url, lease_timeouts, poolclass=sa.pool.NullPool, connect_args=connect_args)
         )
         self._url = url
-        self._guard = threading.Lock()  # the lease's connection: the confirming thread and release()
+        self._guard = threading.Lock()  # the term's connection: its confirming thread and release()
         self._conn: sa.Connection | None = None
         self._file: IO[bytes] | None = None
         self._confirmed = 0.0  # time.monotonic() of the last confirmation
@@ -102,9 +110,15 @@ class Lease:
         if got:
             self.lost = None
             self._confirmed = time.monotonic()
-            self._released.clear()
+            # Each term its own event and guard: an earlier term's confirmation still under way is left alone.
+            self._released, self._guard = threading.Event(), threading.Lock()
             if self._conn is not None:
-                self._watcher = threading.Thread(target=self._watch, name=f"lease {self.name}", daemon=True)
+                self._watcher = threading.Thread(
+                    target=self._watch,
+                    args=(self._conn, self._released, self._guard),
+                    name=f"lease {self.name}",
+                    daemon=True,
+                )
                 self._watcher.start()
         return got
 
@@ -197,13 +211,13 @@ class Lease:
             return False
         return True
 
-    def _watch(self) -> None:
-        """Confirm the session every `interval`; the first failure loses the lease."""
-        while not self._released.wait(self.interval):
-            with self._guard:
-                conn = self._conn
-                if conn is None:
-                    return
+    def _watch(self, conn: sa.Connection, released: threading.Event, guard: threading.Lock) -> None:
+        """Confirm one term's session every `interval`; the first failure loses the lease. Once the term is
+        released, the session is closed here if `release` could not (a confirmation was under way)."""
+        while not released.wait(self.interval):
+            with guard:
+                if released.is_set():
+                    break
                 try:
                     conn.execute(sa.text("SELECT 1")).scalar_one()
                 except (SQLAlchemyError, LiberatorError) as exc:
@@ -213,21 +227,23 @@ class Lease:
                         conn.invalidate()
                     return
                 self._confirmed = time.monotonic()
+        with guard:
+            _end(conn)
 
     def release(self) -> None:
-        """Let go (the session's end frees the lock); a standby takes it at its next try."""
+        """Let go (the session's end frees the lock); a standby takes it at its next try. Never waits: a
+        confirmation stuck on a hung server closes the session itself once it returns (or the process ends)."""
         self._released.set()
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
-        with self._guard:
-            if self._conn is not None:
-                with contextlib.suppress(SQLAlchemyError):
-                    self._conn.close()
-                self._conn = None
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None and watcher is not threading.current_thread():
-            watcher.join(self.interval + 1)
+        conn, self._conn = self._conn, None
+        if conn is not None and self._guard.acquire(blocking=False):
+            try:
+                _end(conn)
+            finally:
+                self._guard.release()
+        self._watcher = None
 
     def close(self) -> None:
         self.release()

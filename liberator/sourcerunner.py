@@ -194,8 +194,8 @@ class SourceRunner:
 
     def _step_down(self, reason: str) -> None:
         """The lease is lost: nothing more is published or stored; what waits in the producer is let go
-        (the next leader publishes it again from the stored position) and the source stands by again."""
-        self.log.warning("%s: stopped publishing, standing by", reason)
+        (the next leader publishes it again from the stored position) and the lease is tried again."""
+        self.log.warning("%s: stopped publishing; trying the lease again", reason)
         self.source.close()
         self.producer.purge(in_queue=True)
         self.producer.poll(0)
@@ -203,7 +203,8 @@ class SourceRunner:
         acked = self.window.acked
         self.window = InFlight(self.window.max_events, self.window.max_bytes)
         self.window.acked = self.status.events_published = self.status.events_acked = acked
-        self.source.phase = self.status.phase = "standby"
+        # Not "standby" (ready) yet: that is for when another daemon is seen to hold the lease.
+        self.source.phase = self.status.phase = "starting"
         self.source.leased = False
         assert self.lease is not None
         self.lease.release()

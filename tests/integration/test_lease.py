@@ -204,7 +204,11 @@ def test_a_daemon_that_loses_its_lease_stops_publishing_and_stands_by_again(
             "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = %s AND l.pid <> pg_backend_pid()",
             (database,),
         )
-        wait_for(lambda: "stopped publishing, standing by" in caplog.text, timeout=20, what="the leader to step down")
+        wait_for(
+            lambda: "stopped publishing; trying the lease again" in caplog.text,
+            timeout=20,
+            what="the leader to step down",
+        )
         wait_for(lambda: caplog.text.count("holding the lease") >= 2, timeout=20, what="the lease to be taken again")
         db.run(f"UPDATE {table} SET v = v + 1, updated_at = clock_timestamp() WHERE id <= 10")
         expected = {int(k): int(v) for k, v in db.rows(f"SELECT id, v FROM {table}")}
