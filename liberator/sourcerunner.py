@@ -27,11 +27,11 @@ from liberator.inflight import DeliveryFailed, InFlight
 from liberator.lease import Lease, LeaseLost
 from liberator.metrics import SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
-from liberator.offsets.kafka import OffsetStoreUnavailable
 from liberator.positions import Position
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
 from liberator.source import AnySource, SourceConfig
+from liberator.standby import LeaseTerms
 from liberator.supervisor import Backoff, Supervisor
 from liberator.topics import StoppedWaiting
 from liberator.watch import SourceWatch
@@ -54,7 +54,7 @@ def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str
     return reason
 
 
-class SourceRunner:
+class SourceRunner(LeaseTerms):
     def __init__(
         self,
         source: AnySource,
@@ -83,6 +83,7 @@ class SourceRunner:
         # ha (docs/ha.md): read only while holding the lease; on taking it, resume from the stored position.
         self.lease = lease
         self.reload = reload or (lambda: self.stored)
+        self._led = False
         envelope = getattr(config, "envelope", Envelope.state)
         self.eventifier = Eventifier(
             Envelope(envelope),
@@ -152,62 +153,6 @@ class SourceRunner:
             if finished:
                 self.log.info("source finished (nothing more to read)")
             return finished
-
-    def _lead(self, lease: Lease) -> bool:
-        """Hold the lease before the source opens anything (a slot, a binlog stream, a poll); False if stopped
-        while standing by. Having just taken it, the source resumes from the stored position: another daemon
-        may have moved it on."""
-        if lease.held:
-            return True
-        announced = False
-        while not self.stop.is_set():
-            if lease.try_acquire():
-                break
-            if not announced:
-                self.source.phase = self.status.phase = "standby"
-                self.supervisor.recovered()  # the lease's database answered: standing by is not retrying
-                self.log.warning(
-                    "another daemon leads source %s (%s); standing by, trying the lease every %gs",
-                    self.config.name,
-                    lease.holder(),
-                    lease.interval,
-                )
-                announced = True
-            self._wait(lease.interval)
-        else:
-            return False
-        self.source.phase = self.status.phase = "starting"
-        try:
-            stored = self.reload()
-        except OffsetStoreUnavailable as exc:
-            lease.release()  # leading without the stored position would replay or skip: let another try
-            raise TransientSourceError(f"cannot read the stored position after taking the lease: {exc}") from None
-        self.stored = self.resume = stored
-        self.source.leased = True
-        self.status.position = None if self.stored is None else self.stored.to_json()
-        self.log.info(
-            "holding the lease %r: leading, from %s",
-            lease.name,
-            "the beginning" if self.stored is None else self.stored.to_json(),
-        )
-        return True
-
-    def _step_down(self, reason: str) -> None:
-        """The lease is lost: nothing more is published or stored; what waits in the producer is let go
-        (the next leader publishes it again from the stored position) and the lease is tried again."""
-        self.log.warning("%s: stopped publishing; trying the lease again", reason)
-        self.source.close()
-        self.producer.purge(in_queue=True)
-        self.producer.poll(0)
-        # A fresh window: the purged records' failures stay with the old one, whose positions never count now.
-        acked = self.window.acked
-        self.window = InFlight(self.window.max_events, self.window.max_bytes)
-        self.window.acked = self.status.events_published = self.status.events_acked = acked
-        # Not "standby" (ready) yet: that is for when another daemon is seen to hold the lease.
-        self.source.phase = self.status.phase = "starting"
-        self.source.leased = False
-        assert self.lease is not None
-        self.lease.release()
 
     def _read(self) -> bool:
         """Publish what `read()` yields from the last position it yielded before (a retry goes on from there);
