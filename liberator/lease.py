@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import logging
 import math
 import os
 import re
@@ -60,13 +59,10 @@ class Lease:
     of `url`, and its name includes that database, so two sources never exclude each other by accident.
     """
 
-    def __init__(
-        self, url: str, timeouts: DatabaseTimeouts, key: str, takeover: float, log: logging.Logger | None = None
-    ) -> None:
+    def __init__(self, url: str, timeouts: DatabaseTimeouts, key: str, takeover: float) -> None:
         self.takeover = takeover
         self.interval = takeover / 3  # how often the leader confirms its session, and a standby tries
         self.validity = 2 * self.interval  # how long a confirmation lets the leader publish
-        self.log = log or logging.getLogger("liberator.lease")
         parsed = sqldb.parse_url(url)
         self.dialect = parsed.get_backend_name()
         self.database = parsed.database or ""
@@ -221,12 +217,13 @@ class Lease:
                 try:
                     conn.execute(sa.text("SELECT 1")).scalar_one()
                 except (SQLAlchemyError, LiberatorError) as exc:
-                    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                    self.lost = f"the lease's database session is gone ({reason})"
-                    with contextlib.suppress(SQLAlchemyError):
-                        conn.invalidate()
+                    if not released.is_set():  # a later term is none of this one's business
+                        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                        self.lost = f"the lease's database session is gone ({reason})"
+                    _end(conn)
                     return
-                self._confirmed = time.monotonic()
+                if not released.is_set():
+                    self._confirmed = time.monotonic()
         with guard:
             _end(conn)
 
