@@ -59,7 +59,10 @@ class Lease:
     of `url`, and its name includes that database, so two sources never exclude each other by accident.
     """
 
-    def __init__(self, url: str, timeouts: DatabaseTimeouts, key: str, takeover: float) -> None:
+    def __init__(
+        self, url: str, timeouts: DatabaseTimeouts, key: str, takeover: float, what: str = "the lease"
+    ) -> None:
+        self.what = what  # who errors name ("source NAME"): the lease's trouble is its source's
         self.takeover = takeover
         self.interval = takeover / 3  # how often the leader confirms its session, and a standby tries
         self.validity = 2 * self.interval  # how long a confirmation lets the leader publish
@@ -76,6 +79,7 @@ class Lease:
             else sqldb.create_engine(url, lease_timeouts, poolclass=sa.pool.NullPool, connect_args=connect_args)
         )
         self._url = url
+        self._timeouts = lease_timeouts  # what an error names: connect_timeout is the source's own
         self._guard = threading.Lock()  # the term's connection: its confirming thread and release()
         self._conn: sa.Connection | None = None
         self._file: IO[bytes] | None = None
@@ -261,4 +265,4 @@ class Lease:
         return "liberator lease " + hashlib.blake2b(self.name.encode(), digest_size=16).hexdigest()
 
     def _error(self, exc: SQLAlchemyError) -> LiberatorError:
-        return sqldb.classify(exc, self._url, f"the lease {self.name!r}")
+        return sqldb.classify(exc, self._url, self.what, self._timeouts)

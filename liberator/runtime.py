@@ -228,7 +228,7 @@ class Daemon:
                 "names none; set ha.mode: off and run one daemon"
             )
         timeouts = config if isinstance(config, DatabaseTimeouts) else DEFAULT_TIMEOUTS
-        return Lease(url, timeouts, source.lease_key(), ha.takeover)
+        return Lease(url, timeouts, source.lease_key(), ha.takeover, f"source {config.name}")
 
     def _shut_down(self, store: OffsetStore, dead_letter: DeadLetterProducer) -> None:
         """Stop every thread, flush, store positions: all within shutdown_timeout (liberator.shutdown)."""
