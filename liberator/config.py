@@ -125,6 +125,29 @@ class OffsetsConfig(Model):
         return value
 
 
+def _off_is_off(value: object) -> object:
+    return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+
+class HaConfig(Model):
+    """Single writer, hot standby (docs/ha.md): a lease per source, held in the source's own database."""
+
+    mode: Annotated[Literal["off", "lease"], BeforeValidator(_off_is_off)] = Field(
+        "lease",
+        description="lease: before a source reads, it takes a session lock in its database (PostgreSQL advisory "
+        "lock, MySQL/MariaDB GET_LOCK, SQLite file lock); a second daemon with the same config stands by "
+        "(phase: standby) and takes over when the leader dies; off: no lease (several daemons then need "
+        "sources that share work, such as the outbox's skip_locked)",
+    )
+    takeover: Duration = Field(
+        15.0,
+        ge=3.0,
+        description="a standby takes over within this after the leader dies; the leader confirms its lease "
+        "every takeover/3 and stops publishing once it could not for 2/3 of it, and the database ends the "
+        "lease's session after `takeover` without a word from the leader",
+    )
+
+
 class HttpConfig(Model):
     listen: str = Field(
         "127.0.0.1:9400", description="host:port serving /health (JSON), /health/live, /health/ready and /metrics"
@@ -151,6 +174,7 @@ class RawAppConfig(Model):
     progress: ProgressConfig = Field(
         ProgressConfig(), description="snapshot progress per table: bars on a terminal, else log lines"
     )
+    ha: HaConfig = HaConfig()
     sources: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
     sinks: list[dict[str, Any]] = Field([], description="each validated by its `type`'s model, below")
     shutdown_timeout: Duration = Field(
@@ -191,6 +215,10 @@ class AppConfig:
     @property
     def progress(self) -> ProgressConfig:
         return self.raw.progress
+
+    @property
+    def ha(self) -> HaConfig:
+        return self.raw.ha
 
     @property
     def shutdown_timeout(self) -> float:

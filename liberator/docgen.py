@@ -15,6 +15,7 @@ from pydantic_core import PydanticUndefined
 
 from liberator import plugins
 from liberator.config import (
+    HaConfig,
     HttpConfig,
     KafkaConfig,
     OffsetsConfig,
@@ -103,6 +104,7 @@ def config_reference() -> str:
         model_table("offsets", OffsetsConfig),
         model_table("http", HttpConfig),
         model_table("progress", ProgressConfig),
+        model_table("ha", HaConfig),
     ]
     for kind, group in (("sources", plugins.SOURCE_GROUP), ("sinks", plugins.SINK_GROUP)):
         for type_name, entry_point in sorted(plugins.available(group).items()):

@@ -269,6 +269,12 @@ class Metrics:
             [(s, 1.0 if s.state in ("starting", "running", "retrying") else 0.0) for s in statuses],
         )
         metric(
+            "source_standby",
+            "gauge",
+            "1 while another daemon holds the source's lease and this one stands by (docs/ha.md).",
+            [(s, 1.0 if s.phase == "standby" else 0.0) for s in statuses],
+        )
+        metric(
             "last_event_timestamp_seconds",
             "gauge",
             "Event time of the newest published event.",

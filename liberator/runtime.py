@@ -27,6 +27,7 @@ from liberator.dbconnect import DEFAULT_TIMEOUTS, seconds
 from liberator.errors import ConfigError, LiberatorError
 from liberator.health import start_http
 from liberator.instance import InstanceSlot
+from liberator.lease import Lease
 from liberator.metrics import LIVE_TIMEOUT, Metrics, SinkStatus, SourceStatus
 from liberator.offsets import OffsetStore, open_store
 from liberator.positions import Position
@@ -188,6 +189,7 @@ class Daemon:
                 log.info("source %s starts from scratch (--from-scratch)", source_config.name)
             else:
                 log.info("source %s starts from the beginning", source_config.name)
+            lease = self._lease(source, source_config)
             runner = SourceRunner(
                 source,
                 source_config,
@@ -203,6 +205,8 @@ class Daemon:
                 progress=SnapshotProgress(
                     source_config.name, runner_log(source_config), self.progress_display, estimator(source_config)
                 ),
+                lease=lease,
+                reload=functools.partial(load_start, store, type(source), source_config),
             )
             self.runners.append(runner)
             self.admin.runners[source_config.name] = runner
@@ -249,6 +253,21 @@ class Daemon:
             log.error("sink %s failed: %s", sink_runner.sink.config.name, sink_runner.status.error)
         log.info("stopped")
         return 1 if failed or failed_sinks or self.stuck else 0
+
+    def _lease(self, source: AnySource, config: SourceConfig) -> Lease | None:
+        """The source's single-writer lease (liberator.lease) under `ha.mode: lease`, or where the source
+        needs one anyway (the outbox's `locking: leader`)."""
+        ha = self.config.ha
+        if ha.mode == "off" and not source.lease_required():
+            return None
+        url = source.lease_url()
+        if url is None:
+            raise ConfigError(
+                f"source {config.name}: ha.mode: lease needs a database to hold the lease, and this source "
+                "names none; set ha.mode: off and run one daemon"
+            )
+        timeouts = config if isinstance(config, DatabaseTimeouts) else DEFAULT_TIMEOUTS
+        return Lease(url, timeouts, source.lease_key(), ha.takeover, f"source {config.name}")
 
     def _shut_down(self, store: OffsetStore, dead_letter: DeadLetterProducer) -> None:
         """Stop every thread, flush, store positions: all within shutdown_timeout (liberator.shutdown)."""

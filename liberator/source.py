@@ -104,6 +104,9 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     position_type: ClassVar[type[Position]]
     # What the source is doing, for /health: "snapshot", "polling", "streaming"...
     phase: str = ""
+    # True while the runtime holds this source's lease (docs/ha.md): a slot or server_id another session
+    # still uses then belongs to a daemon that lost the lease and is ending, so wait for it (transient).
+    leased: bool = False
 
     def __init__(self, config: ConfigT, context: SourceContext) -> None:
         self.config: ConfigT = config
@@ -153,6 +156,22 @@ class Source(ABC, Generic[ConfigT, PositionT]):
         Called every few seconds on the daemon's backlog thread, never on the reading thread: use a short
         connection of your own, bounded by the source's timeouts, and touch no state `read` changes."""
         return None
+
+    # -- the single-writer lease (liberator.lease, docs/ha.md) -----------------------------------------
+
+    def lease_url(self) -> str | None:
+        """The database that holds this source's lease: the one it reads (None: the source cannot have one)."""
+        url = getattr(self.config, "url", None)
+        return url if isinstance(url, str) else None
+
+    def lease_key(self) -> str:
+        """What the lease names: this app's source. A source draining a resource that other apps could drain
+        too (the outbox's table) names that resource instead."""
+        return f"liberator {self.context.app_name}/{self.config.name}"
+
+    def lease_required(self) -> bool:
+        """Whether the source needs the lease even with `ha.mode: off` (the outbox's `locking: leader`)."""
+        return False
 
 
 AnySource = Source[Any, Any]

@@ -24,6 +24,7 @@ from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
 from liberator.inflight import DeliveryFailed, InFlight
+from liberator.lease import Lease, LeaseLost
 from liberator.metrics import SourceStatus
 from liberator.offsets import OffsetStore, StoredOffset
 from liberator.positions import Position
@@ -31,6 +32,7 @@ from liberator.progress import SnapshotProgress
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
 from liberator.source import AnySource, SourceConfig
+from liberator.standby import LeaseTerms
 from liberator.supervisor import Backoff, Supervisor
 from liberator.topics import StoppedWaiting
 from liberator.watch import SourceWatch
@@ -53,7 +55,7 @@ def delivery_failure(topic: str | None, keyless: bool, error: KafkaError) -> str
     return reason
 
 
-class SourceRunner:
+class SourceRunner(LeaseTerms):
     def __init__(
         self,
         source: AnySource,
@@ -69,6 +71,8 @@ class SourceRunner:
         max_in_flight: int = 20_000,
         max_in_flight_bytes: int = 64 << 20,
         progress: SnapshotProgress | None = None,
+        lease: Lease | None = None,
+        reload: Callable[[], Position | None] | None = None,
     ) -> None:
         self.source = source
         self.config = config
@@ -78,6 +82,10 @@ class SourceRunner:
         self.start = start
         self.stop = stop
         self.window = InFlight(max_in_flight, max_in_flight_bytes)
+        # ha (docs/ha.md): read only while holding the lease; on taking it, resume from the stored position.
+        self.lease = lease
+        self.reload = reload or (lambda: self.stored)
+        self._led = False
         envelope = getattr(config, "envelope", Envelope.state)
         self.eventifier = Eventifier(
             Envelope(envelope),
@@ -126,24 +134,36 @@ class SourceRunner:
                 # On shutdown the source is closed after the drain: it still hears `delivered` for what Kafka
                 # acknowledged meanwhile (the outbox cleans those rows up instead of publishing them again).
                 self.source.close()
+            if self.lease is not None:
+                try:
+                    self.store_position(self.store)  # the last acknowledged position, while still the leader
+                except LiberatorError as exc:
+                    self.log.warning("could not store the position before giving up the lease: %s", exc)
+                self.lease.close()
 
     def _attempt(self) -> bool:
         """One supervised attempt (liberator.supervisor): read until stopped (False) or finished (True),
-        sitting out each operator's pause in between."""
-        try:
-            while True:
-                self._wait_while_paused()
-                if self.stop.is_set():
-                    return False
+        sitting out each operator's pause in between. With a lease, stand by until it is held, and stand by
+        again whenever it is lost."""
+        while True:
+            self._wait_while_paused()
+            if self.stop.is_set():
+                return False
+            if self.lease is not None and not self._lead(self.lease):
+                return False  # stopped while standing by
+            try:
                 finished = self._read()
-                if finished or self.stop.is_set() or not self.pausing.is_set():
-                    break
-                # Paused: its connections are released (a replication stream left unread would time out);
-                # resuming reads again from the last position it yielded, as a retry does.
-                self.source.close()
-        except DeliveryFailed as exc:
-            kept = "positions stay at the last acknowledged event"
-            raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
+            except DeliveryFailed as exc:
+                kept = "positions stay at the last acknowledged event"
+                raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
+            except LeaseLost as exc:
+                self._step_down(str(exc))
+                continue
+            if finished or self.stop.is_set() or not self.pausing.is_set():
+                break
+            # Paused: its connections are released (a replication stream left unread would time out);
+            # resuming reads again from the last position it yielded, as a retry does.
+            self.source.close()
         if finished:
             self.log.info("source finished (nothing more to read)")
         return finished
@@ -153,7 +173,10 @@ class SourceRunner:
         True when the source finished."""
         reader = self.source.read(self.resume)
         try:
+            lease = self.lease
             for item in reader:
+                if lease is not None and not lease.valid():
+                    raise LeaseLost(lease.lost or "the lease is gone")
                 cls = item.__class__
                 if cls is ChangeBatch:
                     assert isinstance(item, ChangeBatch)
@@ -352,6 +375,8 @@ class SourceRunner:
             position = self.window.committable
             if position is None or position == self.stored:
                 return
+            if self.lease is not None and not self.lease.valid():
+                return  # another daemon may lead by now: its position is the one that counts
             document = position.to_json()
             store.save(StoredOffset.now(self.config.name, self.config.type, document))
             self.stored = position

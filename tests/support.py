@@ -289,7 +289,7 @@ def version_gaps(final: dict[Any, int], seen: dict[Any, set[Any]]) -> dict[Any, 
 
 
 class TopicFold(threading.Thread):
-    """Consumes a topic from its start in the background and folds it by key: the newest `after` of each key.
+    """Consumes a topic from its start in the background and folds it by key: the newest row of each key.
 
     A tombstone or a delete envelope removes its key, so once the source caught up `rows()` equals the
     table. Waits for the topic to exist instead of assuming it does.
@@ -330,8 +330,8 @@ class TopicFold(threading.Thread):
                     self.records += 1
                     if value is None or value.get("op") == "d":
                         self._rows.pop(key, None)
-                    else:
-                        self._rows[key] = value["after"][self.field]
+                    else:  # a change envelope's `after`, or a state record (the row itself)
+                        self._rows[key] = (value["after"] if "op" in value else value)[self.field]
         except BaseException as exc:  # reported by rows()
             self.error = exc
         finally:

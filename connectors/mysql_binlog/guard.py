@@ -21,7 +21,7 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 
 from connectors.mysql_binlog.config import MySQLBinlogConfig
-from liberator.errors import FatalSourceError
+from liberator.errors import FatalSourceError, TransientSourceError
 
 _NO_PRIVILEGE = (1227, 1142, 1045)
 _IDENTITY = re.compile(r"^liberator pid (\d+) on ")
@@ -38,8 +38,11 @@ class ServerIdGuard:
         self.lock_name = f"liberator server_id {config.server_id}"
         self._session: int | None = None  # the connection id that held our lock last
 
-    def acquire(self, conn: Any) -> None:
-        """Hold the server_id's lock on `conn`, or raise naming who holds it (or uses the server_id)."""
+    def acquire(self, conn: Any, leased: bool = False) -> None:
+        """Hold the server_id's lock on `conn`, or raise naming who holds it (or uses the server_id).
+
+        `leased`: this daemon holds the source's HA lease, so a holder is a daemon that lost it (cut off, or
+        dying) whose session the server has not ended yet: that is waited for (transient), not an error."""
         with conn.cursor() as cur:
             cur.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s), CONNECTION_ID()", (self.lock_name, self.lock_name))
             got, holder, mine = cur.fetchone()
@@ -47,6 +50,12 @@ class ServerIdGuard:
                 cur.execute(f"KILL {int(holder)}")  # this process's own earlier session, broken but not yet gone
                 cur.execute("SELECT GET_LOCK(%s, 10), IS_USED_LOCK(%s)", (self.lock_name, self.lock_name))
                 got, holder = cur.fetchone()
+            if not got and leased:
+                raise TransientSourceError(
+                    f"source {self.config.name}: server_id {self.config.server_id} is still held by "
+                    f"{self._describe(cur, holder)}, although this daemon holds the source's lease: that daemon "
+                    "lost the lease and stops; waiting for the server to end its session"
+                )
             if not got:
                 raise self._in_use(f"another daemon holds it ({self._describe(cur, holder)})")
             self._session = int(mine)

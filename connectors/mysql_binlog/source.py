@@ -57,6 +57,10 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
 
     # -- checks and schemas -------------------------------------------------------------------------
 
+    def lease_key(self) -> str:
+        # The URL names a server, not a database (GET_LOCK is server-wide): the server_id says which reader.
+        return f"{super().lease_key()} server_id {self.cfg.server_id}"
+
     def check(self) -> list[str]:
         try:
             conn, info = self._connect()
@@ -124,7 +128,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
                 for problem in problems[1:]:
                     self.context.log.error("%s", problem)
                 raise FatalSourceError(problems[0])
-            self._guard.acquire(conn)  # held by this connection while the source reads
+            self._guard.acquire(conn, self.leased)  # held by this connection while the source reads
             if start is None:
                 self._check_first_run(conn)
             position = self._initial(conn, info) if start is None else start

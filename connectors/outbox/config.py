@@ -39,8 +39,9 @@ class OutboxSourceConfig(SourceConfig, OutboxRouting, DatabaseTimeouts):
     poll_interval: Duration = Field(1.0, description="pause between polls once the outbox is empty")
     locking: Literal["auto", "skip_locked", "leader"] = Field(
         "auto",
-        description="skip_locked: several daemons share the table (PostgreSQL, MySQL 8, MariaDB 10.6+); "
-        "leader: one daemon publishes, the others wait; auto picks skip_locked where the database has it",
+        description="skip_locked: several daemons share the table (PostgreSQL, MySQL 8, MariaDB 10.6+; needs "
+        "ha.mode: off); leader: one daemon publishes, the others stand by (the ha lease, even with ha.mode: "
+        "off); auto: skip_locked where the database has it, leader on SQLite",
     )
     notify_channel: str | None = Field(
         None, description="PostgreSQL: LISTEN on this channel and poll as soon as a NOTIFY arrives"

@@ -10,7 +10,8 @@ Several daemons: with `skip_locked` the batch is claimed with SELECT ... FOR UPD
 transaction that stays open until the cleanup commits, so the rows stay locked, and invisible to the
 other daemons' claims, exactly until Kafka acknowledged them. A daemon also leaves alone rows whose
 aggregate has older rows another daemon holds, so one aggregate's events keep their order. With
-`leader` one daemon holds a lock and publishes; the others wait for it. A kill -9 at any moment rolls
+`leader` one daemon publishes: the core's lease (liberator.lease, docs/ha.md) keeps the others standing by,
+whatever `ha.mode` says. A kill -9 at any moment rolls
 the transaction back (or the lock goes with the session), so the rows are published again, with the
 same event id header, by whoever claims them next.
 """
@@ -32,7 +33,6 @@ from connectors.outbox.claim import Claim, Claimer
 from connectors.outbox.cleaner import Cleaner
 from connectors.outbox.config import OutboxSourceConfig
 from connectors.outbox.dialects import classify_error, queue_session, use_skip_locked
-from connectors.outbox.locks import LeaderLock
 from connectors.outbox.notify import Notifier
 from connectors.outbox.position import OutboxPosition
 from connectors.outbox.presence import Presence
@@ -67,7 +67,6 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         self._router: OutboxRouter | None = None
         self._queries: OutboxQueries | None = None
         self._claimer: Claimer | None = None
-        self._leader: LeaderLock | None = None
         self._presence: Presence | None = None  # skip_locked: this daemon's registration among the claimers
         self._cleaner: Cleaner | None = None  # skip_locked: commits acknowledged batches' cleanups meanwhile
         self._notifier: Notifier | None = None
@@ -98,8 +97,6 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
             if skip_locked and self._cleaner is None:
                 self._cleaner = Cleaner(self.cfg.name, self._error)
             self._claimer = Claimer(self._engine, self._queries, self.cfg, skip_locked, self._presence)
-            if not skip_locked and self._leader is None:
-                self._leader = LeaderLock(self._engine, lock_name)
             if self.cfg.notify_channel is not None and self._notifier is None:
                 self._notifier = Notifier(self._engine.url, self.cfg.notify_channel, self.cfg)
         except SQLAlchemyError as exc:
@@ -132,6 +129,15 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
             return []
         return [OutboxRouter(self.cfg, self.cfg.name, self.context.registry).dead_letter_stream]
 
+    def lease_key(self) -> str:
+        # The table is a queue: whichever app drains it, one leader at a time (the lease adds the database).
+        return f"liberator outbox {self.cfg.table}"
+
+    def lease_required(self) -> bool:
+        # Without SKIP LOCKED two publishers would claim the same rows: the lease is what `locking: leader`
+        # (and SQLite's `auto`) is, so it is taken even with `ha.mode: off`.
+        return self.cfg.locking == "leader" or self.cfg.url.startswith("sqlite")
+
     # -- reading ------------------------------------------------------------------------------------
 
     def read(self, start: OutboxPosition | None) -> Iterator[SourceItem]:
@@ -147,9 +153,6 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         try:
             while not stop.is_set():
                 self._raise_cleanup_failure()
-                if self._leader is not None and not self._lead():
-                    yield from self.context.idle(self.cfg.poll_interval)  # standing by
-                    continue
                 if len(self._awaiting) + self._cleaning() >= self.cfg.max_in_flight:
                     yield from self._pause()  # Kafka's acknowledgement (served meanwhile) frees a claim
                     continue
@@ -176,19 +179,6 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                 # A failure or a retry: what Kafka has not acknowledged yet is let go (published again).
                 # On shutdown the runtime still drains the producer and hears `delivered` before `close`.
                 self._release_all()
-
-    def _lead(self) -> bool:
-        assert self._leader is not None
-        if self._leader.held:
-            self._leader.still_held()
-            return True
-        if self._leader.try_acquire():
-            self.context.log.info("holding the outbox lock: publishing")
-            return True
-        if self.phase != "standby":
-            self.context.log.info("another daemon publishes this outbox; standing by")
-            self.phase = "standby"
-        return False
 
     def _claim(self) -> Claim | None:
         assert self._claimer is not None
@@ -317,9 +307,6 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         if self._cleaner is not None:
             self._cleaner.close()  # every cleanup handed over commits (or fails) before the engine goes
             self._cleaner = None
-        if self._leader is not None:
-            self._leader.release()
-            self._leader = None
         if self._presence is not None:
             self._presence.release()
             self._presence = None

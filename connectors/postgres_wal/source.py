@@ -199,8 +199,8 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
     def _wait_for_release(self, conn: psycopg.Connection[Any], slot: checks.SlotState) -> checks.SlotState | None:
         """An active slot: wait briefly for a session that is ending; another daemon's is an error.
 
-        Two daemons cannot stream one slot (until hot standby exists); the newcomer says who holds it
-        rather than treating the slot's newer position as a stale offsets store.
+        Two daemons cannot stream one slot; without the HA lease the newcomer says who holds it rather than
+        treating the slot's newer position as a stale offsets store. With the lease, the holder lost it.
         """
         cfg = self.cfg
         deadline = time.monotonic() + SLOT_RELEASE_WAIT
@@ -211,6 +211,12 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
                 raise TransientSourceError(
                     f"{self.what}: slot {cfg.slot} is still held by this daemon's previous session ({holder}), "
                     "which is ending"
+                )
+            if time.monotonic() > deadline and self.leased:
+                raise TransientSourceError(
+                    f"{self.what}: replication slot {cfg.slot} is still streamed by {holder}, although this daemon "
+                    "holds the source's lease: that daemon lost the lease and stops; its walsender ends by "
+                    "wal_sender_timeout at the latest"
                 )
             if time.monotonic() > deadline:
                 raise FatalSourceError(

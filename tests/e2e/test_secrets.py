@@ -259,7 +259,9 @@ class Daemon:
         def ready() -> bool:
             assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
             health = self.health()  # {} until the endpoint listens
-            return bool(health) and bool(condition(health))
+            if not health.get("sources"):
+                return False  # the endpoint listens a moment before the daemon registers its sources
+            return bool(condition(health))
 
         wait_for(ready, timeout=timeout, what=what)
 

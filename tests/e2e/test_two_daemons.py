@@ -1,5 +1,6 @@
-"""Two daemons with one config on one database (until hot standby exists): the second stops with one line naming
-who holds the slot / server_id, and the first keeps streaming undisturbed."""
+"""Two daemons with one config on one database and `ha.mode: off` (no lease, docs/ha.md): the second stops with one
+line naming who holds the slot / server_id, and the first keeps streaming undisturbed. With the lease (the
+default) the second stands by instead: tests/e2e/test_hot_standby.py."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def test_a_second_daemon_names_the_first_and_leaves_it_streaming(
     target = cdc_target
     target.fill(100)
     config = app_config(tmp_path, kafka_bootstrap, registry_url, target.source)
+    config.write_text(config.read_text() + "ha:\n  mode: off\n")  # bare `off`: YAML's false, read as "off"
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     first = start_daemon_process(config, first_log)
     try:

@@ -175,3 +175,20 @@ def test_a_timeout_must_be_positive(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, GOOD + setting))
     assert where in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_ha_is_a_lease_by_default_and_a_bare_off_turns_it_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_PASSWORD", "s3cret")
+    config = load_config(write(tmp_path, GOOD))
+    assert (config.ha.mode, config.ha.takeover) == ("lease", 15.0)
+    config = load_config(write(tmp_path, GOOD + "ha:\n  mode: off\n  takeover: 30s\n"))  # YAML reads `off` as false
+    assert (config.ha.mode, config.ha.takeover) == ("off", 30.0)
+
+
+def test_an_ha_takeover_too_short_to_confirm_the_lease_names_line_and_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_PASSWORD", "s3cret")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD + "ha:\n  takeover: 1s\n"))
+    assert "liberator.yaml:17: ha.takeover:" in str(err.value) and "3" in str(err.value), str(err.value)

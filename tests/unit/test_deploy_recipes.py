@@ -205,6 +205,9 @@ def test_the_kustomize_base_runs_two_replicas_and_its_service_serves_the_http_po
     docs = kustomize(DEPLOY / "kubernetes" / "base")
     deployment, config = check_liberator_pod(docs, tmp_path, monkeypatch)
     assert deployment["spec"]["replicas"] == 2
+    # Two replicas are a hot standby only with the lease, and one offsets store both read (docs/ha.md).
+    assert config.ha.mode == "lease" and config.offsets.store == "kafka"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0  # never an extra leader candidate
     [service] = [d for d in docs if d["kind"] == "Service"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     names = {p["name"]: p["containerPort"] for p in container["ports"]}

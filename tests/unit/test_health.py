@@ -88,8 +88,9 @@ def test_ready_only_when_every_source_and_sink_is_connected_and_running() -> Non
 def test_a_standing_by_or_finished_source_is_ready() -> None:
     metrics = Metrics("app")
     outbox = metrics.source("ob", "outbox")
-    outbox.phase = "standby"  # another daemon holds the outbox lock; this one waits to take over
+    outbox.phase = "standby"  # another daemon holds the source's lease; this one waits to take over
     assert metrics.not_ready() == {}
+    assert 'liberator_source_standby{app="app",source="ob",type="outbox"} 1.0' in metrics.prometheus()
     outbox.state, outbox.error = "retrying", "database gone"
     assert metrics.not_ready() == {"source ob": "retrying: database gone"}
     outbox.state, outbox.error, outbox.phase = "finished", None, "done"
