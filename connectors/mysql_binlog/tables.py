@@ -83,6 +83,8 @@ class TableCatalog:
             exclude=config.exclude,
             rename=config.rename,
             include=config.include,
+            mask=config.mask,
+            mask_salt=config.mask_salt,
             truncate=config.truncate,
         )
         self.catalogue = Catalogue(settings, log)

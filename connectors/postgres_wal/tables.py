@@ -76,6 +76,8 @@ class TableCatalog:
             exclude=config.exclude,
             rename=config.rename,
             include=config.include,
+            mask=config.mask,
+            mask_salt=config.mask_salt,
             default_schema="public",
             truncate=config.truncate,
         )

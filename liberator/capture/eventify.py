@@ -49,17 +49,23 @@ class DatumCodec:
             self.key_of = lambda row: getter(row)
         self._key_converter = table.key_converter
         self._value_converter = table.value_converter
+        self.mask = table.mask
 
     def key(self, values: Sequence[Any]) -> Any:
         return self._key_converter.convert_values(values)
 
     def state(self, values: Sequence[Any]) -> Any:
+        if self.mask is not None:
+            values = self.mask(values)
         return self._value_converter.convert_values(values)
 
     def envelope(
         self, op: Op, before: Sequence[Any] | None, after: Sequence[Any] | None, txn: Txn, order: int, ts_ms: int
     ) -> Any:
         convert = self._value_converter.convert_values
+        if self.mask is not None:
+            before = None if before is None else self.mask(before)
+            after = None if after is None else self.mask(after)
         return change_value(
             op,
             None if before is None else convert(before),
@@ -94,6 +100,8 @@ class TableCodec(DatumCodec):
         return self._key(values)
 
     def state(self, values: Sequence[Any]) -> bytes:
+        if self.mask is not None:
+            values = self.mask(values)
         return self._state(values)
 
     def envelope(
@@ -105,6 +113,9 @@ class TableCodec(DatumCodec):
                 position=txn.position, commit_ms=txn.commit_ms, snapshot=txn.snapshot, transaction_id=txn.id
             )
         body = self._body
+        if self.mask is not None:
+            before = None if before is None else self.mask(before)
+            after = None if after is None else self.mask(after)
         return self._writer(
             op, None if before is None else body(before), None if after is None else body(after), context, order, ts_ms
         )
