@@ -84,6 +84,7 @@ class TableCatalog:
             rename=config.rename,
             include=config.include,
             mask=config.mask,
+            filter=config.filter,
             mask_salt=config.mask_salt,
             truncate=config.truncate,
         )

@@ -64,6 +64,11 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts):
         "{truncate: N}: {public.users: {email: hash, note: {truncate: 20}}}",
     )
     mask_salt: str | None = Field(None, description="the secret salt of `hash` masks; use ${ENV} or ${file:...}")
+    filter: dict[str, str] = Field(
+        {},
+        description="the rows published, per table, as an expression over its columns (and, or, not, "
+        "comparisons, in; docs/transforms.md): {public.orders: status != 'draft'}",
+    )
     rename: dict[str, dict[str, str]] = Field(
         {}, description="columns published under another name, per table: {public.users: {email: contact}}"
     )

@@ -77,6 +77,7 @@ class TableCatalog:
             rename=config.rename,
             include=config.include,
             mask=config.mask,
+            filter=config.filter,
             mask_salt=config.mask_salt,
             default_schema="public",
             truncate=config.truncate,

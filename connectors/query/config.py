@@ -27,6 +27,9 @@ class TableEntry(BaseModel):
     mask: dict[str, MaskRule] = Field(
         {}, description="column values hidden: hash (SHA-256 with mask_salt), redact, null, {truncate: N}"
     )
+    filter: str | None = Field(
+        None, description="the rows published, as an expression over the columns (docs/transforms.md)"
+    )
     rename: dict[str, str] = Field({}, description="columns published under another name: {email: contact}")
 
     @field_validator("rename")

@@ -114,6 +114,7 @@ class TableReader:
             rename=self.entry.rename,
             include=self.entry.include,
             mask=self.entry.mask,
+            row_filter=self.entry.filter,
         )
         changed = table is not self.table
         self._full, self.table = full, table

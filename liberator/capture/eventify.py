@@ -152,6 +152,12 @@ class Eventifier:
             codec = codecs.get(table)
             if codec is None:
                 codec = codecs[table] = self._prepare(table)
+            matches = table.row_filter
+            if matches is not None and item.op is not Op.truncate:
+                verdict = _filtered(item, matches)
+                if verdict is None:
+                    continue  # the row is not published
+                item = verdict
             txn = item.txn
             if txn.continues is not None:
                 txn.take_order()
@@ -227,6 +233,20 @@ class Eventifier:
             value = codec.envelope(Op.delete, item.before, None, txn, _next_order(txn), ts_ms)
             append((codec.topic, key, value, txn.timestamp_ms, list(item.headers) or None))
         append((codec.topic, key, None, txn.timestamp_ms, None))  # the tombstone
+
+
+def _filtered(item: RowChange, matches: Callable[[Sequence[Any]], bool]) -> RowChange | None:
+    """The change to publish under a row filter (liberator.capture.filters), or None: the change itself when
+    its row matches; for an update that leaves the filter (its old image matched), a delete of the key."""
+    op = item.op
+    if op is Op.delete:
+        return item if item.before is None or matches(item.before) else None
+    assert item.after is not None
+    if matches(item.after):
+        return item
+    if op is Op.update and item.before is not None and matches(item.before):
+        return RowChange(item.table, Op.delete, item.txn, before=item.before, key=item.key, headers=item.headers)
+    return None
 
 
 def _next_order(txn: Txn) -> int:
