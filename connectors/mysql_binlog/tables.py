@@ -83,6 +83,9 @@ class TableCatalog:
             exclude=config.exclude,
             rename=config.rename,
             include=config.include,
+            mask=config.mask,
+            filter=config.filter,
+            mask_salt=config.mask_salt,
             truncate=config.truncate,
         )
         self.catalogue = Catalogue(settings, log)

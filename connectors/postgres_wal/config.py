@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from liberator.capture.masks import MaskRule
 from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
@@ -56,6 +57,17 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts):
         {},
         description="the only columns published, per table (key columns always are; columns added later stay "
         "out until listed): {public.users: [id, name]}",
+    )
+    mask: dict[str, dict[str, MaskRule]] = Field(
+        {},
+        description="column values hidden, per table: hash (SHA-256 with mask_salt), redact, null, "
+        "{truncate: N}: {public.users: {email: hash, note: {truncate: 20}}}",
+    )
+    mask_salt: str | None = Field(None, description="the secret salt of `hash` masks; use ${ENV} or ${file:...}")
+    filter: dict[str, str] = Field(
+        {},
+        description="the rows published, per table, as an expression over its columns (and, or, not, "
+        "comparisons, in; docs/transforms.md): {public.orders: status != 'draft'}",
     )
     rename: dict[str, dict[str, str]] = Field(
         {}, description="columns published under another name, per table: {public.users: {email: contact}}"

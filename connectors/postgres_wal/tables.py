@@ -76,6 +76,9 @@ class TableCatalog:
             exclude=config.exclude,
             rename=config.rename,
             include=config.include,
+            mask=config.mask,
+            filter=config.filter,
+            mask_salt=config.mask_salt,
             default_schema="public",
             truncate=config.truncate,
         )

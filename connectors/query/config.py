@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from liberator.capture.masks import MaskRule
 from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.source import SourceConfig
 
@@ -22,6 +23,12 @@ class TableEntry(BaseModel):
     exclude: list[str] = Field([], description="columns left out of the events")
     include: list[str] | None = Field(
         None, description="the only columns published (key and cursor columns are read anyway); absent: all"
+    )
+    mask: dict[str, MaskRule] = Field(
+        {}, description="column values hidden: hash (SHA-256 with mask_salt), redact, null, {truncate: N}"
+    )
+    filter: str | None = Field(
+        None, description="the rows published, as an expression over the columns (docs/transforms.md)"
     )
     rename: dict[str, str] = Field({}, description="columns published under another name: {email: contact}")
 
@@ -52,6 +59,7 @@ class QuerySourceConfig(SourceConfig, DatabaseTimeouts):
     safety_delay: Duration = Field(2.0, description="rows newer than the database's now() minus this wait")
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="rows per keyset page")
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
+    mask_salt: str | None = Field(None, description="the secret salt of `hash` masks; use ${ENV} or ${file:...}")
     schema_refresh: Duration = Field(30.0, description="how often table shapes are re-read")
 
     @model_validator(mode="before")

@@ -108,7 +108,13 @@ class TableReader:
             return False  # unchanged: no need to ask the catalogue (another entry may share the table)
         topic = self.catalogue.topic_for(schema or "", self.table_name, self.entry.topic)
         table = self.catalogue.table(
-            full, topic=topic, exclude=self.entry.exclude, rename=self.entry.rename, include=self.entry.include
+            full,
+            topic=topic,
+            exclude=self.entry.exclude,
+            rename=self.entry.rename,
+            include=self.entry.include,
+            mask=self.entry.mask,
+            row_filter=self.entry.filter,
         )
         changed = table is not self.table
         self._full, self.table = full, table

@@ -44,7 +44,12 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
         self._engine: sa.Engine | None = None
         self.phase = "starting"
         settings = CaptureSettings(
-            source=config.name, connector="query", app=context.app_name, envelope=Envelope.state, topic=config.topic
+            source=config.name,
+            connector="query",
+            app=context.app_name,
+            envelope=Envelope.state,
+            topic=config.topic,
+            mask_salt=config.mask_salt,
         )
         self.catalogue = Catalogue(settings, context.log)
 

@@ -49,17 +49,23 @@ class DatumCodec:
             self.key_of = lambda row: getter(row)
         self._key_converter = table.key_converter
         self._value_converter = table.value_converter
+        self.mask = table.mask
 
     def key(self, values: Sequence[Any]) -> Any:
         return self._key_converter.convert_values(values)
 
     def state(self, values: Sequence[Any]) -> Any:
+        if self.mask is not None:
+            values = self.mask(values)
         return self._value_converter.convert_values(values)
 
     def envelope(
         self, op: Op, before: Sequence[Any] | None, after: Sequence[Any] | None, txn: Txn, order: int, ts_ms: int
     ) -> Any:
         convert = self._value_converter.convert_values
+        if self.mask is not None:
+            before = None if before is None else self.mask(before)
+            after = None if after is None else self.mask(after)
         return change_value(
             op,
             None if before is None else convert(before),
@@ -94,6 +100,8 @@ class TableCodec(DatumCodec):
         return self._key(values)
 
     def state(self, values: Sequence[Any]) -> bytes:
+        if self.mask is not None:
+            values = self.mask(values)
         return self._state(values)
 
     def envelope(
@@ -105,6 +113,9 @@ class TableCodec(DatumCodec):
                 position=txn.position, commit_ms=txn.commit_ms, snapshot=txn.snapshot, transaction_id=txn.id
             )
         body = self._body
+        if self.mask is not None:
+            before = None if before is None else self.mask(before)
+            after = None if after is None else self.mask(after)
         return self._writer(
             op, None if before is None else body(before), None if after is None else body(after), context, order, ts_ms
         )
@@ -141,6 +152,12 @@ class Eventifier:
             codec = codecs.get(table)
             if codec is None:
                 codec = codecs[table] = self._prepare(table)
+            matches = table.row_filter
+            if matches is not None and item.op is not Op.truncate:
+                verdict = _filtered(item, matches)
+                if verdict is None:
+                    continue  # the row is not published
+                item = verdict
             txn = item.txn
             if txn.continues is not None:
                 txn.take_order()
@@ -216,6 +233,20 @@ class Eventifier:
             value = codec.envelope(Op.delete, item.before, None, txn, _next_order(txn), ts_ms)
             append((codec.topic, key, value, txn.timestamp_ms, list(item.headers) or None))
         append((codec.topic, key, None, txn.timestamp_ms, None))  # the tombstone
+
+
+def _filtered(item: RowChange, matches: Callable[[Sequence[Any]], bool]) -> RowChange | None:
+    """The change to publish under a row filter (liberator.capture.filters), or None: the change itself when
+    its row matches; for an update that leaves the filter (its old image matched), a delete of the key."""
+    op = item.op
+    if op is Op.delete:
+        return item if item.before is None or matches(item.before) else None
+    assert item.after is not None
+    if matches(item.after):
+        return item
+    if op is Op.update and item.before is not None and matches(item.before):
+        return RowChange(item.table, Op.delete, item.txn, before=item.before, key=item.key, headers=item.headers)
+    return None
 
 
 def _next_order(txn: Txn) -> int:

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from liberator.avro import DatumConverter, key_schema, namespace_for, value_schema
+from liberator.capture.filters import RowFilter, compile_filter
+from liberator.capture.masks import Masker, MaskRule, masked
 from liberator.envelope import Envelope, SourceInfo, change_schema
 from liberator.errors import SchemaError
 from liberator.events import Stream
@@ -45,6 +47,11 @@ class CaptureSettings:
     exclude: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # The only columns published (key columns always are), per table (keyed as `exclude`); absent: all.
     include: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Column masks, per table (keyed as `exclude`): {column: rule} (liberator.capture.masks), and the salt of `hash`.
+    mask: Mapping[str, Mapping[str, MaskRule]] = field(default_factory=dict)
+    # Row filters, per table (keyed as `exclude`): an expression over the columns (liberator.capture.filters).
+    filter: Mapping[str, str] = field(default_factory=dict)
+    mask_salt: str | None = None
     # Columns published under another name, per table (keyed as `exclude`): {column: published name}.
     rename: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     default_schema: str | None = None
@@ -65,9 +72,11 @@ class CapturedTable:
         "info",
         "key_converter",
         "key_index",
+        "mask",
         "name",
         "pick",
         "published",
+        "row_filter",
         "schema_name",
         "shape",
         "stream",
@@ -86,9 +95,13 @@ class CapturedTable:
         version: int,
         topic: str,
         published: TableSchema | None = None,
+        mask: Masker | None = None,
+        row_filter: RowFilter | None = None,
     ) -> None:
         self.full_shape = full_shape
         self.shape = shape
+        self.row_filter = row_filter  # which rows are published (None: all), over `shape`'s values
+        self.mask = mask  # hides masked columns' values in a row (None: nothing is masked)
         self.published = published = shape if published is None else published
         self.pick = pick
         self.version = version
@@ -143,6 +156,22 @@ class Catalogue:
             found = include.get(table)
         return None if found is None else list(found)
 
+    def filter_of(self, schema: str, table: str) -> str | None:
+        filters = self.settings.filter
+        qualified = f"{schema}.{table}" if schema else table
+        found = filters.get(qualified)
+        if found is None and schema == self.settings.default_schema:
+            found = filters.get(table)
+        return found
+
+    def masks(self, schema: str, table: str) -> dict[str, MaskRule]:
+        masks = self.settings.mask
+        qualified = f"{schema}.{table}" if schema else table
+        found = masks.get(qualified)
+        if found is None and schema == self.settings.default_schema:
+            found = masks.get(table)
+        return dict(found or {})
+
     def renamed(self, schema: str, table: str) -> dict[str, str]:
         rename = self.settings.rename
         qualified = f"{schema}.{table}" if schema else table
@@ -162,6 +191,8 @@ class Catalogue:
         exclude: Sequence[str] | None = None,
         rename: Mapping[str, str] | None = None,
         include: Sequence[str] | None = None,
+        mask: Mapping[str, MaskRule] | None = None,
+        row_filter: str | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
         new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
@@ -199,13 +230,19 @@ class Catalogue:
             shape = TableSchema(
                 full_shape.schema, full_shape.name, tuple(full_shape.columns[i] for i in pick), full_shape.key
             )
-        published = _renamed(name, shape, self.renamed(schema, full_shape.name) if rename is None else dict(rename))
+        expression = self.filter_of(schema, full_shape.name) if row_filter is None else row_filter
+        matches = compile_filter(name, shape, expression)
+        rules = self.masks(schema, full_shape.name) if mask is None else dict(mask)
+        masked_shape, masker = masked(name, shape, rules, self.settings.mask_salt)
+        renames = self.renamed(schema, full_shape.name) if rename is None else dict(rename)
+        published = _renamed(name, masked_shape, renames)
         topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
         known = self._tables.get(name)
         if (
             known is not None
             and known.shape == shape
             and known.published == published
+            and (known.row_filter is None) == (matches is None)
             and known.stream.topic == topic_name
         ):
             if known.pick != pick or known.full_shape != full_shape:
@@ -213,7 +250,9 @@ class Catalogue:
                 known.full_shape, known.pick = full_shape, pick
             return known
         version = 1 if known is None else known.version + 1
-        table = CapturedTable(self.settings, full_shape, shape, pick, self.server, version, topic_name, published)
+        table = CapturedTable(
+            self.settings, full_shape, shape, pick, self.server, version, topic_name, published, masker, matches
+        )
         if known is not None:
             self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
         self._tables[name] = table
