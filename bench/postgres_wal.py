@@ -1,6 +1,6 @@
 """WAL source throughput next to a bare pgoutput stream read of the same changes, in the same run.
 
-    python bench/postgres_wal.py [--rows 200000] [--tx-rows 1000]
+    python bench/postgres_wal.py [--rows 200000] [--tx-rows 1000] [--transforms]
 
 Starts its own PostgreSQL 15, Kafka-protocol broker and schema registry (liberator.testbed), makes three
 slots on one publication, writes `--rows` inserts into `orders` in transactions of `--tx-rows`, then
@@ -110,8 +110,18 @@ def best(run: Callable[[int], int], repeat: int) -> tuple[int, float]:
     return min(results, key=lambda r: r[1] / max(r[0], 1))
 
 
-def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: str) -> Path:
+# The issue's transforms bench: a mask, a rename and a filter that every row passes (so the counts match).
+TRANSFORMS = (
+    "    mask: {public.orders: {note: {truncate: 8}, customer: hash}}\n    mask_salt: bench-salt\n"
+    "    rename: {public.orders: {qty: quantity}}\n"
+    '    filter: {public.orders: "qty >= 0"}\n'
+    '    topic: "bench.transformed.{table}"\n'  # its own subjects: the transformed shape is another schema
+)
+
+
+def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: str, extra: str = "") -> Path:
     q = json.dumps
+    workdir.mkdir(exist_ok=True)
     path = workdir / "liberator.yaml"
     offsets = workdir / "offsets.json"
     start = slot_position(dsn, slot).to_json()
@@ -120,7 +130,7 @@ def write_config(workdir: Path, dsn: str, slot: str, bootstrap: str, registry: s
         f"name: bench\nkafka:\n  bootstrap_servers: {q(bootstrap)}\nschema_registry:\n  url: {q(registry)}\n"
         f"offsets:\n  store: file\n  path: {q(str(workdir / 'offsets.json'))}\n  flush_interval: 200ms\n"
         f"sources:\n  - name: {SOURCE}\n    type: postgres_wal\n    url: {q(dsn)}\n    tables: [orders]\n"
-        f"    slot: {slot}\n    publication: {PUBLICATION}\n    snapshot: never\n"
+        f"    slot: {slot}\n    publication: {PUBLICATION}\n    snapshot: never\n{extra}"
     )
     return path
 
@@ -131,6 +141,11 @@ def main() -> None:
     parser.add_argument("--tx-rows", type=int, default=1000, help="rows per transaction")
     parser.add_argument(
         "--repeat", type=int, default=2, help="runs of the bare read and the source alone (best counts)"
+    )
+    parser.add_argument(
+        "--transforms",
+        action="store_true",
+        help="also run the daemon with a mask, a rename and a filter on the table (the transforms' cost)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -145,6 +160,7 @@ def main() -> None:
         )
         db.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE orders", database="bench")
         slots = [f"bare{i}" for i in range(args.repeat)] + [f"alone{i}" for i in range(args.repeat)] + ["daemon"]
+        slots += ["transformed"] if args.transforms else []
         for slot in slots:
             db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,), database="bench")
         print(f"writing {args.rows} rows in transactions of {args.tx_rows}...", flush=True)
@@ -161,6 +177,10 @@ def main() -> None:
         )
         seconds = daemon_until_acked(write_config(Path(tmp), dsn, "daemon", bootstrap, registry), args.rows)
         table.add("daemon, start -> all acked by Kafka (WAL->Avro->Kafka)", args.rows, seconds)
+        if args.transforms:
+            config = write_config(Path(tmp) / "t", dsn, "transformed", bootstrap, registry, TRANSFORMS)
+            seconds = daemon_until_acked(config, args.rows)
+            table.add("daemon with mask + rename + filter on the table", args.rows, seconds)
     table.print(reference)
 
 
