@@ -93,5 +93,9 @@ def test_a_filter_naming_an_unknown_column_or_not_parsing_is_refused() -> None:
         compile_filter("public.t", shape, "s ==")
     with pytest.raises(SchemaError):
         compile_filter("public.t", shape, "__import__('os')")
+    with pytest.raises(SchemaError, match="Call is not part of the filter language"):
+        compile_filter("public.t", shape, "s.upper() == 'A'")
+    with pytest.raises(SchemaError, match="not part of the filter language"):
+        compile_filter("public.t", shape, "[s for s in s]")
     matches = compile_filter("public.t", shape, "s == 'a' or id > 5")
     assert matches is not None and matches([1, "a"]) and matches([6, None]) and not matches([1, None])
