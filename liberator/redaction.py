@@ -73,10 +73,19 @@ def remember_url(url: str) -> None:
         remember(url[match.end(1) : match.end()])
 
 
+# Config maps whose keys are the database's table and column names, not settings (docs/transforms.md): a
+# column named `secret` or `password` there says nothing of its value (a mask rule, a new name), and
+# remembering that value as a secret scrubbed words like `null` out of every /health body.
+_NAMES_NOT_SETTINGS = frozenset({"exclude", "include", "mask", "rename", "filter"})
+
+
 def remember_config(data: Any, key: str = "") -> None:
     """Every secret of a loaded config: URL passwords anywhere, values under secret-looking keys."""
     if isinstance(data, dict):
         for name, value in data.items():
+            if str(name) in _NAMES_NOT_SETTINGS:
+                _remember_urls_only(value)
+                continue
             remember_config(value, str(name))
     elif isinstance(data, list):
         for item in data:
@@ -87,6 +96,17 @@ def remember_config(data: Any, key: str = "") -> None:
             remember(data)
             if key == "basic_auth":  # user:password; the user alone is not a secret
                 remember(data.partition(":")[2])
+
+
+def _remember_urls_only(data: Any) -> None:
+    if isinstance(data, dict):
+        for value in data.values():
+            _remember_urls_only(value)
+    elif isinstance(data, list):
+        for item in data:
+            _remember_urls_only(item)
+    elif isinstance(data, str):
+        remember_url(data)
 
 
 def scrub(text: str) -> str:

@@ -59,6 +59,27 @@ def test_the_secrets_of_a_config_are_scrubbed_raw_and_encoded() -> None:
 
 
 @pytest.mark.usefixtures("clean_secrets")
+def test_column_names_in_transforms_are_not_secret_settings() -> None:
+    """A column named `secret` or `password` under mask/rename/... is a database name: its value (a mask rule,
+    a new name) is no secret. Remembered, `null` vanished from every /health body and broke its JSON."""
+    remember_config(
+        {
+            "sources": [
+                {
+                    "url": "postgresql://u:Pw7secret@h/d",
+                    "mask": {"public.users": {"secret": "null", "password": "hash"}},
+                    "rename": {"public.users": {"password_hint": "hint_text"}},
+                }
+            ]
+        }
+    )
+    assert scrub('{"percent": null, "rule": "hash", "field": "hint_text"}') == (
+        '{"percent": null, "rule": "hash", "field": "hint_text"}'
+    )
+    assert scrub("postgresql://u:Pw7secret@h/d and Pw7secret") == "postgresql://u:***@h/d and ***"
+
+
+@pytest.mark.usefixtures("clean_secrets")
 def test_short_values_are_not_scrubbed_from_free_text() -> None:
     remember_config({"password": "abc"})
     assert scrub("abc and http://u:abc@h") == "abc and http://u:***@h"
