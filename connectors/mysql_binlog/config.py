@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.capture.masks import MaskRule
-from liberator.config import DatabaseTimeouts, Duration, published_names
+from liberator.capture.transforms import TableTransforms
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -35,7 +35,7 @@ class BinlogOutboxConfig(OutboxRouting):
         return table
 
 
-class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
+class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
     type: Literal["mysql_binlog"] = "mysql_binlog"
     url: str = Field(description="mysql://user:${PW}@host:port/ (a database in the path is ignored)")
     tables: list[str] = Field(
@@ -58,34 +58,6 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
         "auto", description="resume by GTID (auto: when the server has GTIDs) or by binlog file/position"
     )
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
-    exclude: dict[str, list[str]] = Field(
-        {}, description="columns left out of the events, per captured table: {shop.users: [password_hash]}"
-    )
-    include: dict[str, list[str]] = Field(
-        {},
-        description="the only columns published, per table (key columns always are; columns added later stay "
-        "out until listed): {shop.users: [id, name]}",
-    )
-    mask: dict[str, dict[str, MaskRule]] = Field(
-        {},
-        description="column values hidden, per table: hash (SHA-256 with mask_salt), redact, null, "
-        "{truncate: N}: {shop.users: {email: hash, note: {truncate: 20}}}",
-    )
-    mask_salt: str | None = Field(None, description="the secret salt of `hash` masks; use ${ENV} or ${file:...}")
-    filter: dict[str, str] = Field(
-        {},
-        description="the rows published, per table, as an expression over its columns (and, or, not, "
-        "comparisons, in; docs/transforms.md): {shop.orders: status != 'draft'}",
-    )
-    rename: dict[str, dict[str, str]] = Field(
-        {}, description="columns published under another name, per table: {shop.users: {email: contact}}"
-    )
-
-    @field_validator("rename")
-    @classmethod
-    def _published_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        return {table: published_names(renames) for table, renames in value.items()}
-
     snapshot_chunk: int = Field(5000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
     outbox: BinlogOutboxConfig | None = Field(
         None, description="publish rows inserted into this outbox table as domain events (not as row changes)"
@@ -107,9 +79,8 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts):
 
     @model_validator(mode="after")
     def _exclude_captured_tables(self) -> MySQLBinlogConfig:
-        for field_name, entries in (("exclude", self.exclude), ("include", self.include), ("rename", self.rename)):
-            for entry in entries:
-                self._captured_entry(field_name, entry)
+        for field_name, entry in self.transformed_tables():
+            self._captured_entry(field_name, entry)
         return self
 
     def _captured_entry(self, field_name: str, entry: str) -> None:

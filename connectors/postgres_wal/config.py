@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from liberator.capture.masks import MaskRule
-from liberator.config import DatabaseTimeouts, Duration, published_names
+from liberator.capture.transforms import TableTransforms
+from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -34,7 +34,7 @@ class WalOutboxConfig(OutboxRouting):
         return self
 
 
-class PostgresWalConfig(SourceConfig, DatabaseTimeouts):
+class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
     type: Literal["postgres_wal"] = "postgres_wal"
     url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
     tables: list[str] = Field(
@@ -50,34 +50,6 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts):
     snapshot_chunk: int = Field(10_000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
     envelope: Envelope = Field(Envelope.change, description="change: before/after/op records; state: the row itself")
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
-    exclude: dict[str, list[str]] = Field(
-        {}, description="columns left out of the events, per table: {public.users: [password_hash]}"
-    )
-    include: dict[str, list[str]] = Field(
-        {},
-        description="the only columns published, per table (key columns always are; columns added later stay "
-        "out until listed): {public.users: [id, name]}",
-    )
-    mask: dict[str, dict[str, MaskRule]] = Field(
-        {},
-        description="column values hidden, per table: hash (SHA-256 with mask_salt), redact, null, "
-        "{truncate: N}: {public.users: {email: hash, note: {truncate: 20}}}",
-    )
-    mask_salt: str | None = Field(None, description="the secret salt of `hash` masks; use ${ENV} or ${file:...}")
-    filter: dict[str, str] = Field(
-        {},
-        description="the rows published, per table, as an expression over its columns (and, or, not, "
-        "comparisons, in; docs/transforms.md): {public.orders: status != 'draft'}",
-    )
-    rename: dict[str, dict[str, str]] = Field(
-        {}, description="columns published under another name, per table: {public.users: {email: contact}}"
-    )
-
-    @field_validator("rename")
-    @classmethod
-    def _published_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        return {table: published_names(renames) for table, renames in value.items()}
-
     replica_identity: Literal["warn", "require_full", "ignore"] = Field(
         "warn",
         description="tables without REPLICA IDENTITY FULL have no before-images: warn, refuse to start, or ignore",

@@ -73,12 +73,7 @@ class TableCatalog:
             app=app,
             envelope=config.envelope,
             topic=config.topic,
-            exclude=config.exclude,
-            rename=config.rename,
-            include=config.include,
-            mask=config.mask,
-            filter=config.filter,
-            mask_salt=config.mask_salt,
+            **config.capture_settings(),
             default_schema="public",
             truncate=config.truncate,
         )

@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from liberator.avro import DatumConverter, key_schema, namespace_for, value_schema
 from liberator.capture.filters import RowFilter, compile_filter
@@ -140,45 +141,29 @@ class Catalogue:
         s = self.settings
         return render_topic(template or s.topic, source=s.source, app=s.app, schema=schema, table=table)
 
-    def excluded(self, schema: str, table: str) -> list[str]:
-        exclude = self.settings.exclude
-        qualified = f"{schema}.{table}" if schema else table
-        found = exclude.get(qualified)
+    def _for_table(self, settings: Mapping[str, Any], schema: str, table: str) -> Any:
+        """A per-table setting (keyed "schema.table", or the bare table in the default schema), or None."""
+        found = settings.get(f"{schema}.{table}" if schema else table)
         if found is None and schema == self.settings.default_schema:
-            found = exclude.get(table)
-        return list(found or [])
+            found = settings.get(table)
+        return found
+
+    def excluded(self, schema: str, table: str) -> list[str]:
+        return list(self._for_table(self.settings.exclude, schema, table) or [])
 
     def included(self, schema: str, table: str) -> list[str] | None:
-        include = self.settings.include
-        qualified = f"{schema}.{table}" if schema else table
-        found = include.get(qualified)
-        if found is None and schema == self.settings.default_schema:
-            found = include.get(table)
+        found = self._for_table(self.settings.include, schema, table)
         return None if found is None else list(found)
 
     def filter_of(self, schema: str, table: str) -> str | None:
-        filters = self.settings.filter
-        qualified = f"{schema}.{table}" if schema else table
-        found = filters.get(qualified)
-        if found is None and schema == self.settings.default_schema:
-            found = filters.get(table)
+        found: str | None = self._for_table(self.settings.filter, schema, table)
         return found
 
     def masks(self, schema: str, table: str) -> dict[str, MaskRule]:
-        masks = self.settings.mask
-        qualified = f"{schema}.{table}" if schema else table
-        found = masks.get(qualified)
-        if found is None and schema == self.settings.default_schema:
-            found = masks.get(table)
-        return dict(found or {})
+        return dict(self._for_table(self.settings.mask, schema, table) or {})
 
     def renamed(self, schema: str, table: str) -> dict[str, str]:
-        rename = self.settings.rename
-        qualified = f"{schema}.{table}" if schema else table
-        found = rename.get(qualified)
-        if found is None and schema == self.settings.default_schema:
-            found = rename.get(table)
-        return dict(found or {})
+        return dict(self._for_table(self.settings.rename, schema, table) or {})
 
     def get(self, name: str) -> CapturedTable | None:
         return self._tables.get(name)
