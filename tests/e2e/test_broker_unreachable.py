@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from liberator_testbed import EmbeddedBroker
 
-from liberator.testbed import EmbeddedBroker
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
 from tests.support import (
     DaemonThread,
     app_config,
