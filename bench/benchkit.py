@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import liberator_testbed as testbed
-
 from liberator.capture import ChangeBatch
 from liberator.config import load_config
 from liberator.events import ChangeEvent, SourceItem

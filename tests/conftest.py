@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import liberator_testbed as testbed
 import pytest
+
+import liberator_testbed as testbed
 from liberator_testbed import BrokerInstance, EmbeddedRegistry, MySQLInstance, PostgresInstance
 
 _TESTS = Path(__file__).resolve().parent

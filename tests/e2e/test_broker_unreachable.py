@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from liberator_testbed import EmbeddedBroker
 
 from liberator.embedded.ports import free_port
+from liberator_testbed import EmbeddedBroker
 from tests.support import (
     DaemonThread,
     app_config,

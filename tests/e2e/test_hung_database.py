@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import liberator_testbed as testbed
 import pytest
-from liberator_testbed import MariaDBServer, PostgresServer
 
+import liberator_testbed as testbed
 from liberator.embedded.lifecycle import SpawnedProcess
 from liberator.embedded.ports import free_port
+from liberator_testbed import MariaDBServer, PostgresServer
 from tests.integration.test_mysql_binlog_helpers import next_server_id
 from tests.support import (
     DaemonThread,

@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from liberator_testbed import PostgresInstance
 
+from liberator_testbed import PostgresInstance
 from tests.support import NotYet, app_config, read_topic, terminate, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
-from liberator_testbed import MySQLInstance
 
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import source_yaml
 from tests.support import (
     app_config,

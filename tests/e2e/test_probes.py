@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import liberator_testbed as testbed
 import pytest
-from liberator_testbed import EmbeddedBroker, PostgresServer
 
+import liberator_testbed as testbed
 from liberator.embedded.ports import free_port
 from liberator.runtime import Daemon
+from liberator_testbed import EmbeddedBroker, PostgresServer
 from tests.support import DaemonThread, app_config, wait_for, with_http
 
 pytestmark = pytest.mark.skipif(

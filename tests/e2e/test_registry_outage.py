@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
-from liberator_testbed import EmbeddedRegistry
 
+from liberator_testbed import EmbeddedRegistry
 from tests.integration.postgres_wal_support import WalDb
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 

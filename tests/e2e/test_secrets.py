@@ -24,10 +24,10 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from confluent_kafka import Producer
-from liberator_testbed import MySQLInstance, PostgresInstance
 
 from liberator.connectors.outbox.ddl import outbox_ddl
 from liberator.embedded.ports import free_port
+from liberator_testbed import MySQLInstance, PostgresInstance
 
 pytestmark = pytest.mark.e2e
 

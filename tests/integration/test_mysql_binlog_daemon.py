@@ -6,9 +6,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from liberator_testbed import MySQLInstance
-
 from liberator.registry.client import RegistryClient
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
     _binlog_db,
     _mysql8_server,

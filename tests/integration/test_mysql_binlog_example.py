@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import liberator_testbed as testbed
 import pytest
+
+import liberator_testbed as testbed
 from liberator_testbed import MariaDBServer
 
 CONFIG = Path(__file__).parents[2] / "configs" / "mysql-binlog.yaml"

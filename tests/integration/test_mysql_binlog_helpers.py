@@ -10,14 +10,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import liberator_testbed as testbed
 import pytest
-from liberator_testbed import MySQLInstance
 
+import liberator_testbed as testbed
 from liberator.capture import datum_events
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.positions import Position
 from liberator.source import Source
+from liberator_testbed import MySQLInstance
 
 _server_ids = itertools.count(1000 + uuid.uuid4().int % 100_000)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-from liberator_testbed import MySQLInstance
-
 from liberator.connectors.mysql_binlog.position import BinlogPosition
 from liberator.events import ChangeEvent, Checkpoint
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import make_source, read_events
 from tests.support import rss_mb
 

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from liberator_testbed import MySQLInstance
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
 from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 from liberator.connectors.mysql_binlog.rows import RowsReader, decimal_reader
 from liberator.connectors.mysql_binlog.tables import BinlogTable, TableCatalog, read_table_def
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
     _binlog_db,
     _mysql8_server,

@@ -7,10 +7,10 @@ import threading
 from typing import Any
 
 import pytest
-from liberator_testbed import MySQLInstance
 from pymysqlreplication import BinLogStreamReader
 
 from liberator.errors import FatalSourceError
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import make_source, read_events
 from tests.support import wait_for
 

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import liberator_testbed as testbed
 import pytest
-from liberator_testbed import PostgresInstance, PostgresServer
 
+import liberator_testbed as testbed
 from liberator.connectors.postgres_wal import PostgresWalSource
 from liberator.registry.client import RegistryClient
+from liberator_testbed import PostgresInstance, PostgresServer
 from tests.integration.postgres_wal_support import Run, WalDb
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 

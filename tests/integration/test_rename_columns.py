@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from liberator_testbed import MySQLInstance
 
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml as binlog_yaml
 from tests.support import DaemonThread, app_config, read_topic

@@ -8,13 +8,13 @@ import urllib.request
 import uuid
 from typing import Any
 
-import liberator_testbed as testbed
 import pytest
 import sqlalchemy as sa
-from liberator_testbed import BrokerInstance, MySQLInstance, PostgresInstance
 
+import liberator_testbed as testbed
 from liberator.embedded.ports import free_port, port_is_open, wait_for_port
 from liberator.embedded.process import TestbedError, wait_for_exit
+from liberator_testbed import BrokerInstance, MySQLInstance, PostgresInstance
 
 native_only = pytest.mark.skipif(testbed.mode() != "native", reason="checks the native test bed's processes")
 
