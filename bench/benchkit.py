@@ -14,7 +14,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from liberator import testbed
+import liberator_testbed as testbed
 from liberator.capture import ChangeBatch
 from liberator.config import load_config
 from liberator.events import ChangeEvent, SourceItem

@@ -4,7 +4,7 @@
     python bench/latency.py --rate 2000 --seconds 10     # a lighter load
     python bench/latency.py --db mariadb --rate 2000     # the binlog source
 
-Starts its own database, Kafka-protocol broker and schema registry (liberator.testbed) and the daemon with
+Starts its own database, Kafka-protocol broker and schema registry (liberator_testbed) and the daemon with
 one CDC source (no snapshot). A writer in another process commits one-row inserts at `--rate` per second
 (PostgreSQL: pgbench with a rate limit; MariaDB: a paced PyMySQL writer). For every record Kafka acknowledges,
 the bench notes the time since the row's commit (the record's timestamp is its commit time): the table shows

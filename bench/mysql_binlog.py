@@ -3,7 +3,7 @@
     python bench/mysql_binlog.py [--rows 200000] [--tx-rows 1000]
 
 Starts its own MariaDB (or MySQL 8 with LIBERATOR_TESTBED=testcontainers), Kafka-protocol broker and schema
-registry (liberator.testbed), notes the binlog point, writes `--rows` inserts into `orders` in transactions of
+registry (liberator_testbed), notes the binlog point, writes `--rows` inserts into `orders` in transactions of
 `--tx-rows`, then reads the same binlog from that point three ways: bare mysql-replication iteration that
 decodes every row of the WriteRowsEvents (the 1.00 reference), the source alone (binlog -> events, no Avro,
 no Kafka), and the whole daemon, started from a stored position at that point, until Kafka acknowledged every
@@ -25,9 +25,9 @@ from benchkit import ResultTable, count_events, daemon_until_acked, servers
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import WriteRowsEvent
 
-from connectors.mysql_binlog import MySQLBinlogSource
-from connectors.mysql_binlog.config import MySQLBinlogConfig
-from connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos
+from liberator.connectors.mysql_binlog import MySQLBinlogSource
+from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
+from liberator.connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos
 from liberator.offsets.base import StoredOffset
 from liberator.offsets.file import FileOffsetStore
 from liberator.source import SourceContext

@@ -3,7 +3,7 @@ load it adds to the database (statements per published event).
 
     python bench/outbox.py [--rows 20000] [--batch 500] [--db postgresql|mariadb|sqlite] [--flush 1s]
 
-Starts its own database (not for SQLite), Kafka-protocol broker and schema registry (liberator.testbed),
+Starts its own database (not for SQLite), Kafka-protocol broker and schema registry (liberator_testbed),
 fills the default outbox table (`liberator outbox ddl`) with JSON events, then times: a bare drain
 (`SELECT ... ORDER BY occurred_at, id LIMIT batch [FOR UPDATE SKIP LOCKED]`, `DELETE ... WHERE id IN`,
 commit; the 1.00 reference: the least database work a queue reader can do) and the whole daemon from
@@ -28,8 +28,8 @@ import benchkit
 import sqlalchemy as sa
 from benchkit import ResultTable
 
-from connectors.outbox.ddl import outbox_ddl
 from liberator.config import load_config
+from liberator.connectors.outbox.ddl import outbox_ddl
 from liberator.registry.client import RegistryClient
 from liberator.runtime import Daemon
 

@@ -2,7 +2,7 @@
 
     python bench/postgres_wal.py [--rows 200000] [--tx-rows 1000] [--transforms]
 
-Starts its own PostgreSQL 15, Kafka-protocol broker and schema registry (liberator.testbed), makes three
+Starts its own PostgreSQL 15, Kafka-protocol broker and schema registry (liberator_testbed), makes three
 slots on one publication, writes `--rows` inserts into `orders` in transactions of `--tx-rows`, then
 reads the same changes three ways: a bare START_REPLICATION read that only counts Insert messages (the
 1.00 reference), the source alone (pgoutput -> events, no Avro, no Kafka), and the whole daemon until
@@ -24,10 +24,10 @@ from pathlib import Path
 import psycopg
 from benchkit import ResultTable, count_events, daemon_until_acked, servers
 
-from connectors.postgres_wal import PostgresWalSource
-from connectors.postgres_wal.config import PostgresWalConfig
-from connectors.postgres_wal.position import WalPosition, parse_lsn
-from connectors.postgres_wal.stream import status_update
+from liberator.connectors.postgres_wal import PostgresWalSource
+from liberator.connectors.postgres_wal.config import PostgresWalConfig
+from liberator.connectors.postgres_wal.position import WalPosition, parse_lsn
+from liberator.connectors.postgres_wal.stream import status_update
 from liberator.offsets.base import StoredOffset
 from liberator.offsets.file import FileOffsetStore
 from liberator.source import SourceContext

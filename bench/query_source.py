@@ -2,7 +2,7 @@
 
     python bench/query_source.py [--rows 200000] [--updates 50000] [--batch 5000] [--db postgresql|mariadb]
 
-Starts its own database, Kafka-protocol broker and schema registry (liberator.testbed), loads an
+Starts its own database, Kafka-protocol broker and schema registry (liberator_testbed), loads an
 `orders` table, then times: a bare keyset SELECT (SQLAlchemy Core, the 1.00 reference; raw driver for
 comparison), the query source alone (no Kafka), the whole daemon snapshot until Kafka acknowledged every
 row, and an incremental burst of updated rows. The machine is noisy: read the ratio column, not rows/s.
@@ -27,10 +27,10 @@ from typing import Any
 import sqlalchemy as sa
 from benchkit import ResultTable, count_events, servers
 
-from connectors.query import QuerySource
-from connectors.query.config import QuerySourceConfig
 from liberator import runtime
 from liberator.config import load_config
+from liberator.connectors.query import QuerySource
+from liberator.connectors.query.config import QuerySourceConfig
 from liberator.runtime import Daemon
 from liberator.source import SourceContext
 from liberator.sqldb import MYSQL_CONVERSIONS

@@ -2,7 +2,7 @@
 
     python bench/sql_sink.py [--rows 200000] [--keys 100000] [--batch 2000]
 
-Starts its own PostgreSQL, Kafka-protocol broker and schema registry (liberator.testbed), produces `--rows`
+Starts its own PostgreSQL, Kafka-protocol broker and schema registry (liberator_testbed), produces `--rows`
 state records for `--keys` distinct keys (so later records update earlier rows) to a 4-partition topic,
 then times: a bare psycopg `executemany` of `INSERT .. ON CONFLICT DO UPDATE` over the same rows in
 batches of `--batch`, one transaction each (the 1.00 reference), and the daemon running the SQL sink

@@ -170,7 +170,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_serve(args: argparse.Namespace) -> int:
-    from liberator.registry.server import serve
+    from liberator.embedded.registry.server import serve
 
     serve(args.host, args.port, args.data)
     return 0
@@ -183,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_ddl(args: argparse.Namespace) -> int:
-    from connectors.outbox.ddl import outbox_ddl
+    from liberator.connectors.outbox.ddl import outbox_ddl
 
     try:
         print(outbox_ddl(args.dialect, args.table, args.payload, args.cleanup, args.notify), end="")

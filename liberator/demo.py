@@ -153,8 +153,8 @@ def _describe(record: dict[str, Any]) -> str:
 
 
 def run_demo(duration: float = 20.0, workdir: str | None = None, out: TextIO = sys.stdout) -> int:
-    from liberator.registry.server import RegistryServer
-    from liberator.testbed.kafka import EmbeddedBroker
+    from liberator.embedded.broker import EmbeddedBroker
+    from liberator.embedded.registry.server import RegistryServer
 
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="liberator-demo-"))
     base.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ def _type_name(annotation: Any) -> str:
         return "null"
     if origin in (list, tuple, dict, set, frozenset):
         return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in typing.get_args(annotation))}]"
-    for prefix in ("typing.", "liberator.config.", "connectors.query.config."):
+    for prefix in ("typing.", "liberator.config.", "liberator.connectors.query.config."):
         text = text.replace(prefix, "")
     return text.replace("|", "\\|").replace("NoneType", "null")
 

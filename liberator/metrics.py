@@ -87,7 +87,15 @@ class SinkStatus:
     assigned: list[str] = field(default_factory=list)  # "topic[partition]"
     last_batch_at: float | None = None
     last_record_ms: int | None = None  # Kafka timestamp of the newest applied record
+    # Per assigned "topic[partition]": records on the broker not yet applied to the target (high watermark
+    # minus the next offset to apply); absent until the partition's first fetch told its high watermark.
+    lag_records: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def lag_records_total(self) -> int | None:
+        lags = list(self.lag_records.values())
+        return sum(lags) if lags else None
 
     def not_ready(self) -> str | None:
         """Why the sink is not ready, or None when it is: subscribed once the broker answered (a topic that
@@ -216,6 +224,8 @@ class Metrics:
                 "rebalances": sink.rebalances,
                 "assigned": sink.assigned,
                 "seconds_behind_topic": lag,
+                "lag_records": sink.lag_records_total,
+                "lag_records_by_partition": dict(sink.lag_records),
                 "last_batch_at": sink.last_batch_at,
             }
         return out
@@ -353,6 +363,12 @@ class Metrics:
             [(s, s.dead_lettered) for s in sinks],
         )
         metric("retries_total", "counter", "Batches retried after a passing fault.", [(s, s.retries) for s in sinks])
+        metric(
+            "lag_records",
+            "gauge",
+            "Records on the broker not yet applied to the target, over the assigned partitions.",
+            [(s, s.lag_records_total) for s in sinks],
+        )
         metric(
             "up",
             "gauge",

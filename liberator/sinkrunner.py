@@ -38,6 +38,7 @@ from liberator.supervisor import Backoff, Supervisor
 TRANSIENT = (TransientSinkError, TransientSourceError, RegistryUnavailable)
 DEAD_LETTER_TIMEOUT = 30.0
 TOPIC_REFRESH_MS = 5000
+LAG_INTERVAL = 1.0  # seconds between lag updates while records keep arriving
 
 
 def group_instance_id(app: str, sink: SinkConfig, instance: str) -> str | None:
@@ -150,6 +151,8 @@ class SinkRunner:
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.config.name}", daemon=True)
         self._pending: list[SinkRecord] = []
         self._assign_error: LiberatorError | None = None
+        self._next_to_apply: dict[tuple[str, int], int] = {}  # per partition: the offset after the last applied
+        self._lag_at = 0.0
 
     # -- the thread ---------------------------------------------------------------------------------
 
@@ -188,6 +191,7 @@ class SinkRunner:
                         continue
                     pending.append(to_record(message))
                 self.status.records_consumed += len(pending) - held
+                self._note_lag(consumer, force=len(pending) > held)
                 if self._pending and first_at is None:
                     first_at = time.monotonic()
                 if not self._pending:
@@ -229,6 +233,8 @@ class SinkRunner:
         for record in batch:
             where = (record.topic, record.partition)
             highest[where] = max(record.offset, highest.get(where, -1))
+        self._next_to_apply.update({where: offset + 1 for where, offset in highest.items()})
+        self._note_lag(consumer, force=True)
         try:
             consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in highest.items()], asynchronous=False)
         except KafkaException as exc:
@@ -245,10 +251,32 @@ class SinkRunner:
                     if message.error() is None:  # delivered before the pause took effect: keep it in order
                         self._pending.append(to_record(message))
                         self.status.records_consumed += 1
+                self._note_lag(consumer)
                 if self._assign_error is not None:
                     raise self._assign_error
         finally:
             consumer.resume(consumer.assignment())
+
+    def _note_lag(self, consumer: Consumer, force: bool = False) -> None:
+        """Records on the broker not yet applied, per assigned partition: the high watermark the last fetch
+        response carried (cached by librdkafka, no request; unlike ListOffsets it is right on every broker)
+        minus the next offset to apply. Records read but not yet written count: the target lacks them."""
+        now = time.monotonic()
+        if not force and now - self._lag_at < LAG_INTERVAL:
+            return
+        self._lag_at = now
+        lags: dict[str, int] = {}
+        for tp in consumer.assignment():
+            try:
+                high = consumer.get_watermark_offsets(tp, cached=True)[1]
+                after = self._next_to_apply.get((tp.topic, tp.partition))
+                if after is None:  # nothing applied by this member yet: where it consumes from
+                    after = consumer.position([tp])[0].offset
+            except KafkaException:
+                continue
+            if high >= 0 and after >= 0:
+                lags[f"{tp.topic}[{tp.partition}]"] = max(0, high - after)
+        self.status.lag_records = lags
 
     # -- rebalances ---------------------------------------------------------------------------------
 
@@ -263,6 +291,8 @@ class SinkRunner:
         assigned = []
         for tp in partitions:
             applied = stored.get((tp.topic, tp.partition))
+            if applied is not None:
+                self._next_to_apply[(tp.topic, tp.partition)] = applied + 1
             assigned.append(
                 TopicPartition(tp.topic, tp.partition, applied + 1 if applied is not None else OFFSET_STORED)
             )
@@ -278,6 +308,9 @@ class SinkRunner:
         # offset stored in the target, and the target never saw them.
         self._pending = [r for r in self._pending if (r.topic, r.partition) not in gone]
         self.status.assigned = [a for a in self.status.assigned if a not in {f"{t}[{p}]" for t, p in gone}]
+        self.status.lag_records = {k: v for k, v in self.status.lag_records.items() if k in self.status.assigned}
+        for where in gone:
+            self._next_to_apply.pop(where, None)
         consumer.unassign()
 
     def _on_lost(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:

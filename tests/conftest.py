@@ -1,11 +1,11 @@
-"""Shared fixtures: real throwaway servers from ``liberator.testbed``, started lazily.
+"""Shared fixtures: real throwaway servers from ``liberator_testbed``, started lazily.
 
 Session-scoped servers start only when a test asks for them and stop at the end of the session:
 ``postgres_server``, ``mariadb_server``, ``kafka_broker`` / ``kafka_bootstrap``, ``registry_server`` /
 ``registry_url``. Per-test: ``pg_database`` / ``pg_url`` and ``mysql_database`` / ``mysql_url`` give a
 fresh, empty database that is dropped afterwards.
 
-``LIBERATOR_TESTBED=testcontainers`` runs the databases and Kafka in Docker (see liberator.testbed).
+``LIBERATOR_TESTBED=testcontainers`` runs the databases and Kafka in Docker (see liberator_testbed).
 Tests under tests/integration are marked ``integration``, under tests/e2e ``e2e``; tests marked
 ``real_kafka`` are skipped unless a real Kafka (testcontainers mode) is in use.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from liberator import testbed
-from liberator.testbed import BrokerInstance, EmbeddedRegistry, MySQLInstance, PostgresInstance
+import liberator_testbed as testbed
+from liberator_testbed import BrokerInstance, EmbeddedRegistry, MySQLInstance, PostgresInstance
 
 _TESTS = Path(__file__).resolve().parent
 _DIR_MARKERS = {"integration": "integration", "e2e": "e2e"}

@@ -11,7 +11,7 @@ import psycopg
 import pymysql  # type: ignore[import-untyped]
 import pytest
 
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml
 

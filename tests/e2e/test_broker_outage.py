@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from liberator.testbed import EmbeddedBroker
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
+from liberator_testbed import EmbeddedBroker
 from tests.support import DaemonThread, app_config, health, read_topic, wait_for, with_http
 
 pytestmark = pytest.mark.e2e

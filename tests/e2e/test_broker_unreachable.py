@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from liberator.testbed import EmbeddedBroker
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
+from liberator_testbed import EmbeddedBroker
 from tests.support import (
     DaemonThread,
     app_config,

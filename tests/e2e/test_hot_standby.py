@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
 from tests.e2e.cdc_targets import Target, _cdc_target  # noqa: F401 - _cdc_target: the fixture
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_outbox_support import AppDb, outbox_yaml, register_order_schema

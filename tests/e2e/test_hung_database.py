@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from liberator import testbed
-from liberator.testbed import MariaDBServer, PostgresServer
-from liberator.testbed.lifecycle import SpawnedProcess
-from liberator.testbed.ports import free_port
+import liberator_testbed as testbed
+from liberator.embedded.lifecycle import SpawnedProcess
+from liberator.embedded.ports import free_port
+from liberator_testbed import MariaDBServer, PostgresServer
 from tests.integration.test_mysql_binlog_helpers import next_server_id
 from tests.support import (
     DaemonThread,

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from liberator.testbed import PostgresInstance
+from liberator_testbed import PostgresInstance
 from tests.support import NotYet, app_config, read_topic, terminate, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
 from tests.e2e.cdc_targets import Target, _cdc_target  # noqa: F401 - _cdc_target: the fixture
 from tests.support import (
     TopicFold,

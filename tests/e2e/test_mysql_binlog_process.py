@@ -12,7 +12,7 @@ from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import source_yaml
 from tests.support import (
     app_config,

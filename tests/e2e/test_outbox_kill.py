@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from liberator.testbed import EmbeddedBroker
+from liberator_testbed import EmbeddedBroker
 from tests.integration.test_outbox_support import AppDb, app_db, outbox_yaml, register_order_schema
 from tests.support import DaemonThread, app_config, read_topic, start_daemon_process, terminate, wait_for
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from liberator import testbed
+import liberator_testbed as testbed
+from liberator.embedded.ports import free_port
 from liberator.runtime import Daemon
-from liberator.testbed import EmbeddedBroker, PostgresServer
-from liberator.testbed.ports import free_port
+from liberator_testbed import EmbeddedBroker, PostgresServer
 from tests.support import DaemonThread, app_config, wait_for, with_http
 
 pytestmark = pytest.mark.skipif(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from liberator.testbed import EmbeddedRegistry
+from liberator_testbed import EmbeddedRegistry
 from tests.integration.postgres_wal_support import WalDb
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 

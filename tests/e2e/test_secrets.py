@@ -25,9 +25,9 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from connectors.outbox.ddl import outbox_ddl
-from liberator.testbed import MySQLInstance, PostgresInstance
-from liberator.testbed.ports import free_port
+from liberator.connectors.outbox.ddl import outbox_ddl
+from liberator.embedded.ports import free_port
+from liberator_testbed import MySQLInstance, PostgresInstance
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
 from tests.e2e.cdc_targets import Statement, Target, _cdc_target  # noqa: F401 - _cdc_target: the fixture
 from tests.support import (
     TopicFold,

@@ -10,11 +10,11 @@ from typing import Any
 
 import psycopg
 
-from connectors.postgres_wal import PostgresWalSource
-from connectors.postgres_wal.config import PostgresWalConfig
-from connectors.postgres_wal.connection import libpq_url
-from connectors.postgres_wal.position import WalPosition
 from liberator.capture import datum_events
+from liberator.connectors.postgres_wal import PostgresWalSource
+from liberator.connectors.postgres_wal.config import PostgresWalConfig
+from liberator.connectors.postgres_wal.connection import libpq_url
+from liberator.connectors.postgres_wal.position import WalPosition
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.source import SourceContext
 from tests.support import wait_for

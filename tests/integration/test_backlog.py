@@ -10,12 +10,12 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from connectors.mysql_binlog.position import BinlogPosition, Coord
-from connectors.mysql_binlog.source import binlog_after
-from connectors.postgres_wal import PostgresWalSource
 from liberator import backlog
+from liberator.connectors.mysql_binlog.position import BinlogPosition, Coord
+from liberator.connectors.mysql_binlog.source import binlog_after
+from liberator.connectors.postgres_wal import PostgresWalSource
 from liberator.source import SourceContext
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import make_source
 from tests.support import DaemonThread, app_config, wait_for

@@ -163,7 +163,7 @@ def test_kafka_offset_store_resumes_without_duplicates(
 def test_health_and_metrics_endpoints(
     legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    from liberator.testbed.ports import free_port
+    from liberator.embedded.ports import free_port
 
     port = free_port()
     config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(legacy))
@@ -188,7 +188,7 @@ def test_health_and_metrics_endpoints(
 def test_registry_serve_command(tmp_path: Path) -> None:
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-    from liberator.testbed.ports import free_port
+    from liberator.embedded.ports import free_port
 
     port = free_port()
     data = tmp_path / "registry.db"

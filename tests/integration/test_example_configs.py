@@ -67,7 +67,7 @@ def test_postgres_examples_pass_check(
 def test_outbox_postgres_example_passes_check(
     pg_url: str, postgres_server: object, kafka_bootstrap: str, registry_url: str, tmp_path: Path
 ) -> None:
-    from connectors.outbox.ddl import outbox_ddl
+    from liberator.connectors.outbox.ddl import outbox_ddl
 
     legacy = LegacyDb(pg_url, "postgresql")
     for statement in outbox_ddl("postgresql", notify_channel="outbox_wake").split(";\n\n"):

@@ -33,7 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from liberator.avro import unframe
 from liberator.registry.client import RegistryClient
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_outbox_support import ORDER_SCHEMA
 from tests.support import DaemonThread, app_config, wait_for
@@ -443,7 +443,7 @@ def test_query_source_output_is_unchanged(pg_url: str, tmp_path: Path, kafka_boo
 def test_outbox_source_output_is_unchanged(
     pg_url: str, postgres_server: Any, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    from connectors.outbox.ddl import outbox_ddl
+    from liberator.connectors.outbox.ddl import outbox_ddl
 
     db = WalDb(pg_url)
     for statement in outbox_ddl("postgresql", payload="json", cleanup="delete").split(";\n\n"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml as binlog_yaml
 from tests.support import DaemonThread, app_config, read_topic
@@ -59,7 +59,7 @@ def test_mysql_binlog_publishes_only_included_columns(
 
 
 def test_include_must_name_a_captured_table_and_real_columns() -> None:
-    from connectors.mysql_binlog.config import MySQLBinlogConfig
+    from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 
     base = {"name": "b", "type": "mysql_binlog", "url": "mysql://r@h/", "tables": ["shop.users"], "server_id": 7}
     with pytest.raises(ValueError, match=r"include: shop\.orders is not a captured table"):

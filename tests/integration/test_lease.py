@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from liberator.config import DatabaseTimeouts
 from liberator.lease import Lease
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml
 from tests.support import DaemonThread, TopicFold, app_config, wait_for

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from liberator.testbed import MySQLInstance, PostgresInstance
+from liberator_testbed import MySQLInstance, PostgresInstance
 from tests.integration.test_outbox_support import AppDb, register_order_schema
 from tests.support import DaemonThread, app_config, cli, read_topic, wait_for
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from connectors.mysql_binlog.position import BinlogPosition
+from liberator.connectors.mysql_binlog.position import BinlogPosition
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import ChangeEvent, Checkpoint
-from liberator.testbed import MariaDBServer, MySQLInstance
+from liberator_testbed import MariaDBServer, MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
     _binlog_db,
     _mysql8_server,

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from liberator.registry.client import RegistryClient
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
     _binlog_db,
     _mysql8_server,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from liberator import testbed
-from liberator.testbed import MariaDBServer
+import liberator_testbed as testbed
+from liberator_testbed import MariaDBServer
 
 CONFIG = Path(__file__).parents[2] / "configs" / "mysql-binlog.yaml"
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos
+from liberator.connectors.mysql_binlog.position import BinlogPosition, Coord, MariaDBGtidPos
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.offsets.file import FileOffsetStore
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
     _binlog_db,
     _mysql8_server,

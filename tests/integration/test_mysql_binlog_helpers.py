@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from liberator import testbed
+import liberator_testbed as testbed
 from liberator.capture import datum_events
 from liberator.events import ChangeEvent, Checkpoint
 from liberator.positions import Position
 from liberator.source import Source
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 
 _server_ids = itertools.count(1000 + uuid.uuid4().int % 100_000)
 
@@ -36,8 +36,8 @@ def source_yaml(server: MySQLInstance, tables: str, prefix: str, extra: str = ""
 
 
 def make_source(server: MySQLInstance, tables: list[str], **options: Any) -> tuple[Source[Any, Any], threading.Event]:
-    from connectors.mysql_binlog import MySQLBinlogSource
-    from connectors.mysql_binlog.config import MySQLBinlogConfig
+    from liberator.connectors.mysql_binlog import MySQLBinlogSource
+    from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 
     config = MySQLBinlogConfig(
         name="cdc",
@@ -103,7 +103,7 @@ def _mysql8_server(mariadb_server: MySQLInstance) -> Iterator[MySQLInstance]:
     reason = docker_missing()
     if reason is not None:
         pytest.skip(reason)
-    from liberator.testbed.docker import MySQLContainer
+    from liberator_testbed.docker import MySQLContainer
 
     server = MySQLContainer().start()
     try:

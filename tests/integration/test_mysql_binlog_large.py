@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from connectors.mysql_binlog.position import BinlogPosition
+from liberator.connectors.mysql_binlog.position import BinlogPosition
 from liberator.events import ChangeEvent, Checkpoint
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import make_source, read_events
 from tests.support import rss_mb
 

@@ -1,4 +1,4 @@
-"""The generated rows reader (connectors/mysql_binlog/rows.py) gives exactly what the library's decoding does.
+"""The generated rows reader (liberator/connectors/mysql_binlog/rows.py) gives exactly what the library's decoding does.
 
 Rows of every column type the source maps -- random values, NULLs, extremes, zero dates, empty sets, multi-byte
 text -- are inserted, updated and deleted on a real server; each rows event of the binlog is then decoded both
@@ -19,10 +19,10 @@ import pytest
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
-from connectors.mysql_binlog.config import MySQLBinlogConfig
-from connectors.mysql_binlog.rows import RowsReader, decimal_reader
-from connectors.mysql_binlog.tables import BinlogTable, TableCatalog, read_table_def
-from liberator.testbed import MySQLInstance
+from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
+from liberator.connectors.mysql_binlog.rows import RowsReader, decimal_reader
+from liberator.connectors.mysql_binlog.tables import BinlogTable, TableCatalog, read_table_def
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlog_db, _mysql8_server: fixtures
     _binlog_db,
     _mysql8_server,

@@ -10,7 +10,7 @@ import pytest
 from pymysqlreplication import BinLogStreamReader
 
 from liberator.errors import FatalSourceError
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import make_source, read_events
 from tests.support import wait_for
 

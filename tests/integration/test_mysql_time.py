@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from liberator.registry.client import RegistryClient
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.legacy_db import LegacyDb
 from tests.integration.sql_sink_support import count, sink_entry
 from tests.integration.test_mysql_binlog_helpers import source_yaml

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.outbox.config import OutboxSourceConfig
-from connectors.outbox.ddl import outbox_ddl
-from connectors.outbox.dialects import queue_session
-from connectors.outbox.queries import OutboxQueries
 from liberator import sqldb
+from liberator.connectors.outbox.config import OutboxSourceConfig
+from liberator.connectors.outbox.ddl import outbox_ddl
+from liberator.connectors.outbox.dialects import queue_session
+from liberator.connectors.outbox.queries import OutboxQueries
 from tests.integration.test_outbox_support import AppDb, app_db, outbox_yaml, register_order_schema
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from connectors.outbox.presence import SLOTS, Presence
+from liberator.connectors.outbox.presence import SLOTS, Presence
 
 
 @pytest.fixture(params=["postgresql", "mariadb"])

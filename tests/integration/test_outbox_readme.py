@@ -51,7 +51,7 @@ def test_readme_snippet_writes_the_row_and_its_event_atomically(
 def test_check_names_the_missing_table_and_the_unsupported_locking(tmp_path: Path) -> None:
     import threading
 
-    from connectors.outbox.config import OutboxSourceConfig
+    from liberator.connectors.outbox.config import OutboxSourceConfig
     from liberator.runtime import build_source
     from liberator.source import SourceConfig
 

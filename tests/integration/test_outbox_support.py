@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.outbox.ddl import outbox_ddl
+from liberator.connectors.outbox.ddl import outbox_ddl
 from liberator.registry.client import RegistryClient
 from tests.support import read_records
 

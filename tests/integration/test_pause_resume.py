@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_postgres_wal_daemon import source_yaml
 from tests.support import DaemonThread, TopicFold, app_config, cli, health, wait_for, with_http

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
 from tests.support import DaemonThread, app_config, health, metrics_text, wait_for, with_http
 
 

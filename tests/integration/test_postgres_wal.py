@@ -9,7 +9,7 @@ import threading
 import psycopg
 import pytest
 
-from connectors.postgres_wal.position import WalPosition
+from liberator.connectors.postgres_wal.position import WalPosition
 from liberator.errors import FatalSourceError
 from liberator.events import Checkpoint
 from tests.integration.postgres_wal_support import Run, WalDb, env, values

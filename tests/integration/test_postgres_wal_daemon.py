@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.postgres_wal import PostgresWalSource
-from liberator import testbed
+import liberator_testbed as testbed
+from liberator.connectors.postgres_wal import PostgresWalSource
 from liberator.registry.client import RegistryClient
-from liberator.testbed import PostgresInstance, PostgresServer
+from liberator_testbed import PostgresInstance, PostgresServer
 from tests.integration.postgres_wal_support import Run, WalDb
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 

@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 
-from connectors.postgres_wal import PostgresWalSource
 from liberator.capture import ChangeBatch
+from liberator.connectors.postgres_wal import PostgresWalSource
 from liberator.events import Checkpoint
 from liberator.source import SourceContext
 from tests.integration.postgres_wal_support import WalDb

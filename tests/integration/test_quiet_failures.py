@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from liberator.testbed.ports import free_port
+from liberator.embedded.ports import free_port
 from tests.support import app_config, cli, start_daemon_process, terminate, wait_for
 
 
@@ -161,7 +161,7 @@ def test_the_replica_identity_warning_is_logged_once_per_table(
 ) -> None:
     import psycopg
 
-    from connectors.postgres_wal.connection import libpq_url
+    from liberator.connectors.postgres_wal.connection import libpq_url
 
     with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")  # REPLICA IDENTITY DEFAULT

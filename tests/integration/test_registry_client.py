@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from liberator.embedded.registry.server import RegistryServer
 from liberator.errors import ConfigError, IncompatibleSchemaError, SchemaError
 from liberator.registry.client import RegistryClient, RegistryRequestError, RegistryUnavailable
-from liberator.registry.server import RegistryServer
 
 SUBJECT = "shop.orders-value"
 V1 = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"}]}

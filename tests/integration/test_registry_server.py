@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from liberator.registry.server import CONTENT_TYPE, RegistryServer
+from liberator.embedded.registry.server import CONTENT_TYPE, RegistryServer
 
 SUBJECT = "shop.orders-value"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml as binlog_yaml
 from tests.support import DaemonThread, app_config, read_topic
@@ -67,7 +67,7 @@ def test_mysql_binlog_publishes_renamed_columns(
 
 
 def test_a_rename_to_a_name_avro_refuses_is_a_config_error() -> None:
-    from connectors.query.config import TableEntry
+    from liberator.connectors.query.config import TableEntry
 
     with pytest.raises(ValueError, match="not an Avro field name"):
         TableEntry.model_validate({"table": "users", "rename": {"email": "e-mail"}})

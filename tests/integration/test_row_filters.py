@@ -12,7 +12,7 @@ import pytest
 from liberator.capture.filters import compile_filter
 from liberator.errors import SchemaError
 from liberator.schema import Column, IntType, StringType, TableSchema
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml as binlog_yaml
 from tests.support import DaemonThread, app_config, fold_by_key, read_topic, wait_for

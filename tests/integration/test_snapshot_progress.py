@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from liberator.embedded.ports import free_port
 from liberator.progress import estimate_rows
-from liberator.testbed.ports import free_port
 from tests.integration.legacy_db import LegacyDb
 from tests.support import DaemonThread, app_config, health, wait_for, with_http
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from liberator.config import load_config
-from liberator.testbed import PostgresInstance
-from sinks.sql.config import SqlSinkConfig
+from liberator.sinks.sql.config import SqlSinkConfig
+from liberator_testbed import PostgresInstance
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

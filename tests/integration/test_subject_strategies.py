@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from liberator.errors import ConfigError
 from liberator.registry.client import RegistryClient
 from liberator.registry.subjects import record_fullname, subject_name
-from liberator.testbed import unique_name
+from liberator_testbed import unique_name
 from tests.support import DaemonThread, app_config, cli, read_records, read_topic
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from liberator import testbed
-from liberator.testbed import BrokerInstance, MySQLInstance, PostgresInstance
-from liberator.testbed.ports import free_port, port_is_open, wait_for_port
-from liberator.testbed.process import TestbedError, wait_for_exit
+import liberator_testbed as testbed
+from liberator.embedded.ports import free_port, port_is_open, wait_for_port
+from liberator.embedded.process import TestbedError, wait_for_exit
+from liberator_testbed import BrokerInstance, MySQLInstance, PostgresInstance
 
 native_only = pytest.mark.skipif(testbed.mode() != "native", reason="checks the native test bed's processes")
 
@@ -159,7 +159,7 @@ def test_broker_round_trips_a_keyed_record(kafka_broker: BrokerInstance, kafka_b
 
 
 def test_registry_answers(request: pytest.FixtureRequest) -> None:
-    pytest.importorskip("liberator.registry.server", reason="the embedded registry is not written yet")
+    pytest.importorskip("liberator.embedded.registry.server", reason="the embedded registry is not written yet")
     url: str = request.getfixturevalue("registry_url")
     with urllib.request.urlopen(f"{url}/subjects", timeout=5) as resp:
         assert resp.status == 200

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connectors.mysql_binlog.config import MySQLBinlogConfig
-from connectors.postgres_wal.config import PostgresWalConfig
-from liberator import testbed
+import liberator_testbed as testbed
+from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
+from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.envelope import Op, change_value
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.legacy_db import LegacyDb
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.sql_sink_support import TopicWriter, count, sink_entry, table_rows

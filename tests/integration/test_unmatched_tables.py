@@ -9,7 +9,7 @@ import pytest
 
 from liberator.checks import check_all
 from liberator.config import load_config
-from liberator.testbed import MySQLInstance
+from liberator_testbed import MySQLInstance
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml
 from tests.support import DaemonThread, app_config, read_topic, wait_for

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.query.config import QuerySourceConfig
 from liberator.config import load_config, parse_duration
+from liberator.connectors.query.config import QuerySourceConfig
 from liberator.errors import ConfigError
 
 GOOD = """\

@@ -22,7 +22,7 @@ from liberator.config import RawAppConfig
 from liberator.docgen import nested_models
 
 ROOT = Path(__file__).resolve().parents[2]
-CODE = ("liberator", "connectors", "sinks")
+CODE = ("liberator",)
 SNIPPET = re.compile(r"`([a-z_]+: [^`]+)`")
 PLACEHOLDER = "x"  # what an f-string's {expression} stands for in a snippet
 

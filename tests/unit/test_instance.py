@@ -8,7 +8,7 @@ from pathlib import Path
 
 from liberator.instance import InstanceSlot, kafka_id
 from liberator.sinkrunner import group_instance_id
-from sinks.sql.config import SqlSinkConfig
+from liberator.sinks.sql.config import SqlSinkConfig
 
 
 def sink(**fields: object) -> SqlSinkConfig:

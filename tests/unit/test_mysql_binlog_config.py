@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from connectors.mysql_binlog.config import MySQLBinlogConfig
+from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 
 
 def _config(**options: object) -> MySQLBinlogConfig:

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from connectors.mysql_binlog.history import ColumnSpec, SchemaHistory, TableDef
-from connectors.mysql_binlog.position import (
+from liberator.connectors.mysql_binlog.history import ColumnSpec, SchemaHistory, TableDef
+from liberator.connectors.mysql_binlog.position import (
     BinlogPosition,
     Coord,
     MariaDBGtidPos,
@@ -19,7 +19,7 @@ from connectors.mysql_binlog.position import (
     gtid_from_json,
     gtid_to_json,
 )
-from connectors.mysql_binlog.stream import _Skip
+from liberator.connectors.mysql_binlog.stream import _Skip
 
 U1 = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 U2 = "4f22fb58-71ca-11e1-9e33-c80aa9429562"

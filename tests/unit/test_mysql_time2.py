@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from connectors.mysql_binlog.time2 import decode_time2, time2_size
+from liberator.connectors.mysql_binlog.time2 import decode_time2, time2_size
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import fastavro
 import pytest
 from pydantic import ValidationError
 
-from connectors.outbox.config import OutboxSourceConfig
-from connectors.outbox.ddl import outbox_ddl
-from connectors.outbox.position import OutboxPosition
 from liberator.avro import frame
+from liberator.connectors.outbox.config import OutboxSourceConfig
+from liberator.connectors.outbox.ddl import outbox_ddl
+from liberator.connectors.outbox.position import OutboxPosition
 from liberator.errors import ConfigError, FatalSourceError
 from liberator.outbox import HEADER_ERROR, OutboxRouter, OutboxRouting
 from liberator.outbox.jsonavro import JsonToAvro, PayloadMismatch

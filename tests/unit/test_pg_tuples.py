@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from connectors.postgres_wal.pgoutput import UNCHANGED_TOAST, _tuple
-from connectors.postgres_wal.tuples import Fallback, tuple_reader
-from connectors.postgres_wal.types import InfinityPolicy, _bool, _bytea, date_parser, timestamp_parser
+from liberator.connectors.postgres_wal.pgoutput import UNCHANGED_TOAST, _tuple
+from liberator.connectors.postgres_wal.tuples import Fallback, tuple_reader
+from liberator.connectors.postgres_wal.types import InfinityPolicy, _bool, _bytea, date_parser, timestamp_parser
 
 PARSERS: list[Any] = [
     int,

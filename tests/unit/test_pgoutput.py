@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from connectors.postgres_wal.pgoutput import (
+from liberator.connectors.postgres_wal.pgoutput import (
     PG_EPOCH_MICROS,
     UNCHANGED_TOAST,
     Begin,
@@ -22,7 +22,7 @@ from connectors.postgres_wal.pgoutput import (
     Update,
     decode,
 )
-from connectors.postgres_wal.stream import status_update
+from liberator.connectors.postgres_wal.stream import status_update
 
 
 def tuple_data(*columns: bytes | str | None) -> bytes:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from connectors.query.position import QueryPosition, StreamCursor
+from liberator.connectors.query.position import QueryPosition, StreamCursor
 from liberator.positions import decode_scalar, encode_scalar
 
 

@@ -7,9 +7,15 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.postgres_wal.config import PostgresWalConfig
-from connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
-from connectors.postgres_wal.types import InfinityPolicy, _money, _numeric_typmod, array_parser, timestamp_parser
+from liberator.connectors.postgres_wal.config import PostgresWalConfig
+from liberator.connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
+from liberator.connectors.postgres_wal.types import (
+    InfinityPolicy,
+    _money,
+    _numeric_typmod,
+    array_parser,
+    timestamp_parser,
+)
 
 
 def test_lsn_text_round_trip() -> None:

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from connectors.query import keyset
-from connectors.query.reader import epoch_ms, epoch_us
+from liberator.connectors.query import keyset
+from liberator.connectors.query.reader import epoch_ms, epoch_us
 
 UTC_PLUS_2 = dt.timezone(dt.timedelta(hours=2))
 

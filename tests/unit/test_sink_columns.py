@@ -24,10 +24,10 @@ from liberator.schema import (
     UuidType,
 )
 from liberator.sink import FatalSinkError
-from sinks.sql.columns import Kind, db_type_usable, field_columns, kind_of, normalised
-from sinks.sql.config import SqlSinkConfig
-from sinks.sql.tables import holds
-from sinks.sql.values import to_column
+from liberator.sinks.sql.columns import Kind, db_type_usable, field_columns, kind_of, normalised
+from liberator.sinks.sql.config import SqlSinkConfig
+from liberator.sinks.sql.tables import holds
+from liberator.sinks.sql.values import to_column
 
 TABLE = TableSchema(
     "public",

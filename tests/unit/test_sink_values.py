@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from liberator.schema import ArrayType, BitsType, IntervalType, IntType, StringType, TimestampType
-from sinks.sql.columns import Kind
-from sinks.sql.values import interval_text, pg_array_literal, to_column
+from liberator.sinks.sql.columns import Kind
+from liberator.sinks.sql.values import interval_text, pg_array_literal, to_column
 
 UTC_NOON = dt.datetime(2024, 1, 1, 12, 0, 0, 250000, tzinfo=dt.UTC)
 

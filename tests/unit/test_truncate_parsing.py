@@ -8,8 +8,8 @@ import threading
 import pytest
 from confluent_kafka import KafkaError
 
-from connectors.mysql_binlog.config import MySQLBinlogConfig
-from connectors.mysql_binlog.stream import BinlogStreamer
+from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
+from liberator.connectors.mysql_binlog.stream import BinlogStreamer
 from liberator.runtime import delivery_failure
 
 

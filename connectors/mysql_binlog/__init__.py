@@ -1,5 +1,0 @@
-"""MySQL / MariaDB binlog change-data capture (`type: mysql_binlog`); see docs/mysql_binlog.md."""
-
-from connectors.mysql_binlog.source import MySQLBinlogSource
-
-__all__ = ["MySQLBinlogSource"]

@@ -1,5 +1,0 @@
-"""The outbox-table source (`type: outbox`): domain events the application wrote in its own transaction."""
-
-from connectors.outbox.source import OutboxSource
-
-__all__ = ["OutboxSource"]

@@ -1,5 +1,0 @@
-"""PostgreSQL change-data capture from logical replication (`type: postgres_wal`, plugin pgoutput)."""
-
-from connectors.postgres_wal.source import PostgresWalSource
-
-__all__ = ["PostgresWalSource"]

@@ -1,5 +1,0 @@
-"""The query-based source (`type: query`): snapshot plus incremental polling on any SQLAlchemy store."""
-
-from connectors.query.source import QuerySource
-
-__all__ = ["QuerySource"]

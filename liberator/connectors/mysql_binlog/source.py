@@ -1,0 +1,226 @@
+"""The MySQL / MariaDB binlog source (`type: mysql_binlog`): snapshot, then the row-based binlog."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql  # type: ignore[import-untyped]
+
+from liberator.capture import ChangeBatch
+from liberator.connectors.mysql_binlog.checks import (
+    ServerInfo,
+    classify,
+    connect,
+    connection_settings,
+    current_point,
+    position_problems,
+    select_problems,
+    server_info,
+    setting_problems,
+    transient,
+)
+from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
+from liberator.connectors.mysql_binlog.guard import ServerIdGuard
+from liberator.connectors.mysql_binlog.outbox import BinlogOutbox
+from liberator.connectors.mysql_binlog.position import BinlogPosition, Coord, SnapshotState
+from liberator.connectors.mysql_binlog.snapshot import read_snapshot
+from liberator.connectors.mysql_binlog.stream import BinlogStreamer, open_reader
+from liberator.connectors.mysql_binlog.tables import TableCatalog, list_tables, read_table_def, unmatched_problems
+from liberator.errors import FatalSourceError, LiberatorError
+from liberator.events import Checkpoint, SourceItem, Stream
+from liberator.source import Source, SourceContext, lost_position
+
+
+class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
+    config_model = MySQLBinlogConfig
+    position_type = BinlogPosition
+
+    def __init__(self, config: MySQLBinlogConfig, context: SourceContext) -> None:
+        super().__init__(config, context)
+        self.cfg = config
+        self.phase = "starting"
+        self.tables = TableCatalog(config, context.app_name, context.log)
+        self._open: list[Any] = []
+        self._guard = ServerIdGuard(config)
+
+    def _connect(self) -> tuple[Any, ServerInfo]:
+        conn = connect(self.cfg)
+        self._open.append(conn)
+        settings = connection_settings(self.cfg)
+        self.tables.set_server(f"{settings['host']}:{settings['port']}")
+        try:
+            return conn, server_info(conn)
+        except pymysql.MySQLError as exc:
+            raise classify(exc, self.cfg) from None
+
+    # -- checks and schemas -------------------------------------------------------------------------
+
+    def lease_key(self) -> str:
+        # The URL names a server, not a database (GET_LOCK is server-wide): the server_id says which reader.
+        return f"{super().lease_key()} server_id {self.cfg.server_id}"
+
+    def check(self) -> list[str]:
+        try:
+            conn, info = self._connect()
+            problems = setting_problems(self.cfg, info) + unmatched_problems(conn, self.cfg)
+            tables = list_tables(conn, self.cfg)
+            problems += select_problems(conn, self.cfg, tables)
+            problems += self._outbox_problems(conn, info)
+            in_use = self._guard.problem(conn)
+            problems += [in_use] if in_use is not None else []
+            for database, name in tables:
+                try:
+                    table = read_table_def(conn, database, name, not info.mariadb)
+                    if table is not None:
+                        self.tables.table(table)
+                except LiberatorError as exc:
+                    problems.append(f"source {self.cfg.name}: {exc}")
+            return problems
+        except LiberatorError as exc:
+            return [str(exc)]
+        except pymysql.MySQLError as exc:
+            return [str(classify(exc, self.cfg))]
+        finally:
+            self.close()
+
+    def _outbox_problems(self, conn: Any, info: ServerInfo) -> list[str]:
+        outbox = self.cfg.outbox
+        if outbox is None:
+            return []
+        database, name = outbox.table.split(".", 1)
+        if read_table_def(conn, database, name, not info.mariadb) is None:
+            return [
+                f"source {self.cfg.name}: the outbox table {outbox.table} does not exist; create it "
+                "(`liberator outbox ddl --dialect mysql` prints the default shape) or fix outbox.table"
+            ]
+        try:
+            BinlogOutbox(self.cfg, self.context.registry)
+        except LiberatorError as exc:
+            return [str(exc)]
+        return []
+
+    def streams(self) -> list[Stream]:
+        try:
+            conn, info = self._connect()
+            out = []
+            for database, name in list_tables(conn, self.cfg):
+                table = read_table_def(conn, database, name, not info.mariadb)
+                if table is not None:
+                    out.append(self.tables.table(table).captured.stream)
+            return out
+        except pymysql.MySQLError as exc:
+            raise classify(exc, self.cfg) from None
+        finally:
+            self.close()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def read(self, start: BinlogPosition | None) -> Iterator[SourceItem]:
+        cfg = self.cfg
+        try:
+            conn, info = self._connect()
+            problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._outbox_problems(conn, info)
+            if start is not None and not start.snapshotting:
+                problems += position_problems(cfg, info, start, conn)
+            if problems:
+                for problem in problems[1:]:
+                    self.context.log.error("%s", problem)
+                raise FatalSourceError(problems[0])
+            self._guard.acquire(conn, self.leased)  # held by this connection while the source reads
+            if start is None:
+                self._check_first_run(conn)
+            position = self._initial(conn, info) if start is None else start
+            if start is None and not position.snapshotting:
+                yield Checkpoint(position, durable=True)  # `snapshot: never`: the stream starts here, whatever happens
+            if position.snapshotting:
+                self.phase = "snapshot"
+                self.context.log.info("snapshot of %d tables", len(position.snapshot.tables))  # type: ignore[union-attr]
+                final: BinlogPosition | None = None
+                for item in read_snapshot(conn, info, position, self.tables, cfg.snapshot_chunk, self.context.stop):
+                    yield item
+                    if isinstance(item, ChangeBatch | Checkpoint) and isinstance(item.position, BinlogPosition):
+                        final = item.position
+                if self.context.stop.is_set() or final is None or final.snapshotting:
+                    return
+                position = final
+                self.context.log.info("snapshot done; streaming from %s", position.describe())
+            if cfg.snapshot == "initial_only":
+                self.phase = "done"
+                return
+            yield from self._stream(conn, info, position)
+        except pymysql.MySQLError as exc:
+            raise transient(exc, cfg) from None
+
+    def _check_first_run(self, conn: Any) -> None:
+        """No stored position: refuse to start over silently when the topics show the source ran before.
+
+        The binlog has no server-side slot to tell, so the evidence is the source's own output: a topic of a
+        captured table that already holds a record (read with a consumer). `--from-scratch` skips this.
+        """
+        published = self.context.published
+        if published is None or self.context.from_scratch:
+            return
+        topic = published([self.tables.topic_for(db, table) for db, table in list_tables(conn, self.cfg)])
+        if topic is not None:
+            start_over = "snapshot again" if self.cfg.snapshot != "never" else "stream from the binlog's end"
+            raise lost_position(self.cfg.name, f"topic {topic} already holds records", start_over)
+
+    def _initial(self, conn: Any, info: ServerInfo) -> BinlogPosition:
+        if self.cfg.snapshot == "never":
+            coord, gtid = current_point(conn, info)
+            self.context.log.info("no stored position and snapshot: never; streaming from %s", coord)
+            return BinlogPosition(coord, gtid)
+        tables = tuple(f"{db}.{t}" for db, t in list_tables(conn, self.cfg))
+        return BinlogPosition(Coord("", 0), None, snapshot=SnapshotState(tables, ()))
+
+    def _stream(self, conn: Any, info: ServerInfo, position: BinlogPosition) -> Iterator[SourceItem]:
+        cfg = self.cfg
+        by_gtid = cfg.resume == "gtid" or (cfg.resume == "auto" and info.gtid_mode)
+        if cfg.resume == "gtid" and not info.gtid_mode:
+            raise FatalSourceError(
+                f"source {cfg.name}: resume: gtid but the server runs with gtid_mode OFF; "
+                "enable GTIDs or use resume: file"
+            )
+        if position.gtid is None or not str(position.gtid):
+            by_gtid = False  # no GTID known yet (none written before the start point)
+        self.phase = "streaming"
+        self.context.log.info("streaming from %s by %s", position.describe(), "GTID" if by_gtid else "file/position")
+        reader, waiter = open_reader(cfg, connection_settings(cfg), position, by_gtid, info.mariadb)
+        self._open.append(reader)
+        outbox = None if cfg.outbox is None else BinlogOutbox(cfg, self.context.registry)
+        context = self.context
+        streamer = BinlogStreamer(
+            cfg, self.tables, conn, not info.mariadb, context.log, context.stop, context.pacing, outbox
+        )
+        yield from streamer.run(reader, position, waiter)
+
+    def backlog_bytes(self, stored: BinlogPosition | None) -> int | None:
+        """The binlog written after the stored position: the rest of its file and every later file."""
+        if stored is None:
+            return None
+        conn = connect(self.cfg)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW BINARY LOGS")
+                logs = [(str(row[0]), int(row[1])) for row in cur.fetchall()]
+        finally:
+            conn.close()
+        return binlog_after(logs, stored.coord)
+
+    def close(self) -> None:
+        while self._open:
+            resource = self._open.pop()
+            with contextlib.suppress(Exception):  # a broken connection must not hide the real error
+                resource.close()
+
+
+def binlog_after(logs: list[tuple[str, int]], coord: Coord) -> int | None:
+    """Bytes after `coord` in the server's binlog files (SHOW BINARY LOGS: name, size); None when its file is
+    gone (purged: the source cannot resume there anyway, and says so when it tries)."""
+    names = [name for name, _ in logs]
+    if coord.file not in names:
+        return None
+    # Binlog names share one base and a zero-padded sequence number, so they sort in writing order.
+    return sum(size - coord.pos if name == coord.file else size for name, size in logs if name >= coord.file)

@@ -1,0 +1,93 @@
+"""Claiming the next batch of outbox rows: which rows, under which locks, in which transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from liberator.connectors.outbox.config import OutboxSourceConfig
+from liberator.connectors.outbox.presence import Presence
+from liberator.connectors.outbox.queries import OutboxQueries
+
+
+@dataclass
+class Claim:
+    rows: list[sa.Row[Any]]
+    conn: sa.Connection | None  # skip_locked: the open transaction locking the rows until the cleanup commits
+    full: bool  # the batch came back full: more may be waiting
+
+
+class Claimer:
+    """Rows of batches still in flight are never claimed again: other transactions' locks hide them
+    (skip_locked), or they are filtered out (leader). `presence` (skip_locked) says whether other daemons
+    claim from the table too, and so whether a claim needs its ordering check."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        queries: OutboxQueries,
+        cfg: OutboxSourceConfig,
+        skip_locked: bool,
+        presence: Presence | None = None,
+    ) -> None:
+        self.engine = engine
+        self.queries = queries
+        self.cfg = cfg
+        self.skip_locked = skip_locked
+        self.presence = presence
+
+    def claim(self, in_flight: set[Any]) -> Claim | None:
+        """The next rows to publish, or None when there are none; `in_flight` are the ids of our batches
+        awaiting Kafka."""
+        batch_size = self.cfg.batch_size
+        if not self.skip_locked:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                fetched = self._fetch(conn, self.queries.claim(batch_size + len(in_flight), False))
+            rows = [row for row in fetched if row._mapping[self.cfg.columns.id] not in in_flight][:batch_size]
+            return Claim(rows, None, len(rows) == batch_size) if rows else None
+        conn = self.engine.connect()
+        try:
+            if conn.dialect.name in ("mysql", "mariadb"):
+                # REPEATABLE READ would take gap locks and block the application's inserts meanwhile.
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            rows = self._fetch(conn, self.queries.claim(batch_size, True))
+            full = len(rows) == batch_size
+            # Asked after the rows are locked: see liberator.connectors.outbox.presence for why that order is safe.
+            if rows and (self.presence is None or self.presence.others()):
+                rows = self._without_waiting_aggregates(conn, rows, in_flight)
+        except BaseException:
+            conn.close()
+            raise
+        if not rows:
+            conn.rollback()
+            conn.close()
+            return None
+        return Claim(rows, conn, full)
+
+    def _fetch(self, conn: sa.Connection, claim: sa.Select[Any]) -> list[sa.Row[Any]]:
+        if not self.queries.claims_ids_first:
+            return list(conn.execute(claim).all())
+        ids = [row[0] for row in conn.execute(claim)]
+        if not ids:
+            return []
+        statement, params = self.queries.rows_by_id(ids)
+        return list(conn.execute(statement, params).all())
+
+    def _without_waiting_aggregates(
+        self, conn: sa.Connection, rows: list[sa.Row[Any]], in_flight: set[Any]
+    ) -> list[sa.Row[Any]]:
+        """Drop rows whose aggregate has an older row neither this claim nor our batches in flight hold
+        (another daemon has it): publishing them now could overtake it. They stay locked by this claim
+        and unpublished until a later round."""
+        cols = self.cfg.columns
+        mine = {row._mapping[cols.id] for row in rows} | in_flight
+        waiting = {
+            (older[1], older[2]) for older in conn.execute(self.queries.older_than(rows[-1])) if older[0] not in mine
+        }
+        if not waiting:
+            return rows
+        return [
+            row for row in rows if (row._mapping[cols.aggregate_type], row._mapping[cols.aggregate_id]) not in waiting
+        ]

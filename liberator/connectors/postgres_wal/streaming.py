@@ -1,0 +1,248 @@
+"""pgoutput messages -> row changes: transactions, relations (shape changes), TOAST, truncates, positions.
+
+The changes go out in batches of whatever the server handed over at once: when the stream has nothing more
+buffered, the transactions read so far are one batch, with the position after the last of them (its end
+LSN). A batch never holds more than `MAX_BATCH` changes, so a large transaction goes out in several, and
+memory stays bounded whatever its size; a batch that ends inside a transaction carries the position of
+the last transaction it completes (or none).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator, Sequence
+
+from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.connectors.postgres_wal.config import PostgresWalConfig
+from liberator.connectors.postgres_wal.outbox import WalOutbox
+from liberator.connectors.postgres_wal.pgoutput import (
+    PG_EPOCH_MICROS,
+    UNCHANGED_TOAST,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Message,
+    Relation,
+    Truncate,
+    TupleValue,
+    Update,
+    decode,
+)
+from liberator.connectors.postgres_wal.position import WalPosition, lsn_text
+from liberator.connectors.postgres_wal.rows import fill_unchanged, parse_tuple
+from liberator.connectors.postgres_wal.stream import DRAINED, XLOG_PAYLOAD, Frame, Idle, Keepalive
+from liberator.connectors.postgres_wal.tables import TableCatalog, TableState
+from liberator.connectors.postgres_wal.tuples import Fallback
+from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
+from liberator.resnapshot import publish_covered
+
+MAX_BATCH = 1000  # changes per batch inside a large transaction
+_U32 = struct.Struct("!I").unpack_from
+_CREATE = Op.create
+_BEGIN = struct.Struct("!QqI").unpack_from  # final (commit) LSN, commit time (µs since 2000), xid
+_COMMIT_END = struct.Struct("!Q").unpack_from  # a Commit's end LSN, after its flags and commit LSN
+
+
+class ChangeDecoder:
+    """State of one replication session: the relations seen and the transaction being read."""
+
+    def __init__(
+        self,
+        config: PostgresWalConfig,
+        catalog: TableCatalog,
+        captured: set[str],
+        position: WalPosition,
+        log: logging.Logger,
+        outbox: WalOutbox | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.captured = captured
+        self.log = log
+        self.relations: dict[int, TableState | None] = {}
+        self.names: dict[int, str] = {}
+        self.last = position.lsn  # everything before it is yielded (a commit end, or a keepalive's LSN)
+        self.tables = position.tables
+        self.skip = position.skip_before()
+        self.begin_lsn: int | None = None  # the commit LSN of the transaction being read (from its Begin)
+        self.txn = Txn(0)
+        self.items: list[RowChange | ChangeEvent] = []
+        self.done: WalPosition | None = None  # after the last transaction read whose changes are not yielded yet
+        self.outbox = outbox
+
+    def frame(self, frame: Frame) -> Iterator[SourceItem]:
+        if frame.__class__ is bytes:
+            assert isinstance(frame, bytes)
+            kind = frame[XLOG_PAYLOAD]
+            if kind == 0x49:  # 'I', most of every stream
+                if not self._insert(frame):
+                    self.message(frame[XLOG_PAYLOAD:])
+            elif kind == 0x42:  # 'B'
+                final_lsn, ts, xid = _BEGIN(frame, XLOG_PAYLOAD + 1)
+                self._begin(final_lsn, (ts + PG_EPOCH_MICROS) // 1000, xid)
+            elif kind == 0x43:  # 'C': the position after it is where streaming may resume
+                (end_lsn,) = _COMMIT_END(frame, XLOG_PAYLOAD + 10)
+                self.begin_lsn = None
+                self.done = self._position(end_lsn)
+            else:
+                self.message(frame[XLOG_PAYLOAD:])
+            if len(self.items) >= MAX_BATCH:
+                yield self._flush()
+        elif frame is DRAINED:
+            # What the server sent so far is read: hand over the transactions it completed, as one batch.
+            if self.done is not None or (self.items and self.begin_lsn is None):
+                yield self._flush()
+        elif isinstance(frame, Keepalive):
+            if self.begin_lsn is None and frame.wal_end > self.last:
+                # Between transactions, everything before the server's LSN has reached us: nothing is pending.
+                self.done = self._position(frame.wal_end)
+                yield self._flush()
+            else:
+                yield IDLE
+        elif isinstance(frame, Idle):
+            yield IDLE
+
+    def _flush(self) -> SourceItem:
+        """The changes read so far, with the position after the last transaction they complete (if any)."""
+        items, position = self.items, self.done
+        self.items, self.done = [], None
+        if items:
+            return ChangeBatch(items, position)
+        assert position is not None
+        return Checkpoint(position)
+
+    def _begin(self, final_lsn: int, commit_ms: int, xid: int) -> None:
+        self.begin_lsn = final_lsn
+        self.txn = Txn(commit_ms, id=str(xid), position=lsn_text(final_lsn), commit_ms=commit_ms)
+
+    def _position(self, lsn: int) -> WalPosition:
+        self.last = lsn
+        if self.skip:
+            self.skip = {t: p for t, p in self.skip.items() if p > lsn}
+            self.tables = tuple((t, p) for t, p in self.tables if p > lsn)
+        elif self.tables:
+            self.tables = ()
+        return WalPosition(lsn, self.tables, snapshot_done=True)
+
+    def _state(self, relid: int) -> TableState | None:
+        """The captured table's state; None for tables not captured."""
+        return self.relations.get(relid)
+
+    def _covered(self, state: TableState) -> bool:
+        """Whether this transaction is already in the snapshot that re-read the table (liberator.resnapshot)."""
+        if not self.skip:
+            return False
+        point = self.skip.get(state.name)
+        return point is not None and self.begin_lsn is not None and self.begin_lsn < point
+
+    def _deleted_covered(self, state: TableState, old: Sequence[TupleValue]) -> bool:
+        """Whether a covered delete still goes out: its key is gone from the live table."""
+        return publish_covered(Op.delete, lambda: self.catalog.has_row(state, old))
+
+    def _insert(self, frame: bytes) -> bool:
+        """An Insert of a captured table whose values all came as text or NULL; False: take the generic path."""
+        (relid,) = _U32(frame, XLOG_PAYLOAD + 1)
+        state = self.relations.get(relid)
+        if state is None or self.outbox is not None or frame[XLOG_PAYLOAD + 5] != 0x4E or self._covered(state):
+            return False
+        try:
+            values = state.reader(frame, XLOG_PAYLOAD + 6)
+        except Fallback:
+            return False
+        self.items.append(RowChange(state.captured, _CREATE, self.txn, None, values))  # positional: the hot path
+        return True
+
+    def message(self, payload: bytes) -> None:
+        """Any pgoutput message, through the generic decoder (the fast paths are in `frame`)."""
+        msg = decode(payload)
+        kind = type(msg)
+        items = self.items
+        if kind is Insert:
+            assert isinstance(msg, Insert)
+            state = self._state(msg.relid)
+            if state is not None and not self._covered(state):
+                items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
+            if self.outbox is not None and self.outbox.is_outbox(msg.relid):
+                items.extend(self.outbox.inserted(msg.relid, msg.new))
+        elif kind is Begin:
+            assert isinstance(msg, Begin)
+            self._begin(msg.final_lsn, msg.commit_micros // 1000, msg.xid)
+        elif kind is Commit:
+            assert isinstance(msg, Commit)
+            self.begin_lsn = None
+            self.done = self._position(msg.end_lsn)
+        elif kind is Delete:
+            assert isinstance(msg, Delete)
+            state = self._state(msg.relid)
+            if state is not None and (not self._covered(state) or self._deleted_covered(state, msg.old)):
+                old = parse_tuple(state, msg.old)
+                key = [old[i] for i in state.captured.key_index]
+                items.append(
+                    RowChange(state.captured, Op.delete, self.txn, before=old if msg.old_is_full else None, key=key)
+                )
+        elif kind is Update:
+            assert isinstance(msg, Update)
+            self._update(msg)
+        elif kind is Relation:
+            assert isinstance(msg, Relation)
+            self._relation(msg)
+        elif kind is Truncate:
+            assert isinstance(msg, Truncate)
+            self._truncate(msg)
+        elif kind is Message:
+            assert isinstance(msg, Message)
+            if self.outbox is not None:
+                items.extend(self.outbox.message(msg))
+
+    def _relation(self, msg: Relation) -> None:
+        name = f"{msg.namespace}.{msg.name}"
+        self.names[msg.relid] = name
+        if self.outbox is not None:
+            self.outbox.relation(msg)
+        if name not in self.captured:
+            self.relations[msg.relid] = None
+            return
+        self.relations[msg.relid] = self.catalog.from_relation(msg)
+
+    def _update(self, msg: Update) -> None:
+        state = self._state(msg.relid)
+        if state is None:
+            return
+        covered = self._covered(state)
+        if covered and msg.old is None:
+            return  # the key did not change: an update the re-read already holds
+        new = parse_tuple(state, msg.new)
+        old = None if msg.old is None else parse_tuple(state, msg.old)
+        full_old = old if msg.old_is_full else None
+        headers: tuple[tuple[str, bytes], ...] = ()
+        if UNCHANGED_TOAST in new:
+            headers = fill_unchanged(state, new, full_old, self.config.toast_placeholder)
+        if full_old is not None and UNCHANGED_TOAST in full_old:  # pragma: no cover - FULL old rows are detoasted
+            fill_unchanged(state, full_old, None, self.config.toast_placeholder)
+        # A key-only old tuple (the key changed, REPLICA IDENTITY DEFAULT) carries just the old key's values.
+        old_key = None if old is None or full_old is not None else [old[i] for i in state.captured.key_index]
+        if covered:
+            # The re-read holds the new row; only the old key's delete may still be due (liberator.resnapshot).
+            assert old is not None and msg.old is not None
+            key_index = state.captured.key_index
+            if [old[i] for i in key_index] != [new[i] for i in key_index] and self._deleted_covered(state, msg.old):
+                key = [old[i] for i in key_index]
+                self.items.append(RowChange(state.captured, Op.delete, self.txn, before=full_old, key=key))
+            return
+        self.items.append(
+            RowChange(state.captured, Op.update, self.txn, before=full_old, after=new, key=old_key, headers=headers)
+        )
+
+    def _truncate(self, msg: Truncate) -> None:
+        tables = []
+        for relid in msg.relids:
+            if self.names.get(relid) not in self.captured:
+                continue
+            state = self._state(relid)
+            if state is None or self._covered(state):  # already in a later snapshot read: nothing to publish
+                continue
+            tables.append(state.captured)
+        where = self.txn.position or lsn_text(self.last)
+        self.items.extend(truncate_changes(self.config.truncate, self.config.name, tables, self.txn, where, self.log))
