@@ -22,6 +22,7 @@ from liberator.errors import FatalSourceError
 from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
+from liberator.topickeys import TopicKeys
 
 
 class SourceConfig(BaseModel):
@@ -63,6 +64,9 @@ class SourceContext:
     # `liberator run --from-scratch`: a source without a stored position starts over even where the evidence
     # says it ran before (see `lost_position`).
     from_scratch: bool = False
+    # The live keys of a topic (liberator.topickeys), for sources that find deletes by comparing them with
+    # their table (the query source's `deletes: reconcile`). None where there is no broker (tests, bench).
+    topic_keys: Callable[[str], TopicKeys] | None = None
 
     def idle(self, seconds: float) -> Iterator[Idle]:
         """Wait `seconds` (or until stop), yielding IDLE at least every `pacing.max_wait`: for sources that
