@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,7 +22,9 @@ from liberator.errors import FatalSourceError
 from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
-from liberator.topickeys import TopicKeys
+
+if TYPE_CHECKING:  # liberator.topickeys needs the config, which needs this module
+    from liberator.topickeys import TopicKeys
 
 
 class SourceConfig(BaseModel):

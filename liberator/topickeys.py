@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from liberator.avro.wire import HEADER_SIZE
 from liberator.errors import TransientSourceError
+from liberator.topics import end_reader
 
 READ_TIMEOUT = 600.0  # a refresh that makes no progress for this long is a broker problem
 
@@ -34,15 +34,7 @@ class TopicKeys:
 
     def refresh(self, stop: threading.Event) -> dict[bytes, bytes]:
         """Read what the topic gained since the last refresh (everything, the first time); the live keys."""
-        consumer = Consumer(
-            {
-                **self._settings,
-                "group.id": f"liberator-keys-{uuid.uuid4().hex[:12]}",  # nothing is committed
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 10,
-            }
-        )
+        consumer = end_reader(self._settings, "keys")
         try:
             metadata = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
             if metadata is None or metadata.error is not None:
