@@ -5,8 +5,8 @@ set with the keys still in the table (`deletes: reconcile`). The topic is the re
 were told, so it is where the set comes from: nothing to keep on local disk, and a standby that takes over
 reads the same set. The first refresh reads the topic from the beginning; later ones only what was
 appended since. Keys are the record keys' Avro bodies (the 5-byte Confluent header cut off, so a key
-written under an older key schema id still matches), each with the framed key bytes of its latest record:
-a tombstone must carry exactly those bytes for compaction to drop the record.
+written under an older key schema id still matches), each with the key schema id of its latest record:
+a tombstone must carry exactly that record's key bytes for compaction to drop the record (`framed_key`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from liberator.avro.wire import HEADER_SIZE
+from liberator.avro.wire import HEADER_SIZE, FramingError, frame, framed_schema_id
 from liberator.errors import TransientSourceError
 from liberator.topics import end_reader
 
@@ -30,9 +30,14 @@ class TopicKeys:
         self._settings = settings
         self._timeout = timeout
         self._next: dict[int, int] = {}  # partition -> the offset the next refresh reads from
-        self.live: dict[bytes, bytes] = {}  # key body -> framed key of its latest record
+        self.live: dict[bytes, int] = {}  # key body -> the key schema id of its latest record
+        self._ids: dict[int, int] = {}  # one int object per schema id: 1M keys share a few
 
-    def refresh(self, stop: threading.Event) -> dict[bytes, bytes]:
+    @staticmethod
+    def framed_key(body: bytes, schema_id: int) -> bytes:
+        return frame(schema_id, body)
+
+    def refresh(self, stop: threading.Event) -> dict[bytes, int]:
         """Read what the topic gained since the last refresh (everything, the first time); the live keys."""
         consumer = end_reader(self._settings, "keys")
         try:
@@ -48,7 +53,7 @@ class TopicKeys:
             consumer.close()
 
     def _read_to_end(self, consumer: Consumer, pending: set[int], stop: threading.Event) -> None:
-        live, following = self.live, self._next
+        live, following, ids = self.live, self._next, self._ids
         progress = time.monotonic()
         while pending and not stop.is_set():
             messages = consumer.consume(1000, 0.2)
@@ -75,4 +80,8 @@ class TopicKeys:
                 if message.value() is None:
                     live.pop(body, None)
                 else:
-                    live[body] = key
+                    try:
+                        schema_id = framed_schema_id(key)
+                    except FramingError:
+                        continue  # not a key liberator wrote: no row of ours
+                    live[body] = ids.setdefault(schema_id, schema_id)

@@ -84,7 +84,7 @@ class DeleteReconciler:
             now_ms = int(time.time() * 1000)
             items: list[RowChange | ChangeEvent] = []
             for body in vanished:
-                items.append(ChangeEvent(stream, live.pop(body), None, now_ms, None))
+                items.append(ChangeEvent(stream, TopicKeys.framed_key(body, live.pop(body)), None, now_ms, None))
                 if len(items) >= self._batch:
                     yield ChangeBatch(items, position)
                     items = []
