@@ -12,8 +12,10 @@ new), and the topic read alone. The machine is noisy: read the ratio column, not
 from __future__ import annotations
 
 import argparse
+import cProfile
 import functools
 import logging
+import pstats
 import tempfile
 import threading
 import time
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--db", choices=("postgresql", "mariadb"), default="postgresql")
+    parser.add_argument("--profile", action="store_true", help="cProfile the later reconciliation (top 25)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with servers(args.db) as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
@@ -110,9 +113,16 @@ def main() -> None:
         t0 = time.perf_counter()
         made = reconcile(source, reconciler)
         table.add("reconcile, first after a start", keys, time.perf_counter() - t0, str(made))
+        profile = cProfile.Profile() if args.profile else None
         t0 = time.perf_counter()
+        if profile is not None:
+            profile.enable()
         again = reconcile(source, reconciler)
+        if profile is not None:
+            profile.disable()
         table.add("reconcile, later (topic tailed)", keys, time.perf_counter() - t0, str(again))
+        if profile is not None:
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         t0 = time.perf_counter()
         live = TopicKeys(settings, topic).refresh(stop)
         table.add("topic read alone, from the start", len(live), time.perf_counter() - t0)
