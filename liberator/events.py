@@ -49,8 +49,9 @@ class ChangeEvent:
 
     stream: Stream
     # A Key record for table rows; the aggregate id string for outbox events; None for an event about a
-    # whole table (a truncate, op 't'), which is produced with no key, as Debezium does.
-    key: dict[str, Any] | str | None
+    # whole table (a truncate, op 't'), which is produced with no key, as Debezium does; bytes: a key already
+    # in the wire format (a reconciled delete's tombstone repeats the exact key bytes the topic holds).
+    key: dict[str, Any] | str | bytes | None
     value: dict[str, Any] | bytes | None
     timestamp_ms: int
     position: Position | None

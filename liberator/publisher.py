@@ -115,7 +115,9 @@ class Publisher:
     def encode_event(self, event: ChangeEvent, stop: threading.Event) -> tuple[bytes | None, bytes | None]:
         """(key, value) of a record a connector made itself (an outbox event), in the wire format."""
         prepared = self.prepare(event.stream, stop)
-        key = prepared.key.encode(event.key) if event.key is not None else None
+        key = event.key
+        if key is not None and not isinstance(key, bytes):
+            key = prepared.key.encode(key)
         return key, self._value(event, prepared)
 
     def _register(self, subject: str, schema: dict[str, Any]) -> int:

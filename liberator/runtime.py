@@ -39,6 +39,7 @@ from liberator.sinkrunner import DeadLetterProducer, SinkRunner, create_sink_run
 from liberator.source import AnySource, SourceConfig, SourceContext
 from liberator.sourcerunner import SourceRunner, delivery_failure
 from liberator.startup import wait_for_kafka
+from liberator.topickeys import TopicKeys
 from liberator.topics import TopicManager, admin_settings, first_with_records
 
 log = logging.getLogger("liberator")
@@ -77,6 +78,7 @@ def build_source(
     registry: RegistryClient | None = None,
     published: Callable[[Sequence[str]], str | None] | None = None,
     from_scratch: bool = False,
+    topic_keys: Callable[[str], TopicKeys] | None = None,
 ) -> AnySource:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
     if not isinstance(config, source_cls.config_model):
@@ -84,7 +86,13 @@ def build_source(
         raise ConfigError(f"source {config.name}: its config is not a {source_cls.config_model.__name__}")
     log = logging.getLogger(f"liberator.source.{config.name}")
     context = SourceContext(
-        app_name=app, stop=stop, log=log, registry=registry, published=published, from_scratch=from_scratch
+        app_name=app,
+        stop=stop,
+        log=log,
+        registry=registry,
+        published=published,
+        from_scratch=from_scratch,
+        topic_keys=topic_keys,
     )
     source: AnySource = source_cls(config, context)
     return source
@@ -175,11 +183,14 @@ class Daemon:
             log.info("stopped before the broker answered")
             return 0
         published = functools.partial(first_with_records, admin_settings(config.kafka))
+        topic_keys = functools.partial(TopicKeys, admin_settings(config.kafka))
         for source_config in config.sources:
             self.metrics.heartbeat.beat()
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
-            source = build_source(source_config, config.name, source_stop, registry, published, self.from_scratch)
+            source = build_source(
+                source_config, config.name, source_stop, registry, published, self.from_scratch, topic_keys
+            )
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)
             if start is not None:

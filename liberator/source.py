@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,6 +22,9 @@ from liberator.errors import FatalSourceError
 from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
+
+if TYPE_CHECKING:  # liberator.topickeys needs the config, which needs this module
+    from liberator.topickeys import TopicKeys
 
 
 class SourceConfig(BaseModel):
@@ -63,6 +66,9 @@ class SourceContext:
     # `liberator run --from-scratch`: a source without a stored position starts over even where the evidence
     # says it ran before (see `lost_position`).
     from_scratch: bool = False
+    # The live keys of a topic (liberator.topickeys), for sources that find deletes by comparing them with
+    # their table (the query source's `deletes: reconcile`). None where there is no broker (tests, bench).
+    topic_keys: Callable[[str], TopicKeys] | None = None
 
     def idle(self, seconds: float) -> Iterator[Idle]:
         """Wait `seconds` (or until stop), yielding IDLE at least every `pacing.max_wait`: for sources that

@@ -142,17 +142,22 @@ class TopicManager:
                 ) from None
 
 
-def first_with_records(settings: dict[str, Any], topics: Sequence[str], timeout: float = PROBE_TIMEOUT) -> str | None:
-    """The first of `topics` that holds at least one record (a tombstone counts), or None when none does."""
-    consumer = Consumer(
+def end_reader(settings: dict[str, Any], purpose: str) -> Consumer:
+    """A consumer for partitions assigned by hand and read to their end (partition EOF); it commits nothing."""
+    return Consumer(
         {
             **settings,
-            "group.id": f"liberator-probe-{uuid.uuid4().hex[:12]}",  # nothing is committed
+            "group.id": f"liberator-{purpose}-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 10,
         }
     )
+
+
+def first_with_records(settings: dict[str, Any], topics: Sequence[str], timeout: float = PROBE_TIMEOUT) -> str | None:
+    """The first of `topics` that holds at least one record (a tombstone counts), or None when none does."""
+    consumer = end_reader(settings, "probe")
     try:
         metadata = consumer.list_topics(timeout=10).topics
         partitions = [

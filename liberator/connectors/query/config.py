@@ -61,6 +61,12 @@ class QuerySourceConfig(SourceConfig, DatabaseTimeouts):
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
     mask_salt: str | None = Field(None, description="the secret salt of `hash` masks; use ${ENV} or ${file:...}")
     schema_refresh: Duration = Field(30.0, description="how often table shapes are re-read")
+    deletes: Literal["ignore", "reconcile"] = Field(
+        "ignore",
+        description="hard deletes, which polling cannot see: `reconcile` compares the keys each topic holds with "
+        "the table's every reconcile_interval and publishes a tombstone for each vanished one (docs/deletes.md)",
+    )
+    reconcile_interval: Duration = Field(300.0, description="with `deletes: reconcile`: how often keys are compared")
 
     @model_validator(mode="before")
     @classmethod

@@ -202,6 +202,23 @@ class TableReader:
             query = query.where(keyset.after(keys, after, self.dialect))
         return _fetch(conn, query.order_by(*keys).limit(limit))
 
+    def key_pages(self, conn: sa.Connection, limit: int) -> Iterator[Sequence[Sequence[Any]]]:
+        """Every row's key values in key order, a page of `limit` at a time (keyset on the primary key)."""
+        assert self.table is not None and self._sql_table is not None
+        cols = self._sql_table.c
+        keys = [cols[k] for k in self.table.shape.key]
+        after: Sequence[object] | None = None
+        while True:
+            query = sa.select(*keys)
+            if after is not None:
+                query = query.where(keyset.after(keys, after, self.dialect))
+            rows = _fetch(conn, query.order_by(*keys).limit(limit))
+            if rows:
+                yield rows
+            if len(rows) < limit:
+                return
+            after = tuple(rows[-1])
+
 
 def _fetch(conn: sa.Connection, query: sa.Select[Any]) -> Sequence[Sequence[Any]]:
     """The rows as the driver's tuples: the columns are untyped (no result processing to skip), and

@@ -23,8 +23,9 @@ from liberator.capture import CaptureSettings, Catalogue, ChangeBatch, Op, RowCh
 from liberator.connectors.query.config import QuerySourceConfig
 from liberator.connectors.query.position import QueryPosition, StreamCursor
 from liberator.connectors.query.reader import TableReader, epoch_ms, epoch_us
+from liberator.connectors.query.reconcile import DeleteReconciler
 from liberator.envelope import Envelope
-from liberator.errors import LiberatorError
+from liberator.errors import ConfigError, LiberatorError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem, Stream
 from liberator.positions import Position
 from liberator.schema import TimestampType
@@ -52,6 +53,13 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             mask_salt=config.mask_salt,
         )
         self.catalogue = Catalogue(settings, context.log)
+        self.reconciler: DeleteReconciler | None = None
+        if config.deletes == "reconcile":
+            if context.topic_keys is None:
+                raise ConfigError(f"source {config.name}: `deletes: reconcile` reads its topics: it needs a broker")
+            self.reconciler = DeleteReconciler(
+                context.topic_keys, config.reconcile_interval, config.batch_size, MAX_BATCH, context.log
+            )
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -141,6 +149,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
                 if self.phase == "snapshot":
                     self.context.log.info("snapshot done; polling every %.1fs", self.cfg.poll_interval)
                     self.phase = "polling"
+                if self.reconciler is not None and self.reconciler.due():
+                    yield from self.reconciler.run(conn, readers, position, stop)
                 # Each finished poll is a checkpoint: an idle source still says it reads (after a retry,
                 # /health shows it running again) and progress past never-stamped rows gets stored.
                 yield Checkpoint(position)
