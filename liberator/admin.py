@@ -1,4 +1,4 @@
-"""Run-time admin actions on a running daemon: pausing and resuming a source.
+"""Run-time admin actions on a running daemon: pausing and resuming a source, snapshots on demand.
 
 The daemon's `http:` server answers `POST /sources/{name}/pause` and `POST /sources/{name}/resume` through
 `Admin`; `liberator pause|resume CONFIG --source NAME` call them (`request`). Answers (JSON, one `message`):
@@ -9,6 +9,10 @@ The daemon's `http:` server answers `POST /sources/{name}/pause` and `POST /sour
 - 404: no source of that name in the config.
 - 409: nothing to do or not possible now: already paused (pause), not paused (resume), not started yet, or
   failed, stopped or finished.
+
+Snapshots (liberator.snapshots): `POST /sources/{name}/snapshot` with `{"tables": [...], "where": "..."}`
+(202: queued, with its `id`; the source takes it at its next loop), `POST /sources/{name}/snapshot-cancel`
+with `{"id": "..."}`, and `GET /sources/{name}/snapshots` (queued, running with progress, refused).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import Any, Protocol
 
 from liberator.config import AppConfig
 from liberator.errors import LiberatorError
+from liberator.snapshots import SnapshotDesk, SnapshotRequest
 
 PAUSE_WAIT = 10.0
-ACTIONS = ("pause", "resume")
+ACTIONS = ("pause", "resume", "snapshot", "snapshot-cancel")
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -49,15 +54,40 @@ class Admin:
     def __init__(self, sources: Collection[str]) -> None:
         self.sources = set(sources)
         self.runners: dict[str, Pausable] = {}
+        self.desks: dict[str, SnapshotDesk] = {}  # the sources that take snapshots on demand
         self._lock = threading.Lock()  # one action at a time: a pause and a resume never interleave
 
-    def act(self, name: str, action: str) -> Answer:
+    def act(self, name: str, action: str, body: dict[str, Any] | None = None) -> Answer:
         with self._lock:
-            return self._act(name, action)
+            return self._act(name, action, body or {})
 
-    def _act(self, name: str, action: str) -> Answer:
+    def _act(self, name: str, action: str, body: dict[str, Any]) -> Answer:
         if action not in ACTIONS:
-            return 404, {"message": f"unknown action {action!r}; use pause or resume"}
+            return 404, {"message": f"unknown action {action!r}; use {', '.join(ACTIONS)}"}
+        refusal = self._runner(name, action)
+        if refusal is not None:
+            return refusal
+        runner = self.runners[name]
+        if action == "pause":
+            return self._pause(name, runner)
+        if action == "resume":
+            return self._resume(name, runner)
+        desk = self.desks.get(name)
+        if desk is None:
+            return 409, {"source": name, "message": f"source {name} does not take snapshots on demand (yet)"}
+        return self._snapshot(name, desk, body) if action == "snapshot" else self._cancel(name, desk, body)
+
+    def snapshots(self, name: str) -> Answer:
+        """GET /sources/{name}/snapshots."""
+        refusal = self._runner(name, "report")
+        if refusal is not None:
+            return refusal
+        desk = self.desks.get(name)
+        if desk is None:
+            return 409, {"source": name, "message": f"source {name} does not take snapshots on demand (yet)"}
+        return 200, {"source": name, **desk.status()}
+
+    def _runner(self, name: str, action: str) -> Answer | None:
         if name not in self.sources:
             known = ", ".join(sorted(self.sources)) or "none"
             return 404, {"source": name, "message": f"no source named {name!r}; known: {known}"}
@@ -66,7 +96,30 @@ class Admin:
             return 409, {"source": name, "message": f"source {name} has not started yet; try again once it runs"}
         if runner.state in ("failed", "stopped", "finished"):
             return 409, {"source": name, "message": f"source {name} is {runner.state}: there is nothing to {action}"}
-        return self._pause(name, runner) if action == "pause" else self._resume(name, runner)
+        return None
+
+    @staticmethod
+    def _snapshot(name: str, desk: SnapshotDesk, body: dict[str, Any]) -> Answer:
+        tables, where = body.get("tables"), body.get("where")
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, str) and t for t in tables):
+            return 400, {"source": name, "message": 'give the tables to snapshot: {"tables": ["orders"]}'}
+        if where is not None and (not isinstance(where, str) or not where.strip()):
+            return 400, {"source": name, "message": '`where` must be an SQL condition, e.g. "id > 1000"'}
+        request = SnapshotRequest(tuple(tables), where)
+        desk.submit(request)
+        return 202, {
+            "source": name,
+            "id": request.id,
+            "message": f"snapshot {request.id} of {', '.join(tables)} queued on source {name}; "
+            f"it starts at the source's next poll (`liberator snapshot CONFIG --source {name} --status`)",
+        }
+
+    @staticmethod
+    def _cancel(name: str, desk: SnapshotDesk, body: dict[str, Any]) -> Answer:
+        request_id = body.get("id")
+        if not isinstance(request_id, str) or not desk.cancel(request_id):
+            return 404, {"source": name, "message": f"source {name} has no snapshot {request_id!r} queued or running"}
+        return 202, {"source": name, "id": request_id, "message": f"snapshot {request_id} cancelled on source {name}"}
 
     @staticmethod
     def _pause(name: str, runner: Pausable) -> Answer:
@@ -100,10 +153,20 @@ def admin_url(config: AppConfig) -> str:
     return f"http://{host}:{port}"
 
 
-def request(config: AppConfig, source: str, action: str, timeout: float = PAUSE_WAIT + 5) -> Answer:
-    """POST the action to the running daemon of `config`: (status, answer)."""
+def request(
+    config: AppConfig,
+    source: str,
+    action: str,
+    timeout: float = PAUSE_WAIT + 5,
+    body: dict[str, Any] | None = None,
+) -> Answer:
+    """POST the action (GET for `snapshots`) to the running daemon of `config`: (status, answer)."""
     url = f"{admin_url(config)}/sources/{urllib.parse.quote(source, safe='')}/{action}"
-    post = urllib.request.Request(url, method="POST", data=b"")
+    if action == "snapshots":
+        post = urllib.request.Request(url, method="GET")
+    else:
+        data = json.dumps(body).encode() if body is not None else b""
+        post = urllib.request.Request(url, method="POST", data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(post, timeout=timeout) as response:
             return response.status, dict(json.load(response))

@@ -154,6 +154,41 @@ def cmd_pause_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from liberator.admin import request
+
+    config = load_config(args.config)
+    if args.status:
+        code, answer = request(config, args.source, "snapshots")
+        if code >= 300:
+            raise LiberatorError(str(answer.get("message", answer)))
+        for queued in answer.get("queued", []):
+            say(
+                f"{queued['id']}  queued   {', '.join(queued['tables'])}"
+                + (f"  where {queued['where']}" if queued["where"] else "")
+            )
+        for running in answer.get("running", []):
+            state = "running" if running["running"] else "waiting"
+            where = f"  where {running['where']}" if running["where"] else ""
+            say(f"{running['id']}  {state:<8} {running['stream']}: {running['rows']} rows so far{where}")
+        for request_id, reason in answer.get("refused", {}).items():
+            say(f"{request_id}  refused  {reason}")
+        if not any(answer.get(k) for k in ("queued", "running", "refused")):
+            say(f"source {args.source}: no snapshot queued or under way")
+        return 0
+    if args.cancel:
+        code, answer = request(config, args.source, "snapshot-cancel", body={"id": args.cancel})
+    else:
+        if not args.table:
+            raise LiberatorError("say what to snapshot: --table T (repeatable), or --status / --cancel ID")
+        code, answer = request(config, args.source, "snapshot", body={"tables": args.table, "where": args.where})
+    message = str(answer.get("message", answer))
+    if code >= 300:
+        raise LiberatorError(message)
+    say(message)
+    return 0
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from liberator.tail import tail
 
@@ -275,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config")
         p.add_argument("--source", required=True, help="the source to " + action)
         p.set_defaults(func=cmd_pause_resume)
+
+    p = sub.add_parser("snapshot", help="ask the running daemon's source to read tables again (or --status, --cancel)")
+    p.add_argument("config")
+    p.add_argument("--source", required=True, help="the source whose tables to read again")
+    p.add_argument("--table", action="append", help="a captured table (repeatable)")
+    p.add_argument("--where", help="an SQL condition: only the rows matching it are read")
+    p.add_argument("--status", action="store_true", help="list the snapshots queued, under way and refused")
+    p.add_argument("--cancel", metavar="ID", help="stop the snapshot with this id")
+    p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded through the registry")
     p.add_argument("topic")

@@ -40,6 +40,14 @@ def start_http(listen: str, metrics: Metrics, admin: Admin | None = None) -> Thr
                 self._json(not readiness["not_ready"], readiness)
             elif path == METRICS_PATH:
                 self._send(200, "text/plain; version=0.0.4", metrics.prometheus().encode())
+            elif (
+                admin is not None
+                and (parts := path.strip("/").split("/"))[0] == "sources"
+                and parts[-1:] == ["snapshots"]
+                and len(parts) == 3
+            ):
+                code, answer = admin.snapshots(urllib.parse.unquote(parts[1]))
+                self._send(code, "application/json", json.dumps(answer).encode())
             else:
                 self._send(404, "text/plain", b"try /health, /health/live, /health/ready or /metrics\n")
 
@@ -48,7 +56,15 @@ def start_http(listen: str, metrics: Metrics, admin: Admin | None = None) -> Thr
             if admin is None or len(parts) != 3 or parts[0] != "sources":
                 self._send(404, "text/plain", b"try POST /sources/NAME/pause or /sources/NAME/resume\n")
                 return
-            code, answer = admin.act(urllib.parse.unquote(parts[1]), parts[2])
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(min(length, 1 << 16)) or b"{}") if length else {}
+            except ValueError:
+                self._send(400, "application/json", json.dumps({"message": "the body is not JSON"}).encode())
+                return
+            if not isinstance(body, dict):
+                body = {}
+            code, answer = admin.act(urllib.parse.unquote(parts[1]), parts[2], body)
             self._send(code, "application/json", json.dumps(answer).encode())
 
         def _json(self, ok: bool, document: object) -> None:

@@ -221,6 +221,8 @@ class Daemon:
             )
             self.runners.append(runner)
             self.admin.runners[source_config.name] = runner
+            if source.snapshots_on_demand:
+                self.admin.desks[source_config.name] = source.context.snapshots
 
         # Held while the daemon runs: the sinks' static group membership ids derive from it.
         slot = InstanceSlot(config.name) if config.sinks else None

@@ -22,6 +22,7 @@ from liberator.errors import FatalSourceError
 from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.positions import Position
 from liberator.registry.client import RegistryClient
+from liberator.snapshots import SnapshotDesk
 
 if TYPE_CHECKING:  # liberator.topickeys needs the config, which needs this module
     from liberator.topickeys import TopicKeys
@@ -69,6 +70,9 @@ class SourceContext:
     # The live keys of a topic (liberator.topickeys), for sources that find deletes by comparing them with
     # their table (the query source's `deletes: reconcile`). None where there is no broker (tests, bench).
     topic_keys: Callable[[str], TopicKeys] | None = None
+    # Snapshots the operator asked for while the source runs (liberator.snapshots); sources that take them
+    # say so with `snapshots_on_demand`.
+    snapshots: SnapshotDesk = field(default_factory=SnapshotDesk)
 
     def idle(self, seconds: float) -> Iterator[Idle]:
         """Wait `seconds` (or until stop), yielding IDLE at least every `pacing.max_wait`: for sources that
@@ -110,6 +114,7 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     position_type: ClassVar[type[Position]]
     # What the source is doing, for /health: "snapshot", "polling", "streaming"...
     phase: str = ""
+    snapshots_on_demand: ClassVar[bool] = False  # reads `context.snapshots` (liberator.snapshots)
     # True while the runtime holds this source's lease (docs/ha.md): a slot or server_id another session
     # still uses then belongs to a daemon that lost the lease and is ending, so wait for it (transient).
     leased: bool = False

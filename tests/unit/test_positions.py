@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from liberator.connectors.query.position import QueryPosition, StreamCursor
+from liberator.connectors.query.position import Backfill, QueryPosition, StreamCursor
 from liberator.positions import decode_scalar, encode_scalar
 
 
@@ -48,3 +48,14 @@ def test_query_position_round_trips_and_is_immutable() -> None:
 def test_bad_stored_position_is_a_value_error() -> None:
     with pytest.raises((ValueError, KeyError)):
         QueryPosition.from_json({"streams": {"t": {"cursor": [{"nonsense": 1}]}}})
+
+
+def test_query_positions_carry_snapshots_on_demand_and_read_the_older_form() -> None:
+    plain = QueryPosition().with_cursor("orders", StreamCursor((3,), None, True))
+    assert "backfills" not in plain.to_json(), "a position without backfills is stored as before"
+    backfill = Backfill("ab12", "orders", "id > 2", (dt.date(2026, 1, 2), 7), 41)
+    position = plain.with_backfills((backfill,)).with_cursor("orders", StreamCursor((4,), None, True))
+    assert position.backfills == (backfill,), "moving a cursor keeps the backfills"
+    again = QueryPosition.from_json(json.loads(json.dumps(position.to_json())))
+    assert again == position
+    assert QueryPosition.from_json(plain.to_json()).backfills == ()

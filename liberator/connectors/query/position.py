@@ -1,4 +1,5 @@
-"""Where a query-based source stands: per stream, the last cursor emitted and the NULL-cursor pass."""
+"""Where a query-based source stands: per stream, the last cursor emitted and the NULL-cursor pass; and the
+snapshots on demand under way, each at the last key it published (liberator.snapshots)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,40 @@ class StreamCursor:
 
 
 @dataclass(frozen=True)
+class Backfill:
+    """One table of a snapshot on demand: its rows in key order, read after `after`."""
+
+    id: str  # the request's
+    stream: str
+    where: str | None = None
+    after: tuple[object, ...] | None = None  # the key of the last row published; None: from the start
+    rows: int = 0  # published so far
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stream": self.stream,
+            "where": self.where,
+            "after": None if self.after is None else [encode_scalar(v) for v in self.after],
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Backfill:
+        after = data.get("after")
+        return cls(
+            id=str(data["id"]),
+            stream=str(data["stream"]),
+            where=data.get("where"),
+            after=None if after is None else tuple(decode_scalar(v) for v in after),
+            rows=int(data.get("rows", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class QueryPosition(Position):
     streams: tuple[tuple[str, StreamCursor], ...] = ()
+    backfills: tuple[Backfill, ...] = ()  # in the order they run: the first one is read until done
 
     def get(self, stream: str) -> StreamCursor:
         for name, cursor in self.streams:
@@ -48,15 +81,24 @@ class QueryPosition(Position):
         # Called once per row: swap in place when the stream is known, sort only when one is added.
         for index, (name, _old) in enumerate(self.streams):
             if name == stream:
-                return QueryPosition((*self.streams[:index], (stream, cursor), *self.streams[index + 1 :]))
-        return QueryPosition(tuple(sorted((*self.streams, (stream, cursor)), key=lambda item: item[0])))
+                return QueryPosition(
+                    (*self.streams[:index], (stream, cursor), *self.streams[index + 1 :]), self.backfills
+                )
+        return QueryPosition(tuple(sorted((*self.streams, (stream, cursor)), key=lambda item: item[0])), self.backfills)
+
+    def with_backfills(self, backfills: tuple[Backfill, ...]) -> QueryPosition:
+        return QueryPosition(self.streams, backfills)
 
     def to_json(self) -> dict[str, Any]:
-        return {"streams": {name: cursor.to_json() for name, cursor in self.streams}}
+        out: dict[str, Any] = {"streams": {name: cursor.to_json() for name, cursor in self.streams}}
+        if self.backfills:  # absent otherwise: positions stored before snapshots on demand read the same
+            out["backfills"] = [b.to_json() for b in self.backfills]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         streams = data["streams"]
         if not isinstance(streams, dict):
             raise ValueError("streams must be an object")
-        return cls(tuple(sorted((str(k), StreamCursor.from_json(v)) for k, v in streams.items())))
+        backfills = tuple(Backfill.from_json(b) for b in data.get("backfills") or ())
+        return cls(tuple(sorted((str(k), StreamCursor.from_json(v)) for k, v in streams.items())), backfills)

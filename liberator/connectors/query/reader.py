@@ -219,6 +219,20 @@ class TableReader:
                 return
             after = tuple(rows[-1])
 
+    def backfill_page(
+        self, conn: sa.Connection, after: Sequence[object] | None, where: str | None, limit: int
+    ) -> Sequence[Sequence[Any]]:
+        """One page, in key order after `after`, of the rows matching `where` (an operator's SQL condition)."""
+        assert self.table is not None and self._sql_table is not None
+        cols = self._sql_table.c
+        keys = [cols[k] for k in self.table.shape.key]
+        query = self.select()
+        if where is not None:
+            query = query.where(sa.text(f"({where})"))
+        if after is not None:
+            query = query.where(keyset.after(keys, after, self.dialect))
+        return _fetch(conn, query.order_by(*keys).limit(limit))
+
 
 def _fetch(conn: sa.Connection, query: sa.Select[Any]) -> Sequence[Sequence[Any]]:
     """The rows as the driver's tuples: the columns are untyped (no result processing to skip), and

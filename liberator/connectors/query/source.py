@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from liberator import sqldb
 from liberator.capture import CaptureSettings, Catalogue, ChangeBatch, Op, RowChange, Txn
+from liberator.connectors.query.backfill import Backfiller
 from liberator.connectors.query.config import QuerySourceConfig
 from liberator.connectors.query.position import QueryPosition, StreamCursor
 from liberator.connectors.query.reader import TableReader, epoch_ms, epoch_us
@@ -38,6 +39,7 @@ MAX_BATCH = 1000
 class QuerySource(Source[QuerySourceConfig, QueryPosition]):
     config_model: ClassVar[type[SourceConfig]] = QuerySourceConfig
     position_type: ClassVar[type[Position]] = QueryPosition
+    snapshots_on_demand: ClassVar[bool] = True
 
     def __init__(self, config: QuerySourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
@@ -53,6 +55,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             mask_salt=config.mask_salt,
         )
         self.catalogue = Catalogue(settings, context.log)
+        self.backfiller = Backfiller(context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log)
         self.reconciler: DeleteReconciler | None = None
         if config.deletes == "reconcile":
             if context.topic_keys is None:
@@ -154,7 +157,11 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
                 # Each finished poll is a checkpoint: an idle source still says it reads (after a retry,
                 # /health shows it running again) and progress past never-stamped rows gets stored.
                 yield Checkpoint(position)
-                yield from self.context.idle(self.cfg.poll_interval)
+                for item in self.backfiller.step(conn, readers, position):  # snapshots on demand: one page
+                    yield item
+                    position = cast(QueryPosition, item.position)
+                if not position.backfills:  # a backfill under way reads its next page right after the next poll
+                    yield from self.context.idle(self.cfg.poll_interval)
         except DBAPIError as exc:
             raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None
         finally:

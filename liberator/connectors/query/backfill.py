@@ -1,0 +1,115 @@
+"""Snapshots on demand for the query source: a table's rows read again, in key order, while polling goes on.
+
+The reading thread takes requests from its `SnapshotDesk` between polls; each table of a request becomes a
+`Backfill` in the position, stored durably before its first page, so a restart resumes it from the last
+page published. One page of the first backfill is read after every poll, so polling never waits longer than
+a page. Rows go out as reads (op `r`) of the row as it is now. Per key order holds as it does for polling: a
+row changed after its page was read is published again by a later poll, with its newer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from liberator.capture import ChangeBatch, Op, RowChange
+from liberator.connectors.query.position import Backfill, QueryPosition
+from liberator.connectors.query.reader import TableReader
+from liberator.events import ChangeEvent, Checkpoint
+from liberator.snapshots import SnapshotDesk, SnapshotRequest
+
+BackfillItem = ChangeBatch | Checkpoint
+Changes = Callable[[TableReader, Sequence[Sequence[Any]], Op, int], list[RowChange | ChangeEvent]]
+
+
+class Backfiller:
+    def __init__(self, desk: SnapshotDesk, page: int, batch: int, changes: Changes, log: logging.Logger) -> None:
+        self.desk = desk
+        self._page = page
+        self._batch = batch
+        self._changes = changes
+        self._log = log
+
+    def step(
+        self, conn: sa.Connection, readers: Sequence[TableReader], position: QueryPosition
+    ) -> Iterator[BackfillItem]:
+        """Take new requests and cancels, then read one page of the first backfill; the last item carries the
+        position after it all (a Checkpoint when nothing was read)."""
+        by_name = {r.name: r for r in readers}
+        backfills = list(position.backfills)
+        changed = False
+        cancelled = self.desk.take_cancels()
+        if cancelled:
+            backfills = [b for b in backfills if b.id not in cancelled]
+            changed = True
+            self._log.info("snapshot %s cancelled", ", ".join(sorted(cancelled)))
+        for request in self.desk.take():
+            if request.id in cancelled:  # cancelled while still queued
+                self.desk.taken(request, "cancelled before it started")
+                continue
+            new, refusal = self._accept(conn, request, readers)
+            self.desk.taken(request, refusal)
+            if refusal is not None:
+                self._log.warning("snapshot %s refused: %s", request.id, refusal)
+                continue
+            backfills.extend(new)
+            changed = True
+            self._log.info("snapshot %s of %s started", request.id, ", ".join(b.stream for b in new))
+        stale = [b for b in backfills if b.stream not in by_name]
+        for backfill in stale:  # its table left the config since the request
+            self._log.warning(
+                "snapshot %s of %s dropped: the table is no longer captured", backfill.id, backfill.stream
+            )
+        if stale:
+            backfills = [b for b in backfills if b.stream in by_name]
+            changed = True
+        if changed:
+            position = position.with_backfills(tuple(backfills))
+            yield Checkpoint(position, durable=True)  # a request survives a crash from here on
+        if backfills:
+            position = yield from self._page_of(conn, by_name[backfills[0].stream], position)
+        elif not changed:
+            yield Checkpoint(position)
+        self.desk.report([{**b.to_json(), "running": i == 0} for i, b in enumerate(position.backfills)])
+
+    def _accept(
+        self, conn: sa.Connection, request: SnapshotRequest, readers: Sequence[TableReader]
+    ) -> tuple[list[Backfill], str | None]:
+        found: list[Backfill] = []
+        for name in request.tables:
+            matches = [r for r in readers if name in (r.name, r.table_name)]
+            if not matches:
+                known = ", ".join(sorted(r.name for r in readers))
+                return [], f"no captured table {name!r} (this source captures {known})"
+            for reader in matches:
+                try:  # a condition the database cannot run is refused now, not when the backfill reaches it
+                    reader.backfill_page(conn, None, request.where, 0)
+                except SQLAlchemyError as exc:
+                    reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+                    return [], f"the condition {request.where!r} does not run on {reader.name}: {reason}"
+                found.append(Backfill(request.id, reader.name, request.where))
+        return found, None
+
+    def _page_of(
+        self, conn: sa.Connection, reader: TableReader, position: QueryPosition
+    ) -> Generator[BackfillItem, None, QueryPosition]:
+        backfill = position.backfills[0]
+        rows = reader.backfill_page(conn, backfill.after, backfill.where, self._page)
+        read_ms = int(time.time() * 1000)
+        for start in range(0, len(rows), self._batch):
+            chunk = rows[start : start + self._batch]
+            backfill = Backfill(
+                backfill.id, backfill.stream, backfill.where, reader.key_of(chunk[-1]), backfill.rows + len(chunk)
+            )
+            position = position.with_backfills((backfill, *position.backfills[1:]))
+            yield ChangeBatch(self._changes(reader, chunk, Op.read, read_ms), position)
+        if len(rows) < self._page:
+            position = position.with_backfills(position.backfills[1:])
+            self._log.info("snapshot %s of %s done: %d rows", backfill.id, backfill.stream, backfill.rows)
+            yield Checkpoint(position)
+        return position

@@ -1,0 +1,87 @@
+"""Snapshots on demand: requests from the operator to a running source, and their progress back.
+
+`liberator snapshot CONFIG --source NAME --table T [--where SQL]` posts a request to the daemon's admin
+endpoint (liberator.admin); the endpoint hands it to the source's `SnapshotDesk`, and the source's reading
+thread takes it at its next loop. From then on the request is part of the source's position (stored with
+the offsets), so a daemon killed mid-backfill resumes it from the last chunk it published. The source
+reports what it is doing back through the desk, for `--status` and /health.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    tables: tuple[str, ...]
+    where: str | None = None  # an SQL condition on the table's columns: only those rows are read
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "tables": list(self.tables), "where": self.where}
+
+
+class SnapshotDesk:
+    """Thread-safe: the admin endpoint submits and cancels, the source's reading thread takes and reports."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[SnapshotRequest] = queue.SimpleQueue()
+        self._cancels: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued: dict[str, SnapshotRequest] = {}
+        self._status: list[dict[str, Any]] = []  # what the source last reported: one entry per table backfill
+        self._refused: dict[str, str] = {}  # request id -> why the source refused it
+
+    def submit(self, request: SnapshotRequest) -> None:
+        with self._lock:
+            self._queued[request.id] = request
+        self._requests.put(request)
+
+    def cancel(self, request_id: str) -> bool:
+        """True when the id is queued or running; the source drops it at its next loop."""
+        with self._lock:
+            known = request_id in self._queued or any(s["id"] == request_id for s in self._status)
+        if known:
+            self._cancels.put(request_id)
+        return known
+
+    # -- the source's side --------------------------------------------------------------------------
+
+    def take(self) -> list[SnapshotRequest]:
+        taken = []
+        while True:
+            try:
+                taken.append(self._requests.get_nowait())
+            except queue.Empty:
+                return taken
+
+    def take_cancels(self) -> set[str]:
+        ids = set()
+        while True:
+            try:
+                ids.add(self._cancels.get_nowait())
+            except queue.Empty:
+                return ids
+
+    def taken(self, request: SnapshotRequest, refusal: str | None = None) -> None:
+        with self._lock:
+            self._queued.pop(request.id, None)
+            if refusal is not None:
+                self._refused[request.id] = refusal
+
+    def report(self, status: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._status = status
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "queued": [r.to_json() for r in self._queued.values()],
+                "running": list(self._status),
+                "refused": dict(self._refused),
+            }
