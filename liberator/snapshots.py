@@ -9,11 +9,15 @@ reports what it is doing back through the desk, for `--status` and /health.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from liberator.positions import decode_scalar, encode_scalar
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,43 @@ class SnapshotDesk:
             if refusal is not None:
                 self._refused[request.id] = refusal
 
+    def intake(
+        self,
+        backfills: tuple[Backfill, ...],
+        accept: Callable[[SnapshotRequest], tuple[list[Backfill], str | None]],
+        captured: set[str],
+        log: logging.Logger,
+    ) -> tuple[tuple[Backfill, ...], bool]:
+        """The source's backfills after the cancels and requests that arrived (`accept` turns a request into
+        backfills or says why not), without those whose table is no longer captured; and whether they changed."""
+        kept = list(backfills)
+        changed = False
+        cancelled = self.take_cancels()
+        if cancelled:
+            kept = [b for b in kept if b.id not in cancelled]
+            changed = True
+            log.info("snapshot %s cancelled", ", ".join(sorted(cancelled)))
+        for request in self.take():
+            if request.id in cancelled:  # cancelled while still queued
+                self.taken(request, "cancelled before it started")
+                continue
+            new, refusal = accept(request)
+            self.taken(request, refusal)
+            if refusal is not None:
+                log.warning("snapshot %s refused: %s", request.id, refusal)
+                continue
+            kept.extend(new)
+            changed = True
+            log.info("snapshot %s of %s started", request.id, ", ".join(b.stream for b in new))
+        for backfill in kept:
+            if backfill.stream not in captured:  # its table left the config since the request
+                log.warning("snapshot %s of %s dropped: the table is no longer captured", backfill.id, backfill.stream)
+                changed = True
+        return tuple(b for b in kept if b.stream in captured), changed
+
+    def report_backfills(self, backfills: Sequence[Backfill]) -> None:
+        self.report([{**b.to_json(), "running": i == 0} for i, b in enumerate(backfills)])
+
     def report(self, status: list[dict[str, Any]]) -> None:
         with self._lock:
             self._status = status
@@ -85,3 +126,34 @@ class SnapshotDesk:
                 "running": list(self._status),
                 "refused": dict(self._refused),
             }
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """One table of a snapshot on demand, as a source's position carries it: rows in key order, read after `after`."""
+
+    id: str  # the request's
+    stream: str
+    where: str | None = None
+    after: tuple[object, ...] | None = None  # the key of the last row published; None: from the start
+    rows: int = 0  # published so far
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stream": self.stream,
+            "where": self.where,
+            "after": None if self.after is None else [encode_scalar(v) for v in self.after],
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Backfill:
+        after = data.get("after")
+        return cls(
+            id=str(data["id"]),
+            stream=str(data["stream"]),
+            where=data.get("where"),
+            after=None if after is None else tuple(decode_scalar(v) for v in after),
+            rows=int(data.get("rows", 0)),
+        )

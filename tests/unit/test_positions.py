@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from liberator.connectors.query.position import Backfill, QueryPosition, StreamCursor
+from liberator.connectors.query.position import QueryPosition, StreamCursor
 from liberator.positions import decode_scalar, encode_scalar
+from liberator.snapshots import Backfill
 
 
 @pytest.mark.parametrize(

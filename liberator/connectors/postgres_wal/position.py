@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from liberator.positions import Position
+from liberator.snapshots import Backfill
 
 
 def lsn_text(lsn: int) -> str:
@@ -35,21 +36,26 @@ class WalPosition(Position):
     # Snapshot progress: tables read so far (qualified name, LSN the read was consistent with).
     tables: tuple[tuple[str, int], ...] = ()
     snapshot_done: bool = True
+    # Snapshots on demand under way (liberator.snapshots), each after the last chunk that went out.
+    backfills: tuple[Backfill, ...] = ()
 
     def with_table(self, table: str, point: int) -> WalPosition:
         kept = tuple(t for t in self.tables if t[0] != table)
-        return WalPosition(self.lsn, tuple(sorted((*kept, (table, point)))), self.snapshot_done)
+        return WalPosition(self.lsn, tuple(sorted((*kept, (table, point)))), self.snapshot_done, self.backfills)
 
     def skip_before(self) -> dict[str, int]:
         """Tables whose streamed transactions committed before the given LSN are already in the snapshot."""
         return {table: point for table, point in self.tables if point > self.lsn}
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "lsn": lsn_text(self.lsn),
             "tables": {table: lsn_text(point) for table, point in self.tables},
             "snapshot_done": self.snapshot_done,
         }
+        if self.backfills:  # absent otherwise: positions stored before snapshots on demand read the same
+            out["backfills"] = [b.to_json() for b in self.backfills]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
@@ -60,4 +66,5 @@ class WalPosition(Position):
             lsn=parse_lsn(str(data["lsn"])),
             tables=tuple(sorted((str(k), parse_lsn(str(v))) for k, v in tables.items())),
             snapshot_done=bool(data.get("snapshot_done", True)),
+            backfills=tuple(Backfill.from_json(b) for b in data.get("backfills") or ()),
         )

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from liberator.connectors.postgres_wal import checks
+from liberator.connectors.postgres_wal.backfill import WalBackfill
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import application_name, classify, connect
 from liberator.connectors.postgres_wal.outbox import WalOutbox
@@ -47,6 +48,7 @@ class AckedLsn:
 
 
 class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
+    snapshots_on_demand: ClassVar[bool] = True
     config_model: ClassVar[type[SourceConfig]] = PostgresWalConfig
     position_type: ClassVar[type[Position]] = WalPosition
 
@@ -302,7 +304,10 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
         stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
-        decoder = ChangeDecoder(cfg, catalog, set(tables), position, self.context.log, outbox)
+        backfill = WalBackfill(
+            cfg, catalog, set(tables), self.context.snapshots, position.backfills, self.what, self.context.log
+        )
+        decoder = ChangeDecoder(cfg, catalog, set(tables), position, self.context.log, outbox, backfill)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
         try:
@@ -311,5 +316,10 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
                 if cfg.heartbeat and time.monotonic() >= heartbeat_at:
                     heartbeat_at = time.monotonic() + cfg.heartbeat
                     catalog.conn.execute("SELECT pg_logical_emit_message(false, %s, '')", (HEARTBEAT_PREFIX,))
+                if decoder.between_batches():  # snapshots on demand: requests taken, the next chunk read
+                    if backfill.intake():
+                        yield Checkpoint(decoder.resume_here(), durable=True)  # a request survives a crash
+                    backfill.next_chunk()
         finally:
+            backfill.close()
             stream.close()

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Iterator, Sequence
 
 from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.connectors.postgres_wal.backfill import WATERMARK_PREFIX, WalBackfill
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.outbox import WalOutbox
 from liberator.connectors.postgres_wal.pgoutput import (
@@ -56,6 +57,7 @@ class ChangeDecoder:
         position: WalPosition,
         log: logging.Logger,
         outbox: WalOutbox | None = None,
+        backfill: WalBackfill | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -71,6 +73,7 @@ class ChangeDecoder:
         self.items: list[RowChange | ChangeEvent] = []
         self.done: WalPosition | None = None  # after the last transaction read whose changes are not yielded yet
         self.outbox = outbox
+        self.backfill = backfill
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
         if frame.__class__ is bytes:
@@ -104,6 +107,14 @@ class ChangeDecoder:
         elif isinstance(frame, Idle):
             yield IDLE
 
+    def between_batches(self) -> bool:
+        """Nothing read and not yet handed over, and no transaction open: a Checkpoint here loses nothing."""
+        return not self.items and self.done is None and self.begin_lsn is None
+
+    def resume_here(self) -> WalPosition:
+        """Where a restart resumes now (only `between_batches`): after everything handed over."""
+        return self._position(self.last)
+
     def _flush(self) -> SourceItem:
         """The changes read so far, with the position after the last transaction they complete (if any)."""
         items, position = self.items, self.done
@@ -124,7 +135,7 @@ class ChangeDecoder:
             self.tables = tuple((t, p) for t, p in self.tables if p > lsn)
         elif self.tables:
             self.tables = ()
-        return WalPosition(lsn, self.tables, snapshot_done=True)
+        return WalPosition(lsn, self.tables, True, () if self.backfill is None else self.backfill.backfills)
 
     def _state(self, relid: int) -> TableState | None:
         """The captured table's state; None for tables not captured."""
@@ -147,6 +158,8 @@ class ChangeDecoder:
         state = self.relations.get(relid)
         if state is None or self.outbox is not None or frame[XLOG_PAYLOAD + 5] != 0x4E or self._covered(state):
             return False
+        if self.backfill is not None and self.backfill.watching == state.name:
+            return False  # a chunk's window is open on this table: the generic path drops its keys
         try:
             values = state.reader(frame, XLOG_PAYLOAD + 6)
         except Fallback:
@@ -163,7 +176,9 @@ class ChangeDecoder:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
             if state is not None and not self._covered(state):
-                items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
+                after = parse_tuple(state, msg.new)
+                items.append(RowChange(state.captured, Op.create, self.txn, after=after))
+                self._watched(state, after)
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
                 items.extend(self.outbox.inserted(msg.relid, msg.new))
         elif kind is Begin:
@@ -179,6 +194,7 @@ class ChangeDecoder:
             if state is not None and (not self._covered(state) or self._deleted_covered(state, msg.old)):
                 old = parse_tuple(state, msg.old)
                 key = [old[i] for i in state.captured.key_index]
+                self._watched(state, old)
                 items.append(
                     RowChange(state.captured, Op.delete, self.txn, before=old if msg.old_is_full else None, key=key)
                 )
@@ -193,8 +209,19 @@ class ChangeDecoder:
             self._truncate(msg)
         elif kind is Message:
             assert isinstance(msg, Message)
-            if self.outbox is not None:
+            if msg.prefix == WATERMARK_PREFIX and self.backfill is not None:
+                rows = self.backfill.watermark(msg.content, self.last)
+                if rows or self.backfill.window is None:
+                    items.extend(rows)
+                    self.done = self._position(self.last)  # the chunk's progress goes with its rows
+            elif self.outbox is not None:
                 items.extend(self.outbox.message(msg))
+
+    def _watched(self, state: TableState, values: Sequence[object]) -> None:
+        """A streamed row of the table whose chunk window is open: the stream carries its key, not the chunk."""
+        backfill = self.backfill
+        if backfill is not None and backfill.watching == state.name:
+            backfill.saw([values[i] for i in state.captured.key_index])
 
     def _relation(self, msg: Relation) -> None:
         name = f"{msg.namespace}.{msg.name}"
@@ -215,6 +242,9 @@ class ChangeDecoder:
             return  # the key did not change: an update the re-read already holds
         new = parse_tuple(state, msg.new)
         old = None if msg.old is None else parse_tuple(state, msg.old)
+        self._watched(state, new)
+        if old is not None:
+            self._watched(state, old)  # a key change: the old key is the stream's too
         full_old = old if msg.old_is_full else None
         headers: tuple[tuple[str, bytes], ...] = ()
         if UNCHANGED_TOAST in new:
@@ -243,6 +273,9 @@ class ChangeDecoder:
             state = self._state(relid)
             if state is None or self._covered(state):  # already in a later snapshot read: nothing to publish
                 continue
+            backfill = self.backfill
+            if backfill is not None and backfill.watching == state.name and backfill.window is not None:
+                backfill.window.rows.clear()  # the chunk read rows the truncate removed
             tables.append(state.captured)
         where = self.txn.position or lsn_text(self.last)
         self.items.extend(truncate_changes(self.config.truncate, self.config.name, tables, self.txn, where, self.log))

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from liberator.capture import ChangeBatch, Op, RowChange
-from liberator.connectors.query.position import Backfill, QueryPosition
+from liberator.connectors.query.position import QueryPosition
 from liberator.connectors.query.reader import TableReader
 from liberator.events import ChangeEvent, Checkpoint
-from liberator.snapshots import SnapshotDesk, SnapshotRequest
+from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
 
 BackfillItem = ChangeBatch | Checkpoint
 Changes = Callable[[TableReader, Sequence[Sequence[Any]], Op, int], list[RowChange | ChangeEvent]]
@@ -41,41 +41,17 @@ class Backfiller:
         """Take new requests and cancels, then read one page of the first backfill; the last item carries the
         position after it all (a Checkpoint when nothing was read)."""
         by_name = {r.name: r for r in readers}
-        backfills = list(position.backfills)
-        changed = False
-        cancelled = self.desk.take_cancels()
-        if cancelled:
-            backfills = [b for b in backfills if b.id not in cancelled]
-            changed = True
-            self._log.info("snapshot %s cancelled", ", ".join(sorted(cancelled)))
-        for request in self.desk.take():
-            if request.id in cancelled:  # cancelled while still queued
-                self.desk.taken(request, "cancelled before it started")
-                continue
-            new, refusal = self._accept(conn, request, readers)
-            self.desk.taken(request, refusal)
-            if refusal is not None:
-                self._log.warning("snapshot %s refused: %s", request.id, refusal)
-                continue
-            backfills.extend(new)
-            changed = True
-            self._log.info("snapshot %s of %s started", request.id, ", ".join(b.stream for b in new))
-        stale = [b for b in backfills if b.stream not in by_name]
-        for backfill in stale:  # its table left the config since the request
-            self._log.warning(
-                "snapshot %s of %s dropped: the table is no longer captured", backfill.id, backfill.stream
-            )
-        if stale:
-            backfills = [b for b in backfills if b.stream in by_name]
-            changed = True
+        backfills, changed = self.desk.intake(
+            position.backfills, lambda request: self._accept(conn, request, readers), set(by_name), self._log
+        )
         if changed:
-            position = position.with_backfills(tuple(backfills))
+            position = position.with_backfills(backfills)
             yield Checkpoint(position, durable=True)  # a request survives a crash from here on
         if backfills:
             position = yield from self._page_of(conn, by_name[backfills[0].stream], position)
         elif not changed:
             yield Checkpoint(position)
-        self.desk.report([{**b.to_json(), "running": i == 0} for i, b in enumerate(position.backfills)])
+        self.desk.report_backfills(position.backfills)
 
     def _accept(
         self, conn: sa.Connection, request: SnapshotRequest, readers: Sequence[TableReader]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from liberator.positions import Position, decode_scalar, encode_scalar
+from liberator.snapshots import Backfill
 
 
 @dataclass(frozen=True)
@@ -32,37 +33,6 @@ class StreamCursor:
             cursor=None if cursor is None else tuple(decode_scalar(v) for v in cursor),
             nulls_after=None if nulls_after is None else tuple(decode_scalar(v) for v in nulls_after),
             nulls_done=bool(data.get("nulls_done", False)),
-        )
-
-
-@dataclass(frozen=True)
-class Backfill:
-    """One table of a snapshot on demand: its rows in key order, read after `after`."""
-
-    id: str  # the request's
-    stream: str
-    where: str | None = None
-    after: tuple[object, ...] | None = None  # the key of the last row published; None: from the start
-    rows: int = 0  # published so far
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "stream": self.stream,
-            "where": self.where,
-            "after": None if self.after is None else [encode_scalar(v) for v in self.after],
-            "rows": self.rows,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Backfill:
-        after = data.get("after")
-        return cls(
-            id=str(data["id"]),
-            stream=str(data["stream"]),
-            where=data.get("where"),
-            after=None if after is None else tuple(decode_scalar(v) for v in after),
-            rows=int(data.get("rows", 0)),
         )
 
 
