@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import psycopg
@@ -29,6 +31,7 @@ from liberator.connectors.postgres_wal.tables import TableCatalog
 from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
+from liberator.snapshots import Backfill
 from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 HEARTBEAT_PREFIX = "liberator.heartbeat"
@@ -299,10 +302,27 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         if not self.context.stop.is_set():
             yield Checkpoint(WalPosition(position.lsn, position.tables, snapshot_done=True))
 
+    def _backfill_new_tables(self, position: WalPosition, tables: list[str]) -> WalPosition:
+        """A table in `tables` whose existing rows were never published (added to the config since) gets a
+        backfill, read between watermarks as snapshots on demand are (liberator.connectors.postgres_wal.backfill)."""
+        if position.known is None:
+            return position  # a position from before tables were recorded: every table then counts as known
+        running = {b.stream for b in position.backfills}
+        new = [t for t in tables if t not in position.known and t not in running]
+        if not new:
+            return position
+        self.context.log.info("new in `tables`: %s; reading their rows while streaming", ", ".join(new))
+        added = tuple(Backfill(f"new-{uuid.uuid4().hex[:8]}", table) for table in new)
+        return replace(position, backfills=(*position.backfills, *added))
+
     def _stream(
         self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
+        position = self._backfill_new_tables(position, tables)
+        if position.known is None or set(position.known) != set(tables):
+            position = replace(position, known=tuple(sorted(tables)))
+            yield Checkpoint(position, durable=True)  # the backfills of new tables survive a crash from here on
         stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
         backfill = WalBackfill(
             cfg, catalog, set(tables), self.context.snapshots, position.backfills, self.what, self.context.log
