@@ -40,7 +40,7 @@ from liberator.source import AnySource, SourceConfig, SourceContext
 from liberator.sourcerunner import SourceRunner, delivery_failure
 from liberator.startup import wait_for_kafka
 from liberator.topickeys import TopicKeys
-from liberator.topics import TopicManager, admin_settings, first_with_records
+from liberator.topics import TopicManager, admin_settings, first_with_records, with_records
 
 log = logging.getLogger("liberator")
 
@@ -79,6 +79,7 @@ def build_source(
     published: Callable[[Sequence[str]], str | None] | None = None,
     from_scratch: bool = False,
     topic_keys: Callable[[str], TopicKeys] | None = None,
+    with_records: Callable[[Sequence[str]], list[str]] | None = None,
 ) -> AnySource:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
     if not isinstance(config, source_cls.config_model):
@@ -93,6 +94,7 @@ def build_source(
         published=published,
         from_scratch=from_scratch,
         topic_keys=topic_keys,
+        with_records=with_records,
     )
     source: AnySource = source_cls(config, context)
     return source
@@ -184,12 +186,13 @@ class Daemon:
             return 0
         published = functools.partial(first_with_records, admin_settings(config.kafka))
         topic_keys = functools.partial(TopicKeys, admin_settings(config.kafka))
+        holding = functools.partial(with_records, admin_settings(config.kafka))
         for source_config in config.sources:
             self.metrics.heartbeat.beat()
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
             source = build_source(
-                source_config, config.name, source_stop, registry, published, self.from_scratch, topic_keys
+                source_config, config.name, source_stop, registry, published, self.from_scratch, topic_keys, holding
             )
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)

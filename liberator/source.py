@@ -64,6 +64,8 @@ class SourceContext:
     # The first of these topics that already holds a record, or None: evidence that a source without a
     # stored position ran before. None where there is no broker to ask (tests, bench): no such evidence.
     published: Callable[[Sequence[str]], str | None] | None = None
+    # Those of these topics that hold a record (liberator.topics.with_records); None where there is no broker.
+    with_records: Callable[[Sequence[str]], list[str]] | None = None
     # `liberator run --from-scratch`: a source without a stored position starts over even where the evidence
     # says it ran before (see `lost_position`).
     from_scratch: bool = False

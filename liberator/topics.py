@@ -157,6 +157,15 @@ def end_reader(settings: dict[str, Any], purpose: str) -> Consumer:
 
 def first_with_records(settings: dict[str, Any], topics: Sequence[str], timeout: float = PROBE_TIMEOUT) -> str | None:
     """The first of `topics` that holds at least one record (a tombstone counts), or None when none does."""
+    found = with_records(settings, topics, timeout, first_only=True)
+    return found[0] if found else None
+
+
+def with_records(
+    settings: dict[str, Any], topics: Sequence[str], timeout: float = PROBE_TIMEOUT, first_only: bool = False
+) -> list[str]:
+    """Those of `topics` that hold at least one record (a tombstone counts), in their order; with
+    `first_only`, at most the first found. One consumer reads the start of every partition."""
     consumer = end_reader(settings, "probe")
     try:
         metadata = consumer.list_topics(timeout=10).topics
@@ -167,26 +176,30 @@ def first_with_records(settings: dict[str, Any], topics: Sequence[str], timeout:
             for p in metadata[topic].partitions
         ]
         pending = {(tp.topic, tp.partition) for tp in partitions}
-        if not pending:
-            return None
-        consumer.assign(partitions)
+        found: set[str] = set()
+        if pending:
+            consumer.assign(partitions)
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
                 raise TransientSourceError(
                     f"could not read {', '.join(sorted({t for t, _ in pending}))} within {timeout:.0f}s to tell "
-                    "whether the source ran before; check the broker"
+                    "whether the source published to them before; check the broker"
                 )
             message = consumer.poll(0.2)
             if message is None:
                 continue
             error = message.error()
+            topic = message.topic() or ""
             if error is None:
-                return message.topic()
-            if error.code() == KafkaError._PARTITION_EOF:
-                pending.discard((message.topic() or "", message.partition() or 0))
+                found.add(topic)
+                if first_only:
+                    break
+                pending = {(t, p) for t, p in pending if t != topic}
+            elif error.code() == KafkaError._PARTITION_EOF:
+                pending.discard((topic, message.partition() or 0))
             elif not error.retriable():
-                raise TransientSourceError(f"could not read topic {message.topic()}: {error.str()}")
-        return None
+                raise TransientSourceError(f"could not read topic {topic}: {error.str()}")
+        return [t for t in topics if t in found]
     finally:
         consumer.close()

@@ -38,15 +38,10 @@ class WalPosition(Position):
     snapshot_done: bool = True
     # Snapshots on demand under way (liberator.snapshots), each after the last chunk that went out.
     backfills: tuple[Backfill, ...] = ()
-    # The captured tables whose existing rows were published (snapshot or backfill); a table added to `tables`
-    # later is backfilled. None: a position from before this was kept (every table then captured counts).
-    known: tuple[str, ...] | None = None
 
     def with_table(self, table: str, point: int) -> WalPosition:
         kept = tuple(t for t in self.tables if t[0] != table)
-        return WalPosition(
-            self.lsn, tuple(sorted((*kept, (table, point)))), self.snapshot_done, self.backfills, self.known
-        )
+        return WalPosition(self.lsn, tuple(sorted((*kept, (table, point)))), self.snapshot_done, self.backfills)
 
     def skip_before(self) -> dict[str, int]:
         """Tables whose streamed transactions committed before the given LSN are already in the snapshot."""
@@ -60,8 +55,6 @@ class WalPosition(Position):
         }
         if self.backfills:  # absent otherwise: positions stored before snapshots on demand read the same
             out["backfills"] = [b.to_json() for b in self.backfills]
-        if self.known is not None:
-            out["known_tables"] = list(self.known)
         return out
 
     @classmethod
@@ -74,5 +67,4 @@ class WalPosition(Position):
             tables=tuple(sorted((str(k), parse_lsn(str(v))) for k, v in tables.items())),
             snapshot_done=bool(data.get("snapshot_done", True)),
             backfills=tuple(Backfill.from_json(b) for b in data.get("backfills") or ()),
-            known=None if data.get("known_tables") is None else tuple(str(t) for t in data["known_tables"]),
         )

@@ -13,7 +13,6 @@ import os
 import time
 import uuid
 from collections.abc import Generator, Iterator
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import psycopg
@@ -173,6 +172,8 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             position = WalPosition(position.lsn, position.tables, snapshot_done=True)
             self.context.log.info("snapshot done; streaming from %s", lsn_text(position.lsn))
             yield Checkpoint(position)
+        elif start is not None:
+            position = self._backfill_new_tables(position, catalog, tables)
         self.phase = "streaming"
         yield from self._stream(position, catalog, tables, outbox)
 
@@ -302,27 +303,26 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         if not self.context.stop.is_set():
             yield Checkpoint(WalPosition(position.lsn, position.tables, snapshot_done=True))
 
-    def _backfill_new_tables(self, position: WalPosition, tables: list[str]) -> WalPosition:
-        """A table in `tables` whose existing rows were never published (added to the config since) gets a
-        backfill, read between watermarks as snapshots on demand are (liberator.connectors.postgres_wal.backfill)."""
-        if position.known is None:
-            return position  # a position from before tables were recorded: every table then counts as known
+    def _backfill_new_tables(self, position: WalPosition, catalog: TableCatalog, tables: list[str]) -> WalPosition:
+        """Tables whose topics hold no record were added to `tables` since the snapshot (or were empty then):
+        their rows are read as a backfill between watermarks, as snapshots on demand are. Reading an empty
+        table again costs one chunk query and publishes nothing twice: its topic holds nothing."""
+        if self.cfg.snapshot != "initial" or self.context.with_records is None:
+            return position
         running = {b.stream for b in position.backfills}
-        new = [t for t in tables if t not in position.known and t not in running]
+        topics = {name: catalog.from_catalog(name).captured.stream.topic for name in tables if name not in running}
+        holding = set(self.context.with_records(sorted(set(topics.values()))))
+        new = [name for name, topic in topics.items() if topic not in holding]
         if not new:
             return position
-        self.context.log.info("new in `tables`: %s; reading their rows while streaming", ", ".join(new))
-        added = tuple(Backfill(f"new-{uuid.uuid4().hex[:8]}", table) for table in new)
-        return replace(position, backfills=(*position.backfills, *added))
+        self.context.log.info("no events yet for %s: reading their rows while streaming", ", ".join(new))
+        added = tuple(Backfill(f"new-{uuid.uuid4().hex[:8]}", name) for name in new)
+        return WalPosition(position.lsn, position.tables, position.snapshot_done, (*position.backfills, *added))
 
     def _stream(
         self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
-        position = self._backfill_new_tables(position, tables)
-        if position.known is None or set(position.known) != set(tables):
-            position = replace(position, known=tuple(sorted(tables)))
-            yield Checkpoint(position, durable=True)  # the backfills of new tables survive a crash from here on
         stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
         backfill = WalBackfill(
             cfg, catalog, set(tables), self.context.snapshots, position.backfills, self.what, self.context.log

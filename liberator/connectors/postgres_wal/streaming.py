@@ -67,7 +67,6 @@ class ChangeDecoder:
         self.names: dict[int, str] = {}
         self.last = position.lsn  # everything before it is yielded (a commit end, or a keepalive's LSN)
         self.tables = position.tables
-        self.known = position.known
         self.skip = position.skip_before()
         self.begin_lsn: int | None = None  # the commit LSN of the transaction being read (from its Begin)
         self.txn = Txn(0)
@@ -136,8 +135,7 @@ class ChangeDecoder:
             self.tables = tuple((t, p) for t, p in self.tables if p > lsn)
         elif self.tables:
             self.tables = ()
-        backfills = () if self.backfill is None else self.backfill.backfills
-        return WalPosition(lsn, self.tables, True, backfills, self.known)
+        return WalPosition(lsn, self.tables, True, () if self.backfill is None else self.backfill.backfills)
 
     def _state(self, relid: int) -> TableState | None:
         """The captured table's state; None for tables not captured."""
