@@ -9,6 +9,7 @@ reports what it is doing back through the desk, for `--status` and /health.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -28,6 +29,38 @@ class SnapshotRequest:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "tables": list(self.tables), "where": self.where}
+
+
+def signal_requests(signal_id: str, kind: str, data: str | None) -> list[SnapshotRequest]:
+    """The snapshot requests of one row of a Debezium-style signal table (`id, type, data`).
+
+    `execute-snapshot` with `{"data-collections": [...], "type": "incremental", "additional-conditions":
+    [{"data-collection": T, "filter": SQL}]}` asks for those tables (a table with a condition gets its own
+    request); anything else raises ValueError with the reason, for one log line."""
+    if kind != "execute-snapshot":
+        raise ValueError(f"signal {signal_id}: type {kind!r} is not supported (only execute-snapshot)")
+    try:
+        body = json.loads(data or "{}")
+    except ValueError:
+        raise ValueError(f"signal {signal_id}: its data is not JSON") from None
+    tables = body.get("data-collections") if isinstance(body, dict) else None
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, str) for t in tables):
+        raise ValueError(f'signal {signal_id}: data needs "data-collections": ["schema.table", ...]')
+    if body.get("type", "incremental").lower() != "incremental":
+        raise ValueError(f"signal {signal_id}: only incremental snapshots are supported, not {body['type']!r}")
+    conditions: dict[str, str] = {}
+    for condition in body.get("additional-conditions") or []:
+        if (
+            isinstance(condition, dict)
+            and isinstance(condition.get("data-collection"), str)
+            and condition.get("filter")
+        ):
+            conditions[condition["data-collection"]] = str(condition["filter"])
+    plain = tuple(t for t in tables if t not in conditions)
+    requests = [SnapshotRequest(plain, None, signal_id)] if plain else []
+    for i, table in enumerate(t for t in tables if t in conditions):
+        requests.append(SnapshotRequest((table,), conditions[table], f"{signal_id}-{i}"))
+    return requests
 
 
 class SnapshotDesk:

@@ -122,3 +122,29 @@ def test_where_refusal_and_resume_from_the_stored_chunk(
         wait_for(lambda: _idle(config), what="the backfill to finish")
     tail = read_topic(kafka_bootstrap, registry_url, topic)[ROWS + 3 :]
     assert [r["key"]["id"] for r in tail] == list(range(251, 301))
+
+
+def test_a_row_inserted_into_the_signal_table_asks_for_a_snapshot(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    db, config, topic = _setup(pg_url, tmp_path, kafka_bootstrap, registry_url)
+    db.run("CREATE TABLE liberator_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data text)")
+    config.write_text(
+        config.read_text().replace(
+            "    snapshot_chunk: 25\n", "    snapshot_chunk: 25\n    signal_table: liberator_signal\n"
+        )
+    )
+    with DaemonThread(config):
+        wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) >= ROWS, what="the initial snapshot")
+        data = {
+            "data-collections": ["public.items"],
+            "type": "incremental",
+            "additional-conditions": [{"data-collection": "public.items", "filter": "id <= 30"}],
+        }
+        db.run("INSERT INTO liberator_signal VALUES ('ad-hoc-1', 'execute-snapshot', %s)", (json.dumps(data),))
+        db.run("INSERT INTO liberator_signal VALUES ('ad-hoc-2', 'pause-snapshot', '{}')")  # logged, ignored
+        wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) == ROWS + 30, what="30 rows again")
+        wait_for(lambda: _idle(config), what="the snapshot to finish")
+    again = read_topic(kafka_bootstrap, registry_url, topic)[ROWS:]
+    assert [r["key"]["id"] for r in again] == list(range(1, 31))
+    assert {r["value"]["op"] for r in again} == {"r"}

@@ -71,6 +71,11 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
         0.0, description="write a pg_logical_emit_message this often, so an idle database's slot advances; 0: off"
     )
     outbox: WalOutboxConfig | None = Field(None, description="publish outbox rows / messages as domain events")
+    signal_table: str | None = Field(
+        None,
+        description="schema.table with columns id, type, data (as Debezium's signal table): an inserted row of type "
+        "execute-snapshot asks for an incremental snapshot (docs/snapshots.md)",
+    )
 
     @model_validator(mode="after")
     def _truncate_needs_change_envelope(self) -> PostgresWalConfig:
@@ -80,6 +85,11 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
                 "set envelope: change or truncate: warn"
             )
         return self
+
+    @field_validator("signal_table")
+    @classmethod
+    def _qualified_signal_table(cls, value: str | None) -> str | None:
+        return value if value is None or "." in value else f"public.{value}"
 
     @field_validator("slot", "publication")
     @classmethod

@@ -134,6 +134,10 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             if outbox.table is not None:
                 catalog.catalog_columns(outbox.table)  # SchemaError when it does not exist
                 published += [outbox.table] if outbox.table not in published else []
+        if cfg.signal_table is not None:
+            signal = cfg.signal_table
+            catalog.catalog_columns(signal)  # SchemaError when it does not exist
+            published += [signal] if signal not in published else []
         checks.ensure_publication(conn, cfg, published)
         slot = checks.slot_state(conn, cfg.slot)
         if slot is not None and slot.active_pid is not None:

@@ -38,6 +38,7 @@ from liberator.connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.connectors.postgres_wal.tuples import Fallback
 from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
 from liberator.resnapshot import publish_covered
+from liberator.snapshots import signal_requests
 
 MAX_BATCH = 1000  # changes per batch inside a large transaction
 _U32 = struct.Struct("!I").unpack_from
@@ -74,6 +75,7 @@ class ChangeDecoder:
         self.done: WalPosition | None = None  # after the last transaction read whose changes are not yielded yet
         self.outbox = outbox
         self.backfill = backfill
+        self.signal_columns: list[str] = []  # of the signal table, from its Relation message
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
         if frame.__class__ is bytes:
@@ -181,6 +183,8 @@ class ChangeDecoder:
                 self._watched(state, after)
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
                 items.extend(self.outbox.inserted(msg.relid, msg.new))
+            if state is None and self.signal_columns and self.names.get(msg.relid) == self.config.signal_table:
+                self._signal(msg.new)
         elif kind is Begin:
             assert isinstance(msg, Begin)
             self._begin(msg.final_lsn, msg.commit_micros // 1000, msg.xid)
@@ -217,6 +221,20 @@ class ChangeDecoder:
             elif self.outbox is not None:
                 items.extend(self.outbox.message(msg))
 
+    def _signal(self, values: Sequence[TupleValue]) -> None:
+        """A row inserted into the signal table: its snapshot requests go to the desk, taken between batches."""
+        row = {name: value for name, value in zip(self.signal_columns, values, strict=False)}
+        texts = {k: v.decode() if isinstance(v, bytes) else v for k, v in row.items() if isinstance(v, str | bytes)}
+        try:
+            requests = signal_requests(texts.get("id", "?"), texts.get("type", ""), texts.get("data"))
+        except ValueError as exc:
+            self.log.warning("%s; ignored", exc)
+            return
+        for request in requests:
+            if self.backfill is not None:
+                self.backfill.desk.submit(request)
+                self.log.info("signal %s: snapshot of %s requested", request.id, ", ".join(request.tables))
+
     def _watched(self, state: TableState, values: Sequence[object]) -> None:
         """A streamed row of the table whose chunk window is open: the stream carries its key, not the chunk."""
         backfill = self.backfill
@@ -226,6 +244,8 @@ class ChangeDecoder:
     def _relation(self, msg: Relation) -> None:
         name = f"{msg.namespace}.{msg.name}"
         self.names[msg.relid] = name
+        if name == self.config.signal_table:
+            self.signal_columns = [c.name for c in msg.columns]
         if self.outbox is not None:
             self.outbox.relation(msg)
         if name not in self.captured:
