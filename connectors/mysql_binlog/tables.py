@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from connectors.mysql_binlog.config import MySQLBinlogConfig
+from connectors.mysql_binlog.debezium import MYSQL
 from connectors.mysql_binlog.history import TableDef
 from connectors.mysql_binlog.types import INFO_COLUMNS, Normalize, normalizer, spec_from_info, table_schema
 from liberator.capture import CapturedTable, CaptureSettings, Catalogue
@@ -82,6 +83,8 @@ class TableCatalog:
             topic=config.topic,
             **config.capture_settings(),
             truncate=config.truncate,
+            debezium=MYSQL,
+            transactions=config.transaction_topic(),
         )
         self.catalogue = Catalogue(settings, log)
         self._tables: dict[TableDef, BinlogTable] = {}
