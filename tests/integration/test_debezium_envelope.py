@@ -20,8 +20,9 @@ from liberator.capture import Txn
 from liberator.registry.client import RegistryClient
 from liberator.testbed import MySQLInstance, unique_name
 from tests.integration.postgres_wal_support import Run, WalDb
+from tests.integration.sql_sink_support import count, table_rows
 from tests.integration.test_mysql_binlog_helpers import source_yaml as binlog_yaml
-from tests.support import DaemonThread, app_config, read_records
+from tests.support import DaemonThread, app_config, read_records, wait_for
 
 SAMPLES = Path(__file__).parent.parent / "debezium"
 PREFIX = "dbserver1"  # the samples' topic prefix: the source's name
@@ -222,3 +223,33 @@ def test_end_comes_after_every_event_of_a_transaction_spanning_batches(pg_url: s
 
 def _lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def test_the_sql_sink_applies_a_debezium_topic(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """A `debezium` topic replicates into a table as a `change` topic does: after-images, then deletes."""
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE customers (id integer PRIMARY KEY, name text, email varchar(255) NOT NULL)")
+    db.run("INSERT INTO customers VALUES (1, 'Ann', 'ann@x'), (2, 'Bob', 'bob@x')")
+    topic = f"{db.tag}.public.customers"
+    target = f"sqlite:///{tmp_path}/replica.db"
+    config = app_config(
+        tmp_path,
+        kafka_bootstrap,
+        registry_url,
+        f"  - name: {PREFIX}\n    type: postgres_wal\n    url: {db.url}\n    tables: [customers]\n"
+        f'    slot: {db.tag}\n    publication: {db.tag}\n    topic: "{db.tag}.{{schema}}.{{table}}"\n'
+        "    envelope: debezium\nsinks:\n"
+        f"  - name: replica\n    type: sql\n    url: {target}\n    topics: [{topic}]\n"
+        '    table: "sink_{table}"\n    create: true\n    batch: {size: 500, time: 200ms}\n'
+        f"    consumer: {{group_id: {db.tag}-replica, "
+        "settings: {session.timeout.ms: 6000, fetch.wait.max.ms: 10}}\n",
+    )
+    with DaemonThread(config):
+        wait_for(lambda: count(target, "sink_customers") == 2, what="the snapshot in the sink")
+        db.run("INSERT INTO customers VALUES (3, NULL, 'cy@x')")
+        db.run("UPDATE customers SET name = 'Anne' WHERE id = 1")
+        db.run("DELETE FROM customers WHERE id = 2")
+        expected = [(1, "Anne", "ann@x"), (3, None, "cy@x")]
+        wait_for(lambda: table_rows(target, "sink_customers") == expected, what="the sink equal to the source")
