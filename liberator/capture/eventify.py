@@ -61,16 +61,14 @@ class DatumCodec:
     def key(self, values: Sequence[Any]) -> Any:
         return self._key_converter.convert_values(values)
 
-    def state(self, values: Sequence[Any]) -> Any:
-        if self.mask is not None:
-            values = self.mask(values)
-        return self._value_converter.convert_values(values)
-
     def value_datum(self, values: Sequence[Any]) -> Any:
         """A row's Value datum (masked), whichever the codec's output is."""
         if self.mask is not None:
             values = self.mask(values)
         return self._value_converter.convert_values(values)
+
+    def state(self, values: Sequence[Any]) -> Any:
+        return self.value_datum(values)
 
     def envelope(
         self, op: Op, before: Sequence[Any] | None, after: Sequence[Any] | None, txn: Txn, order: int, ts_ms: int
@@ -212,12 +210,15 @@ class Eventifier:
         self.counter.restart()
 
     def _codec(self, table: CapturedTable) -> Codec:
-        codec = self._codecs[table] = self._prepare(table)
+        """The table's codec, made on its first change (registering its schemas); counted where needed."""
+        prepared = self._prepare(table)
+        codec: Codec = prepared
         if table.debezium is not None:
-            self._codecs[table] = DebeziumCodec(codec, self.counter)
+            codec = DebeziumCodec(prepared, self.counter)
         elif table.transactions is not None:
-            self._codecs[table] = CountedCodec(codec, self.counter)
-        return self._codecs[table]
+            codec = CountedCodec(prepared, self.counter)
+        self._codecs[table] = codec
+        return codec
 
     def records(self, items: Sequence[RowChange | ChangeEvent], committed: Sequence[Txn] = ()) -> list[Record]:
         """The records of `items`; then the END of each transaction in `committed` (the transaction topic)."""

@@ -83,7 +83,6 @@ class CapturedTable:
 
     __slots__ = (
         "debezium",
-        "envelope",
         "full_shape",
         "info",
         "key_converter",
@@ -129,24 +128,12 @@ class CapturedTable:
         self.name = shape.qualified_name
         names = [c.name for c in shape.columns]
         self.key_index = tuple(names.index(k) for k in shape.key)
-        self.envelope = envelope = settings.envelope
         self.source = settings.source
-        self.debezium = settings.debezium if envelope is Envelope.debezium else None
-        if envelope is Envelope.debezium:
-            if self.debezium is None:
-                raise SchemaError(f"{settings.connector} sources have no envelope: debezium; use change or state")
-            # Debezium's names: <prefix>.<schema>.<table>.Envelope/.Value/.Key, the prefix being the source.
-            namespace = namespace_for(settings.source, self.schema_name, self.table_name)
-            key = named_key(key_schema(published, namespace))
-            value = debezium_schema(value_schema(published, namespace), self.debezium)
-            self.transaction_id: Callable[[Txn], str | None] = self.debezium.transaction_id
-        else:
-            namespace = namespace_for(settings.app, settings.source, self.schema_name, self.table_name)
-            key = key_schema(published, namespace)
-            value = value_schema(published, namespace)
-            if envelope is Envelope.change:
-                value = change_schema(value)
-            self.transaction_id = _own_id
+        self.debezium = settings.debezium if settings.envelope is Envelope.debezium else None
+        self.transaction_id: Callable[[Txn], str | None] = (
+            _own_id if self.debezium is None else self.debezium.transaction_id
+        )
+        key, value = _schemas(settings, published, self.schema_name, self.table_name)
         self.stream = Stream(topic, key, value, self.name)
         self.transactions = None
         if settings.transactions is not None:
@@ -282,6 +269,24 @@ class Catalogue:
 
     def tables(self) -> list[CapturedTable]:
         return list(self._tables.values())
+
+
+def _schemas(
+    settings: CaptureSettings, published: TableSchema, schema: str, table: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The key and value schemas of a table in the source's envelope."""
+    if settings.envelope is Envelope.debezium:
+        if settings.debezium is None:
+            raise SchemaError(f"{settings.connector} sources have no envelope: debezium; use change or state")
+        # Debezium's names: <prefix>.<schema>.<table>.Envelope/.Value/.Key, the prefix being the source.
+        namespace = namespace_for(settings.source, schema, table)
+        key = named_key(key_schema(published, namespace))
+        return key, debezium_schema(value_schema(published, namespace), settings.debezium)
+    namespace = namespace_for(settings.app, settings.source, schema, table)
+    value = value_schema(published, namespace)
+    if settings.envelope is Envelope.change:
+        value = change_schema(value)
+    return key_schema(published, namespace), value
 
 
 def _own_id(txn: Txn) -> str | None:

@@ -22,7 +22,7 @@ from liberator.testbed import MySQLInstance, unique_name
 from tests.integration.postgres_wal_support import Run, WalDb
 from tests.integration.sql_sink_support import count, table_rows
 from tests.integration.test_mysql_binlog_helpers import source_yaml as binlog_yaml
-from tests.support import DaemonThread, app_config, read_records, wait_for
+from tests.support import DaemonThread, app_config, cli, read_records, wait_for
 
 SAMPLES = Path(__file__).parent.parent / "debezium"
 PREFIX = "dbserver1"  # the samples' topic prefix: the source's name
@@ -253,3 +253,18 @@ def test_the_sql_sink_applies_a_debezium_topic(
         db.run("DELETE FROM customers WHERE id = 2")
         expected = [(1, "Anne", "ann@x"), (3, None, "cy@x")]
         wait_for(lambda: table_rows(target, "sink_customers") == expected, what="the sink equal to the source")
+
+
+def test_check_asks_for_before_images_under_the_debezium_envelope(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """Debezium's envelope has `before` as the change envelope does: REPLICA IDENTITY DEFAULT is flagged."""
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE items (id integer PRIMARY KEY, name text)")  # REPLICA IDENTITY DEFAULT
+    source = (
+        f"  - name: {PREFIX}\n    type: postgres_wal\n    url: {db.url}\n    tables: [items]\n"
+        f"    slot: {db.tag}\n    publication: {db.tag}\n    envelope: debezium\n    replica_identity: require_full\n"
+    )
+    result = cli("check", str(app_config(tmp_path, kafka_bootstrap, registry_url, source)))
+    assert result.returncode != 0
+    assert "has REPLICA IDENTITY DEFAULT" in result.stdout + result.stderr
