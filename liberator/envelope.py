@@ -15,7 +15,8 @@ know that shape feel at home::
 The schema carries ``"liberator.envelope": "change"`` so sinks recognise it without guessing.
 `envelope: state` publishes the Value record itself (the row after the change) and a delete as a
 tombstone only. With either envelope a delete is followed by a tombstone on the same key, so compacted
-topics forget deleted rows.
+topics forget deleted rows. `envelope: debezium` is Debezium's envelope itself, for consumers that already
+read it (liberator.capture.debezium, docs/envelopes.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ PROP_ENVELOPE = "liberator.envelope"
 class Envelope(enum.StrEnum):
     change = "change"
     state = "state"
+    debezium = "debezium"  # Debezium's own envelope, field for field (docs/envelopes.md, liberator.capture.debezium)
 
 
 class Op(enum.StrEnum):

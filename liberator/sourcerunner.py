@@ -172,6 +172,7 @@ class SourceRunner(LeaseTerms):
         """Publish what `read()` yields from the last position it yielded before (a retry goes on from there);
         True when the source finished."""
         reader = self.source.read(self.resume)
+        self.eventifier.restart()  # a transaction read in part before is read again from its start
         try:
             lease = self.lease
             for item in reader:
@@ -208,7 +209,7 @@ class SourceRunner(LeaseTerms):
 
     def _publish(self, batch: ChangeBatch) -> None:
         # Encoding (and registering new schemas) comes first: when it fails nothing is in flight for it.
-        records = self.eventifier.records(batch.items) if batch.items else []
+        records = self.eventifier.records(batch.items, batch.committed) if batch.items or batch.committed else []
         window = self.window
         if records and not window.has_room():
             self._wait_for_room()

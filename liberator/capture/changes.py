@@ -36,9 +36,25 @@ class Txn:
     `continues`: the previous part of the same transaction, where one transaction shows several positions (a
     MySQL transaction's rows events each have their own binlog position): this part's envelopes number on
     from the last of that one's, as if both were one Txn.
+
+    `native`: what else the connector knows of where the changes were read, in its own form, for its part of
+    the Debezium envelope's `source` block (liberator.capture.debezium.DebeziumDialect). `snapshot_last`: the
+    last row of the snapshot (Debezium's `source.snapshot: last`; see `mark_snapshot_end`).
     """
 
-    __slots__ = ("commit_ms", "continues", "encoded", "id", "order", "position", "snapshot", "timestamp_ms")
+    __slots__ = (
+        "commit_ms",
+        "continues",
+        "encoded",
+        "id",
+        "native",
+        "order",
+        "position",
+        "snapshot",
+        "snapshot_incremental",
+        "snapshot_last",
+        "timestamp_ms",
+    )
 
     def __init__(
         self,
@@ -49,6 +65,7 @@ class Txn:
         commit_ms: int | None = None,
         snapshot: bool = False,
         continues: Txn | None = None,
+        native: Any = None,
     ) -> None:
         self.timestamp_ms = timestamp_ms
         self.id = id
@@ -58,6 +75,9 @@ class Txn:
         self.order = 0
         self.encoded: Any = None
         self.continues = continues
+        self.native = native
+        self.snapshot_last = False
+        self.snapshot_incremental = False  # a snapshot on demand, read while streaming (Debezium's `incremental`)
 
     def take_order(self) -> None:
         """Start numbering where the parts this one continues ended (the core calls it before this part's first
@@ -122,10 +142,15 @@ class ChangeBatch:
     `position` None: the batch ends inside a transaction, where the source cannot resume; the position comes
     with a later batch or Checkpoint. Besides row changes, `items` may hold records a connector made itself
     (`ChangeEvent`s: outbox domain events); both kinds are published in `items` order.
+
+    `committed`: the transactions whose commit the connector read with this batch (their changes are in it or
+    in earlier batches), for the transaction topic's END records; a connector fills it only when its
+    `CaptureSettings.tracks_transactions` asks for it.
     """
 
     items: list[RowChange | ChangeEvent] = field(default_factory=list)
     position: Position | None = None
+    committed: list[Txn] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)

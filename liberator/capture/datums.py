@@ -31,7 +31,7 @@ def datum_events(items: Iterable[SourceItem], envelope: Envelope) -> Iterator[Ch
     eventifier = Eventifier(envelope, prepare, prepare_event)
     for item in items:
         if isinstance(item, ChangeBatch):
-            for topic, key, value, timestamp, headers in eventifier.records(item.items):
+            for topic, key, value, timestamp, headers in eventifier.records(item.items, item.committed):
                 yield ChangeEvent(streams[topic], key, value, timestamp, None, tuple(headers or ()))
             if item.position is not None:
                 yield Checkpoint(item.position)

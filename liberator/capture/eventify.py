@@ -8,7 +8,10 @@ The rules every source shares live here once:
   publishes the row after the change, and a delete as a tombstone only;
 - with either envelope a delete is followed by a tombstone on the same key, so compacted topics forget it;
 - every envelope of a transaction gets the next `transaction.order` (1-based), counted per `Txn` (and on
-  across the parts of one transaction that `Txn.continues` links).
+  across the parts of one transaction that `Txn.continues` links);
+- `envelope: debezium` (liberator.capture.debezium) and the transaction topic (liberator.capture.txmeta) count
+  each transaction's events per table; their codecs wrap the table's own, so the other envelopes' path is
+  untouched.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from liberator.avro import ChangeWriter, DatumError, RowEncoder, change_context
+from liberator.avro import AvroEncoder, ChangeWriter, DatumError, RowEncoder, change_context
 from liberator.capture.changes import Op, RowChange, Txn
+from liberator.capture.debezium import debezium_value, source_block
 from liberator.capture.tables import CapturedTable
+from liberator.capture.txmeta import TransactionCounter
 from liberator.envelope import Envelope, change_value
 from liberator.errors import FatalSourceError, SchemaError
 from liberator.events import ChangeEvent
@@ -36,6 +41,8 @@ _READ = Op.read
 
 class DatumCodec:
     """One captured table's keys and values as Avro datums (dicts), as fastavro would encode them."""
+
+    value_id: int | None = None  # the value schema's registry id (None: datums, not bytes)
 
     def __init__(self, table: CapturedTable) -> None:
         self.table = table
@@ -54,10 +61,14 @@ class DatumCodec:
     def key(self, values: Sequence[Any]) -> Any:
         return self._key_converter.convert_values(values)
 
-    def state(self, values: Sequence[Any]) -> Any:
+    def value_datum(self, values: Sequence[Any]) -> Any:
+        """A row's Value datum (masked), whichever the codec's output is."""
         if self.mask is not None:
             values = self.mask(values)
         return self._value_converter.convert_values(values)
+
+    def state(self, values: Sequence[Any]) -> Any:
+        return self.value_datum(values)
 
     def envelope(
         self, op: Op, before: Sequence[Any] | None, after: Sequence[Any] | None, txn: Txn, order: int, ts_ms: int
@@ -90,6 +101,7 @@ class TableCodec(DatumCodec):
 
     def __init__(self, table: CapturedTable, key_id: int, value_id: int) -> None:
         super().__init__(table)
+        self.value_id = value_id
         shape = table.published
         self._key = RowEncoder.for_key(shape, schema_id=key_id).encode
         self._state = RowEncoder(shape, schema_id=value_id).encode
@@ -121,6 +133,63 @@ class TableCodec(DatumCodec):
         )
 
 
+class CountedCodec:
+    """A table's codec whose envelopes are counted per transaction (liberator.capture.txmeta): the first event
+    of a transaction is preceded by its BEGIN on the transaction topic."""
+
+    def __init__(self, codec: DatumCodec, counter: TransactionCounter) -> None:
+        self.codec = codec
+        self.table = codec.table
+        self.topic = codec.topic
+        self.key_of = codec.key_of
+        self.key = codec.key
+        self.state = codec.state
+        self.counter = counter
+
+    def envelope(
+        self, op: Op, before: Sequence[Any] | None, after: Sequence[Any] | None, txn: Txn, order: int, ts_ms: int
+    ) -> Any:
+        self.counter.counted(txn, self.table)
+        return self.codec.envelope(op, before, after, txn, order, ts_ms)
+
+
+class DebeziumCodec(CountedCodec):
+    """`envelope: debezium` values (liberator.capture.debezium), as datums or framed bytes as the table's codec
+    makes them; `source` is made once per transaction."""
+
+    def __init__(self, codec: DatumCodec, counter: TransactionCounter) -> None:
+        super().__init__(codec, counter)
+        table = codec.table
+        dialect = table.debezium
+        assert dialect is not None and table.stream.value_schema is not None
+        self.dialect = dialect
+        value_id = codec.value_id
+        self._encode = None if value_id is None else AvroEncoder(table.stream.value_schema, value_id).encode
+        self._source: tuple[Txn | None, dict[str, Any]] = (None, {})
+
+    def envelope(
+        self, op: Op, before: Sequence[Any] | None, after: Sequence[Any] | None, txn: Txn, order: int, ts_ms: int
+    ) -> Any:
+        place = self.counter.counted(txn, self.table)
+        known, source = self._source
+        if known is not txn:
+            source = source_block(self.dialect, self.table.source, self.table, txn)
+            self._source = (txn, source)
+        value = self.codec.value_datum
+        datum = debezium_value(
+            op,
+            None if before is None else value(before),
+            None if after is None else value(after),
+            source,
+            None if place is None else {"id": place[0], "total_order": place[1], "data_collection_order": place[2]},
+            ts_ms,
+        )
+        return datum if self._encode is None else self._encode(datum)
+
+
+Codec = DatumCodec | CountedCodec
+
+
 class Eventifier:
     """Turns the items of a batch into records; `prepare` registers a table's schemas on first use."""
 
@@ -130,14 +199,33 @@ class Eventifier:
         prepare: Callable[[CapturedTable], DatumCodec],
         prepare_event: Callable[[ChangeEvent], tuple[Any, Any]],
     ) -> None:
-        self.change = envelope is Envelope.change
+        self.change = envelope is not Envelope.state
         self._prepare = prepare
         self._event = prepare_event
-        self._codecs: dict[CapturedTable, DatumCodec] = {}  # by identity: one per table version
+        self._codecs: dict[CapturedTable, Codec] = {}  # by identity: one per table version
+        self.counter = TransactionCounter(prepare_event)
 
-    def records(self, items: Sequence[RowChange | ChangeEvent]) -> list[Record]:
+    def restart(self) -> None:
+        """The source reads again from its last position (a retry): transactions are counted from their start."""
+        self.counter.restart()
+
+    def _codec(self, table: CapturedTable) -> Codec:
+        """The table's codec, made on its first change (registering its schemas); counted where needed."""
+        prepared = self._prepare(table)
+        codec: Codec = prepared
+        if table.debezium is not None:
+            codec = DebeziumCodec(prepared, self.counter)
+        elif table.transactions is not None:
+            codec = CountedCodec(prepared, self.counter)
+        self._codecs[table] = codec
+        return codec
+
+    def records(self, items: Sequence[RowChange | ChangeEvent], committed: Sequence[Txn] = ()) -> list[Record]:
+        """The records of `items`; then the END of each transaction in `committed` (the transaction topic)."""
         out: list[Record] = []
         append = out.append
+        counter = self.counter
+        counter.append = append
         ts_ms = int(time.time() * 1000)  # the envelope's ts_ms: when liberator made the events
         change = self.change
         codecs = self._codecs
@@ -151,7 +239,7 @@ class Eventifier:
             table = item.table
             codec = codecs.get(table)
             if codec is None:
-                codec = codecs[table] = self._prepare(table)
+                codec = self._codec(table)
             matches = table.row_filter
             if matches is not None and item.op is not Op.truncate:
                 verdict = _filtered(item, matches)
@@ -194,12 +282,14 @@ class Eventifier:
                     append((codec.topic, None, value, txn.timestamp_ms, None))
             except DatumError as exc:
                 raise FatalSourceError(str(exc)) from None
+        if committed:
+            counter.committed(committed)
         return out
 
     @staticmethod
     def _upsert(
         append: Callable[[Record], None],
-        codec: DatumCodec,
+        codec: Codec,
         item: RowChange,
         op: Op,
         before: Sequence[Any] | None,
@@ -220,7 +310,7 @@ class Eventifier:
     @staticmethod
     def _delete(
         append: Callable[[Record], None],
-        codec: DatumCodec,
+        codec: Codec,
         item: RowChange,
         key_values: Sequence[Any],
         txn: Txn,

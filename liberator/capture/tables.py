@@ -14,13 +14,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from liberator.avro import DatumConverter, key_schema, namespace_for, value_schema
+from liberator.capture.changes import Txn
+from liberator.capture.debezium import DebeziumDialect, debezium_schema, named_key
 from liberator.capture.filters import RowFilter, compile_filter
 from liberator.capture.masks import Masker, MaskRule, masked
+from liberator.capture.txmeta import transaction_stream
 from liberator.envelope import Envelope, SourceInfo, change_schema
 from liberator.errors import SchemaError
 from liberator.events import Stream
@@ -57,6 +60,16 @@ class CaptureSettings:
     rename: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     default_schema: str | None = None
     truncate: str = "warn"  # warn | fail | publish
+    # The connector's part of `envelope: debezium` (None: the connector does not offer it).
+    debezium: DebeziumDialect | None = None
+    # The transaction topic's template ({source}, {app}; liberator.capture.txmeta), or None: no such topic.
+    transactions: str | None = None
+
+    @property
+    def tracks_transactions(self) -> bool:
+        """Whether the core counts transactions' events: the connector then reports commits
+        (`ChangeBatch.committed`)."""
+        return self.envelope is Envelope.debezium or self.transactions is not None
 
 
 class CapturedTable:
@@ -69,6 +82,7 @@ class CapturedTable:
     """
 
     __slots__ = (
+        "debezium",
         "full_shape",
         "info",
         "key_converter",
@@ -80,8 +94,11 @@ class CapturedTable:
         "row_filter",
         "schema_name",
         "shape",
+        "source",
         "stream",
         "table_name",
+        "transaction_id",
+        "transactions",
         "value_converter",
         "version",
     )
@@ -111,11 +128,18 @@ class CapturedTable:
         self.name = shape.qualified_name
         names = [c.name for c in shape.columns]
         self.key_index = tuple(names.index(k) for k in shape.key)
-        namespace = namespace_for(settings.app, settings.source, self.schema_name, self.table_name)
-        value = value_schema(published, namespace)
-        if settings.envelope is Envelope.change:
-            value = change_schema(value)
-        self.stream = Stream(topic, key_schema(published, namespace), value, self.name)
+        self.source = settings.source
+        self.debezium = settings.debezium if settings.envelope is Envelope.debezium else None
+        self.transaction_id: Callable[[Txn], str | None] = (
+            _own_id if self.debezium is None else self.debezium.transaction_id
+        )
+        key, value = _schemas(settings, published, self.schema_name, self.table_name)
+        self.stream = Stream(topic, key, value, self.name)
+        self.transactions = None
+        if settings.transactions is not None:
+            self.transactions = transaction_stream(
+                render_topic(settings.transactions, source=settings.source, app=settings.app, schema="", table="")
+            )
         self.info = SourceInfo(settings.connector, settings.source, server, self.schema_name, self.table_name)
         self.value_converter = DatumConverter(published)
         self.key_converter = DatumConverter.for_key(published)
@@ -245,6 +269,28 @@ class Catalogue:
 
     def tables(self) -> list[CapturedTable]:
         return list(self._tables.values())
+
+
+def _schemas(
+    settings: CaptureSettings, published: TableSchema, schema: str, table: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The key and value schemas of a table in the source's envelope."""
+    if settings.envelope is Envelope.debezium:
+        if settings.debezium is None:
+            raise SchemaError(f"{settings.connector} sources have no envelope: debezium; use change or state")
+        # Debezium's names: <prefix>.<schema>.<table>.Envelope/.Value/.Key, the prefix being the source.
+        namespace = namespace_for(settings.source, schema, table)
+        key = named_key(key_schema(published, namespace))
+        return key, debezium_schema(value_schema(published, namespace), settings.debezium)
+    namespace = namespace_for(settings.app, settings.source, schema, table)
+    value = value_schema(published, namespace)
+    if settings.envelope is Envelope.change:
+        value = change_schema(value)
+    return key_schema(published, namespace), value
+
+
+def _own_id(txn: Txn) -> str | None:
+    return txn.id
 
 
 def _renamed(name: str, shape: TableSchema, rename: dict[str, str]) -> TableSchema:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from liberator.capture.transforms import TableTransforms
+from liberator.capture.txmeta import TransactionSettings
 from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
@@ -35,7 +36,7 @@ class BinlogOutboxConfig(OutboxRouting):
         return table
 
 
-class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
+class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TransactionSettings):
     type: Literal["mysql_binlog"] = "mysql_binlog"
     url: str = Field(description="mysql://user:${PW}@host:port/ (a database in the path is ignored)")
     tables: list[str] = Field(
@@ -53,7 +54,11 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
         "initial", description="initial: read the tables, then stream; never: stream only; initial_only: no stream"
     )
     heartbeat: Duration = Field(10.0, description="how often the stored position moves while captured tables are idle")
-    envelope: Envelope = Field(Envelope.change, description="change: before/after/op/source; state: the row")
+    envelope: Envelope = Field(
+        Envelope.change,
+        description="change: before/after/op/source records; state: the row itself; debezium: Debezium's "
+        "envelope, field for field (docs/envelopes.md)",
+    )
     resume: Literal["auto", "gtid", "file"] = Field(
         "auto", description="resume by GTID (auto: when the server has GTIDs) or by binlog file/position"
     )

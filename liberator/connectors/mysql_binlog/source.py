@@ -9,6 +9,7 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 
 from liberator.capture import ChangeBatch
+from liberator.capture.debezium import mark_snapshot_end
 from liberator.connectors.mysql_binlog.checks import (
     ServerInfo,
     classify,
@@ -28,6 +29,7 @@ from liberator.connectors.mysql_binlog.position import BinlogPosition, Coord, Sn
 from liberator.connectors.mysql_binlog.snapshot import read_snapshot
 from liberator.connectors.mysql_binlog.stream import BinlogStreamer, open_reader
 from liberator.connectors.mysql_binlog.tables import TableCatalog, list_tables, read_table_def, unmatched_problems
+from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.source import Source, SourceContext, lost_position
@@ -138,7 +140,10 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
                 self.phase = "snapshot"
                 self.context.log.info("snapshot of %d tables", len(position.snapshot.tables))  # type: ignore[union-attr]
                 final: BinlogPosition | None = None
-                for item in read_snapshot(conn, info, position, self.tables, cfg.snapshot_chunk, self.context.stop):
+                items = read_snapshot(conn, info, position, self.tables, cfg.snapshot_chunk, self.context.stop)
+                if cfg.envelope is Envelope.debezium:
+                    items = mark_snapshot_end(items, self.context.stop.is_set)
+                for item in items:
                     yield item
                     if isinstance(item, ChangeBatch | Checkpoint) and isinstance(item.position, BinlogPosition):
                         final = item.position

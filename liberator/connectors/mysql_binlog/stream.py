@@ -255,6 +255,7 @@ class BinlogStreamer:
         items: list[RowChange | ChangeEvent] = []
         last_yield = time.monotonic()
         pending: BinlogPosition | None = None
+        tracks = self.tables.catalogue.settings.tracks_transactions  # the core counts them: report commits
         while True:
             if stop.is_set():
                 return
@@ -282,7 +283,12 @@ class BinlogStreamer:
                 if txn_id is None:
                     txn_id = where
                 txn = Txn(
-                    txn_ms or int(time.time() * 1000), id=txn_id, position=where, commit_ms=txn_ms, continues=part
+                    txn_ms or int(time.time() * 1000),
+                    id=txn_id,
+                    position=where,
+                    commit_ms=txn_ms,
+                    continues=part,
+                    native=(event.packet.server_id, txn_gtid),  # for the Debezium envelope's source block
                 )
                 covered = None if skip is None else (skip, Coord(reader.log_file, event.packet.log_pos))
                 if self._rows(event, cls, entry, txn, items, covered):
@@ -319,7 +325,14 @@ class BinlogStreamer:
                     if truncated is not None:
                         where = f"{reader.log_file}:{event.packet.log_pos}"
                         ms = txn_ms or event.timestamp * 1000
-                        txn = Txn(ms, id=txn_id or where, position=where, commit_ms=ms, continues=part)
+                        txn = Txn(
+                            ms,
+                            id=txn_id or where,
+                            position=where,
+                            commit_ms=ms,
+                            continues=part,
+                            native=(event.packet.server_id, txn_gtid),
+                        )
                         truncates = self._truncate(truncated, schemas, txn, where)
                         if truncates:
                             items.extend(truncates)
@@ -346,7 +359,9 @@ class BinlogStreamer:
             snapshot = skip.state if skip is not None else None
             position = BinlogPosition(coord, gtid, schemas, snapshot)
             if changed or items:
-                yield ChangeBatch(items, position)
+                # The transaction's commit, for the transaction topic's END (liberator.capture.txmeta).
+                committed = [part] if part is not None and tracks else []
+                yield ChangeBatch(items, position, committed)
                 items, pending, last_yield = [], None, time.monotonic()
             elif time.monotonic() - last_yield >= config.heartbeat:
                 yield Checkpoint(position)  # other tables' traffic: keep the stored position moving

@@ -15,6 +15,7 @@ from typing import Any
 
 from liberator.capture import CapturedTable, CaptureSettings, Catalogue
 from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
+from liberator.connectors.mysql_binlog.debezium import MYSQL
 from liberator.connectors.mysql_binlog.history import TableDef
 from liberator.connectors.mysql_binlog.types import INFO_COLUMNS, Normalize, normalizer, spec_from_info, table_schema
 from liberator.errors import SchemaError
@@ -82,6 +83,8 @@ class TableCatalog:
             topic=config.topic,
             **config.capture_settings(),
             truncate=config.truncate,
+            debezium=MYSQL,
+            transactions=config.transaction_topic(),
         )
         self.catalogue = Catalogue(settings, log)
         self._tables: dict[TableDef, BinlogTable] = {}

@@ -143,6 +143,7 @@ class WalBackfill:
         self.window = self.watching = None
         backfill = self.backfills[0]
         txn = Txn(int(time.time() * 1000), position=lsn_text(lsn), snapshot=True)
+        txn.snapshot_incremental = True
         captured = window.state.captured
         out = [RowChange(captured, Op.read, txn, after=values) for values in window.rows.values()]
         done = Backfill(

@@ -115,7 +115,7 @@ def problems(
                 f"table {name} uses REPLICA IDENTITY USING INDEX, so deletes may lack the primary key; run "
                 f"ALTER TABLE {quoted} REPLICA IDENTITY DEFAULT; (or FULL)"
             )
-        elif identity == "d" and config.envelope == Envelope.change and config.replica_identity != "ignore":
+        elif identity == "d" and config.envelope != Envelope.state and config.replica_identity != "ignore":
             line = (
                 f"table {name} has REPLICA IDENTITY DEFAULT: updates and deletes carry no before-image and "
                 f"unchanged TOASTed values are unknown; run ALTER TABLE {quoted} REPLICA IDENTITY FULL;"

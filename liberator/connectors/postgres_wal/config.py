@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from liberator.capture.transforms import TableTransforms
+from liberator.capture.txmeta import TransactionSettings
 from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
@@ -34,7 +35,7 @@ class WalOutboxConfig(OutboxRouting):
         return self
 
 
-class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
+class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TransactionSettings):
     type: Literal["postgres_wal"] = "postgres_wal"
     url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
     tables: list[str] = Field(
@@ -48,7 +49,11 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
         description="initial: read the tables first, then stream; never: stream only; initial_only: read once",
     )
     snapshot_chunk: int = Field(10_000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
-    envelope: Envelope = Field(Envelope.change, description="change: before/after/op records; state: the row itself")
+    envelope: Envelope = Field(
+        Envelope.change,
+        description="change: before/after/op/source records; state: the row itself; debezium: Debezium's "
+        "envelope, field for field (docs/envelopes.md)",
+    )
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
     replica_identity: Literal["warn", "require_full", "ignore"] = Field(
         "warn",

@@ -19,11 +19,13 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from liberator.capture import ChangeBatch, Op, RowChange, Txn
+from liberator.capture.debezium import mark_snapshot_end
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import classify, connect
 from liberator.connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from liberator.connectors.postgres_wal.rows import parse_values
 from liberator.connectors.postgres_wal.tables import TableCatalog, TableState, split_name
+from liberator.envelope import Envelope
 from liberator.events import Checkpoint, SourceItem
 
 
@@ -54,6 +56,14 @@ class SnapshotReader:
         self, snapshot_name: str | None, tables: list[str], point: int, position: WalPosition
     ) -> Iterator[SourceItem]:
         """Events of `tables` as of the snapshot, then a Checkpoint recording each table as read at `point`."""
+        items = self._read(snapshot_name, tables, point, position)
+        if self.config.envelope is Envelope.debezium:
+            return mark_snapshot_end(items, self.stop.is_set)
+        return items
+
+    def _read(
+        self, snapshot_name: str | None, tables: list[str], point: int, position: WalPosition
+    ) -> Iterator[SourceItem]:
         conn = connect(self.url, self.config, what=self.what)
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -76,6 +76,8 @@ class ChangeDecoder:
         self.outbox = outbox
         self.backfill = backfill
         self.signal_columns: list[str] = []  # of the signal table, from its Relation message
+        # The transactions committed since the last batch, when the core counts them (liberator.capture.txmeta).
+        self.committed: list[Txn] | None = [] if catalog.captured.settings.tracks_transactions else None
 
     def frame(self, frame: Frame) -> Iterator[SourceItem]:
         if frame.__class__ is bytes:
@@ -89,8 +91,7 @@ class ChangeDecoder:
                 self._begin(final_lsn, (ts + PG_EPOCH_MICROS) // 1000, xid)
             elif kind == 0x43:  # 'C': the position after it is where streaming may resume
                 (end_lsn,) = _COMMIT_END(frame, XLOG_PAYLOAD + 10)
-                self.begin_lsn = None
-                self.done = self._position(end_lsn)
+                self._commit(end_lsn)
             else:
                 self.message(frame[XLOG_PAYLOAD:])
             if len(self.items) >= MAX_BATCH:
@@ -121,10 +122,21 @@ class ChangeDecoder:
         """The changes read so far, with the position after the last transaction they complete (if any)."""
         items, position = self.items, self.done
         self.items, self.done = [], None
+        committed = self.committed
+        if committed:
+            self.committed = []
+            return ChangeBatch(items, position, committed)
         if items:
             return ChangeBatch(items, position)
         assert position is not None
         return Checkpoint(position)
+
+    def _commit(self, end_lsn: int) -> None:
+        """The transaction being read committed: the position after it is where streaming may resume."""
+        self.begin_lsn = None
+        self.done = self._position(end_lsn)
+        if self.committed is not None:
+            self.committed.append(self.txn)
 
     def _begin(self, final_lsn: int, commit_ms: int, xid: int) -> None:
         self.begin_lsn = final_lsn
@@ -190,8 +202,7 @@ class ChangeDecoder:
             self._begin(msg.final_lsn, msg.commit_micros // 1000, msg.xid)
         elif kind is Commit:
             assert isinstance(msg, Commit)
-            self.begin_lsn = None
-            self.done = self._position(msg.end_lsn)
+            self._commit(msg.end_lsn)
         elif kind is Delete:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from liberator.capture import CapturedTable, CaptureSettings, Catalogue
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
+from liberator.connectors.postgres_wal.debezium import postgres_dialect
 from liberator.connectors.postgres_wal.pgoutput import Relation, TupleValue
 from liberator.connectors.postgres_wal.tuples import TupleReader, tuple_reader
 from liberator.connectors.postgres_wal.types import Parser, TypeCatalog
@@ -76,6 +77,8 @@ class TableCatalog:
             **config.capture_settings(),
             default_schema="public",
             truncate=config.truncate,
+            debezium=postgres_dialect(conn.info.dbname),
+            transactions=config.transaction_topic(),
         )
         self.captured = Catalogue(settings)
         self.captured.server = server
