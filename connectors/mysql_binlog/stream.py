@@ -42,10 +42,10 @@ from connectors.mysql_binlog.position import BinlogPosition, Coord, GtidState, S
 from connectors.mysql_binlog.rows import RowsReader
 from connectors.mysql_binlog.tables import BinlogTable, TableCatalog, read_table_def
 from connectors.mysql_binlog.types import specs_from_table_map
-from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.capture import BatchItem, ChangeBatch, Op, RowChange, Txn, truncate_changes
 from liberator.dbconnect import mysql_connect, seconds
 from liberator.errors import TransientSourceError
-from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
+from liberator.events import IDLE, Checkpoint, SourceItem
 from liberator.resnapshot import publish_covered
 from liberator.source import Pacing
 
@@ -252,7 +252,7 @@ class BinlogStreamer:
         part: Txn | None = None  # the transaction's last part with changes (each rows event is one, at its position)
         changed = False  # the transaction published something
         in_txn = False
-        items: list[RowChange | ChangeEvent] = []
+        items: list[BatchItem] = []
         last_yield = time.monotonic()
         pending: BinlogPosition | None = None
         while True:
@@ -361,7 +361,7 @@ class BinlogStreamer:
         cls: type,
         entry: tuple[BinlogTable, RowsReader],
         txn: Txn,
-        items: list[RowChange | ChangeEvent],
+        items: list[BatchItem],
         covered: tuple[_Skip, Coord] | None,
     ) -> bool:
         """The event's rows as changes of `txn`, appended to `items`; whether there were any. `covered`: a
@@ -402,7 +402,7 @@ class BinlogStreamer:
         table: BinlogTable,
         rows: list[Any],
         txn: Txn,
-        items: list[RowChange | ChangeEvent],
+        items: list[BatchItem],
         skip: _Skip,
         at: Coord,
     ) -> bool:

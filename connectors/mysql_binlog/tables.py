@@ -81,6 +81,8 @@ class TableCatalog:
             envelope=config.envelope,
             topic=config.topic,
             **config.capture_settings(),
+            on_error=config.on_error,
+            on_error_tables=config.on_error_tables,
             truncate=config.truncate,
         )
         self.catalogue = Catalogue(settings, log)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
@@ -34,7 +35,7 @@ class WalOutboxConfig(OutboxRouting):
         return self
 
 
-class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms):
+class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies):
     type: Literal["postgres_wal"] = "postgres_wal"
     url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
     tables: list[str] = Field(

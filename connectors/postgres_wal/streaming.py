@@ -34,8 +34,8 @@ from connectors.postgres_wal.rows import fill_unchanged, parse_tuple
 from connectors.postgres_wal.stream import DRAINED, XLOG_PAYLOAD, Frame, Idle, Keepalive
 from connectors.postgres_wal.tables import TableCatalog, TableState
 from connectors.postgres_wal.tuples import Fallback
-from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
-from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
+from liberator.capture import BatchItem, ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.events import IDLE, Checkpoint, SourceItem
 from liberator.resnapshot import publish_covered
 
 MAX_BATCH = 1000  # changes per batch inside a large transaction
@@ -68,7 +68,7 @@ class ChangeDecoder:
         self.skip = position.skip_before()
         self.begin_lsn: int | None = None  # the commit LSN of the transaction being read (from its Begin)
         self.txn = Txn(0)
-        self.items: list[RowChange | ChangeEvent] = []
+        self.items: list[BatchItem] = []
         self.done: WalPosition | None = None  # after the last transaction read whose changes are not yielded yet
         self.outbox = outbox
 

@@ -21,6 +21,7 @@ from typing import Any
 from liberator.avro import DatumConverter, key_schema, namespace_for, value_schema
 from liberator.capture.filters import RowFilter, compile_filter
 from liberator.capture.masks import Masker, MaskRule, masked
+from liberator.capture.rowerrors import OnError
 from liberator.envelope import Envelope, SourceInfo, change_schema
 from liberator.errors import SchemaError
 from liberator.events import Stream
@@ -57,6 +58,10 @@ class CaptureSettings:
     rename: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     default_schema: str | None = None
     truncate: str = "warn"  # warn | fail | publish
+    # What happens to a row that cannot become an event (liberator.capture.rowerrors), and per table (keyed as
+    # `exclude`) where that differs.
+    on_error: OnError = "stop"
+    on_error_tables: Mapping[str, OnError] = field(default_factory=dict)
 
 
 class CapturedTable:
@@ -75,6 +80,7 @@ class CapturedTable:
         "key_index",
         "mask",
         "name",
+        "on_error",
         "pick",
         "published",
         "row_filter",
@@ -98,8 +104,10 @@ class CapturedTable:
         published: TableSchema | None = None,
         mask: Masker | None = None,
         row_filter: RowFilter | None = None,
+        on_error: OnError = "stop",
     ) -> None:
         self.full_shape = full_shape
+        self.on_error = on_error  # what happens to a row of it that cannot become an event
         self.shape = shape
         self.row_filter = row_filter  # which rows are published (None: all), over `shape`'s values
         self.mask = mask  # hides masked columns' values in a row (None: nothing is masked)
@@ -165,6 +173,10 @@ class Catalogue:
     def renamed(self, schema: str, table: str) -> dict[str, str]:
         return dict(self._for_table(self.settings.rename, schema, table) or {})
 
+    def on_error(self, schema: str, table: str) -> OnError:
+        found: OnError | None = self._for_table(self.settings.on_error_tables, schema, table)
+        return self.settings.on_error if found is None else found
+
     def get(self, name: str) -> CapturedTable | None:
         return self._tables.get(name)
 
@@ -178,6 +190,7 @@ class Catalogue:
         include: Sequence[str] | None = None,
         mask: Mapping[str, MaskRule] | None = None,
         row_filter: str | None = None,
+        on_error: OnError | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
         new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
@@ -222,6 +235,7 @@ class Catalogue:
         renames = self.renamed(schema, full_shape.name) if rename is None else dict(rename)
         published = _renamed(name, masked_shape, renames)
         topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
+        policy = self.on_error(schema, full_shape.name) if on_error is None else on_error
         known = self._tables.get(name)
         if (
             known is not None
@@ -229,6 +243,7 @@ class Catalogue:
             and known.published == published
             and (known.row_filter is None) == (matches is None)
             and known.stream.topic == topic_name
+            and known.on_error == policy
         ):
             if known.pick != pick or known.full_shape != full_shape:
                 # Only unpublished columns changed: same schemas, new positions to pick from.
@@ -236,7 +251,7 @@ class Catalogue:
             return known
         version = 1 if known is None else known.version + 1
         table = CapturedTable(
-            self.settings, full_shape, shape, pick, self.server, version, topic_name, published, masker, matches
+            self.settings, full_shape, shape, pick, self.server, version, topic_name, published, masker, matches, policy
         )
         if known is not None:
             self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
