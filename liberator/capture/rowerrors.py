@@ -151,16 +151,27 @@ class PoisonRow:
         """The poison row of a change the core could not turn into records (values by column name)."""
         table = change.table
         names = table.columns
+        mask = table.mask  # masked values stay hidden; a masked column is never what failed (masks come first)
+
+        def image(values: Sequence[Any] | None) -> dict[str, Any] | None:
+            if values is None:
+                return None
+            return dict(zip(names, values if mask is None else mask(values), strict=False))
+
         key = None
         if change.key is not None:
             key = dict(zip(table.shape.key, change.key, strict=False))
+        elif change.after is not None or change.before is not None:
+            row = change.after if change.after is not None else change.before
+            assert row is not None
+            key = {names[i]: row[i] for i in table.key_index if i < len(row)}
         return cls(
             table.name,
             reason,
             on_error=on_error,
             op=change.op,
-            after=None if change.after is None else dict(zip(names, change.after, strict=False)),
-            before=None if change.before is None else dict(zip(names, change.before, strict=False)),
+            after=image(change.after),
+            before=image(change.before),
             key=key,
             position=change.txn.position,
             timestamp_ms=change.txn.timestamp_ms,

@@ -22,7 +22,7 @@ from liberator.capture.rowerrors import (
 from liberator.capture.tables import CapturedTable
 from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError
-from liberator.schema import Column, DecimalType, IntType, TableSchema
+from liberator.schema import Column, DecimalType, IntType, StringType, TableSchema
 
 SHAPE = TableSchema(
     "public",
@@ -71,7 +71,7 @@ def test_dead_letter_sends_the_raw_row_with_headers_and_the_stream_goes_on() -> 
     assert topics == ["shop.public.orders", "shop.dlq", "shop.public.orders"]
     _topic, key, value, timestamp, headers = records[1]
     assert json.loads(value) == {"op": "c", "before": None, "after": {"id": 2, "total": "NaN"}}
-    assert key is None and timestamp == 1_700_000_000_000
+    assert json.loads(key) == {"id": 2} and timestamp == 1_700_000_000_000
     named = dict(headers or [])
     assert named[HEADER_SOURCE] == b"shop" and named[HEADER_TABLE] == b"public.orders"
     assert named[HEADER_POSITION] == b"0/16B3748" and named[HEADER_OP] == b"c"
@@ -138,3 +138,16 @@ def test_dead_letter_template_placeholders() -> None:
     assert check_dead_letter_template("{app}.{source}.dlq") == "{app}.{source}.dlq"
     with pytest.raises(ValueError, match=r"uses \{table\}; allowed: \{source\}, \{app\}"):
         check_dead_letter_template("{table}.dlq")
+
+
+def test_a_dead_letter_keeps_masked_columns_masked() -> None:
+    shape = TableSchema("public", "users", (*SHAPE.columns, Column("email", StringType())), ("id",))
+    masks: Any = {"public.users": {"email": "redact"}}
+    settings = CaptureSettings(source="shop", connector="query", app="app", mask=masks, on_error="dead_letter")
+    table = Catalogue(settings).table(shape)
+    errors = RowErrors("shop", "app", "{source}.dlq", log=logging.getLogger("test"))
+    eventifier = Eventifier(Envelope.state, DatumCodec, lambda e: (e.key, e.value), errors)
+    poison = RowChange(table, Op.read, Txn(1), after=[1, Decimal("NaN"), "someone@example.com"])
+    (record,) = eventifier.records([poison])
+    after = json.loads(record[2])["after"]
+    assert after["total"] == "NaN" and "someone" not in json.dumps(after)
