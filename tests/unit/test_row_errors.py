@@ -22,6 +22,7 @@ from liberator.capture.rowerrors import (
 from liberator.capture.tables import CapturedTable
 from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError
+from liberator.metrics import Metrics
 from liberator.schema import Column, DecimalType, IntType, StringType, TableSchema
 
 SHAPE = TableSchema(
@@ -151,3 +152,16 @@ def test_a_dead_letter_keeps_masked_columns_masked() -> None:
     (record,) = eventifier.records([poison])
     after = json.loads(record[2])["after"]
     assert after["total"] == "NaN" and "someone" not in json.dumps(after)
+
+
+def test_skipped_and_dead_lettered_rows_in_metrics_and_health() -> None:
+    metrics = Metrics("app")
+    status = metrics.source("pg", "postgres_wal")
+    for policy in ("skip", "skip", "dead_letter"):
+        status.count_poison_row(PoisonRow('public."odd"', "r", on_error=policy, kind="conversion"))  # type: ignore[arg-type]
+    text = metrics.prometheus()
+    labels = 'app="app",source="pg",type="postgres_wal"'
+    assert f'liberator_source_skipped_rows_total{{{labels},table="public.\\"odd\\"",reason="conversion"}} 2' in text
+    assert f"liberator_source_dead_lettered_rows_total{{{labels}}} 1" in text
+    shown = metrics.health()["sources"]["pg"]
+    assert shown["rows_skipped"] == 2 and shown["rows_dead_lettered"] == 1
