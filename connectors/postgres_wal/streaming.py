@@ -30,7 +30,7 @@ from connectors.postgres_wal.pgoutput import (
     decode,
 )
 from connectors.postgres_wal.position import WalPosition, lsn_text
-from connectors.postgres_wal.rows import fill_unchanged, parse_tuple
+from connectors.postgres_wal.rows import UnreadableValue, fill_unchanged, parse_tuple, poison_row
 from connectors.postgres_wal.stream import DRAINED, XLOG_PAYLOAD, Frame, Idle, Keepalive
 from connectors.postgres_wal.tables import TableCatalog, TableState
 from connectors.postgres_wal.tuples import Fallback
@@ -163,7 +163,10 @@ class ChangeDecoder:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
             if state is not None and not self._covered(state):
-                items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
+                try:
+                    items.append(RowChange(state.captured, Op.create, self.txn, after=parse_tuple(state, msg.new)))
+                except UnreadableValue as exc:
+                    items.append(poison_row(state, Op.create, self.txn, str(exc), new=msg.new))
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
                 items.extend(self.outbox.inserted(msg.relid, msg.new))
         elif kind is Begin:
@@ -177,14 +180,23 @@ class ChangeDecoder:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
             if state is not None and (not self._covered(state) or self._deleted_covered(state, msg.old)):
-                old = parse_tuple(state, msg.old)
+                try:
+                    old = parse_tuple(state, msg.old)
+                except UnreadableValue as exc:
+                    items.append(poison_row(state, Op.delete, self.txn, str(exc), old=msg.old))
+                    return
                 key = [old[i] for i in state.captured.key_index]
                 items.append(
                     RowChange(state.captured, Op.delete, self.txn, before=old if msg.old_is_full else None, key=key)
                 )
         elif kind is Update:
             assert isinstance(msg, Update)
-            self._update(msg)
+            try:
+                self._update(msg)
+            except UnreadableValue as exc:
+                state = self._state(msg.relid)
+                assert state is not None
+                items.append(poison_row(state, Op.update, self.txn, str(exc), new=msg.new, old=msg.old))
         elif kind is Relation:
             assert isinstance(msg, Relation)
             self._relation(msg)

@@ -3,7 +3,8 @@ converter refuses) stops the source, goes to the dead-letter topic with its raw 
 skipped and counted; the stream goes on past it, and a restart does not send the dead letter again.
 
 The poison values, one real one per source:
-- postgres_wal: `numeric(10,2)` accepts 'NaN'; an Avro decimal cannot hold it;
+- postgres_wal: `numeric(10,2)` accepts 'NaN'; an Avro decimal cannot hold it; and an `int[]` accepts a
+  two-dimensional array, which the source's text parser refuses before any conversion;
 - query (MariaDB): a zero date `0000-00-00` under a permissive sql_mode; no Avro date is that day;
 - mysql_binlog (MariaDB): an ENUM given a value it does not have under a permissive sql_mode is stored as
   the empty "error" value '', which is not one of the enum's symbols;
@@ -61,6 +62,27 @@ def _wal_case(pg_url: str) -> Case:
         lambda records: [r["key"]["id"] for r in records if r["value"] is not None],
         "table public.orders column total: value Decimal('NaN') (Decimal) cannot be held by numeric(10,2)",
         {"id": 2, "total": "NaN"},
+        "conversion",
+    )
+
+
+def _wal_unreadable_case(pg_url: str) -> Case:
+    """A value the WAL source's own text parser refuses (not the Avro conversion): a 2-D array in an int[]."""
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE orders (id int PRIMARY KEY, tags int[] NOT NULL)")
+    return Case(
+        "wal",
+        lambda policy: (
+            f"  - name: wal\n    type: postgres_wal\n    url: {db.url}\n    tables: [orders]\n"
+            f'    slot: {db.tag}\n    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n{policy}'
+        ),
+        f"{db.tag}.orders",
+        "public.orders",
+        lambda i: db.run("INSERT INTO orders VALUES (%s, %s)", (i, [i])),
+        lambda i: db.run("INSERT INTO orders VALUES (%s, '{{1,2},{3,4}}')", (i,)),
+        lambda records: [r["key"]["id"] for r in records if r["value"] is not None],
+        "table public.orders column tags: '{{1,2},{3,4}}' cannot be read exactly",
+        {"id": "2", "tags": "{{1,2},{3,4}}"},  # as the server sent them: text
         "conversion",
     )
 
@@ -160,10 +182,12 @@ def _outbox_case(pg_url: str, registry_url: str) -> Case:
     )
 
 
-@pytest.fixture(params=["postgres_wal", "query", "mysql_binlog", "outbox"])
+@pytest.fixture(params=["postgres_wal", "postgres_wal_unreadable", "query", "mysql_binlog", "outbox"])
 def case(request: pytest.FixtureRequest, registry_url: str) -> Case:
     if request.param == "postgres_wal":
         return _wal_case(request.getfixturevalue("pg_url"))
+    if request.param == "postgres_wal_unreadable":
+        return _wal_unreadable_case(request.getfixturevalue("pg_url"))
     if request.param == "outbox":
         return _outbox_case(request.getfixturevalue("pg_url"), registry_url)
     server, url = request.getfixturevalue("mariadb_server"), request.getfixturevalue("mysql_url")
@@ -210,3 +234,29 @@ def test_a_poison_row_under_each_policy(
         case.good(4)
         wait_for(lambda: published() == [1, 3, 4], what="the row after the restart")
     assert len(read_dead_letters(kafka_bootstrap, dead_topic)) == 1
+
+
+@pytest.mark.parametrize("poison", ["'NaN'", "'{{1,2},{3,4}}'"])
+def test_a_poison_row_in_the_wal_snapshot(
+    poison: str, pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """The snapshot reads rows through the same paths: a poison row there is skipped (or dead-lettered) too."""
+    db = WalDb(pg_url)
+    column = "numeric(10,2)" if "NaN" in poison else "int[]"
+    db.run(f"CREATE TABLE orders (id int PRIMARY KEY, v {column} NOT NULL)")
+    good = "1" if "NaN" in poison else "'{1}'"
+    db.run(f"INSERT INTO orders VALUES (1, {good}), (2, {poison}), (3, {good})")
+    source = (
+        f"  - name: wal\n    type: postgres_wal\n    url: {db.url}\n    tables: [orders]\n"
+        f'    slot: {db.tag}\n    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n    on_error: skip\n'
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source)
+    with DaemonThread(config) as daemon:
+        status = daemon.status("wal")
+        wait_for(
+            lambda: (
+                sorted(r["key"]["id"] for r in read_topic(kafka_bootstrap, registry_url, f"{db.tag}.orders")) == [1, 3]
+            ),
+            what="the snapshot's good rows",
+        )
+        assert status.rows_skipped == {("public.orders", "conversion"): 1}
