@@ -102,8 +102,9 @@ class TableErrorPolicies(BaseModel):
 
 
 class PoisonRow:
-    """A row a connector could not turn into an event itself (the core's own failures never become one: it
-    handles them where they happen). It travels in a ChangeBatch like the events around it."""
+    """A row that cannot become an event: its raw values, the reason, and the policy that applies. A connector
+    puts one in its ChangeBatch, in order, for a row it could not read; the core makes one of a change it
+    could not convert (`of_change`)."""
 
     __slots__ = (
         "after",

@@ -18,6 +18,7 @@ from typing import Any
 import fastavro
 
 from liberator.avro import AvroEncoder, FramingError, frame, unframe
+from liberator.capture.rowerrors import HEADER_ERROR as HEADER_ERROR  # re-exported: one name for every reason header
 from liberator.capture.rowerrors import INVALID, OnError, PoisonRow
 from liberator.errors import ConfigError, FatalSourceError, SchemaError
 from liberator.events import ChangeEvent, Stream
@@ -36,7 +37,6 @@ KEY_SCHEMA: dict[str, Any] = {"type": "string"}
 HEADER_ID = "id"
 HEADER_EVENT_TYPE = "event_type"
 HEADER_AGGREGATE_TYPE = "aggregate_type"
-HEADER_ERROR = "liberator.error"
 RESERVED_HEADERS = frozenset({HEADER_ID, HEADER_EVENT_TYPE, HEADER_AGGREGATE_TYPE, HEADER_ERROR})
 # A payload that fails validation against a cached schema re-reads the subject at most this often.
 _RECHECK_AFTER = 2.0
