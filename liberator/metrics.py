@@ -7,7 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from liberator.capture.rowerrors import PoisonRow
 
 # A source's phase before it has connected (connectors set their phase once they read: snapshot, streaming,
 # polling, standby...).
@@ -37,6 +40,17 @@ class SourceStatus:
     last_stored_at: float | None = None
     position: dict[str, Any] | None = None
     started_at: float = field(default_factory=time.time)
+    # Rows that could not become events (liberator.capture.rowerrors): skipped ones per (table, reason).
+    rows_skipped: dict[tuple[str, str], int] = field(default_factory=dict)
+    rows_dead_lettered: int = 0
+
+    def count_poison_row(self, row: PoisonRow) -> None:
+        """Count a poison row the policy skipped or sent to the dead-letter topic (on the reading thread)."""
+        if row.on_error == "skip":
+            label = (row.table, row.kind)
+            self.rows_skipped[label] = self.rows_skipped.get(label, 0) + 1
+        elif row.on_error == "dead_letter":
+            self.rows_dead_lettered += 1
 
     def shown_state(self) -> str:
         """The state for operators: paused, while the source would otherwise run or retry; backpressure
@@ -204,6 +218,8 @@ class Metrics:
                 "position_unchanged_seconds": round(status.position_unchanged_seconds, 3),
                 "position_stalled": status.position_stalled,
                 "paused": status.paused,
+                "rows_dead_lettered": status.rows_dead_lettered,
+                "rows_skipped": sum(status.rows_skipped.values()),
             }
             if status.snapshot:
                 out["sources"][status.name]["snapshot"] = status.snapshot
@@ -327,8 +343,27 @@ class Metrics:
             "1 while an operator has the source paused (it reads nothing until resumed).",
             [(s, 1.0 if s.paused else 0.0) for s in statuses],
         )
+        metric(
+            "source_dead_lettered_rows_total",
+            "counter",
+            "Rows that could not become events, sent to the source's dead-letter topic (on_error: dead_letter).",
+            [(s, s.rows_dead_lettered) for s in statuses],
+        )
+        self._skipped_rows(lines, statuses)
         self._sink_metrics(lines)
         return "\n".join(lines) + "\n"
+
+    def _skipped_rows(self, lines: list[str], statuses: list[SourceStatus]) -> None:
+        name = "liberator_source_skipped_rows_total"
+        lines.append(f"# HELP {name} Rows that could not become events, counted and logged (on_error: skip).")
+        lines.append(f"# TYPE {name} counter")
+        for status in statuses:
+            for (table, reason), count in list(status.rows_skipped.items()):
+                labels = (
+                    f'app="{self.app}",source="{status.name}",type="{status.type}",'
+                    f'table="{_label(table)}",reason="{reason}"'
+                )
+                lines.append(f"{name}{{{labels}}} {count}")
 
     def _sink_metrics(self, lines: list[str]) -> None:
         sinks = list(self.sinks.values())
@@ -381,3 +416,8 @@ class Metrics:
             "Kafka timestamp of the newest applied record.",
             [(s, None if s.last_record_ms is None else s.last_record_ms / 1000) for s in sinks],
         )
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

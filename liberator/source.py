@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from liberator.capture.rowerrors import DeadLetterTopic, OnError
 from liberator.errors import FatalSourceError
 from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.positions import Position
@@ -35,6 +36,12 @@ class SourceConfig(BaseModel):
 
     name: str
     type: str
+    on_error: OnError = Field(
+        "stop",
+        description="a row that cannot be converted, encoded or transformed: stop the source with the reason, "
+        "send it to the dead-letter topic (dead_letter), or count and log it (skip); docs/errors.md",
+    )
+    dead_letter: DeadLetterTopic = Field(DeadLetterTopic(), description="where on_error: dead_letter sends rows")
 
 
 class Pacing:

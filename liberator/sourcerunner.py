@@ -20,6 +20,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from liberator.capture import ChangeBatch, Eventifier
+from liberator.capture.rowerrors import RowErrors
 from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
@@ -87,10 +88,20 @@ class SourceRunner(LeaseTerms):
         self.reload = reload or (lambda: self.stored)
         self._led = False
         envelope = getattr(config, "envelope", Envelope.state)
+        self.log = logging.getLogger(f"liberator.source.{config.name}")
+        errors = RowErrors(
+            config.name,
+            source.context.app_name,
+            config.dead_letter.topic,
+            log=self.log,
+            ensure_topic=lambda topic: publisher.topics.ensure(topic, stop),
+            counted=status.count_poison_row,
+        )
         self.eventifier = Eventifier(
             Envelope(envelope),
             lambda table: publisher.prepare_table(table, stop),
             lambda event: publisher.encode_event(event, stop),
+            errors,
         )
         self.store = store
         self.progress = progress  # counts snapshot reads per table
@@ -100,7 +111,6 @@ class SourceRunner(LeaseTerms):
         self.stored: Position | None = start  # written under the store lock
         self.resume: Position | None = start  # the last position the source yielded: where a retry reopens
         self._stored_queue: deque[Position] = deque()  # committer -> reading thread
-        self.log = logging.getLogger(f"liberator.source.{config.name}")
         self.watch = SourceWatch(status, self.log, stall_warning)
         self.supervisor = Supervisor(
             status,
@@ -209,7 +219,11 @@ class SourceRunner(LeaseTerms):
 
     def _publish(self, batch: ChangeBatch) -> None:
         # Encoding (and registering new schemas) comes first: when it fails nothing is in flight for it.
-        records = self.eventifier.records(batch.items, batch.committed) if batch.items or batch.committed else []
+        records = (
+            self.eventifier.records(batch.items, batch.committed, batch.position)
+            if batch.items or batch.committed
+            else []
+        )
         window = self.window
         if records and not window.has_room():
             self._wait_for_room()

@@ -148,6 +148,20 @@ def read_topic(
     return [decoder.decode(message) for message in read_records(bootstrap, topic, expect, timeout)]
 
 
+def read_dead_letters(
+    bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """The dead letters of a source's `on_error: dead_letter` topic: key and value as JSON, headers as text."""
+    return [
+        {
+            "key": None if message.key() is None else json.loads(message.key() or b""),
+            "value": json.loads(message.value() or b""),
+            "headers": {name: (value or b"").decode() for name, value in message.headers() or []},
+        }
+        for message in read_records(bootstrap, topic, expect, timeout)
+    ]
+
+
 def wait_for_latest_values(
     bootstrap: str, registry: str, topic: str, field: str, expected: dict[Any, Any], timeout: float
 ) -> None:

@@ -5,13 +5,15 @@ in `ChangeBatch`es with the position after them; the core turns them into record
 change or state envelopes, tombstones, truncates. docs/new-connector.md shows how a connector uses it.
 """
 
-from liberator.capture.changes import ChangeBatch, Op, RowChange, Txn
+from liberator.capture.changes import BatchItem, ChangeBatch, Op, RowChange, Txn
 from liberator.capture.datums import datum_events
 from liberator.capture.eventify import DatumCodec, Eventifier, Record, TableCodec
+from liberator.capture.rowerrors import PoisonRow
 from liberator.capture.tables import CapturedTable, CaptureSettings, Catalogue, render_topic
 from liberator.capture.truncate import truncate_changes
 
 __all__ = [
+    "BatchItem",
     "CaptureSettings",
     "CapturedTable",
     "Catalogue",
@@ -19,6 +21,7 @@ __all__ = [
     "DatumCodec",
     "Eventifier",
     "Op",
+    "PoisonRow",
     "Record",
     "RowChange",
     "TableCodec",

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from liberator.envelope import Op
 from liberator.positions import Position
 
-__all__ = ["ChangeBatch", "Op", "RowChange", "Txn"]
+__all__ = ["BatchItem", "ChangeBatch", "Op", "RowChange", "Txn"]
 
 if TYPE_CHECKING:
+    from liberator.capture.rowerrors import PoisonRow
     from liberator.capture.tables import CapturedTable
     from liberator.events import ChangeEvent
 
@@ -135,20 +136,25 @@ class RowChange:
         return f"RowChange({self.table.name} {self.op.value} before={self.before!r} after={self.after!r})"
 
 
+# What a batch holds: row changes, a connector's own records, and rows it could not turn into either.
+BatchItem = Union["RowChange", "ChangeEvent", "PoisonRow"]
+
+
 @dataclass(slots=True)
 class ChangeBatch:
     """Changes to publish in order, and where the source stands once they (and all before them) are in Kafka.
 
     `position` None: the batch ends inside a transaction, where the source cannot resume; the position comes
     with a later batch or Checkpoint. Besides row changes, `items` may hold records a connector made itself
-    (`ChangeEvent`s: outbox domain events); both kinds are published in `items` order.
+    (`ChangeEvent`s: outbox domain events), and rows a connector could not turn into events itself (`PoisonRow`s,
+    handled by the source's on_error policy); all are handled in `items` order.
 
     `committed`: the transactions whose commit the connector read with this batch (their changes are in it or
     in earlier batches), for the transaction topic's END records; a connector fills it only when its
     `CaptureSettings.tracks_transactions` asks for it.
     """
 
-    items: list[RowChange | ChangeEvent] = field(default_factory=list)
+    items: list[BatchItem] = field(default_factory=list)
     position: Position | None = None
     committed: list[Txn] = field(default_factory=list)
 

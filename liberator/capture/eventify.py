@@ -11,7 +11,9 @@ The rules every source shares live here once:
   across the parts of one transaction that `Txn.continues` links);
 - `envelope: debezium` (liberator.capture.debezium) and the transaction topic (liberator.capture.txmeta) count
   each transaction's events per table; their codecs wrap the table's own, so the other envelopes' path is
-  untouched.
+  untouched;
+- a row that cannot be converted or transformed goes to its table's `on_error` policy (liberator.capture.rowerrors),
+  with none of its records kept.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Any
 from liberator.avro import AvroEncoder, ChangeWriter, DatumError, RowEncoder, change_context
 from liberator.capture.changes import Op, RowChange, Txn
 from liberator.capture.debezium import debezium_value, source_block
+from liberator.capture.rowerrors import CONVERSION, TRANSFORM, PoisonRow, RowErrors, TransformError
 from liberator.capture.tables import CapturedTable
 from liberator.capture.txmeta import TransactionCounter
 from liberator.envelope import Envelope, change_value
 from liberator.errors import FatalSourceError, SchemaError
 from liberator.events import ChangeEvent
+from liberator.positions import Position
 
 # (topic, key or None, value or None, record time ms, headers or None); key and value are framed Avro bytes
 # (TableCodec), or datums (DatumCodec: tests, dry runs).
@@ -198,12 +202,15 @@ class Eventifier:
         envelope: Envelope,
         prepare: Callable[[CapturedTable], DatumCodec],
         prepare_event: Callable[[ChangeEvent], tuple[Any, Any]],
+        errors: RowErrors | None = None,
     ) -> None:
         self.change = envelope is not Envelope.state
         self._prepare = prepare
         self._event = prepare_event
         self._codecs: dict[CapturedTable, Codec] = {}  # by identity: one per table version
         self.counter = TransactionCounter(prepare_event)
+        # None (tests, dry runs): every poison row stops, whatever its table's policy says.
+        self.errors = errors
 
     def restart(self) -> None:
         """The source reads again from its last position (a retry): transactions are counted from their start."""
@@ -220,8 +227,14 @@ class Eventifier:
         self._codecs[table] = codec
         return codec
 
-    def records(self, items: Sequence[RowChange | ChangeEvent], committed: Sequence[Txn] = ()) -> list[Record]:
-        """The records of `items`; then the END of each transaction in `committed` (the transaction topic)."""
+    def records(
+        self,
+        items: Sequence[RowChange | ChangeEvent | PoisonRow],
+        committed: Sequence[Txn] = (),
+        position: Position | None = None,
+    ) -> list[Record]:
+        """The records of `items`; then the END of each transaction in `committed` (the transaction topic).
+        `position` (the batch's) names where a poison row was found when its change carries no position."""
         out: list[Record] = []
         append = out.append
         counter = self.counter
@@ -231,6 +244,10 @@ class Eventifier:
         codecs = self._codecs
         for item in items:
             if item.__class__ is not RowChange:
+                if item.__class__ is PoisonRow:
+                    assert isinstance(item, PoisonRow)
+                    self._poison(item, append, position)
+                    continue
                 assert isinstance(item, ChangeEvent)
                 key, value = self._event(item)
                 append((item.stream.topic, key, value, item.timestamp_ms, list(item.headers) or None))
@@ -240,17 +257,18 @@ class Eventifier:
             codec = codecs.get(table)
             if codec is None:
                 codec = self._codec(table)
-            matches = table.row_filter
-            if matches is not None and item.op is not Op.truncate:
-                verdict = _filtered(item, matches)
-                if verdict is None:
-                    continue  # the row is not published
-                item = verdict
             txn = item.txn
             if txn.continues is not None:
                 txn.take_order()
-            op = item.op
+            mark, order = len(out), txn.order  # where this change's records start: a poison row keeps none
             try:
+                matches = table.row_filter
+                if matches is not None and item.op is not Op.truncate:
+                    verdict = _filtered(item, matches)
+                    if verdict is None:
+                        continue  # the row is not published
+                    item = verdict
+                op = item.op
                 if op is _CREATE or op is _READ:  # the hot path: one record, the key from the new row
                     after = item.after
                     assert after is not None
@@ -281,10 +299,21 @@ class Eventifier:
                     value = codec.envelope(Op.truncate, None, None, txn, _next_order(txn), ts_ms)
                     append((codec.topic, None, value, txn.timestamp_ms, None))
             except DatumError as exc:
-                raise FatalSourceError(str(exc)) from None
+                del out[mark:]
+                txn.order = order
+                self._poison(PoisonRow.of_change(item, str(exc), CONVERSION, table.on_error), append, position)
+            except TransformError as exc:
+                del out[mark:]
+                txn.order = order
+                self._poison(PoisonRow.of_change(item, str(exc), TRANSFORM, table.on_error), append, position)
         if committed:
             counter.committed(committed)
         return out
+
+    def _poison(self, row: PoisonRow, append: Callable[[Record], None], position: Position | None) -> None:
+        if self.errors is None:
+            raise FatalSourceError(row.reason)
+        self.errors.handle(row, append, position)
 
     @staticmethod
     def _upsert(

@@ -23,6 +23,7 @@ from liberator.capture.changes import Txn
 from liberator.capture.debezium import DebeziumDialect, debezium_schema, named_key
 from liberator.capture.filters import RowFilter, compile_filter
 from liberator.capture.masks import Masker, MaskRule, masked
+from liberator.capture.rowerrors import OnError
 from liberator.capture.txmeta import transaction_stream
 from liberator.envelope import Envelope, SourceInfo, change_schema
 from liberator.errors import SchemaError
@@ -71,6 +72,11 @@ class CaptureSettings:
         (`ChangeBatch.committed`)."""
         return self.envelope is Envelope.debezium or self.transactions is not None
 
+    # What happens to a row that cannot become an event (liberator.capture.rowerrors), and per table (keyed as
+    # `exclude`) where that differs.
+    on_error: OnError = "stop"
+    on_error_tables: Mapping[str, OnError] = field(default_factory=dict)
+
 
 class CapturedTable:
     """One version of one captured table as it is published; replaced (never changed) when the shape changes.
@@ -89,6 +95,7 @@ class CapturedTable:
         "key_index",
         "mask",
         "name",
+        "on_error",
         "pick",
         "published",
         "row_filter",
@@ -115,8 +122,10 @@ class CapturedTable:
         published: TableSchema | None = None,
         mask: Masker | None = None,
         row_filter: RowFilter | None = None,
+        on_error: OnError = "stop",
     ) -> None:
         self.full_shape = full_shape
+        self.on_error = on_error  # what happens to a row of it that cannot become an event
         self.shape = shape
         self.row_filter = row_filter  # which rows are published (None: all), over `shape`'s values
         self.mask = mask  # hides masked columns' values in a row (None: nothing is masked)
@@ -189,6 +198,10 @@ class Catalogue:
     def renamed(self, schema: str, table: str) -> dict[str, str]:
         return dict(self._for_table(self.settings.rename, schema, table) or {})
 
+    def on_error(self, schema: str, table: str) -> OnError:
+        found: OnError | None = self._for_table(self.settings.on_error_tables, schema, table)
+        return self.settings.on_error if found is None else found
+
     def get(self, name: str) -> CapturedTable | None:
         return self._tables.get(name)
 
@@ -202,6 +215,7 @@ class Catalogue:
         include: Sequence[str] | None = None,
         mask: Mapping[str, MaskRule] | None = None,
         row_filter: str | None = None,
+        on_error: OnError | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
         new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
@@ -246,6 +260,7 @@ class Catalogue:
         renames = self.renamed(schema, full_shape.name) if rename is None else dict(rename)
         published = _renamed(name, masked_shape, renames)
         topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
+        policy = self.on_error(schema, full_shape.name) if on_error is None else on_error
         known = self._tables.get(name)
         if (
             known is not None
@@ -253,6 +268,7 @@ class Catalogue:
             and known.published == published
             and (known.row_filter is None) == (matches is None)
             and known.stream.topic == topic_name
+            and known.on_error == policy
         ):
             if known.pick != pick or known.full_shape != full_shape:
                 # Only unpublished columns changed: same schemas, new positions to pick from.
@@ -260,7 +276,7 @@ class Catalogue:
             return known
         version = 1 if known is None else known.version + 1
         table = CapturedTable(
-            self.settings, full_shape, shape, pick, self.server, version, topic_name, published, masker, matches
+            self.settings, full_shape, shape, pick, self.server, version, topic_name, published, masker, matches, policy
         )
         if known is not None:
             self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)

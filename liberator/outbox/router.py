@@ -1,9 +1,10 @@
 """Outbox rows -> Kafka records: topic from the aggregate type, key = aggregate id, the event id and type
 as headers, event time = occurred_at, the payload checked against the registry (and encoded, for JSON).
 
-A row that cannot be published is never skipped silently: under `on_invalid: stop` it raises
+A row that cannot be published is never skipped silently: under the source's `on_error: stop` it raises
 FatalSourceError (the source stops before it, nothing behind it is published out of order); under
-`dead_letter` it becomes a record on the dead-letter topic holding the original row and the reason.
+`dead_letter` or `skip` it becomes a `PoisonRow` holding the original row and the reason, which the capture
+core sends to the dead-letter topic or counts (liberator.capture.rowerrors), as for every source.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import fastavro
 
 from liberator.avro import AvroEncoder, FramingError, frame, unframe
+from liberator.capture.rowerrors import HEADER_ERROR as HEADER_ERROR  # re-exported: one name for every reason header
+from liberator.capture.rowerrors import INVALID, OnError, PoisonRow
 from liberator.errors import ConfigError, FatalSourceError, SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.outbox import values
@@ -30,31 +33,10 @@ NAMESPACE = "liberator.outbox"
 # The aggregate id as a plain Avro string, as Debezium's outbox router keys its events: consumers
 # partition, join and compact by it without unwrapping a record.
 KEY_SCHEMA: dict[str, Any] = {"type": "string"}
-DEAD_LETTER_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "OutboxDeadLetter",
-    "namespace": NAMESPACE,
-    "doc": "An outbox row that could not be published, as it was read, and why",
-    "fields": [
-        {"name": "source", "type": "string"},
-        {"name": "reason", "type": "string"},
-        {"name": "event_id", "type": "string"},
-        {"name": "aggregate_type", "type": ["null", "string"], "default": None},
-        {"name": "aggregate_id", "type": ["null", "string"], "default": None},
-        {"name": "event_type", "type": ["null", "string"], "default": None},
-        {"name": "payload", "type": ["null", "bytes"], "default": None, "doc": "the payload column's bytes"},
-        {
-            "name": "row",
-            "type": {"type": "map", "values": ["null", "string"]},
-            "doc": "every column as text; binary values as base64:...",
-        },
-    ],
-}
 # Header names liberator sets; a row's own headers may not override them.
 HEADER_ID = "id"
 HEADER_EVENT_TYPE = "event_type"
 HEADER_AGGREGATE_TYPE = "aggregate_type"
-HEADER_ERROR = "liberator.error"
 RESERVED_HEADERS = frozenset({HEADER_ID, HEADER_EVENT_TYPE, HEADER_AGGREGATE_TYPE, HEADER_ERROR})
 # A payload that fails validation against a cached schema re-reads the subject at most this often.
 _RECHECK_AFTER = 2.0
@@ -72,7 +54,15 @@ class _SubjectSchema:
 class OutboxRouter:
     """Turns one outbox row at a time into the records to publish. Not thread-safe: one per reading thread."""
 
-    def __init__(self, routing: OutboxRouting, source_name: str, registry: RegistryClient | None) -> None:
+    def __init__(
+        self,
+        routing: OutboxRouting,
+        source_name: str,
+        registry: RegistryClient | None,
+        *,
+        on_error: OnError = "stop",
+        table: str = "outbox",
+    ) -> None:
         if routing.payload == "json" and registry is None:
             raise ConfigError(
                 f"source {source_name}: payload: json needs the schema registry to validate against; "
@@ -86,23 +76,25 @@ class OutboxRouter:
         self._destinations: dict[tuple[str, str], tuple[Stream, str]] = {}
         self._subjects: dict[str, _SubjectSchema] = {}
         self._writer_schemas: dict[int, Any] = {}
-        self.dead_letter_topic = routing.dead_letter_topic.format(source=source_name)
-        self.dead_letter_stream = Stream(self.dead_letter_topic, KEY_SCHEMA, DEAD_LETTER_SCHEMA, "outbox dead letters")
+        self.table = table
+        # The outbox's own older settings win over the source's, where given.
+        self.on_error: OnError = routing.on_invalid or on_error
+        template = routing.dead_letter_topic
+        self.dead_letter_topic = None if template is None else template.format(source=source_name)
 
     # -- public -------------------------------------------------------------------------------------
 
-    def route(self, row: Mapping[str, Any], position: Position | None) -> list[ChangeEvent]:
+    def route(self, row: Mapping[str, Any], position: Position | None) -> list[ChangeEvent | PoisonRow]:
         try:
             return [self._domain_event(row, position)]
         except InvalidRow as exc:
-            reason = str(exc)
-        if self.routing.on_invalid == "stop":
+            reason = f"source {self.source_name}: outbox row {self.describe(row)} cannot be published: {exc}"
+        if self.on_error == "stop":
             raise FatalSourceError(
-                f"source {self.source_name}: outbox row {self.describe(row)} cannot be published: {reason}; "
-                "fix or delete that row (nothing after it is published until then), "
-                "or set on_invalid: dead_letter to divert such rows"
+                f"{reason}; fix or delete that row (nothing after it is published until then), "
+                "or set on_error: dead_letter or skip to divert such rows"
             )
-        return [self._dead_letter(row, position, reason)]
+        return [self._poison(row, reason)]
 
     def describe(self, row: Mapping[str, Any]) -> str:
         """`id=42 (order/17)`: enough to find the row, nothing of its payload."""
@@ -268,41 +260,22 @@ class OutboxRouter:
         self._subjects[subject] = fresh
         return fresh
 
-    # -- dead letters -------------------------------------------------------------------------------
+    # -- poison rows --------------------------------------------------------------------------------
 
-    def _dead_letter(self, row: Mapping[str, Any], position: Position | None, reason: str) -> ChangeEvent:
+    def _poison(self, row: Mapping[str, Any], reason: str) -> PoisonRow:
+        """The row as it was read, for the core's on_error policy (dead-letter topic, or skipped and counted)."""
         cols = self.columns
-        event_id = values.column_text(row.get(cols.id)) or ""
-        aggregate_id = values.column_text(row.get(cols.aggregate_id))
-        event_type = values.column_text(row.get(cols.event_type))
-        payload = row.get(cols.payload)
-        payload_text = payload if isinstance(payload, str) else values.column_text(payload)
-        if isinstance(payload, bytes | bytearray | memoryview):
-            payload_data: bytes | None = bytes(payload)
-        else:
-            payload_data = None if payload_text is None else payload_text.encode("utf-8")
         try:
             timestamp_ms = values.epoch_ms(row.get(cols.occurred_at), "occurred_at") if cols.occurred_at else None
         except InvalidRow:
             timestamp_ms = None
-        value = {
-            "source": self.source_name,
-            "reason": reason,
-            "event_id": event_id,
-            "aggregate_type": values.column_text(row.get(cols.aggregate_type)),
-            "aggregate_id": aggregate_id,
-            "event_type": event_type,
-            "payload": payload_data,
-            "row": {str(name): values.column_text(item) for name, item in row.items()},
-        }
-        headers = [(HEADER_ID, event_id.encode()), (HEADER_ERROR, reason.encode())]
-        if event_type is not None:
-            headers.append((HEADER_EVENT_TYPE, event_type.encode()))
-        return ChangeEvent(
-            self.dead_letter_stream,
-            aggregate_id or "",
-            value,
-            timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
-            position,
-            tuple(headers),
+        return PoisonRow(
+            self.table,
+            reason,
+            on_error=self.on_error,
+            after={str(name): value for name, value in row.items()},
+            key={cols.id: row.get(cols.id)},
+            timestamp_ms=timestamp_ms,
+            kind=INVALID,
+            topic=self.dead_letter_topic,
         )

@@ -70,11 +70,14 @@ class OutboxRouting(BaseModel):
     )
     subject: str = Field("{topic}-value", description="json payloads: the subject whose latest schema applies")
     schema_refresh: Duration = Field(30.0, description="json payloads: how long a subject's latest schema is cached")
-    on_invalid: Literal["stop", "dead_letter"] = Field(
-        "stop", description="a row that cannot be published: stop the source, or divert it to dead_letter_topic"
+    on_invalid: Literal["stop", "dead_letter", "skip"] | None = Field(
+        None,
+        description="outbox rows that cannot be published: overrides the source's on_error for them (older "
+        "name; on_error is the one setting for every source, docs/errors.md)",
     )
-    dead_letter_topic: str = Field(
-        "outbox.dead_letter.{source}", description="template ({source}): the original row and the reason"
+    dead_letter_topic: str | None = Field(
+        None,
+        description="template ({source}): overrides the source's dead_letter.topic for outbox rows (older name)",
     )
 
     @field_validator("topic")
@@ -89,8 +92,8 @@ class OutboxRouting(BaseModel):
 
     @field_validator("dead_letter_topic")
     @classmethod
-    def _dead_letter_template(cls, value: str) -> str:
-        return _check_template(value, ("source",), "dead_letter_topic")
+    def _dead_letter_template(cls, value: str | None) -> str | None:
+        return None if value is None else _check_template(value, ("source",), "dead_letter_topic")
 
     @model_validator(mode="after")
     def _raw_needs_schema_column(self) -> OutboxRouting:

@@ -14,7 +14,7 @@ from tests.integration.test_mysql_binlog_helpers import (  # noqa: F401 - _binlo
     numbers,
     source_yaml,
 )
-from tests.support import DaemonThread, app_config, read_topic, wait_for
+from tests.support import DaemonThread, app_config, read_dead_letters, read_topic, wait_for
 
 
 def test_snapshot_then_stream_with_concurrent_writes_and_ddl_registering_a_new_version(
@@ -112,8 +112,8 @@ def test_outbox_inserts_become_domain_events_and_deletes_are_ignored(
     RegistryClient(registry_url).register(f"{topic}-value", schema)
     extra = (
         f"    outbox:\n      table: {db}.outbox\n"
-        f'      topic: "{db}.{{aggregate_type}}"\n      on_invalid: dead_letter\n'
-        f'      dead_letter_topic: "{db}.dead.{{source}}"\n'
+        f'      topic: "{db}.{{aggregate_type}}"\n'
+        f'    on_error: dead_letter\n    dead_letter: {{topic: "{db}.dead.{{source}}"}}\n'
     )
     # `tables` matches the outbox table too: its rows are domain events, never row changes.
     config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml(server, f"[{db}.*]", db, extra))
@@ -138,7 +138,7 @@ def test_outbox_inserts_become_domain_events_and_deletes_are_ignored(
             cur.execute("COMMIT")
         conn.close()
         records = read_topic(kafka_bootstrap, registry_url, topic, expect=2)
-        dead = read_topic(kafka_bootstrap, registry_url, f"{db}.dead.cdc", expect=1)
+        dead = read_dead_letters(kafka_bootstrap, f"{db}.dead.cdc", expect=1)
         rows = read_topic(kafka_bootstrap, registry_url, f"{db}.{db}.orders", expect=3)
     assert [(r["key"], r["value"], r["headers"]["event_type"]) for r in records] == [
         ("1", {"status": "new"}, "created"),
@@ -146,7 +146,8 @@ def test_outbox_inserts_become_domain_events_and_deletes_are_ignored(
     ]
     assert records[0]["timestamp"] == "2024-05-01T12:00:00.123+00:00"
     assert records[0]["headers"]["id"] == "1" and records[1]["headers"]["id"] == "2"
-    assert dead[0]["value"]["event_type"] == "broken" and "status" in dead[0]["value"]["reason"]
+    assert dead[0]["value"]["after"]["event_type"] == "broken" and "status" in dead[0]["headers"]["liberator.error"]
+    assert dead[0]["headers"]["liberator.table"] == f"{db}.outbox"
     assert sorted((r["key"]["id"], r["value"]["op"]) for r in rows) == [(0, "r"), (1, "c"), (1, "u")]
     no_outbox_topic = read_topic(kafka_bootstrap, registry_url, f"{db}.{db}.outbox", timeout=2)
     assert no_outbox_topic == []

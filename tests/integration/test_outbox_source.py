@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import decimal
 import threading
@@ -26,7 +25,7 @@ from tests.integration.test_outbox_support import (
     read_raw,
     register_order_schema,
 )
-from tests.support import DaemonThread, app_config, read_topic, wait_for
+from tests.support import DaemonThread, app_config, read_dead_letters, read_topic, wait_for
 
 __all__ = ["app_db"]
 
@@ -81,19 +80,19 @@ def test_avro_payloads_are_checked_and_published_unchanged(
     app_db.insert("3", good, schema_id=schema_id + 1)  # the row says another schema than its bytes
     app_db.insert("4", good[:-3])  # truncated: does not decode
     later = app_db.insert("1", good, event_type="OrderPaid")
-    extra = "    payload: avro\n    columns: {schema_id: schema_id}\n    on_invalid: dead_letter\n"
+    extra = "    payload: avro\n    columns: {schema_id: schema_id}\n    on_error: dead_letter\n"
     config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, extra))
     with DaemonThread(config):
         published = read_raw(kafka_bootstrap, topic, expect=2)
-        dead = read_topic(kafka_bootstrap, registry_url, f"{app_db.prefix}.dead.ob", expect=3)
+        dead = read_dead_letters(kafka_bootstrap, f"{app_db.prefix}.dead.ob", expect=3)
         wait_for(lambda: app_db.count() == 0, what="every row, good or bad, to be cleaned up")
     assert [value for value, _ in published] == [good, good]
     assert published[1][1]["id"] == str(later).encode()
-    reasons = {r["key"]: r["value"]["reason"] for r in dead}
+    reasons = {r["value"]["after"]["aggregate_id"]: r["headers"]["liberator.error"] for r in dead}
     assert "schema id 987654 is not in the schema registry" in reasons["2"]
     assert f"carries schema id {schema_id} but schema_id says {schema_id + 1}" in reasons["3"]
     assert "does not decode" in reasons["4"]
-    assert all(r["headers"]["liberator.error"] == r["value"]["reason"] for r in dead)
+    assert all(r["headers"]["liberator.source"] == "ob" and r["headers"]["liberator.table"] == "outbox" for r in dead)
 
 
 def test_invalid_json_goes_to_the_dead_letter_topic_with_the_original_row(
@@ -115,18 +114,21 @@ def test_invalid_json_goes_to_the_dead_letter_topic_with_the_original_row(
     wrong = app_db.insert("3", {"order_id": "three", "total": "1.00"})
     typo = app_db.insert("4", {"order_id": 4, "total": "1.00", "nots": "x"})
     app_db.insert("5", {"order_id": 5, "total": "1.00"})
-    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, "    on_invalid: dead_letter\n"))
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, "    on_error: dead_letter\n"))
     with DaemonThread(config):
         good = read_topic(kafka_bootstrap, registry_url, topic, expect=2)
-        dead = read_topic(kafka_bootstrap, registry_url, f"{app_db.prefix}.dead.ob", expect=3)
+        dead = read_dead_letters(kafka_bootstrap, f"{app_db.prefix}.dead.ob", expect=3)
         wait_for(lambda: app_db.count() == 0, what="the outbox to be emptied")
     assert [r["value"]["order_id"] for r in good] == [1, 5]
-    by_id = {r["value"]["event_id"]: r["value"] for r in dead}
-    assert "is not valid JSON" in by_id[str(broken)]["reason"]
-    assert by_id[str(broken)]["payload"] == base64.b64encode(b"{not json").decode()
-    assert "payload.order_id: expected an integer (long), got 'three'" in by_id[str(wrong)]["reason"]
-    assert "payload.nots: record OrderEvent has no such field" in by_id[str(typo)]["reason"]
-    assert by_id[str(typo)]["row"]["aggregate_id"] == "4" and by_id[str(typo)]["row"]["event_type"] == "OrderPlaced"
+    by_id = {str(r["key"]["id"]): r for r in dead}
+    assert "is not valid JSON" in by_id[str(broken)]["headers"]["liberator.error"]
+    assert by_id[str(broken)]["value"]["after"]["payload"] == "{not json"  # the raw values, as JSON text
+    assert (
+        "payload.order_id: expected an integer (long), got 'three'" in by_id[str(wrong)]["headers"]["liberator.error"]
+    )
+    assert "payload.nots: record OrderEvent has no such field" in by_id[str(typo)]["headers"]["liberator.error"]
+    row = by_id[str(typo)]["value"]["after"]
+    assert row["aggregate_id"] == "4" and row["event_type"] == "OrderPlaced"
 
 
 def test_invalid_row_under_stop_halts_exactly_there(
@@ -145,7 +147,7 @@ def test_invalid_row_under_stop_halts_exactly_there(
         error = daemon.status("ob").error
     assert "\n" not in error
     assert f"outbox row id={bad} (order/2) cannot be published: payload.total: required field" in error
-    assert "fix or delete that row" in error and "on_invalid: dead_letter" in error
+    assert "fix or delete that row" in error and "on_error: dead_letter or skip" in error
     # The row before it was published and cleaned up; the bad one and everything after it wait.
     assert [r["value"]["order_id"] for r in read_topic(kafka_bootstrap, registry_url, topic)] == [1]
     assert app_db.count() == 2

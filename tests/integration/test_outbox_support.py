@@ -141,7 +141,7 @@ def outbox_yaml(db: AppDb, extra: str = "", name: str = "ob") -> str:
     return (
         f"  - name: {name}\n    type: outbox\n    url: {db.url}\n"
         f'    topic: "{db.prefix}.{{aggregate_type}}"\n'
-        f'    dead_letter_topic: "{db.prefix}.dead.{{source}}"\n'
+        f'    dead_letter: {{topic: "{db.prefix}.dead.{{source}}"}}\n'
         f"    poll_interval: 100ms\n{extra}"
     )
 

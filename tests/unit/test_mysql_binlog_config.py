@@ -25,7 +25,7 @@ def test_tables_select_by_pattern_and_the_outbox_table_is_never_a_row_change_tab
 def test_the_outbox_option_takes_the_outbox_routing_rules() -> None:
     config = _config(tables=["shop.*"], outbox={"table": "shop.outbox", "topic": "events.{aggregate_type}"})
     assert config.outbox is not None and config.outbox.topic == "events.{aggregate_type}"
-    assert config.outbox.columns.aggregate_id == "aggregate_id" and config.outbox.on_invalid == "stop"
+    assert config.outbox.columns.aggregate_id == "aggregate_id" and config.outbox.on_invalid is None
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,12 @@ import pytest
 from pydantic import ValidationError
 
 from liberator.avro import frame
+from liberator.capture import PoisonRow
 from liberator.connectors.outbox.config import OutboxSourceConfig
 from liberator.connectors.outbox.ddl import outbox_ddl
 from liberator.connectors.outbox.position import OutboxPosition
 from liberator.errors import ConfigError, FatalSourceError
-from liberator.outbox import HEADER_ERROR, OutboxRouter, OutboxRouting
+from liberator.outbox import OutboxRouter, OutboxRouting
 from liberator.outbox.jsonavro import JsonToAvro, PayloadMismatch
 from liberator.outbox.values import InvalidRow, epoch_ms, header_pairs, text_of
 
@@ -133,12 +134,17 @@ def test_router_stops_or_diverts_an_invalid_row() -> None:
     assert "outbox row id=7 (my order/42)" in str(caught.value) and "is not a valid Kafka topic name" in str(
         caught.value
     )
-    router = OutboxRouter(OutboxRouting(payload="avro", on_invalid="dead_letter"), "src", None)
-    (dead,) = router.route(bad, None)
-    assert dead.stream.topic == "outbox.dead_letter.src"
-    assert dead.value["row"]["aggregate_type"] == "my order"  # type: ignore[index]
-    assert dead.value["payload"] == frame(5, b"\x02")  # type: ignore[index]
-    assert dict(dead.headers)[HEADER_ERROR].startswith(b"'outbox.event.my order' is not a valid Kafka topic")
+    # The source's on_error decides; the outbox's older on_invalid / dead_letter_topic win where given.
+    (poison,) = OutboxRouter(OutboxRouting(payload="avro"), "src", None, on_error="skip", table="app.outbox").route(
+        bad, None
+    )
+    assert isinstance(poison, PoisonRow) and poison.on_error == "skip" and poison.topic is None
+    assert poison.table == "app.outbox" and poison.after is not None and poison.after["aggregate_type"] == "my order"
+    assert poison.key == {"id": 7} and "is not a valid Kafka topic name" in poison.reason
+    routing = OutboxRouting(payload="avro", on_invalid="dead_letter", dead_letter_topic="dead.{source}")
+    (dead,) = OutboxRouter(routing, "src", None, on_error="stop").route(bad, None)
+    assert isinstance(dead, PoisonRow) and dead.on_error == "dead_letter" and dead.topic == "dead.src"
+    assert '"payload":"base64:' in dead.value_json()
 
 
 def test_json_payloads_need_a_registry() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from liberator.capture import PoisonRow
 from liberator.connectors.mysql_binlog.config import BinlogOutboxConfig, MySQLBinlogConfig
 from liberator.connectors.mysql_binlog.types import Normalize, normalizer, specs_from_table_map
 from liberator.errors import FatalSourceError, SchemaError
@@ -25,7 +26,7 @@ class BinlogOutbox:
         assert config.outbox is not None
         self.config: BinlogOutboxConfig = config.outbox
         self.table = self.config.table
-        self.router = OutboxRouter(self.config, config.name, registry)
+        self.router = OutboxRouter(self.config, config.name, registry, on_error=config.on_error, table=self.table)
         self._fixes: dict[int, tuple[tuple[str, Normalize], ...]] = {}  # by binlog table id
 
     def table_map(self, event: Any) -> bool:
@@ -44,7 +45,7 @@ class BinlogOutbox:
     def is_outbox(self, table_id: int) -> bool:
         return table_id in self._fixes
 
-    def inserted(self, table_id: int, values: dict[str, Any]) -> list[ChangeEvent]:
+    def inserted(self, table_id: int, values: dict[str, Any]) -> list[ChangeEvent | PoisonRow]:
         row = dict(values)
         for name, fix in self._fixes[table_id]:
             if row.get(name) is not None:

@@ -33,7 +33,7 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
-from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.capture import BatchItem, ChangeBatch, Op, RowChange, Txn, truncate_changes
 from liberator.connectors.mysql_binlog.checks import quote
 from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 from liberator.connectors.mysql_binlog.guard import reader_identity
@@ -45,7 +45,7 @@ from liberator.connectors.mysql_binlog.tables import BinlogTable, TableCatalog, 
 from liberator.connectors.mysql_binlog.types import specs_from_table_map
 from liberator.dbconnect import mysql_connect, seconds
 from liberator.errors import TransientSourceError
-from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
+from liberator.events import IDLE, Checkpoint, SourceItem
 from liberator.resnapshot import publish_covered
 from liberator.source import Pacing
 
@@ -252,7 +252,7 @@ class BinlogStreamer:
         part: Txn | None = None  # the transaction's last part with changes (each rows event is one, at its position)
         changed = False  # the transaction published something
         in_txn = False
-        items: list[RowChange | ChangeEvent] = []
+        items: list[BatchItem] = []
         last_yield = time.monotonic()
         pending: BinlogPosition | None = None
         tracks = self.tables.catalogue.settings.tracks_transactions  # the core counts them: report commits
@@ -376,7 +376,7 @@ class BinlogStreamer:
         cls: type,
         entry: tuple[BinlogTable, RowsReader],
         txn: Txn,
-        items: list[RowChange | ChangeEvent],
+        items: list[BatchItem],
         covered: tuple[_Skip, Coord] | None,
     ) -> bool:
         """The event's rows as changes of `txn`, appended to `items`; whether there were any. `covered`: a
@@ -417,7 +417,7 @@ class BinlogStreamer:
         table: BinlogTable,
         rows: list[Any],
         txn: Txn,
-        items: list[RowChange | ChangeEvent],
+        items: list[BatchItem],
         skip: _Skip,
         at: Coord,
     ) -> bool:

@@ -82,6 +82,8 @@ class TableCatalog:
             envelope=config.envelope,
             topic=config.topic,
             **config.capture_settings(),
+            on_error=config.on_error,
+            on_error_tables=config.on_error_tables,
             truncate=config.truncate,
             debezium=MYSQL,
             transactions=config.transaction_topic(),

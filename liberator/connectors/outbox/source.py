@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from liberator import sqldb
-from liberator.capture import ChangeBatch, RowChange
+from liberator.capture import BatchItem, ChangeBatch
 from liberator.connectors.outbox.claim import Claim, Claimer
 from liberator.connectors.outbox.cleaner import Cleaner
 from liberator.connectors.outbox.config import OutboxSourceConfig
@@ -40,7 +40,7 @@ from liberator.connectors.outbox.position import OutboxPosition
 from liberator.connectors.outbox.presence import Presence
 from liberator.connectors.outbox.queries import OutboxQueries
 from liberator.errors import FatalSourceError, LiberatorError
-from liberator.events import IDLE, ChangeEvent, Idle, SourceItem, Stream
+from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.outbox import OutboxRouter
 from liberator.positions import Position
 from liberator.source import Source, SourceConfig, SourceContext
@@ -85,7 +85,9 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
             self._engine = sqldb.create_engine(self.cfg.url, self.cfg, pool_size=self.cfg.max_in_flight + 3)
             queue_session(self._engine)
         if self._router is None:
-            self._router = OutboxRouter(self.cfg, self.cfg.name, self.context.registry)
+            self._router = OutboxRouter(
+                self.cfg, self.cfg.name, self.context.registry, on_error=self.cfg.on_error, table=self.cfg.table
+            )
         try:
             with self._engine.connect() as conn:
                 skip_locked = use_skip_locked(conn, self.cfg)
@@ -123,11 +125,9 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         return []
 
     def streams(self) -> list[Stream]:
-        # Topics follow the rows' aggregate types and the values' schemas belong to the application;
-        # the one stream known in advance is the dead-letter topic.
-        if self.cfg.on_invalid != "dead_letter":
-            return []
-        return [OutboxRouter(self.cfg, self.cfg.name, self.context.registry).dead_letter_stream]
+        # Topics follow the rows' aggregate types and the values' schemas belong to the application; dead
+        # letters are JSON text, without a schema.
+        return []
 
     def lease_key(self) -> str:
         # The table is a queue: whichever app drains it, one leader at a time (the lease adds the database).
@@ -165,7 +165,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                 if batch is not None:
                     yield batch
                 if failure is not None:
-                    # on_invalid: stop. Let Kafka acknowledge (and clean up) what came before the bad row.
+                    # on_error: stop. Let Kafka acknowledge (and clean up) what came before the bad row.
                     while (self._awaiting or self._cleaning()) and not stop.is_set():
                         yield from self._pause()
                         self._raise_cleanup_failure()
@@ -189,13 +189,13 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         return self._claimer.claim(in_flight)
 
     def _route(self, run: str, number: int, claimed: Claim) -> tuple[ChangeBatch | None, FatalSourceError | None]:
-        """The claimed rows' events as one batch (None if the first row is bad), and the on_invalid=stop error
+        """The claimed rows' events as one batch (None if the first row is bad), and the on_error=stop error
         of a bad row: the batch then ends before it, and the rest of the claim is let go."""
         assert self._router is not None
         route = self._router.route
         id_column = self.cfg.columns.id
         ids: list[Any] = []
-        events: list[RowChange | ChangeEvent] = []
+        events: list[BatchItem] = []
         failure: FatalSourceError | None = None
         for row in claimed.rows:
             mapping = row._mapping

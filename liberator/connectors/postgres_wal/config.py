@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.capture.txmeta import TransactionSettings
 from liberator.config import DatabaseTimeouts, Duration
@@ -35,7 +36,7 @@ class WalOutboxConfig(OutboxRouting):
         return self
 
 
-class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TransactionSettings):
+class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies, TransactionSettings):
     type: Literal["postgres_wal"] = "postgres_wal"
     url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
     tables: list[str] = Field(

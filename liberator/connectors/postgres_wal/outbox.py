@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from liberator.capture import PoisonRow
 from liberator.connectors.postgres_wal.config import PostgresWalConfig, WalOutboxConfig
 from liberator.connectors.postgres_wal.pgoutput import UNCHANGED_TOAST, Message, Relation, TupleValue
 from liberator.connectors.postgres_wal.position import lsn_text
@@ -32,9 +33,11 @@ class WalOutbox:
     def __init__(self, config: PostgresWalConfig, types: TypeCatalog, registry: RegistryClient | None) -> None:
         assert config.outbox is not None
         self.config: WalOutboxConfig = config.outbox
-        self.router = OutboxRouter(self.config, config.name, registry)
         self.types = types
         self.table = None if self.config.table is None else ".".join(split_name(self.config.table))
+        self.router = OutboxRouter(
+            self.config, config.name, registry, on_error=config.on_error, table=self.table or "outbox messages"
+        )
         self._columns: dict[int, tuple[tuple[str, ...], tuple[Parser, ...]]] = {}
         self._names = [name for name in self.config.columns.model_dump().values() if name is not None]
 
@@ -52,7 +55,7 @@ class WalOutbox:
     def is_outbox(self, relid: int) -> bool:
         return relid in self._columns
 
-    def inserted(self, relid: int, values: list[TupleValue]) -> list[ChangeEvent]:
+    def inserted(self, relid: int, values: list[TupleValue]) -> list[ChangeEvent | PoisonRow]:
         names, parsers = self._columns[relid]
         row: dict[str, Any] = {}
         for name, parse, value in zip(names, parsers, values, strict=True):
@@ -61,7 +64,7 @@ class WalOutbox:
             row[name] = value if value is None or parse is None else parse(value)  # type: ignore[arg-type]
         return self.router.route(row, None)
 
-    def message(self, msg: Message) -> Iterator[ChangeEvent]:
+    def message(self, msg: Message) -> Iterator[ChangeEvent | PoisonRow]:
         if self.config.message_prefix is None or msg.prefix != self.config.message_prefix:
             return
         cols = self.config.columns

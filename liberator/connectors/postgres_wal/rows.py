@@ -5,12 +5,51 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from liberator.capture import Op, PoisonRow, Txn
+from liberator.capture.rowerrors import CONVERSION
 from liberator.connectors.postgres_wal.pgoutput import UNCHANGED_TOAST, TupleValue
 from liberator.connectors.postgres_wal.tables import TableState
 from liberator.errors import FatalSourceError
 from liberator.schema import BytesType, JsonType, StringType, TextRepr
 
 UNCHANGED_HEADER = "liberator.unchanged_toast"
+
+
+class UnreadableValue(FatalSourceError):
+    """A value of one row that cannot be read exactly: a row error (the source's `on_error` applies), where
+    the other errors of this module concern the table's shape and stop the source."""
+
+
+def poison_row(
+    state: TableState,
+    op: Op,
+    txn: Txn,
+    reason: str,
+    new: Sequence[TupleValue] | None = None,
+    old: Sequence[TupleValue] | None = None,
+) -> PoisonRow:
+    """The row a change of which could not be read, with its values as the server sent them (text)."""
+    return PoisonRow(
+        state.name,
+        reason,
+        on_error=state.captured.on_error,
+        op=op,
+        after=_raw(state, new),
+        before=_raw(state, old),
+        position=txn.position,
+        timestamp_ms=txn.timestamp_ms,
+        kind=CONVERSION,
+    )
+
+
+def _raw(state: TableState, values: Sequence[TupleValue] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    index = state.wire_index
+    if index is not None and len(values) > index[-1]:
+        values = [values[i] for i in index]
+    shown = [None if v is UNCHANGED_TOAST else v for v in values]
+    return dict(zip(state.captured.columns, shown, strict=False))
 
 
 def parse_tuple(state: TableState, values: Sequence[TupleValue]) -> list[Any]:
@@ -43,7 +82,7 @@ def parse_values(state: TableState, values: Sequence[TupleValue]) -> list[Any]:
                 append(parse(value))  # type: ignore[arg-type]
             except (ValueError, ArithmeticError) as exc:
                 column = state.table.columns[len(out)].name
-                raise FatalSourceError(
+                raise UnreadableValue(
                     f"table {state.name} column {column}: {value!r:.80} cannot be read exactly ({exc})"
                 ) from None
     return out

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
-from liberator.capture import ChangeBatch, Op, RowChange, Txn
+from liberator.capture import ChangeBatch, Op, PoisonRow, RowChange, Txn
 from liberator.capture.debezium import mark_snapshot_end
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import classify, connect
 from liberator.connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
-from liberator.connectors.postgres_wal.rows import parse_values
+from liberator.connectors.postgres_wal.rows import UnreadableValue, parse_values, poison_row
 from liberator.connectors.postgres_wal.tables import TableCatalog, TableState, split_name
 from liberator.envelope import Envelope
 from liberator.events import Checkpoint, SourceItem
@@ -111,10 +111,17 @@ class SnapshotReader:
             rows = (cursor.execute(first) if last_key is None else cursor.execute(after, last_key)).fetchall()
             # One chunk, one batch: the rows share their read time and the snapshot's point.
             txn = Txn(int(time.time() * 1000), position=point_text, snapshot=True)
-            yield ChangeBatch([RowChange(captured, Op.read, txn, after=parse_values(state, row)) for row in rows], None)
+            yield ChangeBatch([_read(state, txn, row) for row in rows], None)
             if len(rows) < self.chunk:
                 return
             last_key = [rows[-1][i] for i in key_index]
+
+
+def _read(state: TableState, txn: Txn, row: Sequence[Any]) -> RowChange | PoisonRow:
+    try:
+        return RowChange(state.captured, Op.read, txn, after=parse_values(state, row))
+    except UnreadableValue as exc:
+        return poison_row(state, Op.read, txn, str(exc), new=row)
 
 
 def _quoted(name: str) -> str:

@@ -13,7 +13,7 @@ import logging
 import struct
 from collections.abc import Iterator, Sequence
 
-from liberator.capture import ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.capture import BatchItem, ChangeBatch, Op, RowChange, Txn, truncate_changes
 from liberator.connectors.postgres_wal.backfill import WATERMARK_PREFIX, WalBackfill
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.outbox import WalOutbox
@@ -32,11 +32,11 @@ from liberator.connectors.postgres_wal.pgoutput import (
     decode,
 )
 from liberator.connectors.postgres_wal.position import WalPosition, lsn_text
-from liberator.connectors.postgres_wal.rows import fill_unchanged, parse_tuple
+from liberator.connectors.postgres_wal.rows import UnreadableValue, fill_unchanged, parse_tuple, poison_row
 from liberator.connectors.postgres_wal.stream import DRAINED, XLOG_PAYLOAD, Frame, Idle, Keepalive
 from liberator.connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.connectors.postgres_wal.tuples import Fallback
-from liberator.events import IDLE, ChangeEvent, Checkpoint, SourceItem
+from liberator.events import IDLE, Checkpoint, SourceItem
 from liberator.resnapshot import publish_covered
 from liberator.snapshots import signal_requests
 
@@ -71,7 +71,7 @@ class ChangeDecoder:
         self.skip = position.skip_before()
         self.begin_lsn: int | None = None  # the commit LSN of the transaction being read (from its Begin)
         self.txn = Txn(0)
-        self.items: list[RowChange | ChangeEvent] = []
+        self.items: list[BatchItem] = []
         self.done: WalPosition | None = None  # after the last transaction read whose changes are not yielded yet
         self.outbox = outbox
         self.backfill = backfill
@@ -190,9 +190,13 @@ class ChangeDecoder:
             assert isinstance(msg, Insert)
             state = self._state(msg.relid)
             if state is not None and not self._covered(state):
-                after = parse_tuple(state, msg.new)
-                items.append(RowChange(state.captured, Op.create, self.txn, after=after))
-                self._watched(state, after)
+                try:
+                    after = parse_tuple(state, msg.new)
+                except UnreadableValue as exc:
+                    items.append(poison_row(state, Op.create, self.txn, str(exc), new=msg.new))
+                else:
+                    items.append(RowChange(state.captured, Op.create, self.txn, after=after))
+                    self._watched(state, after)
             if self.outbox is not None and self.outbox.is_outbox(msg.relid):
                 items.extend(self.outbox.inserted(msg.relid, msg.new))
             if state is None and self.signal_columns and self.names.get(msg.relid) == self.config.signal_table:
@@ -207,7 +211,11 @@ class ChangeDecoder:
             assert isinstance(msg, Delete)
             state = self._state(msg.relid)
             if state is not None and (not self._covered(state) or self._deleted_covered(state, msg.old)):
-                old = parse_tuple(state, msg.old)
+                try:
+                    old = parse_tuple(state, msg.old)
+                except UnreadableValue as exc:
+                    items.append(poison_row(state, Op.delete, self.txn, str(exc), old=msg.old))
+                    return
                 key = [old[i] for i in state.captured.key_index]
                 self._watched(state, old)
                 items.append(
@@ -215,7 +223,12 @@ class ChangeDecoder:
                 )
         elif kind is Update:
             assert isinstance(msg, Update)
-            self._update(msg)
+            try:
+                self._update(msg)
+            except UnreadableValue as exc:
+                state = self._state(msg.relid)
+                assert state is not None
+                items.append(poison_row(state, Op.update, self.txn, str(exc), new=msg.new, old=msg.old))
         elif kind is Relation:
             assert isinstance(msg, Relation)
             self._relation(msg)

@@ -75,6 +75,8 @@ class TableCatalog:
             envelope=config.envelope,
             topic=config.topic,
             **config.capture_settings(),
+            on_error=config.on_error,
+            on_error_tables=config.on_error_tables,
             default_schema="public",
             truncate=config.truncate,
             debezium=postgres_dialect(conn.info.dbname),

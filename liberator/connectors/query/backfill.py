@@ -17,14 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from liberator.capture import ChangeBatch, Op, RowChange
+from liberator.capture import BatchItem, ChangeBatch, Op
 from liberator.connectors.query.position import QueryPosition
 from liberator.connectors.query.reader import TableReader
-from liberator.events import ChangeEvent, Checkpoint
+from liberator.events import Checkpoint
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
 
 BackfillItem = ChangeBatch | Checkpoint
-Changes = Callable[[TableReader, Sequence[Sequence[Any]], Op, int], list[RowChange | ChangeEvent]]
+Changes = Callable[[TableReader, Sequence[Sequence[Any]], Op, int], list[BatchItem]]
 
 
 class Backfiller:

@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from liberator.capture.masks import MaskRule
+from liberator.capture.rowerrors import OnError
 from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.source import SourceConfig
 
@@ -31,6 +32,9 @@ class TableEntry(BaseModel):
         None, description="the rows published, as an expression over the columns (docs/transforms.md)"
     )
     rename: dict[str, str] = Field({}, description="columns published under another name: {email: contact}")
+    on_error: OnError | None = Field(
+        None, description="overrides the source's on_error for this entry's rows (stop, dead_letter, skip)"
+    )
 
     @field_validator("rename")
     @classmethod

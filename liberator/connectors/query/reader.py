@@ -115,6 +115,7 @@ class TableReader:
             include=self.entry.include,
             mask=self.entry.mask,
             row_filter=self.entry.filter,
+            on_error=self.entry.on_error,
         )
         changed = table is not self.table
         self._full, self.table = full, table

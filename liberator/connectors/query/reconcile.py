@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 import sqlalchemy as sa
 
 from liberator.avro import RowEncoder
-from liberator.capture import ChangeBatch, RowChange
+from liberator.capture import BatchItem, ChangeBatch
 from liberator.connectors.query.position import QueryPosition
 from liberator.connectors.query.reader import TableReader
 from liberator.events import ChangeEvent
@@ -82,7 +82,7 @@ class DeleteReconciler:
                 continue
             stream = group[0].table.stream  # type: ignore[union-attr]
             now_ms = int(time.time() * 1000)
-            items: list[RowChange | ChangeEvent] = []
+            items: list[BatchItem] = []
             for body in vanished:
                 items.append(ChangeEvent(stream, TopicKeys.framed_key(body, live.pop(body)), None, now_ms, None))
                 if len(items) >= self._batch:

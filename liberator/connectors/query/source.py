@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from liberator import sqldb
-from liberator.capture import CaptureSettings, Catalogue, ChangeBatch, Op, RowChange, Txn
+from liberator.capture import BatchItem, CaptureSettings, Catalogue, ChangeBatch, Op, RowChange, Txn
 from liberator.connectors.query.backfill import Backfiller
 from liberator.connectors.query.config import QuerySourceConfig
 from liberator.connectors.query.position import QueryPosition, StreamCursor
@@ -27,7 +27,7 @@ from liberator.connectors.query.reader import TableReader, epoch_ms, epoch_us
 from liberator.connectors.query.reconcile import DeleteReconciler
 from liberator.envelope import Envelope
 from liberator.errors import ConfigError, LiberatorError
-from liberator.events import ChangeEvent, Checkpoint, SourceItem, Stream
+from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
 from liberator.schema import TimestampType
 from liberator.source import Source, SourceConfig, SourceContext
@@ -53,6 +53,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             envelope=Envelope.state,
             topic=config.topic,
             mask_salt=config.mask_salt,
+            on_error=config.on_error,
         )
         self.catalogue = Catalogue(settings, context.log)
         self.backfiller = Backfiller(context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log)
@@ -212,7 +213,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
         # Several tables: one stream in timestamp order, merged row by row, cut into batches.
         keyed = (_keyed(r, p, i) for i, (r, p) in enumerate(zip(readers, pages, strict=True)))
         merged = heapq.merge(*keyed, key=lambda item: (item[0], item[1]))
-        items: list[RowChange | ChangeEvent] = []
+        items: list[BatchItem] = []
         last: dict[int, tuple[TableReader, Sequence[Any]]] = {}
         txn: Txn | None = None
         stamp: object = None
@@ -254,14 +255,14 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
         return bounds
 
 
-def _changes(reader: TableReader, rows: Sequence[Sequence[Any]], op: Op, read_ms: int) -> list[RowChange | ChangeEvent]:
+def _changes(reader: TableReader, rows: Sequence[Sequence[Any]], op: Op, read_ms: int) -> list[BatchItem]:
     """One table's rows as row changes; the record time is the row's cursor timestamp (else the time of
     reading), and rows that share it share one Txn."""
     table = reader.table
     assert table is not None
     at = reader.cursor_index[0]
     cut = reader.width if reader.sliced else None
-    out: list[RowChange | ChangeEvent] = []
+    out: list[BatchItem] = []
     append = out.append
     txn = Txn(read_ms)
     stamp: object = _NOTHING
