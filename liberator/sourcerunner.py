@@ -89,7 +89,7 @@ class SourceRunner(LeaseTerms):
         envelope = getattr(config, "envelope", Envelope.state)
         self.eventifier = Eventifier(
             Envelope(envelope),
-            lambda table: publisher.prepare_table(table, stop),
+            lambda table, topic: publisher.prepare_table(table, stop, topic),
             lambda event: publisher.encode_event(event, stop),
         )
         self.store = store

@@ -4,7 +4,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from liberator.capture.headers import HeaderRule
+from liberator.capture.hooks import HookRule
 from liberator.capture.masks import MaskRule
+from liberator.capture.routes import RouteRule
 from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.source import SourceConfig
 
@@ -31,6 +34,11 @@ class TableEntry(BaseModel):
         None, description="the rows published, as an expression over the columns (docs/transforms.md)"
     )
     rename: dict[str, str] = Field({}, description="columns published under another name: {email: contact}")
+    route: RouteRule | None = Field(
+        None, description="the topic by template or by a column's value (docs/transforms.md); not with `topic`"
+    )
+    headers: HeaderRule | None = Field(None, description="Kafka record headers: {static: {...}, columns: {...}}")
+    hook: HookRule | None = Field(None, description="a Python function over each row change (docs/transforms.md)")
 
     @field_validator("rename")
     @classmethod
@@ -43,6 +51,8 @@ class TableEntry(BaseModel):
             raise ValueError("give exactly one of `table` or `query`")
         if self.query is not None and (not self.name or not self.key):
             raise ValueError("a `query` needs a `name` for its stream and the `key` columns of its rows")
+        if self.topic is not None and self.route is not None:
+            raise ValueError("give `topic` or `route`, not both (route: {topic: ...} is the same as topic: ...)")
         return self
 
 

@@ -115,6 +115,9 @@ class TableReader:
             include=self.entry.include,
             mask=self.entry.mask,
             row_filter=self.entry.filter,
+            route=self.entry.route,
+            headers=self.entry.headers,
+            hook=self.entry.hook,
         )
         changed = table is not self.table
         self._full, self.table = full, table

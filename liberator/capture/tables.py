@@ -20,7 +20,11 @@ from typing import Any
 
 from liberator.avro import DatumConverter, key_schema, namespace_for, value_schema
 from liberator.capture.filters import RowFilter, compile_filter
+from liberator.capture.headers import HeaderRule, RecordHeaders
+from liberator.capture.hooks import HookRule, HookStage
 from liberator.capture.masks import Masker, MaskRule, masked
+from liberator.capture.routes import RouteByColumn, RouteRule
+from liberator.capture.shaping import Shaping
 from liberator.envelope import Envelope, SourceInfo, change_schema
 from liberator.errors import SchemaError
 from liberator.events import Stream
@@ -55,6 +59,10 @@ class CaptureSettings:
     mask_salt: str | None = None
     # Columns published under another name, per table (keyed as `exclude`): {column: published name}.
     rename: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Topic by template or by a column's value, record headers, a Python hook, per table (keyed as `exclude`).
+    route: Mapping[str, RouteRule] = field(default_factory=dict)
+    headers: Mapping[str, HeaderRule] = field(default_factory=dict)
+    hook: Mapping[str, HookRule] = field(default_factory=dict)
     default_schema: str | None = None
     truncate: str = "warn"  # warn | fail | publish
 
@@ -80,6 +88,7 @@ class CapturedTable:
         "row_filter",
         "schema_name",
         "shape",
+        "shaping",
         "stream",
         "table_name",
         "value_converter",
@@ -98,8 +107,10 @@ class CapturedTable:
         published: TableSchema | None = None,
         mask: Masker | None = None,
         row_filter: RowFilter | None = None,
+        shaping: Shaping | None = None,
     ) -> None:
         self.full_shape = full_shape
+        self.shaping = shaping  # route by column, headers, hook (None: none of them; the Eventifier's fast path)
         self.shape = shape
         self.row_filter = row_filter  # which rows are published (None: all), over `shape`'s values
         self.mask = mask  # hides masked columns' values in a row (None: nothing is masked)
@@ -119,6 +130,12 @@ class CapturedTable:
         self.info = SourceInfo(settings.connector, settings.source, server, self.schema_name, self.table_name)
         self.value_converter = DatumConverter(published)
         self.key_converter = DatumConverter.for_key(published)
+
+    def stream_to(self, topic: str) -> Stream:
+        """The table's stream on another topic (a route by column): the same schemas, that topic's subjects."""
+        if topic == self.stream.topic:
+            return self.stream
+        return Stream(topic, self.stream.key_schema, self.stream.value_schema, self.stream.origin)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -178,6 +195,9 @@ class Catalogue:
         include: Sequence[str] | None = None,
         mask: Mapping[str, MaskRule] | None = None,
         row_filter: str | None = None,
+        route: RouteRule | None = None,
+        headers: HeaderRule | None = None,
+        hook: HookRule | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
         new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
@@ -222,12 +242,30 @@ class Catalogue:
         renames = self.renamed(schema, full_shape.name) if rename is None else dict(rename)
         published = _renamed(name, masked_shape, renames)
         topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
+        route = self._for_table(self.settings.route, schema, full_shape.name) if route is None else route
+        if route is not None and route.topic is not None:
+            topic_name = self.topic_for(schema, full_shape.name, route.topic)
+        shaping = self._shaping(
+            name,
+            schema,
+            shape,
+            published,
+            topic_name,
+            masker,
+            list(rules),
+            route,
+            self._for_table(self.settings.headers, schema, full_shape.name) if headers is None else headers,
+            self._for_table(self.settings.hook, schema, full_shape.name) if hook is None else hook,
+        )
+        if shaping is not None and shaping.hook is not None:
+            published, masker = shaping.hook.output, None  # the hook sees masked values; its output is published
         known = self._tables.get(name)
         if (
             known is not None
             and known.shape == shape
             and known.published == published
             and (known.row_filter is None) == (matches is None)
+            and (known.shaping is None) == (shaping is None)
             and known.stream.topic == topic_name
         ):
             if known.pick != pick or known.full_shape != full_shape:
@@ -236,7 +274,17 @@ class Catalogue:
             return known
         version = 1 if known is None else known.version + 1
         table = CapturedTable(
-            self.settings, full_shape, shape, pick, self.server, version, topic_name, published, masker, matches
+            self.settings,
+            full_shape,
+            shape,
+            pick,
+            self.server,
+            version,
+            topic_name,
+            published,
+            masker,
+            matches,
+            shaping,
         )
         if known is not None:
             self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
@@ -245,6 +293,29 @@ class Catalogue:
 
     def tables(self) -> list[CapturedTable]:
         return list(self._tables.values())
+
+    def _shaping(
+        self,
+        name: str,
+        schema: str,
+        shape: TableSchema,
+        published: TableSchema,
+        topic: str,
+        masker: Masker | None,
+        masked_columns: list[str],
+        route: RouteRule | None,
+        headers: HeaderRule | None,
+        hook: HookRule | None,
+    ) -> Shaping | None:
+        """The compiled route by column, headers and hook of a table version; None without any of them."""
+        router = None
+        if route is not None and route.by is not None:
+            router = RouteByColumn(name, shape, route, lambda t: self.topic_for(schema, shape.name, t))
+        made = None if headers is None else RecordHeaders(name, shape, headers, masked_columns)
+        stage = None if hook is None else HookStage(name, published, hook, masker)
+        if router is None and made is None and stage is None:
+            return None
+        return Shaping(topic, router, made, stage)
 
 
 def _renamed(name: str, shape: TableSchema, rename: dict[str, str]) -> TableSchema:
