@@ -131,6 +131,13 @@ class CapturedTable:
         self.value_converter = DatumConverter(published)
         self.key_converter = DatumConverter.for_key(published)
 
+    def streams(self) -> list[Stream]:
+        """Every stream the table publishes to: its routed topics' (`route: {by: ...}`), else its own."""
+        router = None if self.shaping is None else self.shaping.router
+        if router is None:
+            return [self.stream]
+        return [self.stream_to(topic) for topic in router.all_topics()]
+
     def stream_to(self, topic: str) -> Stream:
         """The table's stream on another topic (a route by column): the same schemas, that topic's subjects."""
         if topic == self.stream.topic:

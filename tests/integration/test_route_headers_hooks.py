@@ -17,7 +17,7 @@ import pytest
 from liberator.registry.client import RegistryClient
 from tests.integration.postgres_wal_support import WalDb
 from tests.integration.test_mysql_binlog_helpers import source_yaml as binlog_yaml
-from tests.support import DaemonThread, app_config, fold_by_key, read_topic, wait_for
+from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for
 
 SOURCES = ["postgres_wal", "mysql_binlog", "query"]
 
@@ -133,6 +133,12 @@ def test_route_by_column_sends_rows_and_their_deletes_to_the_mapped_topics(
     for topic in (eu, us, other):
         assert {f"{topic}-key", f"{topic}-value"} <= subjects
     assert f"{p}.orders-value" not in subjects  # nothing went to the table's own topic
+    # `liberator schemas` shows (and `--check` checks) the routed topics' subjects, not the table's own topic.
+    shown = cli("schemas", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert {stream["topic"] for stream in json.loads(shown.stdout)} == {eu, us, other}
+    checked = cli("schemas", str(config), "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 @pytest.mark.parametrize("kind", SOURCES)
