@@ -207,7 +207,7 @@ class Catalogue:
         hook: HookRule | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
-        new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
+        new version. The keyword arguments override the settings' per-table transforms (per-entry configs). The
         shape has every column of the table; an excluded column needs no type (None: it is never published)."""
         name = full_shape.qualified_name
         schema = full_shape.schema or ""
@@ -216,32 +216,7 @@ class Catalogue:
                 f"table {name} has no primary key; add one (ALTER TABLE {name} ADD PRIMARY KEY (...)) so its "
                 "events have a key, or leave the table out of `tables`"
             )
-        excluded = set(self.excluded(schema, full_shape.name) if exclude is None else exclude)
-        all_names = [c.name for c in full_shape.columns]
-        allowed = self.included(schema, full_shape.name) if include is None else list(include)
-        if allowed is not None:
-            # An allow-list: a column added to the table later stays unpublished until it is listed.
-            missing_allowed = sorted(set(allowed) - set(all_names))
-            if missing_allowed:
-                raise SchemaError(f"table {name}: `include` names unknown columns {missing_allowed}")
-            kept = set(allowed) | set(full_shape.key)
-            excluded |= {c for c in all_names if c not in kept}
-        unknown = excluded - set(all_names)
-        if unknown:
-            raise SchemaError(f"table {name}: `exclude` names unknown columns {sorted(unknown)}")
-        if excluded & set(full_shape.key):
-            raise SchemaError(
-                f"table {name}: key columns cannot be excluded ({sorted(excluded & set(full_shape.key))})"
-            )
-        missing = [k for k in full_shape.key if k not in all_names]
-        if missing:
-            raise SchemaError(f"table {name}: key column(s) {', '.join(missing)} are not in the replicated columns")
-        pick = tuple(i for i, c in enumerate(all_names) if c not in excluded) if excluded else None
-        shape = full_shape
-        if pick is not None:
-            shape = TableSchema(
-                full_shape.schema, full_shape.name, tuple(full_shape.columns[i] for i in pick), full_shape.key
-            )
+        pick, shape = self._picked(full_shape, exclude, include)
         expression = self.filter_of(schema, full_shape.name) if row_filter is None else row_filter
         matches = compile_filter(name, shape, expression)
         rules = self.masks(schema, full_shape.name) if mask is None else dict(mask)
@@ -252,18 +227,7 @@ class Catalogue:
         route = self._for_table(self.settings.route, schema, full_shape.name) if route is None else route
         if route is not None and route.topic is not None:
             topic_name = self.topic_for(schema, full_shape.name, route.topic)
-        shaping = self._shaping(
-            name,
-            schema,
-            shape,
-            published,
-            topic_name,
-            masker,
-            list(rules),
-            route,
-            self._for_table(self.settings.headers, schema, full_shape.name) if headers is None else headers,
-            self._for_table(self.settings.hook, schema, full_shape.name) if hook is None else hook,
-        )
+        shaping = self._shaping(full_shape, shape, published, topic_name, masker, list(rules), route, headers, hook)
         if shaping is not None and shaping.hook is not None:
             published, masker = shaping.hook.output, None  # the hook sees masked values; its output is published
         known = self._tables.get(name)
@@ -298,13 +262,47 @@ class Catalogue:
         self._tables[name] = table
         return table
 
+    def _picked(
+        self, full_shape: TableSchema, exclude: Sequence[str] | None, include: Sequence[str] | None
+    ) -> tuple[tuple[int, ...] | None, TableSchema]:
+        """The positions of the published columns among all (None: all are) and the shape they make, after
+        `include`/`exclude` (the arguments override the settings' per-table ones)."""
+        name = full_shape.qualified_name
+        schema = full_shape.schema or ""
+        excluded = set(self.excluded(schema, full_shape.name) if exclude is None else exclude)
+        all_names = [c.name for c in full_shape.columns]
+        allowed = self.included(schema, full_shape.name) if include is None else list(include)
+        if allowed is not None:
+            # An allow-list: a column added to the table later stays unpublished until it is listed.
+            missing_allowed = sorted(set(allowed) - set(all_names))
+            if missing_allowed:
+                raise SchemaError(f"table {name}: `include` names unknown columns {missing_allowed}")
+            kept = set(allowed) | set(full_shape.key)
+            excluded |= {c for c in all_names if c not in kept}
+        unknown = excluded - set(all_names)
+        if unknown:
+            raise SchemaError(f"table {name}: `exclude` names unknown columns {sorted(unknown)}")
+        if excluded & set(full_shape.key):
+            raise SchemaError(
+                f"table {name}: key columns cannot be excluded ({sorted(excluded & set(full_shape.key))})"
+            )
+        missing = [k for k in full_shape.key if k not in all_names]
+        if missing:
+            raise SchemaError(f"table {name}: key column(s) {', '.join(missing)} are not in the replicated columns")
+        pick = tuple(i for i, c in enumerate(all_names) if c not in excluded) if excluded else None
+        shape = full_shape
+        if pick is not None:
+            shape = TableSchema(
+                full_shape.schema, full_shape.name, tuple(full_shape.columns[i] for i in pick), full_shape.key
+            )
+        return pick, shape
+
     def tables(self) -> list[CapturedTable]:
         return list(self._tables.values())
 
     def _shaping(
         self,
-        name: str,
-        schema: str,
+        full_shape: TableSchema,
         shape: TableSchema,
         published: TableSchema,
         topic: str,
@@ -314,7 +312,11 @@ class Catalogue:
         headers: HeaderRule | None,
         hook: HookRule | None,
     ) -> Shaping | None:
-        """The compiled route by column, headers and hook of a table version; None without any of them."""
+        """The compiled route by column, headers and hook of a table version (the arguments override the
+        settings' per-table ones); None without any of them."""
+        name, schema = full_shape.qualified_name, full_shape.schema or ""
+        headers = self._for_table(self.settings.headers, schema, shape.name) if headers is None else headers
+        hook = self._for_table(self.settings.hook, schema, shape.name) if hook is None else hook
         router = None
         if route is not None and route.by is not None:
             router = RouteByColumn(name, shape, route, lambda t: self.topic_for(schema, shape.name, t))
