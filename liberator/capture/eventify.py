@@ -278,8 +278,10 @@ class Eventifier:
         _check_key(item.table, key_values)
         key = codec.key(key_values)
         if change:
+            # With `headers`, the old row's headers (`tombstone`) also go on the delete of an update's old key.
+            headers = item.headers if tombstone is None else tombstone
             value = codec.envelope(Op.delete, item.before, None, txn, _next_order(txn), ts_ms)
-            append((codec.topic, key, value, txn.timestamp_ms, list(item.headers) or None))
+            append((codec.topic, key, value, txn.timestamp_ms, list(headers) or None))
         append((codec.topic, key, None, txn.timestamp_ms, list(tombstone) if tombstone else None))  # the tombstone
 
 

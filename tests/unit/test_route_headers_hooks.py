@@ -121,6 +121,17 @@ def test_headers_static_and_from_columns_also_on_tombstones() -> None:
     assert [e.headers for e in events(plain, (Op.delete, row(1, "eu"), None))] == [(), ()]
 
 
+def test_an_update_that_changes_the_key_deletes_the_old_key_with_the_old_rows_headers() -> None:
+    table = catalogue(headers={"orders": HeaderRule(columns={"tenant": "region"})}).table(SHAPE)
+    out = events(table, (Op.update, row(1, "eu"), row(2, "us")))
+    seen = [(e.key["id"], e.value and e.value["op"], e.headers) for e in out]  # type: ignore[index]
+    assert seen == [
+        (1, "d", (("tenant", b"eu"),)),
+        (1, None, (("tenant", b"eu"),)),
+        (2, "c", (("tenant", b"us"),)),
+    ]
+
+
 def test_a_header_from_a_masked_column_is_refused() -> None:
     rule = HeaderRule(columns={"n": "note"})
     with pytest.raises(SchemaError, match="names note, which is masked"):
