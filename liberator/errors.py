@@ -31,6 +31,11 @@ class FatalSourceError(LiberatorError):
     """
 
 
+class TransformError(FatalSourceError):
+    """A row a transform cannot handle (a value no route maps, a hook that raised): the source stops with this
+    one line; a per-row error policy catches it by this type."""
+
+
 class TransientSourceError(LiberatorError):
     """The source lost its database or hit a passing fault; the runtime reopens it after a backoff."""
 

@@ -103,14 +103,16 @@ class Publisher:
             )
             return prepared
 
-    def prepare_table(self, table: CapturedTable, stop: threading.Event) -> TableCodec:
-        """Register (and so check) a captured table's schemas, then encode its records with their ids."""
+    def prepare_table(self, table: CapturedTable, stop: threading.Event, topic: str | None = None) -> TableCodec:
+        """Register (and so check) a captured table's schemas, then encode its records with their ids; `topic`:
+        one the table's rows are routed to (its subjects are registered before its first event)."""
+        stream = table.stream if topic is None or topic == table.stream.topic else table.stream_to(topic)
         try:
-            prepared = self.prepare(table.stream, stop)
+            prepared = self.prepare(stream, stop)
         except IncompatibleSchemaError as exc:  # the subject alone does not say which table changed
             raise IncompatibleSchemaError(f"table {table.name}: {exc}") from exc
         assert prepared.value is not None
-        return TableCodec(table, prepared.key.schema_id, prepared.value.schema_id)
+        return TableCodec(table, prepared.key.schema_id, prepared.value.schema_id, stream.topic)
 
     def encode_event(self, event: ChangeEvent, stop: threading.Event) -> tuple[bytes | None, bytes | None]:
         """(key, value) of a record a connector made itself (an outbox event), in the wire format."""

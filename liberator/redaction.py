@@ -76,7 +76,7 @@ def remember_url(url: str) -> None:
 # Config maps whose keys are the database's table and column names, not settings (docs/transforms.md): a
 # column named `secret` or `password` there says nothing of its value (a mask rule, a new name), and
 # remembering that value as a secret scrubbed words like `null` out of every /health body.
-_NAMES_NOT_SETTINGS = frozenset({"exclude", "include", "mask", "rename", "filter"})
+_NAMES_NOT_SETTINGS = frozenset({"exclude", "include", "mask", "rename", "filter", "route", "hook"})
 
 
 def remember_config(data: Any, key: str = "") -> None:

@@ -99,7 +99,7 @@ class SourceRunner(LeaseTerms):
         )
         self.eventifier = Eventifier(
             Envelope(envelope),
-            lambda table: publisher.prepare_table(table, stop),
+            lambda table, topic: publisher.prepare_table(table, stop, topic),
             lambda event: publisher.encode_event(event, stop),
             errors,
         )

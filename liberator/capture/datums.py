@@ -20,9 +20,9 @@ def datum_events(items: Iterable[SourceItem], envelope: Envelope) -> Iterator[Ch
     checkpoints and a connector's own records pass through; idle ticks are dropped."""
     streams: dict[str, Stream] = {}
 
-    def prepare(table: CapturedTable) -> DatumCodec:
-        streams[table.stream.topic] = table.stream
-        return DatumCodec(table)
+    def prepare(table: CapturedTable, topic: str) -> DatumCodec:
+        streams[topic] = table.stream_to(topic)
+        return DatumCodec(table, topic)
 
     def prepare_event(event: ChangeEvent) -> tuple[object, object]:
         streams[event.stream.topic] = event.stream

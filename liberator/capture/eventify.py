@@ -27,6 +27,7 @@ from liberator.avro import AvroEncoder, ChangeWriter, DatumError, RowEncoder, ch
 from liberator.capture.changes import Op, RowChange, Txn
 from liberator.capture.debezium import debezium_value, source_block
 from liberator.capture.rowerrors import CONVERSION, TRANSFORM, PoisonRow, RowErrors, TransformError
+from liberator.capture.shaping import Shaping
 from liberator.capture.tables import CapturedTable
 from liberator.capture.txmeta import TransactionCounter
 from liberator.envelope import Envelope, change_value
@@ -48,10 +49,12 @@ class DatumCodec:
 
     value_id: int | None = None  # the value schema's registry id (None: datums, not bytes)
 
-    def __init__(self, table: CapturedTable) -> None:
+    def __init__(self, table: CapturedTable, topic: str | None = None) -> None:
         self.table = table
-        self.topic = table.stream.topic
-        index = table.key_index
+        self.topic = table.stream.topic if topic is None else topic  # another topic: a route by column
+        published = table.published
+        names = [c.name for c in published.columns]
+        index = tuple(names.index(k) for k in published.key)  # of published rows (a hook's output has its own)
         if len(index) == 1:
             (only,) = index
             self.key_of: Callable[[Sequence[Any]], tuple[Any, ...]] = lambda row: (row[only],)
@@ -103,8 +106,8 @@ class TableCodec(DatumCodec):
     those fastavro writes for the datums `DatumCodec` makes, at a fraction of the cost.
     """
 
-    def __init__(self, table: CapturedTable, key_id: int, value_id: int) -> None:
-        super().__init__(table)
+    def __init__(self, table: CapturedTable, key_id: int, value_id: int, topic: str | None = None) -> None:
+        super().__init__(table, topic)
         self.value_id = value_id
         shape = table.published
         self._key = RowEncoder.for_key(shape, schema_id=key_id).encode
@@ -200,7 +203,7 @@ class Eventifier:
     def __init__(
         self,
         envelope: Envelope,
-        prepare: Callable[[CapturedTable], DatumCodec],
+        prepare: Callable[[CapturedTable, str], DatumCodec],
         prepare_event: Callable[[ChangeEvent], tuple[Any, Any]],
         errors: RowErrors | None = None,
     ) -> None:
@@ -208,6 +211,7 @@ class Eventifier:
         self._prepare = prepare
         self._event = prepare_event
         self._codecs: dict[CapturedTable, Codec] = {}  # by identity: one per table version
+        self._routed: dict[tuple[CapturedTable, str], Codec] = {}  # a table's codec per routed topic
         self.counter = TransactionCounter(prepare_event)
         # None (tests, dry runs): every poison row stops, whatever its table's policy says.
         self.errors = errors
@@ -216,15 +220,15 @@ class Eventifier:
         """The source reads again from its last position (a retry): transactions are counted from their start."""
         self.counter.restart()
 
-    def _codec(self, table: CapturedTable) -> Codec:
-        """The table's codec, made on its first change (registering its schemas); counted where needed."""
-        prepared = self._prepare(table)
+    def _codec(self, table: CapturedTable, topic: str | None = None) -> Codec:
+        """The table's codec for `topic` (its own by default), made on its first change there (registering its
+        schemas); counted where needed."""
+        prepared = self._prepare(table, table.stream.topic if topic is None else topic)
         codec: Codec = prepared
         if table.debezium is not None:
             codec = DebeziumCodec(prepared, self.counter)
         elif table.transactions is not None:
             codec = CountedCodec(prepared, self.counter)
-        self._codecs[table] = codec
         return codec
 
     def records(
@@ -254,14 +258,17 @@ class Eventifier:
                 continue
             assert isinstance(item, RowChange)
             table = item.table
-            codec = codecs.get(table)
-            if codec is None:
-                codec = self._codec(table)
             txn = item.txn
             if txn.continues is not None:
                 txn.take_order()
             mark, order = len(out), txn.order  # where this change's records start: a poison row keeps none
             try:
+                if table.shaping is not None:  # route by column, headers or a hook: not the hot path
+                    self._shaped(append, item, table.shaping, ts_ms, change)
+                    continue
+                codec = codecs.get(table)
+                if codec is None:
+                    codec = codecs[table] = self._codec(table)
                 matches = table.row_filter
                 if matches is not None and item.op is not Op.truncate:
                     verdict = _filtered(item, matches)
@@ -281,23 +288,8 @@ class Eventifier:
                     else:
                         value = codec.state(after)
                     append((codec.topic, codec.key(key_values), value, txn.timestamp_ms, list(item.headers) or None))
-                elif op is Op.update:
-                    assert item.after is not None
-                    new_key = codec.key_of(item.after)
-                    old_key = item.key if item.key is not None else (
-                        None if item.before is None else codec.key_of(item.before)
-                    )  # fmt: skip
-                    if old_key is not None and tuple(old_key) != new_key:
-                        # The key changed: the old key is deleted, the new one created (each on its partition).
-                        self._delete(append, codec, item, old_key, txn, ts_ms, change)
-                        self._upsert(append, codec, item, Op.create, None, new_key, txn, ts_ms, change)
-                    else:
-                        self._upsert(append, codec, item, op, item.before, new_key, txn, ts_ms, change)
-                elif op is Op.delete:
-                    self._delete(append, codec, item, item.key_values(), txn, ts_ms, change)
-                else:  # a truncate: keyless
-                    value = codec.envelope(Op.truncate, None, None, txn, _next_order(txn), ts_ms)
-                    append((codec.topic, None, value, txn.timestamp_ms, None))
+                else:
+                    self._emit(append, codec, item, ts_ms, change, None)
             except DatumError as exc:
                 del out[mark:]
                 txn.order = order
@@ -314,6 +306,58 @@ class Eventifier:
         if self.errors is None:
             raise FatalSourceError(row.reason)
         self.errors.handle(row, append, position)
+
+    def _shaped(
+        self, append: Callable[[Record], None], item: RowChange, shaping: Shaping, ts_ms: int, change: bool
+    ) -> None:
+        """A change of a table with `route: {by: ...}`, `headers` or a `hook` (liberator.capture.shaping)."""
+        table = item.table
+        matches = table.row_filter
+        if matches is not None and item.op is not Op.truncate:
+            verdict = _filtered(item, matches)
+            if verdict is None:
+                return
+            item = verdict
+        for planned, topic, tombstone in shaping.plan(item):  # a row error here is the caller's, for on_error
+            codec = self._routed.get((table, topic))
+            if codec is None:
+                codec = self._routed[(table, topic)] = self._codec(table, topic)
+            self._emit(append, codec, planned, ts_ms, change, tombstone)
+
+    def _emit(
+        self,
+        append: Callable[[Record], None],
+        codec: Codec,
+        item: RowChange,
+        ts_ms: int,
+        change: bool,
+        tombstone: tuple[tuple[str, bytes], ...] | None,
+    ) -> None:
+        """The records of one change (with `tombstone`: the headers of a delete's tombstone)."""
+        op, txn = item.op, item.txn
+        if op is _CREATE or op is _READ:
+            assert item.after is not None
+            self._upsert(append, codec, item, op, None, codec.key_of(item.after), txn, ts_ms, change)
+        elif op is Op.update:
+            assert item.after is not None
+            new_key = codec.key_of(item.after)
+            old_key = item.key if item.key is not None else (
+                None if item.before is None else codec.key_of(item.before)
+            )  # fmt: skip
+            if old_key is not None and tuple(old_key) != new_key:
+                # The key changed: the old key is deleted, the new one created (each on its partition).
+                self._delete(append, codec, item, old_key, txn, ts_ms, change, tombstone)
+                self._upsert(append, codec, item, Op.create, None, new_key, txn, ts_ms, change)
+            else:
+                self._upsert(append, codec, item, op, item.before, new_key, txn, ts_ms, change)
+        elif op is Op.delete:
+            if item.key is None and item.before is None:
+                raise ValueError(f"a delete of {item.table.name} carries no row and no key")
+            key = item.key if item.key is not None else codec.key_of(item.before)  # type: ignore[arg-type]
+            self._delete(append, codec, item, key, txn, ts_ms, change, tombstone)
+        else:  # a truncate: keyless
+            value = codec.envelope(Op.truncate, None, None, txn, _next_order(txn), ts_ms)
+            append((codec.topic, None, value, txn.timestamp_ms, None))
 
     @staticmethod
     def _upsert(
@@ -345,13 +389,16 @@ class Eventifier:
         txn: Txn,
         ts_ms: int,
         change: bool,
+        tombstone: tuple[tuple[str, bytes], ...] | None = None,
     ) -> None:
         _check_key(item.table, key_values)
         key = codec.key(key_values)
         if change:
+            # With `headers`, the old row's headers (`tombstone`) also go on the delete of an update's old key.
+            headers = item.headers if tombstone is None else tombstone
             value = codec.envelope(Op.delete, item.before, None, txn, _next_order(txn), ts_ms)
-            append((codec.topic, key, value, txn.timestamp_ms, list(item.headers) or None))
-        append((codec.topic, key, None, txn.timestamp_ms, None))  # the tombstone
+            append((codec.topic, key, value, txn.timestamp_ms, list(headers) or None))
+        append((codec.topic, key, None, txn.timestamp_ms, list(tombstone) if tombstone else None))  # the tombstone
 
 
 def _filtered(item: RowChange, matches: Callable[[Sequence[Any]], bool]) -> RowChange | None:

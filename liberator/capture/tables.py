@@ -22,8 +22,12 @@ from liberator.avro import DatumConverter, key_schema, namespace_for, value_sche
 from liberator.capture.changes import Txn
 from liberator.capture.debezium import DebeziumDialect, debezium_schema, named_key
 from liberator.capture.filters import RowFilter, compile_filter
+from liberator.capture.headers import HeaderRule, RecordHeaders
+from liberator.capture.hooks import HookRule, HookStage
 from liberator.capture.masks import Masker, MaskRule, masked
+from liberator.capture.routes import RouteByColumn, RouteRule
 from liberator.capture.rowerrors import OnError
+from liberator.capture.shaping import Shaping
 from liberator.capture.txmeta import transaction_stream
 from liberator.envelope import Envelope, SourceInfo, change_schema
 from liberator.errors import SchemaError
@@ -59,6 +63,10 @@ class CaptureSettings:
     mask_salt: str | None = None
     # Columns published under another name, per table (keyed as `exclude`): {column: published name}.
     rename: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Topic by template or by a column's value, record headers, a Python hook, per table (keyed as `exclude`).
+    route: Mapping[str, RouteRule] = field(default_factory=dict)
+    headers: Mapping[str, HeaderRule] = field(default_factory=dict)
+    hook: Mapping[str, HookRule] = field(default_factory=dict)
     default_schema: str | None = None
     truncate: str = "warn"  # warn | fail | publish
     # The connector's part of `envelope: debezium` (None: the connector does not offer it).
@@ -101,6 +109,7 @@ class CapturedTable:
         "row_filter",
         "schema_name",
         "shape",
+        "shaping",
         "source",
         "stream",
         "table_name",
@@ -123,9 +132,11 @@ class CapturedTable:
         mask: Masker | None = None,
         row_filter: RowFilter | None = None,
         on_error: OnError = "stop",
+        shaping: Shaping | None = None,
     ) -> None:
         self.full_shape = full_shape
         self.on_error = on_error  # what happens to a row of it that cannot become an event
+        self.shaping = shaping  # route by column, headers, hook (None: none of them; the Eventifier's fast path)
         self.shape = shape
         self.row_filter = row_filter  # which rows are published (None: all), over `shape`'s values
         self.mask = mask  # hides masked columns' values in a row (None: nothing is masked)
@@ -152,6 +163,19 @@ class CapturedTable:
         self.info = SourceInfo(settings.connector, settings.source, server, self.schema_name, self.table_name)
         self.value_converter = DatumConverter(published)
         self.key_converter = DatumConverter.for_key(published)
+
+    def streams(self) -> list[Stream]:
+        """Every stream the table publishes to: its routed topics' (`route: {by: ...}`), else its own."""
+        router = None if self.shaping is None else self.shaping.router
+        if router is None:
+            return [self.stream]
+        return [self.stream_to(topic) for topic in router.all_topics()]
+
+    def stream_to(self, topic: str) -> Stream:
+        """The table's stream on another topic (a route by column): the same schemas, that topic's subjects."""
+        if topic == self.stream.topic:
+            return self.stream
+        return Stream(topic, self.stream.key_schema, self.stream.value_schema, self.stream.origin)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -216,9 +240,12 @@ class Catalogue:
         mask: Mapping[str, MaskRule] | None = None,
         row_filter: str | None = None,
         on_error: OnError | None = None,
+        route: RouteRule | None = None,
+        headers: HeaderRule | None = None,
+        hook: HookRule | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
-        new version. `exclude` overrides the settings' exclusions for this table (per-entry configs). The
+        new version. The keyword arguments override the settings' per-table transforms (per-entry configs). The
         shape has every column of the table; an excluded column needs no type (None: it is never published)."""
         name = full_shape.qualified_name
         schema = full_shape.schema or ""
@@ -227,6 +254,62 @@ class Catalogue:
                 f"table {name} has no primary key; add one (ALTER TABLE {name} ADD PRIMARY KEY (...)) so its "
                 "events have a key, or leave the table out of `tables`"
             )
+        pick, shape = self._picked(full_shape, exclude, include)
+        expression = self.filter_of(schema, full_shape.name) if row_filter is None else row_filter
+        matches = compile_filter(name, shape, expression)
+        rules = self.masks(schema, full_shape.name) if mask is None else dict(mask)
+        masked_shape, masker = masked(name, shape, rules, self.settings.mask_salt)
+        renames = self.renamed(schema, full_shape.name) if rename is None else dict(rename)
+        published = _renamed(name, masked_shape, renames)
+        topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
+        route = self._for_table(self.settings.route, schema, full_shape.name) if route is None else route
+        if route is not None and route.topic is not None:
+            topic_name = self.topic_for(schema, full_shape.name, route.topic)
+        shaping = self._shaping(full_shape, shape, published, topic_name, masker, list(rules), route, headers, hook)
+        policy = self.on_error(schema, full_shape.name) if on_error is None else on_error
+        if shaping is not None and shaping.hook is not None:
+            published, masker = shaping.hook.output, None  # the hook sees masked values; its output is published
+        known = self._tables.get(name)
+        if (
+            known is not None
+            and known.shape == shape
+            and known.published == published
+            and (known.row_filter is None) == (matches is None)
+            and (known.shaping is None) == (shaping is None)
+            and known.on_error == policy
+            and known.stream.topic == topic_name
+        ):
+            if known.pick != pick or known.full_shape != full_shape:
+                # Only unpublished columns changed: same schemas, new positions to pick from.
+                known.full_shape, known.pick = full_shape, pick
+            return known
+        version = 1 if known is None else known.version + 1
+        table = CapturedTable(
+            self.settings,
+            full_shape,
+            shape,
+            pick,
+            self.server,
+            version,
+            topic_name,
+            published,
+            masker,
+            matches,
+            policy,
+            shaping,
+        )
+        if known is not None:
+            self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
+        self._tables[name] = table
+        return table
+
+    def _picked(
+        self, full_shape: TableSchema, exclude: Sequence[str] | None, include: Sequence[str] | None
+    ) -> tuple[tuple[int, ...] | None, TableSchema]:
+        """The positions of the published columns among all (None: all are) and the shape they make, after
+        `include`/`exclude` (the arguments override the settings' per-table ones)."""
+        name = full_shape.qualified_name
+        schema = full_shape.schema or ""
         excluded = set(self.excluded(schema, full_shape.name) if exclude is None else exclude)
         all_names = [c.name for c in full_shape.columns]
         allowed = self.included(schema, full_shape.name) if include is None else list(include)
@@ -253,38 +336,36 @@ class Catalogue:
             shape = TableSchema(
                 full_shape.schema, full_shape.name, tuple(full_shape.columns[i] for i in pick), full_shape.key
             )
-        expression = self.filter_of(schema, full_shape.name) if row_filter is None else row_filter
-        matches = compile_filter(name, shape, expression)
-        rules = self.masks(schema, full_shape.name) if mask is None else dict(mask)
-        masked_shape, masker = masked(name, shape, rules, self.settings.mask_salt)
-        renames = self.renamed(schema, full_shape.name) if rename is None else dict(rename)
-        published = _renamed(name, masked_shape, renames)
-        topic_name = topic if topic is not None else self.topic_for(schema, full_shape.name)
-        policy = self.on_error(schema, full_shape.name) if on_error is None else on_error
-        known = self._tables.get(name)
-        if (
-            known is not None
-            and known.shape == shape
-            and known.published == published
-            and (known.row_filter is None) == (matches is None)
-            and known.stream.topic == topic_name
-            and known.on_error == policy
-        ):
-            if known.pick != pick or known.full_shape != full_shape:
-                # Only unpublished columns changed: same schemas, new positions to pick from.
-                known.full_shape, known.pick = full_shape, pick
-            return known
-        version = 1 if known is None else known.version + 1
-        table = CapturedTable(
-            self.settings, full_shape, shape, pick, self.server, version, topic_name, published, masker, matches, policy
-        )
-        if known is not None:
-            self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)
-        self._tables[name] = table
-        return table
+        return pick, shape
 
     def tables(self) -> list[CapturedTable]:
         return list(self._tables.values())
+
+    def _shaping(
+        self,
+        full_shape: TableSchema,
+        shape: TableSchema,
+        published: TableSchema,
+        topic: str,
+        masker: Masker | None,
+        masked_columns: list[str],
+        route: RouteRule | None,
+        headers: HeaderRule | None,
+        hook: HookRule | None,
+    ) -> Shaping | None:
+        """The compiled route by column, headers and hook of a table version (the arguments override the
+        settings' per-table ones); None without any of them."""
+        name, schema = full_shape.qualified_name, full_shape.schema or ""
+        headers = self._for_table(self.settings.headers, schema, shape.name) if headers is None else headers
+        hook = self._for_table(self.settings.hook, schema, shape.name) if hook is None else hook
+        router = None
+        if route is not None and route.by is not None:
+            router = RouteByColumn(name, shape, route, lambda t: self.topic_for(schema, shape.name, t))
+        made = None if headers is None else RecordHeaders(name, shape, headers, masked_columns)
+        stage = None if hook is None else HookStage(name, published, hook, masker)
+        if router is None and made is None and stage is None:
+            return None
+        return Shaping(topic, router, made, stage)
 
 
 def _schemas(

@@ -7,7 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from liberator.capture.headers import HeaderRule
+from liberator.capture.hooks import HookRule
 from liberator.capture.masks import MaskRule
+from liberator.capture.routes import RouteRule
 from liberator.config import published_names
 
 
@@ -37,6 +40,20 @@ class TableTransforms(BaseModel):
         {}, description="columns published under another name, per table: {schema.users: {email: contact}}"
     )
 
+    route: dict[str, RouteRule] = Field(
+        {},
+        description="the topic of a table's events, per table: {topic: template} or by a column's value "
+        "{by: region, topics: {eu: orders.eu}, default: orders.other} (docs/transforms.md)",
+    )
+    headers: dict[str, HeaderRule] = Field(
+        {}, description="Kafka record headers, per table: {static: {app: crm}, columns: {tenant: tenant_id}}"
+    )
+    hook: dict[str, HookRule] = Field(
+        {},
+        description="a Python function over each row change, per table: module:function or an entry point "
+        "of liberator.transforms, or {function: ..., add: {field: type}, drop: [field]} (docs/transforms.md)",
+    )
+
     @field_validator("rename")
     @classmethod
     def _published_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -44,7 +61,7 @@ class TableTransforms(BaseModel):
 
     def transformed_tables(self) -> list[tuple[str, str]]:
         """(field, table) of every per-table entry, for connectors that check the tables are captured."""
-        fields = ("exclude", "include", "mask", "filter", "rename")
+        fields = ("exclude", "include", "mask", "filter", "rename", "route", "headers", "hook")
         return [(name, table) for name in fields for table in getattr(self, name)]
 
     def capture_settings(self) -> dict[str, Any]:
@@ -56,4 +73,7 @@ class TableTransforms(BaseModel):
             "mask_salt": self.mask_salt,
             "filter": self.filter,
             "rename": self.rename,
+            "route": self.route,
+            "headers": self.headers,
+            "hook": self.hook,
         }

@@ -110,7 +110,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
             for database, name in list_tables(conn, self.cfg):
                 table = read_table_def(conn, database, name, not info.mariadb)
                 if table is not None:
-                    out.append(self.tables.table(table).captured.stream)
+                    out.extend(self.tables.table(table).captured.streams())
             return out
         except pymysql.MySQLError as exc:
             raise classify(exc, self.cfg) from None

@@ -84,7 +84,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
     def streams(self) -> list[Stream]:
         try:
             catalog = self._catalog()
-            return [catalog.from_catalog(name).captured.stream for name in catalog.resolve()]
+            return [s for name in catalog.resolve() for s in catalog.from_catalog(name).captured.streams()]
         finally:
             self.close()
 
@@ -255,7 +255,8 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         # `create: false`: the operator made the slot, so only the topics can tell a first run from a lost store.
         published = self.context.published
         if published is not None and not self.context.from_scratch:
-            topic = published([catalog.from_catalog(name).captured.stream.topic for name in tables])
+            topics = [s.topic for name in tables for s in catalog.from_catalog(name).captured.streams()]
+            topic = published(topics)
             if topic is not None:
                 raise lost_position(cfg.name, f"topic {topic} already holds records", "snapshot again")
         return slot

@@ -4,7 +4,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from liberator.capture.headers import HeaderRule
+from liberator.capture.hooks import HookRule
 from liberator.capture.masks import MaskRule
+from liberator.capture.routes import RouteRule
 from liberator.capture.rowerrors import OnError
 from liberator.config import DatabaseTimeouts, Duration, published_names
 from liberator.source import SourceConfig
@@ -35,6 +38,11 @@ class TableEntry(BaseModel):
     on_error: OnError | None = Field(
         None, description="overrides the source's on_error for this entry's rows (stop, dead_letter, skip)"
     )
+    route: RouteRule | None = Field(
+        None, description="the topic by template or by a column's value (docs/transforms.md); not with `topic`"
+    )
+    headers: HeaderRule | None = Field(None, description="Kafka record headers: {static: {...}, columns: {...}}")
+    hook: HookRule | None = Field(None, description="a Python function over each row change (docs/transforms.md)")
 
     @field_validator("rename")
     @classmethod
@@ -47,6 +55,8 @@ class TableEntry(BaseModel):
             raise ValueError("give exactly one of `table` or `query`")
         if self.query is not None and (not self.name or not self.key):
             raise ValueError("a `query` needs a `name` for its stream and the `key` columns of its rows")
+        if self.topic is not None and self.route is not None:
+            raise ValueError("give `topic` or `route`, not both (route: {topic: ...} is the same as topic: ...)")
         return self
 
 

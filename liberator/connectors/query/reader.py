@@ -116,6 +116,9 @@ class TableReader:
             mask=self.entry.mask,
             row_filter=self.entry.filter,
             on_error=self.entry.on_error,
+            route=self.entry.route,
+            headers=self.entry.headers,
+            hook=self.entry.hook,
         )
         changed = table is not self.table
         self._full, self.table = full, table

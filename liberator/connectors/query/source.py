@@ -108,7 +108,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
     def streams(self) -> list[Stream]:
         conn, readers = self._connect()
         with conn:
-            return [r.table.stream for r in readers if r.table is not None]
+            return [s for r in readers if r.table is not None for s in r.table.streams()]
 
     def close(self) -> None:
         if self._engine is not None:
