@@ -271,3 +271,26 @@ def test_postgresql_claims_and_cleanups_use_the_indexes_whatever_the_statistics_
     assert "Seq Scan" not in cleanup_plan, cleanup_plan
     plain.dispose()
     source_like.dispose()
+
+
+@pytest.mark.parametrize("cleanup", ["delete", "mark"])
+def test_postgresql_cleanup_of_integer_ids_is_one_statement_with_one_array_parameter(pg_url: str, cleanup: str) -> None:
+    """However many ids a batch has: an IN list of hundreds of placeholders was parsed again for every batch
+    (too long for psycopg's query cache) and cut into statements of 1000."""
+    db = AppDb(pg_url, "postgresql")
+    db.create_outbox(cleanup=cleanup)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('o', :a, 'E', :p)"),
+            [{"a": str(n), "p": "{}"} for n in range(2600)],
+        )
+        ids = [int(i) for i in conn.execute(sa.text("SELECT id FROM outbox ORDER BY id")).scalars()]
+    config = OutboxSourceConfig.model_validate(
+        {"name": "ob", "type": "outbox", "url": pg_url, "topic": "t.{aggregate_type}", "cleanup": cleanup}
+    )
+    statements = OutboxQueries(config, "postgresql").cleanup(ids[:2500])
+    assert len(statements) == 1 and list(statements[0][1]) == ["outbox_ids"], statements[0][1].keys()
+    with db.engine.begin() as conn:
+        conn.execute(*statements[0])
+    left = db.count() if cleanup == "delete" else db.count("published_at IS NULL")
+    assert left == 100
