@@ -50,11 +50,8 @@ class Claimer:
                 fetched = self._fetch(conn, self.queries.claim(batch_size + len(in_flight), False))
             rows = [row for row in fetched if row._mapping[self.cfg.columns.id] not in in_flight][:batch_size]
             return Claim(rows, None, len(rows) == batch_size) if rows else None
-        conn = self.engine.connect()
+        conn = self.engine.connect()  # on MySQL/MariaDB at READ COMMITTED (dialects.queue_isolation)
         try:
-            if conn.dialect.name in ("mysql", "mariadb"):
-                # REPEATABLE READ would take gap locks and block the application's inserts meanwhile.
-                conn = conn.execution_options(isolation_level="READ COMMITTED")
             rows = self._fetch(conn, self.queries.claim(batch_size, True))
             full = len(rows) == batch_size
             # Asked after the rows are locked: see connectors.outbox.presence for why that order is safe.

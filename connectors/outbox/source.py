@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from connectors.outbox.claim import Claim, ClaimAhead, Claimer
 from connectors.outbox.cleaner import Cleaner
 from connectors.outbox.config import OutboxSourceConfig
-from connectors.outbox.dialects import classify_error, queue_session, use_skip_locked
+from connectors.outbox.dialects import classify_error, queue_isolation, queue_session, use_skip_locked
 from connectors.outbox.notify import Notifier
 from connectors.outbox.position import OutboxPosition
 from connectors.outbox.presence import Presence
@@ -88,7 +88,11 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
             # Claims check connections out every few milliseconds: a ping each time was a sixth of the
             # claim's time, so only connections idle for a poll interval or more are pinged.
             self._engine = sqldb.create_engine(
-                self.cfg.url, self.cfg, ping_after_idle=PING_AFTER_IDLE, pool_size=self.cfg.max_in_flight + 3
+                self.cfg.url,
+                self.cfg,
+                ping_after_idle=PING_AFTER_IDLE,
+                pool_size=self.cfg.max_in_flight + 3,
+                **queue_isolation(self.cfg.url),
             )
             queue_session(self._engine)
         if self._router is None:

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +15,11 @@ from connectors.outbox.config import OutboxSourceConfig
 from connectors.outbox.ddl import outbox_ddl
 from connectors.outbox.dialects import queue_session
 from connectors.outbox.queries import OutboxQueries
+from connectors.outbox.source import OutboxSource
 from liberator import sqldb
+from liberator.config import load_config
+from liberator.registry.client import RegistryClient
+from liberator.runtime import build_source
 from tests.integration.test_outbox_support import AppDb, app_db, outbox_yaml, register_order_schema
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 
@@ -294,3 +298,41 @@ def test_postgresql_cleanup_of_integer_ids_is_one_statement_with_one_array_param
         conn.execute(*statements[0])
     left = db.count() if cleanup == "delete" else db.count("published_at IS NULL")
     assert left == 100
+
+
+def test_mysql_claims_run_at_read_committed_without_a_set_per_claim(
+    mysql_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """No gap locks block the application's inserts during a claim, and the isolation level is the
+    session's own: set per claim, it cost a SET and its reset (two round trips) every time."""
+    db = AppDb(mysql_url, "mariadb")
+    db.create_outbox()
+    register_order_schema(registry_url, f"{db.prefix}.order")
+    for n in range(4):
+        db.insert(str(n), order(n))
+    config = load_config(app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(db, "    batch_size: 1\n")))
+    source = cast(
+        OutboxSource, build_source(config.sources[0], "test", threading.Event(), RegistryClient(registry_url))
+    )
+    source._open()
+    claimer = source._claimer
+    assert claimer is not None
+    seen = []
+    try:
+        for _ in range(3):
+            claimed = claimer.claim(set())
+            assert claimed is not None and claimed.conn is not None
+            level, sets = claimed.conn.execute(
+                sa.text(
+                    "SELECT @@session.tx_isolation, VARIABLE_VALUE FROM information_schema.SESSION_STATUS "
+                    "WHERE VARIABLE_NAME = 'COM_SET_OPTION'"
+                )
+            ).one()
+            seen.append((claimed.conn.connection.dbapi_connection, level, int(sets)))
+            claimed.conn.rollback()
+            claimed.conn.close()  # back to the pool: the next claim takes the same session
+    finally:
+        source.close()
+    assert all(level == "READ-COMMITTED" for _, level, _ in seen), seen
+    assert len({id(session) for session, _, _ in seen}) == 1, "one pooled session served every claim"
+    assert len({sets for _, _, sets in seen}) == 1, f"SET statements sent between claims: {seen}"
