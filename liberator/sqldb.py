@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from typing import Any
 
 import psycopg
@@ -12,7 +13,7 @@ import pymysql.constants  # type: ignore[import-untyped]
 import pymysql.converters  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, NoSuchModuleError
 
 from liberator.config import DatabaseTimeouts
 from liberator.dbconnect import (
@@ -49,11 +50,17 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-def create_engine(url: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS, **kwargs: Any) -> sa.Engine:
-    """An engine whose connections are bounded by `timeouts` (liberator.dbconnect) and set up exactly."""
+def create_engine(
+    url: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS, *, ping_after_idle: float | None = None, **kwargs: Any
+) -> sa.Engine:
+    """An engine whose connections are bounded by `timeouts` (liberator.dbconnect) and set up exactly.
+
+    A connection taken from the pool is pinged first (a stale one is replaced), or, with `ping_after_idle`,
+    only when it sat in the pool at least that many seconds: for a pool whose connections go in and out every
+    few milliseconds, where the ping was a round trip per checkout."""
     parsed = parse_url(url)
     try:
-        engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+        engine = sa.create_engine(parsed, pool_pre_ping=ping_after_idle is None, **kwargs)
     except NoSuchModuleError:
         raise ConfigError(
             f"{redact(parsed)}: no SQLAlchemy dialect {parsed.drivername!r}; install its driver package "
@@ -61,7 +68,36 @@ def create_engine(url: str, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS, **kwa
         ) from None
     sa.event.listen(engine, "do_connect", _timed_connect(engine.dialect, timeouts))
     sa.event.listen(engine, "connect", _session_setup(engine.dialect.name))
+    if ping_after_idle is not None:
+        _ping_idle_connections(engine, ping_after_idle)
     return engine
+
+
+_CHECKED_IN = "liberator.checked_in"  # when a pooled connection was last returned (its own `info`)
+
+
+def _ping_idle_connections(engine: sa.Engine, idle: float) -> None:
+    """Ping a pooled connection at checkout only if it sat idle `idle` seconds or more. A dead one is
+    replaced (the pool retries the checkout on DisconnectionError). A connection in steady use that dies
+    fails its statement instead: SQLAlchemy then invalidates the whole pool, and the caller's retry gets
+    fresh connections."""
+    dialect = engine.dialect
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_CHECKED_IN] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN)
+        if since is None or time.monotonic() - since < idle:
+            return  # just connected, or in use moments ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any driver error: the connection cannot be trusted
+            raise DisconnectionError(f"the pooled connection is gone ({type(exc).__name__})") from exc
+
+    sa.event.listen(engine, "checkin", checkin)
+    sa.event.listen(engine, "checkout", checkout)
 
 
 def _timed_connect(dialect: sa.Dialect, timeouts: DatabaseTimeouts) -> Any:

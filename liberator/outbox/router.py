@@ -24,6 +24,7 @@ from liberator.errors import ConfigError, FatalSourceError, SchemaError
 from liberator.events import ChangeEvent, Stream
 from liberator.outbox import values
 from liberator.outbox.jsonavro import JsonToAvro, PayloadMismatch
+from liberator.outbox.jsonwriter import JsonAvroWriter
 from liberator.outbox.routing import OutboxRouting
 from liberator.outbox.values import InvalidRow
 from liberator.positions import Position
@@ -48,7 +49,7 @@ _DESTINATIONS_KEPT = 10_000
 class _SubjectSchema:
     fetched_at: float
     encoder: AvroEncoder
-    converter: JsonToAvro
+    writer: JsonAvroWriter  # the JSON payload's framed Avro bytes, generated for this schema
 
 
 class OutboxRouter:
@@ -235,8 +236,7 @@ class OutboxRouter:
 
     def _encode(self, subject_schema: _SubjectSchema, document: Any) -> bytes:
         try:
-            datum = subject_schema.converter.convert(document)
-            return subject_schema.encoder.encode(datum)
+            return subject_schema.writer.write(document)
         except (PayloadMismatch, SchemaError) as exc:
             raise InvalidRow(f"{exc} (schema id {subject_schema.encoder.schema_id})") from None
 
@@ -254,9 +254,10 @@ class OutboxRouter:
             )
         schema_id, _version, schema = latest
         if cached is not None and cached.encoder.schema_id == schema_id:
-            fresh = _SubjectSchema(now, cached.encoder, cached.converter)
+            fresh = _SubjectSchema(now, cached.encoder, cached.writer)
         else:
-            fresh = _SubjectSchema(now, AvroEncoder(schema, schema_id), JsonToAvro(schema))
+            encoder = AvroEncoder(schema, schema_id)
+            fresh = _SubjectSchema(now, encoder, JsonAvroWriter(schema, encoder, JsonToAvro(schema)))
         self._subjects[subject] = fresh
         return fresh
 

@@ -6,16 +6,20 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
 
 from liberator import sqldb
+from liberator.config import load_config
 from liberator.connectors.outbox.config import OutboxSourceConfig
 from liberator.connectors.outbox.ddl import outbox_ddl
 from liberator.connectors.outbox.dialects import queue_session
 from liberator.connectors.outbox.queries import OutboxQueries
+from liberator.connectors.outbox.source import OutboxSource
+from liberator.registry.client import RegistryClient
+from liberator.runtime import build_source
 from tests.integration.test_outbox_support import AppDb, app_db, outbox_yaml, register_order_schema
 from tests.support import DaemonThread, app_config, read_topic, wait_for
 
@@ -271,3 +275,64 @@ def test_postgresql_claims_and_cleanups_use_the_indexes_whatever_the_statistics_
     assert "Seq Scan" not in cleanup_plan, cleanup_plan
     plain.dispose()
     source_like.dispose()
+
+
+@pytest.mark.parametrize("cleanup", ["delete", "mark"])
+def test_postgresql_cleanup_of_integer_ids_is_one_statement_with_one_array_parameter(pg_url: str, cleanup: str) -> None:
+    """However many ids a batch has: an IN list of hundreds of placeholders was parsed again for every batch
+    (too long for psycopg's query cache) and cut into statements of 1000."""
+    db = AppDb(pg_url, "postgresql")
+    db.create_outbox(cleanup=cleanup)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('o', :a, 'E', :p)"),
+            [{"a": str(n), "p": "{}"} for n in range(2600)],
+        )
+        ids = [int(i) for i in conn.execute(sa.text("SELECT id FROM outbox ORDER BY id")).scalars()]
+    config = OutboxSourceConfig.model_validate(
+        {"name": "ob", "type": "outbox", "url": pg_url, "topic": "t.{aggregate_type}", "cleanup": cleanup}
+    )
+    statements = OutboxQueries(config, "postgresql").cleanup(ids[:2500])
+    assert len(statements) == 1 and list(statements[0][1]) == ["outbox_ids"], statements[0][1].keys()
+    with db.engine.begin() as conn:
+        conn.execute(*statements[0])
+    left = db.count() if cleanup == "delete" else db.count("published_at IS NULL")
+    assert left == 100
+
+
+def test_mysql_claims_run_at_read_committed_without_a_set_per_claim(
+    mysql_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """No gap locks block the application's inserts during a claim, and the isolation level is the
+    session's own: set per claim, it cost a SET and its reset (two round trips) every time."""
+    db = AppDb(mysql_url, "mariadb")
+    db.create_outbox()
+    register_order_schema(registry_url, f"{db.prefix}.order")
+    for n in range(4):
+        db.insert(str(n), order(n))
+    config = load_config(app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(db, "    batch_size: 1\n")))
+    source = cast(
+        OutboxSource, build_source(config.sources[0], "test", threading.Event(), RegistryClient(registry_url))
+    )
+    source._open()
+    claimer = source._claimer
+    assert claimer is not None
+    seen = []
+    try:
+        for _ in range(3):
+            claimed = claimer.claim(set())
+            assert claimed is not None and claimed.conn is not None
+            level, sets = claimed.conn.execute(
+                sa.text(
+                    "SELECT @@session.tx_isolation, VARIABLE_VALUE FROM information_schema.SESSION_STATUS "
+                    "WHERE VARIABLE_NAME = 'COM_SET_OPTION'"
+                )
+            ).one()
+            seen.append((claimed.conn.connection.dbapi_connection, level, int(sets)))
+            claimed.conn.rollback()
+            claimed.conn.close()  # back to the pool: the next claim takes the same session
+    finally:
+        source.close()
+    assert all(level == "READ-COMMITTED" for _, level, _ in seen), seen
+    assert len({id(session) for session, _, _ in seen}) == 1, "one pooled session served every claim"
+    assert len({sets for _, _, sets in seen}) == 1, f"SET statements sent between claims: {seen}"

@@ -10,6 +10,9 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import cast
 
+import pytest
+import sqlalchemy as sa
+
 from liberator.avro import AvroEncoder, frame
 from liberator.capture import ChangeBatch
 from liberator.config import AppConfig, load_config
@@ -238,3 +241,69 @@ def test_batches_are_cleaned_up_once_kafka_has_them_not_once_the_position_is_sto
     assert [r["value"]["order_id"] for r in read_topic(kafka_bootstrap, registry_url, topic, expect=30)] == list(
         range(30)
     )
+
+
+def _unlocked(db: AppDb) -> int:
+    """How many outbox rows no transaction holds (what another daemon's claim would get now)."""
+    with db.engine.connect() as conn:
+        if db.kind == "mariadb":
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+        rows = conn.execute(sa.text("SELECT id FROM outbox FOR UPDATE SKIP LOCKED")).all()
+        conn.rollback()
+    return len(rows)
+
+
+class _Claims:
+    """Counts the claims (SELECT ... SKIP LOCKED) that returned, on every engine but the application's:
+    once one returned, its rows are locked (what comes after it in a claim takes no row locks)."""
+
+    def __init__(self, app: sa.Engine) -> None:
+        self.app = app
+        self.done = 0
+        sa.event.listen(sa.engine.Engine, "after_cursor_execute", self._seen)
+
+    def _seen(self, conn: sa.Connection, _cursor: object, sql: str, *_args: object) -> None:
+        if conn.engine is not self.app and "SKIP LOCKED" in sql:
+            self.done += 1
+
+    def remove(self) -> None:
+        sa.event.remove(sa.engine.Engine, "after_cursor_execute", self._seen)
+
+
+def test_the_next_claim_is_taken_while_the_current_batch_is_published(
+    app_db: AppDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """skip_locked: after a full claim the next one starts on a worker, so while the runtime publishes the
+    yielded batch (here: the generator waits at its yield) the next batch's rows get locked, and the batches
+    still come out in outbox order."""
+    if app_db.kind == "sqlite":
+        pytest.skip("SQLite has no row locks: one leader claims in turn")
+    app_db.create_outbox()
+    register_order_schema(registry_url, f"{app_db.prefix}.order")
+    for n in range(7):
+        app_db.insert(str(n % 2), {"order_id": n, "total": "1.00"})
+    config = load_config(
+        app_config(tmp_path, kafka_bootstrap, registry_url, outbox_yaml(app_db, "    batch_size: 3\n"))
+    )
+    stop = threading.Event()
+    source = build_source(config.sources[0], "test", stop, RegistryClient(registry_url))
+    claims = _Claims(app_db.engine)
+    items = cast(Generator[SourceItem, None, None], source.read(None))
+    try:
+        first = next(item for item in items if isinstance(item, ChangeBatch))
+        # The generator is suspended at its yield: only a claim on another thread can lock rows now.
+        wait_for(lambda: claims.done == 2, timeout=10, what="the next batch claimed ahead")
+        assert _unlocked(app_db) == 1
+        second = next(item for item in items if isinstance(item, ChangeBatch))
+        wait_for(lambda: claims.done == 3, timeout=10, what="the last row claimed ahead")
+        assert _unlocked(app_db) == 0
+        third = next(item for item in items if isinstance(item, ChangeBatch))
+        published = [e for batch in (first, second, third) for e in batch.items]
+        ids = [int(dict(cast(ChangeEvent, e).headers)["id"]) for e in published]
+        assert ids == sorted(ids) and len(ids) == 7
+    finally:
+        claims.remove()
+        stop.set()
+        items.close()
+        source.close()
+    assert _unlocked(app_db) == 7, "every claim, the one ahead included, was let go on close"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from liberator.connectors.outbox.config import OutboxSourceConfig
 from liberator.connectors.outbox.presence import Presence
@@ -47,11 +50,8 @@ class Claimer:
                 fetched = self._fetch(conn, self.queries.claim(batch_size + len(in_flight), False))
             rows = [row for row in fetched if row._mapping[self.cfg.columns.id] not in in_flight][:batch_size]
             return Claim(rows, None, len(rows) == batch_size) if rows else None
-        conn = self.engine.connect()
+        conn = self.engine.connect()  # on MySQL/MariaDB at READ COMMITTED (dialects.queue_isolation)
         try:
-            if conn.dialect.name in ("mysql", "mariadb"):
-                # REPEATABLE READ would take gap locks and block the application's inserts meanwhile.
-                conn = conn.execution_options(isolation_level="READ COMMITTED")
             rows = self._fetch(conn, self.queries.claim(batch_size, True))
             full = len(rows) == batch_size
             # Asked after the rows are locked: see liberator.connectors.outbox.presence for why that order is safe.
@@ -91,3 +91,48 @@ class Claimer:
         return [
             row for row in rows if (row._mapping[cols.aggregate_type], row._mapping[cols.aggregate_id]) not in waiting
         ]
+
+
+class ClaimAhead:
+    """The next claim, taken on a worker while the reading thread routes and publishes the current batch
+    (skip_locked). Once the claim is the reading thread's only wait on the database, it ran in series with
+    the routing; started ahead, the two overlap.
+
+    Order stays as it was: the claim ahead starts after the current claim returned, whose rows its
+    transaction still locks (SKIP LOCKED passes over them, as it passes over every batch in flight), and
+    its ordering check counts the current batch among this daemon's rows in flight. At most one claim is
+    ahead; only the reading thread starts, takes and lets go of it."""
+
+    def __init__(self, name: str) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-claim-{name}")
+        self._ahead: Future[Claim | None] | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._ahead is not None
+
+    def start(self, claim: Callable[[], Claim | None]) -> None:
+        assert self._ahead is None, "one claim ahead at a time"
+        self._ahead = self._worker.submit(claim)
+
+    def take(self) -> Claim | None:
+        """The claim started ahead (waiting for it to return): its rows, or None if it found none. Raises
+        what the claim raised."""
+        ahead, self._ahead = self._ahead, None
+        assert ahead is not None, "no claim was started ahead"
+        return ahead.result()
+
+    def let_go(self, release: Callable[[sa.Connection | None], None]) -> None:
+        """Roll back the claim started ahead, if any (its rows were never yielded: published later)."""
+        if self._ahead is None:
+            return
+        try:
+            claimed = self.take()
+        except SQLAlchemyError:
+            return  # the claim failed and closed its connection itself
+        if claimed is not None:
+            release(claimed.conn)
+
+    def close(self, release: Callable[[sa.Connection | None], None]) -> None:
+        self.let_go(release)
+        self._worker.shutdown(wait=True)

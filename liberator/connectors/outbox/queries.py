@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 from liberator.connectors.outbox.config import OutboxSourceConfig
 
@@ -121,6 +121,11 @@ class OutboxQueries:
                 ]
             one = statement.where(self.id == sa.bindparam("outbox_id"))
             return [(one, [{"outbox_id": i} for i in ids])] if ids else []
+        if ids and self.dialect == "postgresql" and _int64s(ids):
+            # One array parameter: an IN list of 500 placeholders was too long for psycopg's query cache, and
+            # was parsed again by the client and the server for every batch.
+            array = sa.bindparam("outbox_ids", type_=postgresql.ARRAY(sa.BigInteger))
+            return [(statement.where(self.id == sa.any_(array)), {"outbox_ids": list(ids)})]
         in_list = statement.where(self.id.in_(sa.bindparam("outbox_ids", expanding=True)))
         return [
             (in_list, {"outbox_ids": list(ids[start : start + CLEANUP_CHUNK])})

@@ -31,10 +31,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from liberator import sqldb
 from liberator.capture import BatchItem, ChangeBatch
-from liberator.connectors.outbox.claim import Claim, Claimer
+from liberator.connectors.outbox.claim import Claim, ClaimAhead, Claimer
 from liberator.connectors.outbox.cleaner import Cleaner
 from liberator.connectors.outbox.config import OutboxSourceConfig
-from liberator.connectors.outbox.dialects import classify_error, queue_session, use_skip_locked
+from liberator.connectors.outbox.dialects import classify_error, queue_isolation, queue_session, use_skip_locked
 from liberator.connectors.outbox.notify import Notifier
 from liberator.connectors.outbox.position import OutboxPosition
 from liberator.connectors.outbox.presence import Presence
@@ -44,6 +44,8 @@ from liberator.events import IDLE, Idle, SourceItem, Stream
 from liberator.outbox import OutboxRouter
 from liberator.positions import Position
 from liberator.source import Source, SourceConfig, SourceContext
+
+PING_AFTER_IDLE = 1.0  # seconds a pooled connection may sit unused before a checkout pings it
 
 
 @dataclass
@@ -69,6 +71,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         self._claimer: Claimer | None = None
         self._presence: Presence | None = None  # skip_locked: this daemon's registration among the claimers
         self._cleaner: Cleaner | None = None  # skip_locked: commits acknowledged batches' cleanups meanwhile
+        self._ahead: ClaimAhead | None = None  # skip_locked: takes the next claim while a batch is routed
         self._notifier: Notifier | None = None
         # Yielded batches awaiting Kafka, oldest first; only the reading thread (read and the hooks) touches it.
         self._awaiting: deque[_Batch] = deque()
@@ -82,7 +85,15 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
     def _open(self) -> None:
         if self._engine is None:
             # One connection per claim in flight (skip_locked), plus the claim's own, the lock's and a spare.
-            self._engine = sqldb.create_engine(self.cfg.url, self.cfg, pool_size=self.cfg.max_in_flight + 3)
+            # Claims check connections out every few milliseconds: a ping each time was a sixth of the
+            # claim's time, so only connections idle for a poll interval or more are pinged.
+            self._engine = sqldb.create_engine(
+                self.cfg.url,
+                self.cfg,
+                ping_after_idle=PING_AFTER_IDLE,
+                pool_size=self.cfg.max_in_flight + 3,
+                **queue_isolation(self.cfg.url),
+            )
             queue_session(self._engine)
         if self._router is None:
             self._router = OutboxRouter(
@@ -98,6 +109,8 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                 self._presence = Presence(self._engine, lock_name)
             if skip_locked and self._cleaner is None:
                 self._cleaner = Cleaner(self.cfg.name, self._error)
+            if skip_locked and self._ahead is None:
+                self._ahead = ClaimAhead(self.cfg.name)
             self._claimer = Claimer(self._engine, self._queries, self.cfg, skip_locked, self._presence)
             if self.cfg.notify_channel is not None and self._notifier is None:
                 self._notifier = Notifier(self._engine.url, self.cfg.notify_channel, self.cfg)
@@ -153,7 +166,8 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         try:
             while not stop.is_set():
                 self._raise_cleanup_failure()
-                if len(self._awaiting) + self._cleaning() >= self.cfg.max_in_flight:
+                ahead = self._ahead is not None and self._ahead.pending  # counted when it was started
+                if not ahead and self._held() >= self.cfg.max_in_flight:
                     yield from self._pause()  # Kafka's acknowledgement (served meanwhile) frees a claim
                     continue
                 claimed = self._claim()
@@ -161,10 +175,14 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                     yield from self._wait_for_work()
                     continue
                 number += 1
+                # A full claim: more is waiting, so the next claim starts now, if the window has room for it.
+                if claimed.full and self._ahead is not None and self._held() + 2 <= self.cfg.max_in_flight:
+                    self._ahead.start(functools.partial(self._claimer_claim, self._in_flight(claimed)))
                 batch, failure = self._route(run, number, claimed)
                 if batch is not None:
                     yield batch
                 if failure is not None:
+                    self._let_go_ahead()  # nothing after the bad row is published until it is fixed
                     # on_error: stop. Let Kafka acknowledge (and clean up) what came before the bad row.
                     while (self._awaiting or self._cleaning()) and not stop.is_set():
                         yield from self._pause()
@@ -175,18 +193,40 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         except SQLAlchemyError as exc:
             raise self._error(exc) from None
         finally:
+            self._let_go_ahead()  # never yielded: its rows go back to the table
             if not stop.is_set():
                 # A failure or a retry: what Kafka has not acknowledged yet is let go (published again).
                 # On shutdown the runtime still drains the producer and hears `delivered` before `close`.
                 self._release_all()
 
     def _claim(self) -> Claim | None:
-        assert self._claimer is not None
         self.phase = "polling"
-        in_flight = {i for batch in self._awaiting for i in batch.ids}
-        if self._cleaner is not None:  # rows whose cleanup has not committed yet are ours too
-            in_flight.update(i for ids in self._cleaner.pending() for i in ids)
+        if self._ahead is not None and self._ahead.pending:
+            return self._ahead.take()
+        return self._claimer_claim(self._in_flight(None))
+
+    def _claimer_claim(self, in_flight: set[Any]) -> Claim | None:
+        assert self._claimer is not None
         return self._claimer.claim(in_flight)
+
+    def _in_flight(self, claimed: Claim | None) -> set[Any]:
+        """The ids of this daemon's rows that a claim's ordering check must count as ours: the batches
+        awaiting Kafka, the cleanups not committed yet and (for a claim ahead) the claim being routed."""
+        in_flight = {i for batch in self._awaiting for i in batch.ids}
+        if self._cleaner is not None:
+            in_flight.update(i for ids in self._cleaner.pending() for i in ids)
+        if claimed is not None:
+            id_column = self.cfg.columns.id
+            in_flight.update(row._mapping[id_column] for row in claimed.rows)
+        return in_flight
+
+    def _held(self) -> int:
+        """Claims holding a connection and their rows' locks: yielded batches and uncommitted cleanups."""
+        return len(self._awaiting) + self._cleaning()
+
+    def _let_go_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.let_go(self._release)
 
     def _route(self, run: str, number: int, claimed: Claim) -> tuple[ChangeBatch | None, FatalSourceError | None]:
         """The claimed rows' events as one batch (None if the first row is bad), and the on_error=stop error
@@ -304,6 +344,9 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
                 len(self._awaiting),
             )
         self._release_all()
+        if self._ahead is not None:
+            self._ahead.close(self._release)
+            self._ahead = None
         if self._cleaner is not None:
             self._cleaner.close()  # every cleanup handed over commits (or fails) before the engine goes
             self._cleaner = None
