@@ -170,7 +170,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         for running in answer.get("running", []):
             state = "running" if running["running"] else "waiting"
             where = f"  where {running['where']}" if running["where"] else ""
-            say(f"{running['id']}  {state:<8} {running['stream']}: {running['rows']} rows so far{where}")
+            of = f" of ~{running['estimate']:,}" if running.get("estimate") else ""
+            rate = f", {running['rows_per_second']:,.0f} rows/s" if running.get("rows_per_second") else ""
+            eta = f", ETA {running['eta_seconds']:.0f}s" if running.get("eta_seconds") is not None else ""
+            done = f"{running['rows']:,}{of} rows so far{rate}{eta}"
+            say(f"{running['id']}  {state:<8} {running['stream']}: {done}{where}")
         for request_id, reason in answer.get("refused", {}).items():
             say(f"{request_id}  refused  {reason}")
         if not any(answer.get(k) for k in ("queued", "running", "refused")):

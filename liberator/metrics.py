@@ -350,6 +350,7 @@ class Metrics:
             [(s, s.rows_dead_lettered) for s in statuses],
         )
         self._skipped_rows(lines, statuses)
+        self._snapshot_metrics(lines, statuses)
         self._sink_metrics(lines)
         return "\n".join(lines) + "\n"
 
@@ -364,6 +365,24 @@ class Metrics:
                     f'table="{_label(table)}",reason="{reason}"'
                 )
                 lines.append(f"{name}{{{labels}}} {count}")
+
+    def _snapshot_metrics(self, lines: list[str], statuses: list[SourceStatus]) -> None:
+        """Per table of a snapshot (the initial one or one on demand): rows read, the estimate, done."""
+        gauges = (
+            ("rows", "Rows read by the table's latest snapshot (initial or on demand).", lambda f: f["rows"]),
+            ("rows_estimate", "Rows in the table by the database's statistics.", lambda f: f["estimate"]),
+            ("done", "1 once the table's latest snapshot is read to its end.", lambda f: 1 if f["done"] else 0),
+        )
+        for suffix, help_text, value_of in gauges:
+            name = f"liberator_snapshot_{suffix}"
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} gauge")
+            for status in statuses:
+                for table, figures in list(status.snapshot.items()):
+                    value = value_of(figures)
+                    if value is not None:
+                        labels = f'app="{self.app}",source="{status.name}",type="{status.type}",table="{_label(table)}"'
+                        lines.append(f"{name}{{{labels}}} {value}")
 
     def _sink_metrics(self, lines: list[str]) -> None:
         sinks = list(self.sinks.values())

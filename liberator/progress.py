@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from liberator.capture.changes import RowChange
 from liberator.envelope import Op
+from liberator.snapshots import Backfill
 
 Clock = Callable[[], float]
 Estimator = Callable[[str, str], "int | None"]  # (schema, table) -> rows the statistics estimate
@@ -78,10 +79,12 @@ class TableProgress:
     estimate: int | None = None
     done: bool = False
     finished: float | None = None
+    run: str | None = None  # the snapshot on demand reading it (liberator.snapshots); None: the initial snapshot
+    rows_before: int = 0  # rows read before `started` (a snapshot on demand resumed after a restart)
 
     def rate(self, now: float) -> float:
         elapsed = (self.finished or now) - self.started
-        return self.rows / elapsed if elapsed > 0 else 0.0
+        return (self.rows - self.rows_before) / elapsed if elapsed > 0 else 0.0
 
     def eta(self, now: float) -> float | None:
         """Seconds left at the current rate; None without an estimate, a rate, or once the estimate is reached."""
@@ -100,6 +103,7 @@ class TableProgress:
             "rows_per_second": round(self.rate(now), 1),
             "eta_seconds": None if eta is None else round(eta, 1),
             "done": self.done,
+            "run": self.run,
         }
 
     def line(self, now: float) -> str:
@@ -178,15 +182,33 @@ class SnapshotProgress:
 
         threading.Thread(target=look_up, name=f"estimate-{table}", daemon=True).start()
 
+    def track_backfills(self, backfills: Sequence[tuple[Backfill, bool]]) -> None:
+        """Each second, the snapshots on demand as the source reported them (oldest first, and whether each
+        still runs): a table's newest one replaces what the table showed before. Their rows are the source's
+        own count per chunk, so no batch is counted for them on the reading thread."""
+        newest = {backfill.stream: (backfill, running) for backfill, running in backfills}
+        now = self.clock()
+        for stream, (backfill, running) in newest.items():
+            progress = self.tables.get(stream)
+            if progress is None or progress.run != backfill.id:
+                progress = TableProgress(stream, now, rows=backfill.rows, run=backfill.id, rows_before=backfill.rows)
+                self.tables[stream] = progress
+                schema, _, table = stream.rpartition(".")
+                self._look_up(progress, schema, table)
+            progress.rows = backfill.rows
+            if not running and not progress.done:
+                progress.done, progress.finished = True, now
+
     def tick(self, snapshotting: bool) -> None:
-        """Each second: once the source's phase is no longer snapshot, every table counted is done."""
+        """Each second: once the source's phase is no longer snapshot, every table the initial snapshot read
+        is done (snapshots on demand end when the source says so: `track_backfills`)."""
         tables = list(self.tables.values())
         if not tables:
             return
         now = self.clock()
         if not snapshotting:
             for table in tables:
-                if not table.done:
+                if not table.done and table.run is None:
                     table.done, table.finished = True, now
         self.display.show(self.source, self.log, tables, now)
 

@@ -73,6 +73,12 @@ class SnapshotDesk:
         self._queued: dict[str, SnapshotRequest] = {}
         self._status: list[dict[str, Any]] = []  # what the source last reported: one entry per table backfill
         self._refused: dict[str, str] = {}  # request id -> why the source refused it
+        # Every backfill reported in this process, newest last, and those still running: for the progress
+        # figures (liberator.progress), which read them each second; bounded like the refusals are not.
+        self._seen: dict[tuple[str, str], Backfill] = {}
+        self._running: set[tuple[str, str]] = set()
+        # The progress figures per table (rows, estimate, rate, ETA), set by the source's runner, for `status`.
+        self.figures: Callable[[], dict[str, dict[str, Any]]] = dict
 
     def submit(self, request: SnapshotRequest) -> None:
         with self._lock:
@@ -146,19 +152,49 @@ class SnapshotDesk:
         return tuple(b for b in kept if b.stream in captured), changed
 
     def report_backfills(self, backfills: Sequence[Backfill]) -> None:
+        """The source's backfills now, first the one being read (on every change: a chunk, a request, a cancel)."""
+        with self._lock:
+            for backfill in backfills:
+                self._seen[(backfill.id, backfill.stream)] = backfill
+            self._running = {(b.id, b.stream) for b in backfills}
+            for key in [k for k in self._seen if k not in self._running][: max(0, len(self._seen) - _SEEN_KEPT)]:
+                del self._seen[key]
         self.report([{**b.to_json(), "running": i == 0} for i, b in enumerate(backfills)])
+
+    def finished(self, backfill: Backfill, log: logging.Logger) -> None:
+        """A backfill read to its end (`backfill` with its final row count): one log line, and its figures."""
+        log.info("snapshot %s of %s done: %d rows", backfill.id, backfill.stream, backfill.rows)
+        with self._lock:
+            self._seen[(backfill.id, backfill.stream)] = backfill
+
+    def backfill_progress(self) -> list[tuple[Backfill, bool]]:
+        """Each backfill reported in this process, oldest first, and whether it is still under way."""
+        with self._lock:
+            return [(backfill, key in self._running) for key, backfill in self._seen.items()]
 
     def report(self, status: list[dict[str, Any]]) -> None:
         with self._lock:
             self._status = status
 
     def status(self) -> dict[str, Any]:
+        """Queued, running (with the table's progress figures) and refused requests."""
+        figures = self.figures()
         with self._lock:
             return {
                 "queued": [r.to_json() for r in self._queued.values()],
-                "running": list(self._status),
+                "running": [_with_progress(entry, figures) for entry in self._status],
                 "refused": dict(self._refused),
             }
+
+
+_SEEN_KEPT = 100  # finished backfills remembered for their progress figures
+
+
+def _with_progress(entry: dict[str, Any], figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    table = figures.get(entry["stream"])
+    if table is None or table.get("run") != entry["id"]:
+        return dict(entry)
+    return {**entry, **{k: table[k] for k in ("estimate", "percent", "rows_per_second", "eta_seconds")}}
 
 
 @dataclass(frozen=True)

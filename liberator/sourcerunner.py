@@ -105,6 +105,8 @@ class SourceRunner(LeaseTerms):
         )
         self.store = store
         self.progress = progress  # counts snapshot reads per table
+        if progress is not None:
+            source.context.snapshots.figures = progress.figures  # for `liberator snapshot --status`
         self._store_lock = threading.Lock()  # the committer thread and a durable checkpoint both store
         # How long the way out may wait for Kafka's acknowledgements; the daemon shortens it to its shutdown budget.
         self.drain_budget: Callable[[], float] = lambda: FLUSH_ON_STOP
@@ -409,6 +411,7 @@ class SourceRunner(LeaseTerms):
         if status.state in ("running", "retrying"):
             self.watch.tick(self.window.events)
         if self.progress is not None:
+            self.progress.track_backfills(self.source.context.snapshots.backfill_progress())
             self.progress.tick(status.phase == "snapshot" and status.state in ("starting", "running", "retrying"))
             status.snapshot = self.progress.figures()
 

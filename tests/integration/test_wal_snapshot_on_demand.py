@@ -13,7 +13,17 @@ from typing import Any
 
 from liberator.embedded.ports import free_port
 from tests.integration.postgres_wal_support import WalDb
-from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for, with_http
+from tests.support import (
+    DaemonThread,
+    app_config,
+    cli,
+    fold_by_key,
+    health,
+    metrics_text,
+    read_topic,
+    wait_for,
+    with_http,
+)
 
 ROWS = 300
 
@@ -22,6 +32,7 @@ def _setup(pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str)
     db = WalDb(pg_url)
     db.run("CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL, note text)")
     db.run(f"INSERT INTO items SELECT i, 1, 'n' || i FROM generate_series(1, {ROWS}) AS i")
+    db.run("ANALYZE items")  # the statistics the progress estimate comes from
     wal = (
         f"  - name: wal\n    type: postgres_wal\n    url: {db.url}\n    tables: [items]\n"
         f'    slot: {db.tag}\n    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n'
@@ -32,6 +43,18 @@ def _setup(pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str)
     return db, config, f"{db.tag}.items"
 
 
+def _port(config: Path) -> int:
+    return int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
+
+
+def _progress(config: Path) -> dict[str, Any] | None:
+    """The items table's snapshot progress in /health, or None before there is any."""
+    document = health(_port(config))
+    source = (document or {}).get("sources", {}).get("wal", {})
+    progress: dict[str, Any] | None = source.get("snapshot", {}).get("public.items")
+    return progress
+
+
 def _snapshot(config: Path, *args: str) -> str:
     done = cli("snapshot", str(config), "--source", "wal", *args)
     assert done.returncode == 0, done.stderr
@@ -40,6 +63,11 @@ def _snapshot(config: Path, *args: str) -> str:
 
 def _idle(config: Path) -> bool:
     return "no snapshot queued or under way" in _snapshot(config, "--status")
+
+
+def _progress_done(config: Path, request_id: str) -> bool:
+    progress = _progress(config) or {}
+    return progress.get("run") == request_id and progress.get("done") is True
 
 
 def _versions_in_order(records: list[dict[str, Any]]) -> dict[int, list[int]]:
@@ -76,8 +104,17 @@ def test_an_incremental_snapshot_under_a_writer_keeps_every_key_in_order(
         try:
             # Each chunk's read sleeps a little per row (a condition true for every row), so the writer's commits
             # land after the read's snapshot and before the high watermark: the rows the window must drop.
-            assert "queued" in _snapshot(config, "--table", "items", "--where", "pg_sleep(0.004 + 0 * id)::text = ''")
+            queued = _snapshot(config, "--table", "items", "--where", "pg_sleep(0.004 + 0 * id)::text = ''")
+            assert "queued" in queued
+            request_id = queued.split()[1]
             wait_for(lambda: _idle(config), timeout=120, what="the snapshot to finish")
+            # Progress shows for the backfill as for an initial snapshot: its rows, the statistics' estimate, done.
+            wait_for(lambda: _progress_done(config, request_id), what="the backfill's progress to say done")
+            assert (_progress(config) or {})["estimate"] == ROWS
+            metrics = metrics_text(_port(config))
+            assert 'liberator_snapshot_done{app="test",source="wal",type="postgres_wal",table="public.items"} 1' in (
+                metrics
+            ), metrics
         finally:
             stop.set()
             thread.join()
@@ -88,9 +125,11 @@ def test_an_incremental_snapshot_under_a_writer_keeps_every_key_in_order(
             return {k: v["version"] for k, v in rows.items()}
 
         wait_for(lambda: folded() == table, timeout=60, what="the topic folded by key to equal the table")
+        final = _progress(config) or {}
     records = read_topic(kafka_bootstrap, registry_url, topic)
     reads = [r for r in records[ROWS:] if r["value"] is not None and r["value"]["op"] == "r"]
     assert reads, "the snapshot published reads"
+    assert final["rows"] == len(reads), final  # the rows the backfill published, not those the windows dropped
     assert all(r["value"]["source"]["snapshot"] for r in reads)
     for key, versions in _versions_in_order(records).items():
         live = [v for v in versions if v != -1]

@@ -10,7 +10,9 @@ import pytest
 
 from liberator.capture.changes import RowChange, Txn
 from liberator.envelope import Op
+from liberator.metrics import Metrics
 from liberator.progress import Bars, LogLines, SnapshotProgress, TableProgress, display_for, wants_bars
+from liberator.snapshots import Backfill, SnapshotDesk
 
 
 class Clock:
@@ -63,10 +65,61 @@ def test_reads_are_counted_per_table_with_the_estimate_rate_and_eta() -> None:
         "rows_per_second": 100.0,
         "eta_seconds": 8.0,
         "done": False,
+        "run": None,
     }
     assert figures["public.notes"]["estimate"] is None and figures["public.notes"]["eta_seconds"] is None
     progress.tick(snapshotting=False)  # the phase moved on: every table is done
     assert progress.figures()["public.orders"]["done"] is True
+
+
+def test_snapshots_on_demand_show_the_sources_own_counts_and_end_when_it_says_so() -> None:
+    clock = Clock()
+    estimates = {("public", "orders"): 1000}
+    progress = SnapshotProgress("pg", logging.getLogger("t"), LogLines(10), lambda s, t: estimates.get((s, t)), clock)
+    desk = SnapshotDesk()
+    desk.figures = progress.figures
+    orders = Table("public", "orders")
+    progress.count(reads(orders, 30))  # the initial snapshot
+    progress.tick(snapshotting=False)
+    # A request resumed after a restart: 100 rows were published before this process started.
+    desk.report_backfills([Backfill("req1", "public.orders", after=(100,), rows=100)])
+    progress.track_backfills(desk.backfill_progress())
+    wait_for_estimate(progress, "public.orders")
+    clock.now += 2
+    desk.report_backfills([Backfill("req1", "public.orders", after=(300,), rows=300)])
+    progress.track_backfills(desk.backfill_progress())
+    progress.tick(snapshotting=False)  # streaming: a snapshot on demand is not done until the source says so
+    assert progress.figures()["public.orders"] == {
+        "rows": 300,
+        "estimate": 1000,
+        "percent": 30.0,
+        "rows_per_second": 100.0,  # 200 rows in 2 s: the rows before the restart are not this run's rate
+        "eta_seconds": 7.0,
+        "done": False,
+        "run": "req1",
+    }
+    (running,) = desk.status()["running"]
+    assert running["estimate"] == 1000 and running["eta_seconds"] == 7.0
+    desk.finished(Backfill("req1", "public.orders", after=(320,), rows=320), logging.getLogger("t"))
+    desk.report_backfills([])
+    progress.track_backfills(desk.backfill_progress())
+    assert progress.figures()["public.orders"]["rows"] == 320  # the last chunk counts
+    assert progress.figures()["public.orders"]["done"] is True
+    desk.report_backfills([Backfill("req2", "public.orders")])  # a newer request shows instead
+    progress.track_backfills(desk.backfill_progress())
+    assert progress.figures()["public.orders"]["run"] == "req2"
+    assert progress.figures()["public.orders"]["rows"] == 0
+
+
+def test_snapshot_progress_is_in_the_prometheus_metrics() -> None:
+    metrics = Metrics("app")
+    status = metrics.source("pg", "postgres_wal")
+    status.snapshot = {"public.orders": {**TableProgress("public.orders", 0.0, rows=5, estimate=9).figures(1.0)}}
+    text = metrics.prometheus()
+    labels = 'app="app",source="pg",type="postgres_wal",table="public.orders"'
+    assert f"liberator_snapshot_rows{{{labels}}} 5" in text
+    assert f"liberator_snapshot_rows_estimate{{{labels}}} 9" in text
+    assert f"liberator_snapshot_done{{{labels}}} 0" in text
 
 
 def wait_for_estimate(progress: SnapshotProgress, table: str) -> None:

@@ -153,7 +153,7 @@ class WalBackfill:
             self.backfills = (done, *self.backfills[1:])
         else:
             self.backfills = self.backfills[1:]
-            self.log.info("snapshot %s of %s done: %d rows", done.id, done.stream, done.rows)
+            self.desk.finished(done, self.log)
         self.desk.report_backfills(self.backfills)
         return out
 

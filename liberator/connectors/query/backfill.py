@@ -86,6 +86,6 @@ class Backfiller:
             yield ChangeBatch(self._changes(reader, chunk, Op.read, read_ms), position)
         if len(rows) < self._page:
             position = position.with_backfills(position.backfills[1:])
-            self._log.info("snapshot %s of %s done: %d rows", backfill.id, backfill.stream, backfill.rows)
+            self.desk.finished(backfill, self._log)
             yield Checkpoint(position)
         return position
