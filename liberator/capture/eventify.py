@@ -262,6 +262,7 @@ class Eventifier:
             if txn.continues is not None:
                 txn.take_order()
             mark, order = len(out), txn.order  # where this change's records start: a poison row keeps none
+            opened, counted = counter.open, counter.events  # and no count on the transaction topic
             try:
                 if table.shaping is not None:  # route by column, headers or a hook: not the hot path
                     self._shaped(append, item, table.shaping, ts_ms, change)
@@ -293,10 +294,12 @@ class Eventifier:
             except DatumError as exc:
                 del out[mark:]
                 txn.order = order
+                counter.undo(opened, counted, table.name)
                 self._poison(PoisonRow.of_change(item, str(exc), CONVERSION, table.on_error), append, position)
             except TransformError as exc:
                 del out[mark:]
                 txn.order = order
+                counter.undo(opened, counted, table.name)
                 self._poison(PoisonRow.of_change(item, str(exc), TRANSFORM, table.on_error), append, position)
         if committed:
             counter.committed(committed)

@@ -116,7 +116,8 @@ class TransactionCounter:
     def __init__(self, event: Callable[[ChangeEvent], tuple[Any, Any]]) -> None:
         self._event = event
         self.append: Append = lambda record: None
-        self._open: _Open | None = None
+        self.open: _Open | None = None
+        self.events = 0  # events counted ever: what `undo` takes back
 
     def counted(self, txn: Txn, table: CapturedTable) -> tuple[str, int, int] | None:
         """One more event of `table` in `txn`: (transaction id, total order, order in the table), or None
@@ -124,31 +125,52 @@ class TransactionCounter:
         txn_id = txn.id
         if txn_id is None or txn.snapshot:
             return None
-        state = self._open
+        state = self.open
         if state is None or state.txn_id != txn_id:
             if state is not None:
                 self._end(state)  # its commit was not reported: the next transaction's first event ends it
             ms = txn.commit_ms if txn.commit_ms is not None else txn.timestamp_ms
-            state = self._open = _Open(txn_id, table.transaction_id(txn) or txn_id, ms, table.transactions)
+            state = self.open = _Open(txn_id, table.transaction_id(txn) or txn_id, ms, table.transactions)
             self._publish(state, "BEGIN")
         state.total += 1
+        self.events += 1
         order = state.tables.get(table.name, 0) + 1
         state.tables[table.name] = order
         return state.id, state.total, order
 
+    def undo(self, opened: _Open | None, events: int, table: str) -> None:
+        """Take back what one change of `table` counted since `events` were counted and `opened` was the open
+        transaction: its records were dropped (a poison row), and with them a BEGIN (and the END before it)
+        that its first event published."""
+        taken = self.events - events
+        if taken == 0:
+            return
+        self.events = events
+        state = self.open
+        if state is not opened:
+            self.open = opened  # the transaction it began is not begun; the one it ended is still open
+            return
+        assert state is not None
+        state.total -= taken
+        left = state.tables[table] - taken
+        if left:
+            state.tables[table] = left
+        else:
+            del state.tables[table]
+
     def committed(self, txns: Iterable[Txn]) -> None:
         """The transactions whose commit was read: END for the open one among them."""
         for txn in txns:
-            state = self._open
+            state = self.open
             if state is not None and state.txn_id == txn.id:
                 self._end(state)
 
     def restart(self) -> None:
         """The source reads again from its last position: an open transaction is read again from its start."""
-        self._open = None
+        self.open = None
 
     def _end(self, state: _Open) -> None:
-        self._open = None
+        self.open = None
         self._publish(state, "END")
 
     def _publish(self, state: _Open, status: str) -> None:

@@ -20,6 +20,7 @@ from liberator.capture.rowerrors import (
     check_dead_letter_template,
 )
 from liberator.capture.tables import CapturedTable
+from liberator.connectors.postgres_wal.debezium import postgres_dialect
 from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError
 from liberator.metrics import Metrics
@@ -118,6 +119,40 @@ def test_a_poison_update_keeps_none_of_its_records() -> None:
     (record,) = eventifier.records([change])
     assert record[0] == "shop.dlq"
     assert json.loads(record[2])["before"] == {"id": 1, "total": "1.00"} and txn.order == 0
+
+
+@pytest.mark.parametrize("envelope", [Envelope.debezium, Envelope.change])
+@pytest.mark.parametrize("poison", [0, 1, 2])  # first, middle, last of the transaction
+def test_a_poison_row_leaves_the_transaction_topic_whole(envelope: Envelope, poison: int) -> None:
+    """BEGIN before the first event published, END counting only the events published, wherever the poison
+    row is; with the previous transaction's END (its commit unreported) kept when the poison row came first."""
+    settings = CaptureSettings(
+        source="shop",
+        connector="postgres_wal",
+        app="app",
+        envelope=envelope,
+        debezium=postgres_dialect("shop") if envelope is Envelope.debezium else None,
+        transactions="{source}.transaction",
+        on_error="skip",
+    )
+    table = Catalogue(settings).table(SHAPE)
+    errors = RowErrors(
+        "shop", "app", "{source}.dlq", log=logging.getLogger("t"), ensure_topic=lambda t: None, counted=lambda r: None
+    )
+    eventifier = Eventifier(envelope, DatumCodec, lambda e: (e.key, e.value), errors)
+    earlier, txn = Txn(1, id="7", position="0/7", commit_ms=1), Txn(2, id="8", position="0/8", commit_ms=2)
+    records = eventifier.records([RowChange(table, Op.create, earlier, after=[100, Decimal("1.00")])])
+    rows = [RowChange(table, Op.create, txn, after=[i, Decimal("1.00")]) for i in range(3)]
+    rows[poison] = RowChange(table, Op.create, txn, after=[poison, Decimal("NaN")])
+    records += eventifier.records(rows, [txn])
+    marks = [(r[2]["status"], r[2]["id"], r[2]["event_count"]) for r in records if r[0] == "shop.transaction"]
+    ids = ["7:7", "8:8"] if envelope is Envelope.debezium else ["7", "8"]
+    assert marks == [("BEGIN", ids[0], None), ("END", ids[0], 1), ("BEGIN", ids[1], None), ("END", ids[1], 2)]
+    rows_out = [r for r in records if r[0] != "shop.transaction"]
+    assert [r[1]["id"] for r in rows_out] == [100, *(i for i in range(3) if i != poison)]
+    assert records[-1][2]["data_collections"] == [{"data_collection": "public.orders", "event_count": 2}]
+    if envelope is Envelope.debezium:
+        assert [r[2]["transaction"]["total_order"] for r in rows_out[1:]] == [1, 2]
 
 
 def test_a_connectors_poison_row_follows_its_own_policy_and_topic() -> None:
