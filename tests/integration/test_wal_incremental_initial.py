@@ -1,0 +1,149 @@
+"""`snapshot_mode: incremental` and `snapshot_workers` on postgres_wal: the initial snapshot read in chunks
+between watermarks while streaming (no exported snapshot, no long transaction), and windows of several chunks
+read at once on several connections; under a writer, the topic folded by key equals the table and no key's
+older version follows a newer one."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from liberator.embedded.ports import free_port
+from tests.integration.postgres_wal_support import WalDb
+from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for, with_http
+
+ROWS = 2000
+
+
+def _setup(pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, extra: str) -> tuple[WalDb, Path, str]:
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL, note text)")
+    db.run(f"INSERT INTO items SELECT i, 1, 'n' || i FROM generate_series(1, {ROWS}) AS i")
+    wal = (
+        f"  - name: wal\n    type: postgres_wal\n    url: {db.url}\n    tables: [items]\n"
+        f'    slot: {db.tag}\n    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n'
+        f"    snapshot_chunk: 40\n    envelope: change\n{extra}"
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, wal)
+    with_http(config, free_port())
+    return db, config, f"{db.tag}.items"
+
+
+class Writer(threading.Thread):
+    """Updates (version + 1) and deletes of random keys, as fast as one connection goes."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.halt = threading.Event()
+        self.commits = 0
+
+    def run(self) -> None:
+        rng = random.Random(11)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.halt.is_set():
+                key = rng.randint(1, ROWS)
+                if rng.random() < 0.1:
+                    conn.execute("DELETE FROM items WHERE id = %s", (key,))
+                else:
+                    conn.execute("UPDATE items SET version = version + 1 WHERE id = %s", (key,))
+                self.commits += 1
+
+
+@pytest.fixture
+def writer(pg_url: str) -> Iterator[Writer]:
+    thread = Writer(WalDb(pg_url).url)
+    yield thread
+    thread.halt.set()
+    if thread.is_alive():
+        thread.join(10)
+
+
+def _status(config: Path) -> str:
+    done = cli("snapshot", str(config), "--source", "wal", "--status")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _idle(config: Path) -> bool:
+    return "no snapshot queued or under way" in _status(config)
+
+
+def _check_topic(db: WalDb, kafka_bootstrap: str, registry_url: str, topic: str) -> list[dict[str, Any]]:
+    """The topic folded by key equals the table, and per key the versions only rise (deletes reset a key)."""
+    table = {row[0]: row[1] for row in db.rows("SELECT id, version FROM items")}
+
+    def folded() -> dict[int, int]:
+        rows = fold_by_key(read_topic(kafka_bootstrap, registry_url, topic))
+        return {k: v["version"] for k, v in rows.items()}
+
+    wait_for(lambda: folded() == table, timeout=60, what="the topic folded by key to equal the table")
+    records = [r for r in read_topic(kafka_bootstrap, registry_url, topic) if r["value"] is not None]  # no tombstones
+    seen: dict[int, list[int]] = defaultdict(list)
+    for record in records:
+        after = record["value"]["after"]
+        seen[record["key"]["id"]].append(-1 if after is None else after["version"])
+    for key, versions in seen.items():
+        live = [v for v in versions if v != -1]
+        assert live == sorted(live), f"key {key}: an older version after a newer one: {versions}"
+    return records
+
+
+def _reads(records: list[dict[str, Any]]) -> list[int]:
+    return [r["key"]["id"] for r in records if r["value"] is not None and r["value"]["op"] == "r"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_an_incremental_initial_snapshot_under_a_writer(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, writer: Writer, workers: int
+) -> None:
+    extra = f"    snapshot_mode: incremental\n    snapshot_workers: {workers}\n"
+    db, config, topic = _setup(pg_url, tmp_path, kafka_bootstrap, registry_url, extra)
+    writer.start()
+    with DaemonThread(config):
+        wait_for(lambda: writer.commits > 50, what="the writer to start")
+        wait_for(lambda: _reads(read_topic(kafka_bootstrap, registry_url, topic)), what="the first chunk")
+        wait_for(lambda: _idle(config), timeout=120, what="the incremental snapshot to finish")
+        writer.halt.set()
+        writer.join(10)
+        records = _check_topic(db, kafka_bootstrap, registry_url, topic)
+    reads = _reads(records)
+    assert reads == sorted(set(reads)), "each key read once, the table's chunks in key order"
+    assert all(r["value"]["source"]["snapshot"] for r in records if r["value"]["op"] == "r")
+    # The stream ran during the snapshot: changes of keys the snapshot had not reached yet came first.
+    first_read = next(i for i, r in enumerate(records) if r["value"]["op"] == "r")
+    last_read = max(i for i, r in enumerate(records) if r["value"]["op"] == "r")
+    assert any(r["value"]["op"] != "r" for r in records[first_read:last_read]), "changes streamed meanwhile"
+    # No exported snapshot: no temporary or second slot, the source's slot only.
+    assert db.rows("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE %s", (f"{db.tag}%",)) == [(1,)]
+
+
+def test_parallel_chunks_keep_every_key_in_order_when_commits_land_inside_the_window(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, writer: Writer
+) -> None:
+    """Snapshot on demand with 3 workers; each read is slowed so that the writer's commits land between the
+    watermarks of a window of 3 chunks: the window must drop the keys the stream carries, in every chunk."""
+    db, config, topic = _setup(pg_url, tmp_path, kafka_bootstrap, registry_url, "    snapshot_workers: 3\n")
+    with DaemonThread(config):
+        wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) >= ROWS, what="the initial snapshot")
+        writer.start()
+        wait_for(lambda: writer.commits > 50, what="the writer to start")
+        done = cli(
+            "snapshot", str(config), "--source", "wal", "--table", "items",
+            "--where", "id <= 600 AND pg_sleep(0.002 + 0 * id)::text = ''",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: _idle(config), timeout=120, what="the snapshot to finish")
+        writer.halt.set()
+        writer.join(10)
+        records = _check_topic(db, kafka_bootstrap, registry_url, topic)
+    again = _reads(records[ROWS:])
+    assert again, "the snapshot published reads"
+    assert again == sorted(set(again)) and max(again) <= 600
