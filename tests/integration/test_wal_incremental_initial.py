@@ -5,6 +5,7 @@ older version follows a newer one."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections import defaultdict
@@ -15,11 +16,16 @@ from typing import Any
 import psycopg
 import pytest
 
+from liberator.connectors.postgres_wal.backfill import WalBackfill
+from liberator.connectors.postgres_wal.connection import connect
+from liberator.connectors.postgres_wal.tables import TableCatalog
 from liberator.embedded.ports import free_port
+from liberator.snapshots import Backfill, SnapshotDesk
 from tests.integration.postgres_wal_support import WalDb
 from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for, with_http
 
 ROWS = 2000
+LOG = logging.getLogger("test.wal")
 
 
 def _setup(pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, extra: str) -> tuple[WalDb, Path, str]:
@@ -147,3 +153,37 @@ def test_parallel_chunks_keep_every_key_in_order_when_commits_land_inside_the_wi
     again = _reads(records[ROWS:])
     assert again, "the snapshot published reads"
     assert again == sorted(set(again)) and max(again) <= 600
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_window_reaches_the_stream_when_its_reads_end(pg_url: str, workers: int) -> None:
+    """The walsender sends only flushed WAL, and a non-transactional message in a statement of its own is
+    flushed by the WAL writer only (up to wal_writer_delay later): on a quiet database every window waited
+    for it. The high watermark is committed, so it is decodable as soon as the window's reads are done.
+    Also: a window of `workers` chunks holds their rows in key order and ends at the last chunk's end key."""
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL, note text)")
+    db.run("INSERT INTO items SELECT i, 1, 'n' || i FROM generate_series(1, 100) AS i")
+    db.run(f"CREATE PUBLICATION {db.tag} FOR TABLE items")
+    db.run("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (db.tag,))
+    config = db.config(["items"], snapshot_chunk=10, snapshot_workers=workers)
+    catalog = TableCatalog(connect(config.url, config, what="test"), config, "test", "test")
+    backfill = WalBackfill(
+        config, catalog, {"public.items"}, SnapshotDesk(), (Backfill("b1", "public.items"),), "test", LOG
+    )
+    try:
+        backfill.next_chunk()
+        window = backfill.window
+        assert window is not None
+        peeked = db.rows(
+            "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1', "
+            "'publication_names', %s, 'messages', 'true')",
+            (db.tag, db.tag),
+        )
+        assert f"high {window.id}".encode() in b"".join(bytes(row[0]) for row in peeked), "not flushed yet"
+        assert list(window.rows) == [(i,) for i in range(1, 10 * workers + 1)]
+        assert (window.last, window.full) == ((str(10 * workers),), True)
+    finally:
+        backfill.close()
+        catalog.conn.close()
+        db.run("SELECT pg_drop_replication_slot(%s)", (db.tag,))

@@ -3,7 +3,7 @@
 For each chunk, on its own connection: a low watermark goes into the WAL (`pg_logical_emit_message`, not
 transactional, so it is decoded at its own place in the stream), the chunk's rows are read in primary-key
 order after the last key done (autocommit: a short transaction of its own, no snapshot held), and a high
-watermark follows. The stream goes on meanwhile. Between the two watermarks the decoder drops from the chunk
+watermark follows (committed, so the WAL is flushed and the walsender sends it at once). The stream goes on meanwhile. Between the two watermarks the decoder drops from the chunk
 every row whose key a streamed change touches; at the high watermark the rows left go out as reads (op `r`,
 `source.snapshot`) at that place in the stream.
 
@@ -150,7 +150,10 @@ class WalBackfill:
             conn = self._reader(0).conn
             conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (WATERMARK_PREFIX, f"low {chunk_id}"))
             chunks = self._read(query, spans)
-            conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (WATERMARK_PREFIX, f"high {chunk_id}"))
+            with conn.transaction():
+                # Transactional, so that its commit flushes the WAL: the walsender sends only flushed WAL, and
+                # on a quiet database the window would otherwise wait for the WAL writer (wal_writer_delay).
+                conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", (WATERMARK_PREFIX, f"high {chunk_id}"))
         except psycopg.Error as exc:
             self.close()
             raise classify(
