@@ -3,9 +3,10 @@
 For each chunk, on its own connection: a low watermark goes into the WAL (`pg_logical_emit_message`, not
 transactional, so it is decoded at its own place in the stream), the chunk's rows are read in primary-key
 order after the last key done (autocommit: a short transaction of its own, no snapshot held), and a high
-watermark follows (committed, so the WAL is flushed and the walsender sends it at once). The stream goes on meanwhile. Between the two watermarks the decoder drops from the chunk
-every row whose key a streamed change touches; at the high watermark the rows left go out as reads (op `r`,
-`source.snapshot`) at that place in the stream.
+watermark follows (committed, so the WAL is flushed and the walsender sends it at once; its place in the
+stream is its commit, after the read). The stream goes on meanwhile. Between the two watermarks the decoder
+drops from the chunk every row whose key a streamed change touches; at the high watermark the rows left go
+out as reads (op `r`, `source.snapshot`) at that place in the stream.
 
 Why per-key order holds: a transaction that committed before the low watermark is streamed before it, and
 the chunk, read after it, holds its effect or a newer one. One that committed between the watermarks is
