@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from liberator.capture import RowChange
 from liberator.connectors.postgres_wal.backfill import WalBackfill
 from liberator.connectors.postgres_wal.connection import connect
 from liberator.connectors.postgres_wal.tables import TableCatalog
@@ -187,3 +188,31 @@ def test_a_window_reaches_the_stream_when_its_reads_end(pg_url: str, workers: in
         backfill.close()
         catalog.conn.close()
         db.run("SELECT pg_drop_replication_slot(%s)", (db.tag,))
+
+
+def test_a_column_dropped_mid_backfill_is_read_in_the_new_shape(pg_url: str) -> None:
+    """The shape is read once per backfill; a column dropped before any change of the table was streamed (no
+    Relation message yet) makes the next window read the shape again instead of stopping the source."""
+    db = WalDb(pg_url)
+    db.run("CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL, note text)")
+    db.run("INSERT INTO items SELECT i, 1, 'n' || i FROM generate_series(1, 30) AS i")
+    config = db.config(["items"], snapshot_chunk=10)
+    catalog = TableCatalog(connect(config.url, config, what="test"), config, "test", "test")
+    backfill = WalBackfill(
+        config, catalog, {"public.items"}, SnapshotDesk(), (Backfill("b1", "public.items"),), "test", LOG
+    )
+    try:
+        backfill.next_chunk()
+        for kind in ("low", "high"):
+            assert backfill.window is not None
+            out = backfill.watermark(f"{kind} {backfill.window.id}".encode(), 0)
+        first = out[0]
+        assert isinstance(first, RowChange) and first.after == [1, 1, "n1"]
+        db.run("ALTER TABLE items DROP COLUMN note")
+        backfill.next_chunk()  # finds the column gone: reads the shape again
+        backfill.next_chunk()
+        assert backfill.window is not None
+        assert next(iter(backfill.window.rows.values())) == [11, 1]
+    finally:
+        backfill.close()
+        catalog.conn.close()

@@ -155,6 +155,12 @@ class WalBackfill:
                 # Transactional, so that its commit flushes the WAL: the walsender sends only flushed WAL, and
                 # on a quiet database the window would otherwise wait for the WAL writer (wal_writer_delay).
                 conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", (WATERMARK_PREFIX, f"high {chunk_id}"))
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedObject):
+            # The table's shape changed since it was read (a column dropped, a type gone) and no change of it
+            # was streamed yet to say so: read the shape again; the next loop reads the window again.
+            self.log.info("snapshot %s: the shape of %s changed; reading it again", backfill.id, backfill.stream)
+            self.reshaped(backfill.stream)
+            return
         except psycopg.Error as exc:
             self.close()
             raise classify(
