@@ -5,6 +5,7 @@ older version follows a newer one."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -216,3 +217,44 @@ def test_a_column_dropped_mid_backfill_is_read_in_the_new_shape(pg_url: str) -> 
     finally:
         backfill.close()
         catalog.conn.close()
+
+
+def test_a_consistent_snapshot_cut_short_is_finished_in_chunks_after_switching_mode(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A position a consistent snapshot stored mid-way (table a read, b not; the format main writes) loads, and
+    with `snapshot_mode: incremental` the unread table is read in chunks while streaming, the read one not again."""
+    db = WalDb(pg_url)
+    for name in ("a", "b"):
+        db.run(f"CREATE TABLE {name} (id int PRIMARY KEY, version int NOT NULL)")
+        db.run(f"INSERT INTO {name} SELECT i, 1 FROM generate_series(1, 50) AS i")
+    wal = (
+        f"  - name: wal\n    type: postgres_wal\n    url: {db.url}\n    tables: [a, b]\n"
+        f'    slot: {db.tag}\n    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n    snapshot_chunk: 20\n'
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, wal)
+    with_http(config, free_port())
+    topics = {name: f"{db.tag}.{name}" for name in ("a", "b")}
+    with DaemonThread(config) as daemon:
+        for topic in topics.values():
+            wait_for(lambda t=topic: len(read_topic(kafka_bootstrap, registry_url, t)) == 50, what="the snapshot")
+        wait_for(lambda: daemon.positions_settled("wal"), what="the position stored")
+    position = json.loads(cli("offsets", "show", str(config)).stdout)["wal"]["position"]
+    position["snapshot_done"] = False
+    position["tables"] = {"public.a": position["lsn"]}
+    done = cli("offsets", "set", str(config), "--source", "wal", json.dumps(position))
+    assert done.returncode == 0, done.stderr
+    config.write_text(
+        config.read_text().replace("snapshot_chunk: 20\n", "snapshot_chunk: 20\n    snapshot_mode: incremental\n")
+    )
+    caplog.set_level(logging.INFO, logger="liberator")
+    with DaemonThread(config):
+        wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topics["b"])) == 100, what="b read again")
+        wait_for(lambda: _idle(config), what="the backfill to finish")
+        db.run("UPDATE a SET version = 2 WHERE id = 1")
+        wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topics["a"])) == 51, what="a streamed")
+    again = read_topic(kafka_bootstrap, registry_url, topics["b"])[50:]
+    assert [r["key"]["id"] for r in again] == list(range(1, 51))
+    assert all(r["value"]["source"]["snapshot"] for r in again)
+    assert read_topic(kafka_bootstrap, registry_url, topics["a"])[50]["value"]["op"] == "u"
+    assert "reading public.b in chunks while streaming" in caplog.text  # not a new consistent read of b
