@@ -1,13 +1,16 @@
 """An incremental snapshot on demand (postgres_wal) while a writer streams changes, next to a bare keyset
 SELECT of the same table in the same run.
 
-    python bench/incremental_snapshot.py [--rows 1000000] [--chunk 10000] [--writes 1000]
+    python bench/incremental_snapshot.py [--rows 1000000] [--chunk 10000] [--writes 1000] [--workers N]
+        [--initial consistent] [--initial incremental]
 
 Starts its own PostgreSQL 15, Kafka-protocol broker and schema registry (liberator_testbed), loads `items`,
-starts the daemon (its initial snapshot of the table, timed too), then a writer updating random rows at
+starts the daemon (its initial snapshot of the table, timed too: once per `--initial` mode, each on its own
+slot and topics, one daemon after the other), then with the last daemon a writer updating random rows at
 `--writes` per second, asks for a snapshot of the table through the admin endpoint and times it until the
-source reports it done and Kafka acknowledged its rows. The reference is a bare keyset SELECT of the whole
-table in chunks of the same size (psycopg, text rows). Read the ratio column, not rows/s.
+source reports it done and Kafka acknowledged its rows. `--workers` is the source's `snapshot_workers`.
+The reference is a bare keyset SELECT of the whole table in chunks of the same size (psycopg, text rows).
+Read the ratio column, not rows/s.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ from benchkit import ResultTable, servers
 
 from liberator.config import load_config
 from liberator.runtime import Daemon
-
-SOURCE = "bench"
 
 
 def bare_keyset(dsn: str, chunk: int) -> int:
@@ -54,12 +55,46 @@ def writer(dsn: str, rows: int, per_second: int, stop: threading.Event, done: li
             time.sleep(0.005)
 
 
+def initial_snapshot(
+    tmp: Path, source: str, mode: str, args: argparse.Namespace, dsn: str, bootstrap: str, registry: str
+) -> tuple[Daemon, threading.Thread, float]:
+    """A daemon with a source of its own (slot, topics, offsets) started; seconds until its snapshot is acked."""
+    config = tmp / f"{source}.yaml"
+    config.write_text(
+        f"name: {source}\nkafka:\n  bootstrap_servers: {bootstrap}\nschema_registry:\n  url: {registry}\n"
+        f"offsets:\n  store: file\n  path: {tmp}/{source}.json\nsources:\n"
+        f"  - name: {source}\n    type: postgres_wal\n    url: {dsn}\n    tables: [items]\n"
+        f"    slot: {source}\n    publication: bench\n    snapshot_chunk: {args.chunk}\n"
+        f"    snapshot_mode: {mode}\n    snapshot_workers: {args.workers}\n"
+    )
+    daemon = Daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    while source not in daemon.metrics.sources:
+        time.sleep(0.01)
+    status = daemon.metrics.sources[source]
+    while status.events_acked < args.rows:
+        if status.state == "failed":
+            raise SystemExit(f"the source failed: {status.error}")
+        time.sleep(0.01)
+    return daemon, thread, time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=10_000)
     parser.add_argument("--writes", type=int, default=1000, help="updates per second during the snapshot")
+    parser.add_argument("--workers", type=int, default=1, help="snapshot_workers: chunks read at once per window")
+    parser.add_argument(
+        "--initial",
+        action="append",
+        choices=["consistent", "incremental"],
+        help="snapshot_mode of the initial snapshot; repeat to time both (default: consistent)",
+    )
     args = parser.parse_args()
+    args.initial = args.initial or ["consistent"]
     logging.basicConfig(level=logging.WARNING)
     with servers("postgresql") as (db, bootstrap, registry), tempfile.TemporaryDirectory() as tmp:
         db.create_database("bench")
@@ -73,30 +108,21 @@ def main() -> None:
                 f"INSERT INTO items SELECT i, 1, 'note ' || i, i / 100.0 FROM generate_series(1, {args.rows}) AS i"
             )
             conn.execute("VACUUM ANALYZE items")
-        config = Path(tmp) / "bench.yaml"
-        config.write_text(
-            f"name: bench\nkafka:\n  bootstrap_servers: {bootstrap}\nschema_registry:\n  url: {registry}\n"
-            f"offsets:\n  store: file\n  path: {tmp}/offsets.json\nsources:\n"
-            f"  - name: {SOURCE}\n    type: postgres_wal\n    url: {dsn}\n    tables: [items]\n"
-            f"    slot: bench\n    publication: bench\n    snapshot_chunk: {args.chunk}\n"
-        )
         table = ResultTable("rows")
         t0 = time.perf_counter()
         n = bare_keyset(dsn, args.chunk)
         table.add("bare keyset SELECT (reference)", n, time.perf_counter() - t0)
 
-        daemon = Daemon(load_config(config))
-        thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-        t0 = time.perf_counter()
-        thread.start()
-        while SOURCE not in daemon.metrics.sources:
-            time.sleep(0.01)
-        status = daemon.metrics.sources[SOURCE]
-        while status.events_acked < args.rows:
-            if status.state == "failed":
-                raise SystemExit(f"the source failed: {status.error}")
-            time.sleep(0.01)
-        table.add("initial snapshot, daemon (for comparison)", args.rows, time.perf_counter() - t0)
+        running: tuple[Daemon, threading.Thread] | None = None
+        for mode in args.initial:
+            if running is not None:  # one daemon at a time: each initial snapshot has the machine to itself
+                running[0].stop.set()
+                running[1].join(60)
+            source = f"bench_{mode}"
+            daemon, thread, seconds = initial_snapshot(Path(tmp), source, mode, args, dsn, bootstrap, registry)
+            table.add(f"initial snapshot, {mode}, daemon", args.rows, seconds)
+            running = daemon, thread
+        status = daemon.metrics.sources[source]
 
         stop, writes = threading.Event(), [0]
         load_thread = threading.Thread(target=writer, args=(dsn, args.rows, args.writes, stop, writes), daemon=True)
@@ -104,9 +130,9 @@ def main() -> None:
         try:
             before = status.events_acked
             t0 = time.perf_counter()
-            code, answer = daemon.admin.act(SOURCE, "snapshot", {"tables": ["items"]})
+            code, answer = daemon.admin.act(source, "snapshot", {"tables": ["items"]})
             assert code == 202, answer
-            desk = daemon.admin.desks[SOURCE]
+            desk = daemon.admin.desks[source]
             while desk.status()["queued"] or desk.status()["running"]:
                 if status.state == "failed":
                     raise SystemExit(f"the source failed: {status.error}")
@@ -123,9 +149,9 @@ def main() -> None:
         table.add(f"incremental snapshot under {args.writes} writes/s", snapshot_rows, seconds)
         table.print(
             "bare keyset SELECT (reference)",
-            f"{args.rows} rows, chunks of {args.chunk}; the writer did {writes[0]} updates during the incremental "
-            "snapshot (its rows = events acknowledged meanwhile minus those updates; rows a window dropped are "
-            "carried by the stream instead)",
+            f"{args.rows} rows, chunks of {args.chunk}, snapshot_workers {args.workers}; the writer did {writes[0]} "
+            "updates during the incremental snapshot (its rows = events acknowledged meanwhile minus those "
+            "updates; rows a window dropped are carried by the stream instead)",
         )
 
 

@@ -236,11 +236,13 @@ def test_a_poison_row_under_each_policy(
     assert len(read_dead_letters(kafka_bootstrap, dead_topic)) == 1
 
 
+@pytest.mark.parametrize("mode", ["consistent", "incremental"])
 @pytest.mark.parametrize("poison", ["'NaN'", "'{{1,2},{3,4}}'"])
 def test_a_poison_row_in_the_wal_snapshot(
-    poison: str, pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+    poison: str, mode: str, pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    """The snapshot reads rows through the same paths: a poison row there is skipped (or dead-lettered) too."""
+    """The snapshot reads rows through the same paths: a poison row there is skipped (or dead-lettered) too,
+    whether the snapshot is one consistent read or chunks between watermarks."""
     db = WalDb(pg_url)
     column = "numeric(10,2)" if "NaN" in poison else "int[]"
     db.run(f"CREATE TABLE orders (id int PRIMARY KEY, v {column} NOT NULL)")
@@ -249,6 +251,7 @@ def test_a_poison_row_in_the_wal_snapshot(
     source = (
         f"  - name: wal\n    type: postgres_wal\n    url: {db.url}\n    tables: [orders]\n"
         f'    slot: {db.tag}\n    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n    on_error: skip\n'
+        f"    snapshot_mode: {mode}\n"
     )
     config = app_config(tmp_path, kafka_bootstrap, registry_url, source)
     with DaemonThread(config) as daemon:

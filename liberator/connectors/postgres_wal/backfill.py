@@ -3,9 +3,10 @@
 For each chunk, on its own connection: a low watermark goes into the WAL (`pg_logical_emit_message`, not
 transactional, so it is decoded at its own place in the stream), the chunk's rows are read in primary-key
 order after the last key done (autocommit: a short transaction of its own, no snapshot held), and a high
-watermark follows. The stream goes on meanwhile. Between the two watermarks the decoder drops from the chunk
-every row whose key a streamed change touches; at the high watermark the rows left go out as reads (op `r`,
-`source.snapshot`) at that place in the stream.
+watermark follows (committed, so the WAL is flushed and the walsender sends it at once; its place in the
+stream is its commit, after the read). The stream goes on meanwhile. Between the two watermarks the decoder
+drops from the chunk every row whose key a streamed change touches; at the high watermark the rows left go
+out as reads (op `r`, `source.snapshot`) at that place in the stream.
 
 Why per-key order holds: a transaction that committed before the low watermark is streamed before it, and
 the chunk, read after it, holds its effect or a newer one. One that committed between the watermarks is
@@ -13,8 +14,13 @@ streamed between them: its keys are dropped from the chunk, the stream carries t
 after the high watermark is streamed after the chunk's rows, and the chunk (read before it) holds an older
 state. So no key's older version follows a newer one.
 
-The backfill's progress (the last key of the last chunk that went out) is part of the position, so a
-restart resumes after it; a chunk whose high watermark had not come back is read again.
+With `snapshot_workers: N` a window holds N chunks: their end keys come first from one query of the key
+columns, then after the low watermark the N chunks are read at once on N connections, and the high watermark
+is written when the last read has ended. Every read starts after the low watermark and ends before the high
+one, so the argument above holds for each of them; the window's rows go out in key order, chunk after chunk.
+
+The backfill's progress (the last key of the last window that went out) is part of the position, so a
+restart resumes after it; a window whose high watermark had not come back is read again.
 """
 
 from __future__ import annotations
@@ -23,41 +29,71 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import TextLoader
 
-from liberator.capture import Op, RowChange, Txn
+from liberator.capture import Op, PoisonRow, RowChange, Txn
+from liberator.connectors.postgres_wal.chunks import ChunkQuery, load_as_text
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import classify, connect
 from liberator.connectors.postgres_wal.position import lsn_text
-from liberator.connectors.postgres_wal.rows import parse_values
-from liberator.connectors.postgres_wal.tables import TableCatalog, TableState, split_name
+from liberator.connectors.postgres_wal.rows import UnreadableValue, parse_values, poison_row
+from liberator.connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
 
 WATERMARK_PREFIX = "liberator.watermark"
 INTAKE_INTERVAL = 0.5  # seconds between looks at the desk
 
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A chunk row with a value that cannot be read exactly: it goes out as a poison row (`on_error`)."""
+
+    row: Sequence[Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Span:
+    """One read of a window: the rows after `after` (None: from the start), up to `upto` or `limit` rows."""
+
+    after: Key | None
+    upto: Key | None
+    limit: int | None
+
 
 class Window:
-    """One chunk between its watermarks: its rows by key, until the high watermark comes back."""
+    """The chunks between one pair of watermarks: their rows by key, until the high watermark comes back."""
 
     def __init__(
-        self,
-        chunk_id: str,
-        state: TableState,
-        rows: dict[tuple[Any, ...], list[Any]],
-        last: tuple[Any, ...] | None,
-        full: bool,
+        self, chunk_id: str, state: TableState, rows: dict[Key, list[Any] | Unreadable], last: Key | None, full: bool
     ) -> None:
         self.id = chunk_id
         self.state = state
         self.rows = rows
-        self.last = last  # the key of the chunk's last row (None: the chunk was empty)
-        self.full = full  # a full chunk: more rows may follow
+        self.last = last  # the key of the window's last row (None: nothing was read)
+        self.full = full  # more rows may follow
         self.open = False  # the low watermark came back through the stream
+
+
+class TextReader:
+    """A connection reading chunks as the server's text, its text loaders registered once per table."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._loaded: set[str] = set()
+
+    def rows(self, name: str, query: sql.Composed, params: Sequence[Any] | None) -> list[tuple[Any, ...]]:
+        if name not in self._loaded:
+            load_as_text(self.conn, name)
+            self._loaded.add(name)
+        return self.conn.execute(query, params).fetchall()
 
 
 class WalBackfill:
@@ -79,9 +115,12 @@ class WalBackfill:
         self.what = what
         self.log = log
         self.chunk = config.snapshot_chunk
+        self.workers = config.snapshot_workers
         self.window: Window | None = None
         self.watching: str | None = None  # the table whose streamed keys are dropped from the open window
-        self._conn: psycopg.Connection[Any] | None = None
+        self._readers: list[TextReader] = []  # [0] also writes the watermarks
+        self._pool: ThreadPoolExecutor | None = None
+        self._queries: dict[tuple[str, str], ChunkQuery] = {}  # (backfill id, table): its shape, read once
         self._intake_at = 0.0
 
     # -- between transactions, on the reading thread ----------------------------------------------------
@@ -101,27 +140,55 @@ class WalBackfill:
         return changed
 
     def next_chunk(self) -> None:
-        """Read the next chunk of the first backfill between two watermarks, unless one is under way."""
+        """Read the next window of the first backfill between two watermarks, unless one is under way."""
         if self.window is not None or not self.backfills:
             return
         backfill = self.backfills[0]
-        state = self.catalog.from_catalog(backfill.stream)
         chunk_id = f"{backfill.id}:{uuid.uuid4().hex[:8]}"
-        conn = self._connection()
         try:
+            query = self._query(backfill)
+            spans = self._spans(query, backfill)
+            conn = self._reader(0).conn
             conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (WATERMARK_PREFIX, f"low {chunk_id}"))
-            rows = conn.execute(self._query(state, backfill), self._after(state, backfill)).fetchall()
-            conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (WATERMARK_PREFIX, f"high {chunk_id}"))
+            chunks = self._read(query, spans)
+            with conn.transaction():
+                # Transactional, so that its commit flushes the WAL: the walsender sends only flushed WAL, and
+                # on a quiet database the window would otherwise wait for the WAL writer (wal_writer_delay).
+                conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", (WATERMARK_PREFIX, f"high {chunk_id}"))
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedObject):
+            # The table's shape changed since it was read (a column dropped, a type gone) and no change of it
+            # was streamed yet to say so: read the shape again; the next loop reads the window again.
+            self.log.info("snapshot %s: the shape of %s changed; reading it again", backfill.id, backfill.stream)
+            self.reshaped(backfill.stream)
+            return
         except psycopg.Error as exc:
             self.close()
             raise classify(
                 exc, self.config.url, f"{self.what}: snapshot {backfill.id} of {backfill.stream}", self.config
             ) from None
+        state = query.state
         key_index = state.captured.key_index
-        parsed = [parse_values(state, row) for row in rows]
-        by_key = {tuple(values[i] for i in key_index): values for values in parsed}
-        last = tuple(rows[-1][i] for i in key_index) if rows else None  # the server's text: cast back as is
-        self.window = Window(chunk_id, state, by_key, last, len(rows) >= self.chunk)
+        by_key: dict[Key, list[Any] | Unreadable] = {}
+        last, full = None, True
+        for span, rows in zip(spans, chunks, strict=True):
+            for row in rows:
+                try:
+                    values = parse_values(state, row)
+                except UnreadableValue as exc:
+                    by_key[tuple(row[i] for i in key_index)] = Unreadable(row, str(exc))
+                else:
+                    by_key[tuple(values[i] for i in key_index)] = values
+            if span.upto is not None:
+                last = span.upto
+            elif rows:  # the server's text: cast back as is
+                last = tuple(rows[-1][i] for i in key_index)
+            if span.limit is not None:
+                full = len(rows) >= span.limit
+        self.window = Window(chunk_id, state, by_key, last, full)
+
+    def reshaped(self, name: str) -> None:
+        """The stream carried a new shape of `name`: the next chunks read it afresh from the catalog."""
+        self._queries = {k: v for k, v in self._queries.items() if k[1] != name}
 
     # -- in the stream ------------------------------------------------------------------------------------
 
@@ -130,7 +197,7 @@ class WalBackfill:
         assert self.window is not None
         self.window.rows.pop(tuple(key), None)
 
-    def watermark(self, content: bytes, lsn: int) -> list[RowChange]:
+    def watermark(self, content: bytes, lsn: int) -> list[RowChange | PoisonRow]:
         """A watermark came back: the low one opens the window, the high one closes it with its rows."""
         kind, _, chunk_id = content.decode().partition(" ")
         window = self.window
@@ -144,8 +211,14 @@ class WalBackfill:
         backfill = self.backfills[0]
         txn = Txn(int(time.time() * 1000), position=lsn_text(lsn), snapshot=True)
         txn.snapshot_incremental = True
-        captured = window.state.captured
-        out = [RowChange(captured, Op.read, txn, after=values) for values in window.rows.values()]
+        state = window.state
+        captured = state.captured
+        out = [
+            poison_row(state, Op.read, txn, values.reason, new=values.row)
+            if isinstance(values, Unreadable)
+            else RowChange(captured, Op.read, txn, after=values)
+            for values in window.rows.values()
+        ]
         done = Backfill(
             backfill.id, backfill.stream, backfill.where, window.last or backfill.after, backfill.rows + len(out)
         )
@@ -153,14 +226,19 @@ class WalBackfill:
             self.backfills = (done, *self.backfills[1:])
         else:
             self.backfills = self.backfills[1:]
+            self._queries.pop((backfill.id, backfill.stream), None)
             self.desk.finished(done, self.log)
         self.desk.report_backfills(self.backfills)
         return out
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for reader in self._readers:
+            reader.conn.close()
+        self._readers = []
+        self._queries = {}
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     # -- helpers ------------------------------------------------------------------------------------------
 
@@ -172,54 +250,68 @@ class WalBackfill:
                 known = ", ".join(sorted(self.captured))
                 return [], f"no captured table {name!r} (this source captures {known})"
             try:
-                state = self.catalog.from_catalog(qualified)
-                self._connection().execute(
-                    self._query(state, Backfill(request.id, qualified, request.where), 0)
-                ).fetchall()
+                query = ChunkQuery(self.catalog.from_catalog(qualified), request.where)
+                self._reader(0).rows(qualified, query.rows(after=False, limit=0), None)
             except psycopg.Error as exc:
                 reason = str(exc).splitlines()[0]
                 return [], f"the condition {request.where!r} does not run on {qualified}: {reason}"
             found.append(Backfill(request.id, qualified, request.where))
         return found, None
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self.config.url, self.config, what=f"{self.what}: snapshots on demand")
-        return self._conn
+    def _query(self, backfill: Backfill) -> ChunkQuery:
+        """The backfill's table as the catalog has it, read once per backfill (and again after a new shape)."""
+        key = (backfill.id, backfill.stream)
+        query = self._queries.get(key)
+        if query is None:
+            query = self._queries[key] = ChunkQuery(self.catalog.from_catalog(backfill.stream), backfill.where)
+        return query
 
-    def _query(self, state: TableState, backfill: Backfill, limit: int | None = None) -> sql.Composed:
-        table = state.table
-        conn = self._connection()
-        for oid in self._oids(conn, state):
-            conn.adapters.register_loader(oid, TextLoader)  # rows as the server's text, parsed like the stream's
-        columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
-        conditions: list[sql.Composable] = []
-        if backfill.after is not None:
-            casts = sql.SQL(", ").join(sql.SQL("%s::" + table.column(k).db_type) for k in table.key)
-            conditions.append(sql.SQL("({}) > ({})").format(keys, casts))
-        if backfill.where is not None:
-            # With the key's placeholders psycopg reads %s, so a literal % is written %%; without them it reads none.
-            where_sql = backfill.where.replace("%", "%%") if backfill.after is not None else backfill.where
-            conditions.append(sql.SQL("(" + where_sql + ")"))
-        where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
-        return sql.SQL("SELECT {} FROM {}{} ORDER BY {} LIMIT {}").format(
-            columns,
-            sql.Identifier(*split_name(state.name)),
-            where,
-            keys,
-            sql.Literal(self.chunk if limit is None else limit),
+    def _spans(self, query: ChunkQuery, backfill: Backfill) -> list[Span]:
+        """What the next window reads: one chunk after the last key done, or with workers, `workers` chunks
+        whose end keys one query of the key columns finds (read before the low watermark: they only split
+        the range, every row is read after it)."""
+        after = backfill.after
+        if self.workers == 1:
+            return [Span(after, None, self.chunk)]
+        ends = self._reader(0).rows(
+            backfill.stream,
+            query.boundaries(after=after is not None, chunk=self.chunk, count=self.workers),
+            None if after is None else list(after),
         )
+        spans: list[Span] = []
+        for end in ends:
+            spans.append(Span(after, tuple(end), None))
+            after = tuple(end)
+        if len(spans) < self.workers:  # the table ends in the next chunk (rows inserted since count too)
+            spans.append(Span(after, None, self.chunk))
+        return spans
 
-    @staticmethod
-    def _after(state: TableState, backfill: Backfill) -> list[Any] | None:
-        return None if backfill.after is None else list(backfill.after)
+    def _read(self, query: ChunkQuery, spans: list[Span]) -> list[list[tuple[Any, ...]]]:
+        """Each span's rows in key order: one read on the watermark connection, several at once on their own."""
+        name = query.state.name
 
-    @staticmethod
-    def _oids(conn: psycopg.Connection[Any], state: TableState) -> list[int]:
-        schema, name = split_name(state.name)
-        rows = conn.execute(
-            "SELECT atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            (sql.Identifier(schema, name).as_string(None),),
-        ).fetchall()
-        return [int(r[0]) for r in rows]
+        def read(index: int, span: Span) -> list[tuple[Any, ...]]:
+            select = query.rows(after=span.after is not None, upto=span.upto is not None, limit=span.limit)
+            params = [*(span.after or ()), *(span.upto or ())]
+            return self._reader(index).rows(name, select, params or None)
+
+        if len(spans) == 1:
+            return [read(0, spans[0])]
+        for index in range(len(spans)):
+            self._reader(index)  # connected here, on this thread, before the reads start
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.config.name}-snapshot")
+        futures = [self._pool.submit(read, i, span) for i, span in enumerate(spans)]
+        wait(futures)  # all ended, even when one failed: no read is still running when the high watermark goes
+        return [future.result() for future in futures]
+
+    def _reader(self, index: int) -> TextReader:
+        while len(self._readers) <= index:
+            conn = connect(self.config.url, self.config, what=f"{self.what}: snapshots on demand")
+            self._readers.append(TextReader(conn))
+        reader = self._readers[index]
+        if reader.conn.closed:
+            reader = self._readers[index] = TextReader(
+                connect(self.config.url, self.config, what=f"{self.what}: snapshots on demand")
+            )
+        return reader

@@ -50,6 +50,20 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
         description="initial: read the tables first, then stream; never: stream only; initial_only: read once",
     )
     snapshot_chunk: int = Field(10_000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
+    snapshot_mode: Literal["consistent", "incremental"] = Field(
+        "consistent",
+        description="how `snapshot: initial` reads the tables: consistent: in one REPEATABLE READ transaction on the "
+        "slot's exported snapshot (a consistent cut; a crash re-reads the unfinished tables whole); incremental: "
+        "in chunks between watermarks while streaming from the slot's point (no long transaction; a crash resumes "
+        "after the last chunk published; docs/snapshots.md)",
+    )
+    snapshot_workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
+        "snapshots: snapshot_mode incremental and snapshots on demand)",
+    )
     envelope: Envelope = Field(
         Envelope.change,
         description="change: before/after/op/source records; state: the row itself; debezium: Debezium's "
@@ -82,6 +96,15 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
         description="schema.table with columns id, type, data (as Debezium's signal table): an inserted row of type "
         "execute-snapshot asks for an incremental snapshot (docs/snapshots.md)",
     )
+
+    @model_validator(mode="after")
+    def _incremental_needs_streaming(self) -> PostgresWalConfig:
+        if self.snapshot_mode == "incremental" and self.snapshot == "initial_only":
+            raise ValueError(
+                "snapshot_mode: incremental reads the tables while streaming, and snapshot: initial_only does not "
+                "stream; use snapshot: initial, or snapshot_mode: consistent"
+            )
+        return self
 
     @model_validator(mode="after")
     def _truncate_needs_change_envelope(self) -> PostgresWalConfig:

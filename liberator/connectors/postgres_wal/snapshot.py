@@ -16,15 +16,15 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import TextLoader
 
 from liberator.capture import ChangeBatch, Op, PoisonRow, RowChange, Txn
 from liberator.capture.debezium import mark_snapshot_end
+from liberator.connectors.postgres_wal.chunks import ChunkQuery, load_as_text
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import classify, connect
 from liberator.connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from liberator.connectors.postgres_wal.rows import UnreadableValue, parse_values, poison_row
-from liberator.connectors.postgres_wal.tables import TableCatalog, TableState, split_name
+from liberator.connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.envelope import Envelope
 from liberator.events import Checkpoint, SourceItem
 
@@ -83,47 +83,26 @@ class SnapshotReader:
             conn.close()
 
     def _table(self, conn: psycopg.Connection[Any], state: TableState, point: int) -> Iterator[SourceItem]:
-        table = state.table
-        oids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0",
-                (_quoted(state.name),),
-            ).fetchall()
-        ]
-        for oid in oids:
-            conn.adapters.register_loader(int(oid), TextLoader)
-        schema, name = split_name(state.name)
-        columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
-        source = sql.Identifier(schema, name)
-        first = sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT {}").format(columns, source, keys, sql.Literal(self.chunk))
-        casts = sql.SQL(", ").join(sql.SQL("%s::" + table.column(k).db_type) for k in table.key)
-        after = sql.SQL("SELECT {} FROM {} WHERE ({}) > ({}) ORDER BY {} LIMIT {}").format(
-            columns, source, keys, casts, keys, sql.Literal(self.chunk)
-        )
+        load_as_text(conn, state.name)
+        query = ChunkQuery(state)
+        first, after = query.rows(after=False, limit=self.chunk), query.rows(after=True, limit=self.chunk)
         point_text = lsn_text(point)
-        captured = state.captured
-        key_index = captured.key_index
+        key_index = state.captured.key_index
         last_key: list[Any] | None = None
         while not self.stop.is_set():
             cursor = conn.cursor()
             rows = (cursor.execute(first) if last_key is None else cursor.execute(after, last_key)).fetchall()
             # One chunk, one batch: the rows share their read time and the snapshot's point.
             txn = Txn(int(time.time() * 1000), position=point_text, snapshot=True)
-            yield ChangeBatch([_read(state, txn, row) for row in rows], None)
+            yield ChangeBatch([read_change(state, txn, row) for row in rows], None)
             if len(rows) < self.chunk:
                 return
             last_key = [rows[-1][i] for i in key_index]
 
 
-def _read(state: TableState, txn: Txn, row: Sequence[Any]) -> RowChange | PoisonRow:
+def read_change(state: TableState, txn: Txn, row: Sequence[Any]) -> RowChange | PoisonRow:
+    """A row read by a snapshot (the server's text) as a read change, or the poison row it is."""
     try:
         return RowChange(state.captured, Op.read, txn, after=parse_values(state, row))
     except UnreadableValue as exc:
         return poison_row(state, Op.read, txn, str(exc), new=row)
-
-
-def _quoted(name: str) -> str:
-    schema, table = split_name(name)
-    return sql.Identifier(schema, table).as_string(None)

@@ -154,6 +154,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             else:  # an operator's slot (`create: false`)
                 assert slot.confirmed_flush is not None
                 position = WalPosition(slot.confirmed_flush, (), snapshot_done=not wants_snapshot)
+                position = self._incremental(position, tables)
                 yield Checkpoint(position, durable=True)
         elif slot is None:
             raise FatalSourceError(
@@ -169,6 +170,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             )
         if self.context.stop.is_set():
             return
+        position = self._incremental(position, tables)  # a consistent snapshot cut short: the rest in chunks
         if not position.snapshot_done:
             position = yield from self._resume_snapshot(position, tables, reader)
             if self.context.stop.is_set():
@@ -188,14 +190,18 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         cfg = self.cfg
         repl = connect(cfg.url, cfg, replication=True, what=self.what)
         try:
-            point, snapshot_name = create_slot(repl, cfg.slot, export=wants_snapshot)
+            consistent = wants_snapshot and cfg.snapshot_mode == "consistent"
+            point, snapshot_name = create_slot(repl, cfg.slot, export=consistent)
             self.acked.raise_to(point)
             self.context.log.info("created replication slot %s at %s", cfg.slot, lsn_text(point))
             position = WalPosition(point, (), snapshot_done=not wants_snapshot)
-            # Stored before the first event: a crash from now on resumes the stream at the slot's point,
-            # with every change since, instead of finding a slot and no position.
-            yield Checkpoint(position, durable=True)
             if wants_snapshot:
+                position = self._incremental(position, tables)
+            # Stored before the first event: a crash from now on resumes the stream at the slot's point,
+            # with every change since (and the incremental snapshot's backfills), instead of finding a slot
+            # and no position.
+            yield Checkpoint(position, durable=True)
+            if consistent:
                 self.phase = "snapshot"
                 for item in reader.read(snapshot_name, tables, point, position):
                     if isinstance(item, Checkpoint):
@@ -205,6 +211,21 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         finally:
             repl.close()
         return position
+
+    def _incremental(self, position: WalPosition, tables: list[str]) -> WalPosition:
+        """`snapshot_mode: incremental`: the tables the snapshot has not read become backfills, read in chunks
+        between watermarks while streaming from the position (docs/snapshots.md); the position as it is
+        otherwise. Tables a consistent snapshot finished before keep their points (WalPosition.skip_before)."""
+        if self.cfg.snapshot_mode != "incremental" or position.snapshot_done:
+            return position
+        done = {name for name, _point in position.tables} | {b.stream for b in position.backfills}
+        snapshot_id = f"initial-{uuid.uuid4().hex[:8]}"
+        added = tuple(Backfill(snapshot_id, name) for name in tables if name not in done)
+        if added:
+            self.context.log.info(
+                "snapshot %s: reading %s in chunks while streaming", snapshot_id, ", ".join(b.stream for b in added)
+            )
+        return WalPosition(position.lsn, position.tables, True, (*position.backfills, *added))
 
     def _wait_for_release(self, conn: psycopg.Connection[Any], slot: checks.SlotState) -> checks.SlotState | None:
         """An active slot: wait briefly for a session that is ending; another daemon's is an error.

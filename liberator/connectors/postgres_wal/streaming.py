@@ -276,6 +276,8 @@ class ChangeDecoder:
             self.relations[msg.relid] = None
             return
         self.relations[msg.relid] = self.catalog.from_relation(msg)
+        if self.backfill is not None:
+            self.backfill.reshaped(name)
 
     def _update(self, msg: Update) -> None:
         state = self._state(msg.relid)
