@@ -20,47 +20,26 @@ restart resumes after it; a chunk whose high watermark had not come back is read
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
-from liberator.capture import Op, RowChange, Txn
+from liberator.capture import RowChange
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import classify, connect
 from liberator.connectors.postgres_wal.position import lsn_text
 from liberator.connectors.postgres_wal.rows import parse_values
 from liberator.connectors.postgres_wal.tables import TableCatalog, TableState, split_name
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
+from liberator.watermarks import ChunkWindow, WindowedBackfills
 
 WATERMARK_PREFIX = "liberator.watermark"
-INTAKE_INTERVAL = 0.5  # seconds between looks at the desk
 
 
-class Window:
-    """One chunk between its watermarks: its rows by key, until the high watermark comes back."""
-
-    def __init__(
-        self,
-        chunk_id: str,
-        state: TableState,
-        rows: dict[tuple[Any, ...], list[Any]],
-        last: tuple[Any, ...] | None,
-        full: bool,
-    ) -> None:
-        self.id = chunk_id
-        self.state = state
-        self.rows = rows
-        self.last = last  # the key of the chunk's last row (None: the chunk was empty)
-        self.full = full  # a full chunk: more rows may follow
-        self.open = False  # the low watermark came back through the stream
-
-
-class WalBackfill:
+class WalBackfill(WindowedBackfills):
     def __init__(
         self,
         config: PostgresWalConfig,
@@ -71,34 +50,14 @@ class WalBackfill:
         what: str,
         log: logging.Logger,
     ) -> None:
+        super().__init__(desk, backfills, captured, log)
         self.config = config
         self.catalog = catalog
-        self.captured = captured
-        self.desk = desk
-        self.backfills = backfills
         self.what = what
-        self.log = log
         self.chunk = config.snapshot_chunk
-        self.window: Window | None = None
-        self.watching: str | None = None  # the table whose streamed keys are dropped from the open window
         self._conn: psycopg.Connection[Any] | None = None
-        self._intake_at = 0.0
 
     # -- between transactions, on the reading thread ----------------------------------------------------
-
-    def intake(self) -> bool:
-        """Cancels and new requests from the desk (every INTAKE_INTERVAL); True when the backfills changed."""
-        now = time.monotonic()
-        if now - self._intake_at < INTAKE_INTERVAL:
-            return False
-        self._intake_at = now
-        backfills, changed = self.desk.intake(self.backfills, self._accept, self.captured, self.log)
-        if changed:
-            self.backfills = backfills
-            if self.window is not None and (not backfills or backfills[0].id != self.window.id.split(":")[0]):
-                self.window = self.watching = None  # its backfill was cancelled
-            self.desk.report_backfills(backfills)
-        return changed
 
     def next_chunk(self) -> None:
         """Read the next chunk of the first backfill between two watermarks, unless one is under way."""
@@ -121,14 +80,10 @@ class WalBackfill:
         parsed = [parse_values(state, row) for row in rows]
         by_key = {tuple(values[i] for i in key_index): values for values in parsed}
         last = tuple(rows[-1][i] for i in key_index) if rows else None  # the server's text: cast back as is
-        self.window = Window(chunk_id, state, by_key, last, len(rows) >= self.chunk)
+        window = ChunkWindow(chunk_id, state.name, state.captured, by_key, last, len(rows) >= self.chunk)
+        self.open_window(window, watch_now=False)  # the low watermark opens it, when it comes back
 
     # -- in the stream ------------------------------------------------------------------------------------
-
-    def saw(self, key: Sequence[Any]) -> None:
-        """A streamed change of the watched table between the watermarks: the stream carries this key."""
-        assert self.window is not None
-        self.window.rows.pop(tuple(key), None)
 
     def watermark(self, content: bytes, lsn: int) -> list[RowChange]:
         """A watermark came back: the low one opens the window, the high one closes it with its rows."""
@@ -138,24 +93,9 @@ class WalBackfill:
             return []  # a watermark of a chunk abandoned (a restart, a cancel)
         if kind == "low":
             window.open = True
-            self.watching = window.state.name
+            self.watching = window.stream
             return []
-        self.window = self.watching = None
-        backfill = self.backfills[0]
-        txn = Txn(int(time.time() * 1000), position=lsn_text(lsn), snapshot=True)
-        txn.snapshot_incremental = True
-        captured = window.state.captured
-        out = [RowChange(captured, Op.read, txn, after=values) for values in window.rows.values()]
-        done = Backfill(
-            backfill.id, backfill.stream, backfill.where, window.last or backfill.after, backfill.rows + len(out)
-        )
-        if window.full:
-            self.backfills = (done, *self.backfills[1:])
-        else:
-            self.backfills = self.backfills[1:]
-            self.log.info("snapshot %s of %s done: %d rows", done.id, done.stream, done.rows)
-        self.desk.report_backfills(self.backfills)
-        return out
+        return self.close_window(lsn_text(lsn))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -164,7 +104,7 @@ class WalBackfill:
 
     # -- helpers ------------------------------------------------------------------------------------------
 
-    def _accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
+    def accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
         for name in request.tables:
             qualified = name if "." in name else f"public.{name}"
