@@ -12,9 +12,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from liberator.connectors.mysql_binlog.position import BinlogPosition
 from liberator.embedded.ports import free_port
+from liberator.snapshots import SnapshotRequest
 from liberator_testbed import MySQLInstance
-from tests.integration.test_mysql_binlog_helpers import numbers, source_yaml
+from tests.integration.test_mysql_binlog_helpers import make_source, numbers, source_yaml
 from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for, with_http
 
 ROWS = 300
@@ -22,11 +24,17 @@ SIGNAL_DDL = "CREATE TABLE `{db}`.liberator_signal (id VARCHAR(64) PRIMARY KEY, 
 
 
 def _setup(
-    server: MySQLInstance, db: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str, extra: str = ""
+    server: MySQLInstance,
+    db: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    registry_url: str,
+    extra: str = "",
+    envelope: str = "change",
 ) -> tuple[Path, str]:
     server.execute(f"CREATE TABLE `{db}`.items (id INT PRIMARY KEY, version INT NOT NULL, note VARCHAR(20))")
     server.execute(f"INSERT INTO `{db}`.items SELECT i, 1, CONCAT('n', i) FROM ({numbers(ROWS)}) AS s")
-    yaml = source_yaml(server, f"[{db}.items]", db, "    snapshot_chunk: 25\n    envelope: change\n" + extra)
+    yaml = source_yaml(server, f"[{db}.items]", db, f"    snapshot_chunk: 25\n    envelope: {envelope}\n{extra}")
     config = app_config(tmp_path, kafka_bootstrap, registry_url, yaml)
     with_http(config, free_port())
     return config, f"{db}.{db}.items"
@@ -139,7 +147,7 @@ def test_a_quiet_database_finishes_its_snapshot_and_where_selects_rows(
     mariadb_server: MySQLInstance, mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
     db = mysql_database
-    config, topic = _setup(mariadb_server, db, tmp_path, kafka_bootstrap, registry_url)
+    config, topic = _setup(mariadb_server, db, tmp_path, kafka_bootstrap, registry_url, envelope="debezium")
     with DaemonThread(config):
         wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) >= ROWS, what="the initial snapshot")
         # Nothing writes to the database from here on: each window closes without a write after it.
@@ -155,6 +163,8 @@ def test_a_quiet_database_finishes_its_snapshot_and_where_selects_rows(
     assert [r["key"]["id"] for r in records[ROWS : 2 * ROWS]] == list(range(1, ROWS + 1))
     assert [r["key"]["id"] for r in records[2 * ROWS :]] == [100, 200, 300]
     assert {r["value"]["op"] for r in records[ROWS:]} == {"r"}
+    assert {r["value"]["source"]["snapshot"] for r in records[ROWS:]} == {"incremental"}  # envelope: debezium
+    assert {r["value"]["source"]["snapshot"] for r in records[:ROWS]} <= {"true", "last"}
 
 
 def test_status_shows_progress_and_cancel_stops_the_snapshot(
@@ -213,3 +223,44 @@ def test_a_table_added_to_the_config_is_backfilled_at_start(
     reads = [r for r in read_topic(kafka_bootstrap, registry_url, second) if r["value"]["op"] == "r"]
     assert sorted(r["key"]["id"] for r in reads) == list(range(1, 11)), "each existing row of second, once"
     assert [r["value"]["op"] for r in read_topic(kafka_bootstrap, registry_url, first)] == ["r"] * 5 + ["c"]
+
+
+def test_every_position_stored_while_a_backfill_runs_carries_it(
+    mariadb_server: MySQLInstance, mysql_database: str
+) -> None:
+    """A position noted before a request was taken (after another table's transaction, waiting for the next
+    heartbeat) must not be stored after the request: a crash would then forget the request."""
+    db = mysql_database
+    server = mariadb_server
+    server.execute(f"CREATE TABLE `{db}`.items (id INT PRIMARY KEY, v INT NOT NULL)")
+    server.execute(f"CREATE TABLE `{db}`.other (id INT PRIMARY KEY)")
+    server.execute(f"INSERT INTO `{db}`.items SELECT i, 1 FROM ({numbers(60)}) AS s")
+    source, stop = make_source(server, [f"{db}.items"], snapshot_chunk=10, heartbeat=3.0)
+    positions: list[BinlogPosition] = []
+
+    def read() -> None:
+        for item in source.read(None):
+            position = getattr(item, "position", None)
+            if isinstance(position, BinlogPosition):
+                positions.append(position)
+            if stop.is_set():
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: positions and not positions[-1].snapshotting, what="the initial snapshot")
+        server.execute(f"INSERT INTO `{db}`.items VALUES (61, 1)")  # published: the heartbeat clock restarts
+        server.execute(f"INSERT INTO `{db}`.other VALUES (1)")  # not captured: its position waits (`pending`)
+        # Seven chunks of 0.5 s: the backfill outlasts the heartbeat that stores the waiting position.
+        source.context.snapshots.submit(SnapshotRequest((f"{db}.items",), "SLEEP(0.05) = 0"))
+        wait_for(lambda: any(p.backfills for p in positions), what="the request taken")
+        wait_for(lambda: not positions[-1].backfills, timeout=60, what="the backfill to finish")
+    finally:
+        stop.set()
+        reader.join(30)
+        source.close()
+    carried = [bool(p.backfills) for p in positions]
+    first = carried.index(True)
+    last = len(carried) - 1 - carried[::-1].index(True)
+    assert all(carried[first : last + 1]), f"a position without the running backfill was stored: {carried}"

@@ -269,14 +269,16 @@ class BinlogStreamer:
                 return
             if not in_txn:
                 # Between transactions: the only place where the stream may make us wait.
-                if backfill is not None:
-                    here = yield from self._between(backfill, reader, here)
-                while not waiter.wait(pacing.max_wait):
+                while True:
+                    if backfill is not None:
+                        moved = yield from self._between(backfill, reader, here)
+                        if moved is not here:  # stored with the backfills' progress: `pending` would undo it
+                            here, pending, last_yield = moved, None, time.monotonic()
+                    if waiter.wait(pacing.max_wait):
+                        break
                     yield IDLE
                     if stop.is_set():
                         return
-                    if backfill is not None:
-                        here = yield from self._between(backfill, reader, here)
             event = fetch()
             cls = event.__class__
             if cls is WriteRowsEvent or cls is UpdateRowsEvent or cls is DeleteRowsEvent:
