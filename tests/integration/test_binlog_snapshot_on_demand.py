@@ -264,3 +264,13 @@ def test_every_position_stored_while_a_backfill_runs_carries_it(
     first = carried.index(True)
     last = len(carried) - 1 - carried[::-1].index(True)
     assert all(carried[first : last + 1]), f"a position without the running backfill was stored: {carried}"
+
+
+def test_a_missing_signal_table_is_named_with_the_ddl_to_create_it(
+    mariadb_server: MySQLInstance, mysql_database: str
+) -> None:
+    db = mysql_database
+    mariadb_server.execute(f"CREATE TABLE `{db}`.items (id INT PRIMARY KEY)")
+    source, _stop = make_source(mariadb_server, [f"{db}.items"], signal_table=f"{db}.liberator_signal")
+    problems = source.check()
+    assert any(f"the signal table {db}.liberator_signal does not exist" in p and "CREATE TABLE" in p for p in problems)

@@ -73,7 +73,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
             problems = setting_problems(self.cfg, info) + unmatched_problems(conn, self.cfg)
             tables = list_tables(conn, self.cfg)
             problems += select_problems(conn, self.cfg, tables)
-            problems += self._outbox_problems(conn, info)
+            problems += self._option_problems(conn, info)
             in_use = self._guard.problem(conn)
             problems += [in_use] if in_use is not None else []
             for database, name in tables:
@@ -91,7 +91,8 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         finally:
             self.close()
 
-    def _outbox_problems(self, conn: Any, info: ServerInfo) -> list[str]:
+    def _option_problems(self, conn: Any, info: ServerInfo) -> list[str]:
+        """What is wrong with the tables `signal_table` and `outbox` name (missing, or not an outbox's shape)."""
         signal = self.cfg.signal_table
         signal_db, signal_name = (None, "") if signal is None else signal.split(".", 1)
         if signal_db is not None and read_table_def(conn, signal_db, signal_name, not info.mariadb) is None:
@@ -134,7 +135,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         cfg = self.cfg
         try:
             conn, info = self._connect()
-            problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._outbox_problems(conn, info)
+            problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._option_problems(conn, info)
             if start is not None and not start.snapshotting:
                 problems += position_problems(cfg, info, start, conn)
             if problems:
