@@ -226,3 +226,22 @@ class Backfill:
             after=None if after is None else tuple(decode_scalar(v) for v in after),
             rows=int(data.get("rows", 0)),
         )
+
+
+def new_table_backfills(
+    topics: dict[str, str],
+    backfills: tuple[Backfill, ...],
+    with_records: Callable[[Sequence[str]], list[str]],
+    log: logging.Logger,
+) -> tuple[Backfill, ...]:
+    """Backfills for the captured tables (qualified name -> topic) whose topics hold no record: they were added
+    to `tables` since the snapshot (or were empty then), so their rows are read while streaming. Reading an
+    empty table again costs one chunk query and publishes nothing twice: its topic holds nothing."""
+    running = {b.stream for b in backfills}
+    waiting = {name: topic for name, topic in topics.items() if name not in running}
+    holding = set(with_records(sorted(set(waiting.values()))))
+    new = [name for name, topic in waiting.items() if topic not in holding]
+    if not new:
+        return backfills
+    log.info("no events yet for %s: reading their rows while streaming", ", ".join(new))
+    return (*backfills, *(Backfill(f"new-{uuid.uuid4().hex[:8]}", name) for name in new))

@@ -1,4 +1,4 @@
-"""The binlog source's configuration: table selection and the outbox option."""
+"""The binlog source's configuration: table selection, the outbox option and the signal table."""
 
 from __future__ import annotations
 
@@ -55,3 +55,13 @@ def test_exclude_names_one_captured_table() -> None:
         _config(tables=["shop.*"], exclude={"shop.*": ["x"]})
     with pytest.raises(ValidationError, match=r"exclude: crm\.users is not a captured table"):
         _config(tables=["shop.*"], exclude={"crm.users": ["x"]})
+
+
+def test_the_signal_table_is_one_table_read_from_the_binlog_and_never_published() -> None:
+    config = _config(tables=["shop.*"], signal_table="ops.liberator_signal")
+    assert config.literal_databases() == ["ops", "shop"]  # its database is read from the binlog
+    inside = _config(tables=["shop.*"], signal_table="shop.liberator_signal")
+    assert inside.captures("shop", "orders") and not inside.captures("shop", "liberator_signal")
+    for wrong in ("liberator_signal", "shop.signal_*"):
+        with pytest.raises(ValidationError, match=r"must be one database\.table"):
+            _config(tables=["shop.*"], signal_table=wrong)

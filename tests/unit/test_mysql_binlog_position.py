@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -20,6 +21,7 @@ from liberator.connectors.mysql_binlog.position import (
     gtid_to_json,
 )
 from liberator.connectors.mysql_binlog.stream import _Skip
+from liberator.snapshots import Backfill
 
 U1 = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 U2 = "4f22fb58-71ca-11e1-9e33-c80aa9429562"
@@ -138,6 +140,17 @@ def test_a_position_with_history_and_snapshot_progress_round_trips_through_json(
     finished = BinlogPosition(position.coord, None, snapshot=SnapshotState(state.tables, state.runs, 2, None, True))
     assert not BinlogPosition.from_json(json.loads(json.dumps(finished.to_json()))).snapshotting
     assert finished.describe() == "binlog.000002:4"
+
+
+def test_positions_carry_snapshots_on_demand_and_read_the_older_form() -> None:
+    older = {"file": "binlog.000003", "pos": 120, "gtid": {"mariadb": "0-1-9"}, "schemas": [], "snapshot": None}
+    plain = BinlogPosition.from_json(older)  # as main stored it, before snapshots on demand
+    assert plain.backfills == () and plain.to_json() == older, "a position without backfills is stored as before"
+    backfill = Backfill("ab12", "shop.orders", "id > 2", (dt.date(2026, 1, 2), 7), 41)
+    position = replace(plain, backfills=(backfill,))
+    again = BinlogPosition.from_json(json.loads(json.dumps(position.to_json())))
+    assert again == position and again.backfills[0].after == (dt.date(2026, 1, 2), 7)
+    assert again.advanced(Coord("binlog.000003", 400), None).backfills == (backfill,), "moving keeps the backfills"
 
 
 @pytest.mark.parametrize("bad", [{}, {"file": "binlog.000001"}, {"file": 3, "pos": 4}, {"file": "b.1", "pos": "4"}])

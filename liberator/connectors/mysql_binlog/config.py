@@ -73,6 +73,18 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
         description="TRUNCATE of a captured table: log a warning and go on, stop the source, or publish an "
         "op 't' change event with a null key (change envelope only)",
     )
+    signal_table: str | None = Field(
+        None,
+        description="database.table with columns id, type, data (as Debezium's signal table): an inserted row of "
+        "type execute-snapshot asks for an incremental snapshot (docs/snapshots.md)",
+    )
+
+    @field_validator("signal_table")
+    @classmethod
+    def _one_signal_table(cls, table: str | None) -> str | None:
+        if table is not None and (not _TABLE.match(table) or _PATTERN.search(table)):
+            raise ValueError(f"{table!r} must be one database.table (no patterns)")
+        return table
 
     @model_validator(mode="after")
     def _truncate_needs_change_envelope(self) -> MySQLBinlogConfig:
@@ -108,9 +120,9 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
         return tables
 
     def captures(self, database: str, table: str) -> bool:
-        """Whether the table's row changes are published (the outbox table's rows are domain events instead)."""
+        """Whether the table's row changes are published (not the outbox's: domain events; nor the signal table's)."""
         name = f"{database}.{table}"
-        if self.outbox is not None and name == self.outbox.table:
+        if (self.outbox is not None and name == self.outbox.table) or name == self.signal_table:
             return False
         return any(fnmatch.fnmatchcase(name, entry) for entry in (*self.tables, *self.future_tables))
 
@@ -119,6 +131,8 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
         databases = {entry.split(".", 1)[0] for entry in (*self.tables, *self.future_tables)}
         if self.outbox is not None:
             databases.add(self.outbox.table.split(".", 1)[0])
+        if self.signal_table is not None:
+            databases.add(self.signal_table.split(".", 1)[0])
         if any(any(ch in db for ch in "*?[") for db in databases):
             return None
         return sorted(databases)

@@ -13,6 +13,7 @@ from typing import Any, Self
 
 from liberator.connectors.mysql_binlog.history import SchemaHistory
 from liberator.positions import Position, decode_scalar, encode_scalar
+from liberator.snapshots import Backfill
 
 _FILE_NUMBER = re.compile(r"\.(\d+)$")
 
@@ -240,6 +241,8 @@ class BinlogPosition(Position):
     gtid: GtidState | None = None
     schemas: SchemaHistory = _NO_SCHEMAS
     snapshot: SnapshotState | None = None
+    # Snapshots on demand under way (liberator.snapshots), each after the last chunk that went out.
+    backfills: tuple[Backfill, ...] = ()
 
     @property
     def snapshotting(self) -> bool:
@@ -249,13 +252,16 @@ class BinlogPosition(Position):
         return replace(self, coord=coord, gtid=gtid)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "file": self.coord.file,
             "pos": self.coord.pos,
             "gtid": gtid_to_json(self.gtid),
             "schemas": self.schemas.to_json(),
             "snapshot": None if self.snapshot is None else self.snapshot.to_json(),
         }
+        if self.backfills:  # absent otherwise: positions stored before snapshots on demand read the same
+            out["backfills"] = [b.to_json() for b in self.backfills]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
@@ -267,6 +273,7 @@ class BinlogPosition(Position):
             gtid_from_json(data.get("gtid")),
             SchemaHistory.from_json(data.get("schemas") or []),
             None if snapshot is None else SnapshotState.from_json(snapshot),
+            tuple(Backfill.from_json(b) for b in data.get("backfills") or ()),
         )
 
     def describe(self) -> str:

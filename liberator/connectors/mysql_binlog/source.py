@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, ClassVar
 
 import pymysql  # type: ignore[import-untyped]
 
 from liberator.capture import ChangeBatch
 from liberator.capture.debezium import mark_snapshot_end
+from liberator.connectors.mysql_binlog.backfill import BinlogBackfill
 from liberator.connectors.mysql_binlog.checks import (
     ServerInfo,
     classify,
@@ -32,10 +34,12 @@ from liberator.connectors.mysql_binlog.tables import TableCatalog, list_tables, 
 from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
+from liberator.snapshots import new_table_backfills
 from liberator.source import Source, SourceContext, lost_position
 
 
 class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
+    snapshots_on_demand: ClassVar[bool] = True
     config_model = MySQLBinlogConfig
     position_type = BinlogPosition
 
@@ -69,7 +73,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
             problems = setting_problems(self.cfg, info) + unmatched_problems(conn, self.cfg)
             tables = list_tables(conn, self.cfg)
             problems += select_problems(conn, self.cfg, tables)
-            problems += self._outbox_problems(conn, info)
+            problems += self._option_problems(conn, info)
             in_use = self._guard.problem(conn)
             problems += [in_use] if in_use is not None else []
             for database, name in tables:
@@ -87,7 +91,15 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         finally:
             self.close()
 
-    def _outbox_problems(self, conn: Any, info: ServerInfo) -> list[str]:
+    def _option_problems(self, conn: Any, info: ServerInfo) -> list[str]:
+        """What is wrong with the tables `signal_table` and `outbox` name (missing, or not an outbox's shape)."""
+        signal = self.cfg.signal_table
+        signal_db, signal_name = (None, "") if signal is None else signal.split(".", 1)
+        if signal_db is not None and read_table_def(conn, signal_db, signal_name, not info.mariadb) is None:
+            return [
+                f"source {self.cfg.name}: the signal table {signal} does not exist; create it (CREATE TABLE "
+                f"{signal} (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT)) or fix signal_table"
+            ]
         outbox = self.cfg.outbox
         if outbox is None:
             return []
@@ -123,7 +135,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         cfg = self.cfg
         try:
             conn, info = self._connect()
-            problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._outbox_problems(conn, info)
+            problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._option_problems(conn, info)
             if start is not None and not start.snapshotting:
                 problems += position_problems(cfg, info, start, conn)
             if problems:
@@ -154,6 +166,8 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
             if cfg.snapshot == "initial_only":
                 self.phase = "done"
                 return
+            if start is not None and not start.snapshotting:
+                position = self._backfill_new_tables(conn, position)
             yield from self._stream(conn, info, position)
         except pymysql.MySQLError as exc:
             raise transient(exc, cfg) from None
@@ -180,6 +194,14 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         tables = tuple(f"{db}.{t}" for db, t in list_tables(conn, self.cfg))
         return BinlogPosition(Coord("", 0), None, snapshot=SnapshotState(tables, ()))
 
+    def _backfill_new_tables(self, conn: Any, position: BinlogPosition) -> BinlogPosition:
+        """Tables whose topics hold no record are read as a backfill between watermarks (new_table_backfills)."""
+        if self.cfg.snapshot != "initial" or self.context.with_records is None:
+            return position
+        topics = {f"{db}.{t}": self.tables.topic_for(db, t) for db, t in list_tables(conn, self.cfg)}
+        backfills = new_table_backfills(topics, position.backfills, self.context.with_records, self.context.log)
+        return replace(position, backfills=backfills)
+
     def _stream(self, conn: Any, info: ServerInfo, position: BinlogPosition) -> Iterator[SourceItem]:
         cfg = self.cfg
         by_gtid = cfg.resume == "gtid" or (cfg.resume == "auto" and info.gtid_mode)
@@ -196,8 +218,12 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         self._open.append(reader)
         outbox = None if cfg.outbox is None else BinlogOutbox(cfg, self.context.registry)
         context = self.context
+        captured = {f"{db}.{t}" for db, t in list_tables(conn, cfg)}
+        backfill = BinlogBackfill(
+            cfg, self.tables, conn, not info.mariadb, captured, context.snapshots, position.backfills, context.log
+        )
         streamer = BinlogStreamer(
-            cfg, self.tables, conn, not info.mariadb, context.log, context.stop, context.pacing, outbox
+            cfg, self.tables, conn, not info.mariadb, context.log, context.stop, context.pacing, outbox, backfill
         )
         yield from streamer.run(reader, position, waiter)
 

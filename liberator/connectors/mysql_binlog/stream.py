@@ -18,7 +18,8 @@ import select
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
@@ -34,6 +35,7 @@ from pymysqlreplication.event import (
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
 from liberator.capture import BatchItem, ChangeBatch, Op, RowChange, Txn, truncate_changes
+from liberator.connectors.mysql_binlog.backfill import BinlogBackfill
 from liberator.connectors.mysql_binlog.checks import quote
 from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 from liberator.connectors.mysql_binlog.guard import reader_identity
@@ -47,6 +49,7 @@ from liberator.dbconnect import mysql_connect, seconds
 from liberator.errors import TransientSourceError
 from liberator.events import IDLE, Checkpoint, SourceItem
 from liberator.resnapshot import publish_covered
+from liberator.snapshots import signal_requests
 from liberator.source import Pacing
 
 MAX_BATCH = 1000  # changes per batch inside a large transaction
@@ -223,9 +226,12 @@ class BinlogStreamer:
         stop: threading.Event,
         pacing: Pacing | None = None,
         outbox: BinlogOutbox | None = None,
+        backfill: BinlogBackfill | None = None,
     ) -> None:
         self.config = config
         self.outbox = outbox
+        self.backfill = backfill  # snapshots on demand, between watermarks (backfill.py)
+        self.signal_ids: set[int] = set()  # table ids of the signal table
         self.tables = tables
         self.ctl = ctl  # our own connection for information_schema
         self.mysql = mysql
@@ -243,7 +249,9 @@ class BinlogStreamer:
         by_table_id = self.by_table_id
         skip = _Skip(position.snapshot) if position.snapshot is not None and len(position.snapshot.runs) > 1 else None
         if skip is None and position.snapshot is not None:
-            position = BinlogPosition(position.coord, position.gtid, position.schemas, None)
+            position = replace(position, snapshot=None)
+        backfill = self.backfill
+        here = position  # after the last transaction read: where a restart resumes, between transactions
         gtid: GtidState | None = position.gtid
         schemas = position.schemas
         txn_id: str | None = None
@@ -261,7 +269,13 @@ class BinlogStreamer:
                 return
             if not in_txn:
                 # Between transactions: the only place where the stream may make us wait.
-                while not waiter.wait(pacing.max_wait):
+                while True:
+                    if backfill is not None:
+                        moved = yield from self._between(backfill, reader, here)
+                        if moved is not here:  # stored with the backfills' progress: `pending` would undo it
+                            here, pending, last_yield = moved, None, time.monotonic()
+                    if waiter.wait(pacing.max_wait):
+                        break
                     yield IDLE
                     if stop.is_set():
                         return
@@ -270,6 +284,10 @@ class BinlogStreamer:
             if cls is WriteRowsEvent or cls is UpdateRowsEvent or cls is DeleteRowsEvent:
                 entry = by_table_id.get(event.table_id)
                 if entry is None:
+                    if cls is WriteRowsEvent and event.table_id in self.signal_ids:
+                        for row in event.rows:
+                            self._signal(row["values"])
+                        continue
                     outbox = self.outbox
                     if outbox is not None and cls is WriteRowsEvent and outbox.is_outbox(event.table_id):
                         for row in event.rows:
@@ -291,7 +309,12 @@ class BinlogStreamer:
                     native=(event.packet.server_id, txn_gtid),  # for the Debezium envelope's source block
                 )
                 covered = None if skip is None else (skip, Coord(reader.log_file, event.packet.log_pos))
-                if self._rows(event, cls, entry, txn, items, covered):
+                watched = (
+                    backfill is not None
+                    and backfill.watching == entry[0].qualified
+                    and backfill.inside(Coord(reader.log_file, event.packet.log_pos))
+                )
+                if self._rows(event, cls, entry, txn, items, covered, watched):
                     part, changed = txn, True
                 if len(items) >= MAX_BATCH:
                     yield ChangeBatch(items, None)  # inside the transaction: no position to resume from
@@ -334,6 +357,8 @@ class BinlogStreamer:
                             native=(event.packet.server_id, txn_gtid),
                         )
                         truncates = self._truncate(truncated, schemas, txn, where)
+                        if backfill is not None and backfill.inside(Coord(reader.log_file, event.packet.log_pos)):
+                            backfill.truncated(truncated)
                         if truncates:
                             items.extend(truncates)
                             part, changed = txn, True
@@ -357,7 +382,8 @@ class BinlogStreamer:
             if skip is not None and skip.until < coord:
                 skip = None  # the stream is past every later snapshot run's point
             snapshot = skip.state if skip is not None else None
-            position = BinlogPosition(coord, gtid, schemas, snapshot)
+            position = BinlogPosition(coord, gtid, schemas, snapshot, () if backfill is None else backfill.backfills)
+            here = position
             if changed or items:
                 # The transaction's commit, for the transaction topic's END (liberator.capture.txmeta).
                 committed = [part] if part is not None and tracks else []
@@ -370,6 +396,36 @@ class BinlogStreamer:
                 pending = position
             in_txn, txn_gtid, txn_id, part, changed = False, None, None, None, False
 
+    def _between(
+        self, backfill: BinlogBackfill, reader: BinLogStreamReader, here: BinlogPosition
+    ) -> Generator[SourceItem, None, BinlogPosition]:
+        """Between transactions: the open window closes once the stream passed its high watermark; requests
+        and cancels are taken (stored at once, so a request survives a crash); the next chunk is read."""
+        coord = None if reader.log_file is None or reader.log_pos is None else Coord(reader.log_file, reader.log_pos)
+        if backfill.reached(coord):
+            rows = backfill.close_window(str(coord))
+            here = replace(here, backfills=backfill.backfills)
+            yield ChangeBatch(list(rows), here) if rows else Checkpoint(here)  # the chunk's progress with its rows
+        if backfill.intake():
+            here = replace(here, backfills=backfill.backfills)
+            yield Checkpoint(here, durable=True)
+        backfill.next_chunk()
+        return here
+
+    def _signal(self, values: dict[str, Any]) -> None:
+        """A row inserted into the signal table: its snapshot requests go to the desk, taken between transactions."""
+        texts = {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items() if isinstance(v, str | bytes)}
+        try:
+            requests = signal_requests(str(texts.get("id", "?")), str(texts.get("type", "")), texts.get("data"))
+        except ValueError as exc:
+            self.log.warning("%s; ignored", exc)
+            return
+        if self.backfill is None:
+            return
+        for request in requests:
+            self.backfill.desk.submit(request)
+            self.log.info("signal %s: snapshot of %s requested", request.id, ", ".join(request.tables))
+
     def _rows(
         self,
         event: Any,
@@ -378,9 +434,11 @@ class BinlogStreamer:
         txn: Txn,
         items: list[BatchItem],
         covered: tuple[_Skip, Coord] | None,
+        watched: bool = False,
     ) -> bool:
         """The event's rows as changes of `txn`, appended to `items`; whether there were any. `covered`: a
-        later snapshot run may hold some of them already (its skip rule, and where the event is)."""
+        later snapshot run may hold some of them already (its skip rule, and where the event is); `watched`:
+        the event is inside an open chunk window on its table, whose rows of these keys the stream carries."""
         table, reader = entry
         captured = table.captured
         rows = reader.rows(event)
@@ -397,6 +455,14 @@ class BinlogStreamer:
                 rows = [from_binlog(r["values"], r["none_sources"]) for r in event.rows]
         if not rows:
             return False
+        if watched:
+            assert self.backfill is not None
+            key_index = captured.key_index
+            if update:
+                self.backfill.saw_rows(key_index, [before for before, _after in rows])
+                self.backfill.saw_rows(key_index, [after for _before, after in rows])
+            else:
+                self.backfill.saw_rows(key_index, rows)
         if covered is not None:
             return self._covered_rows(cls, table, rows, txn, items, *covered)
         append = items.append
@@ -476,6 +542,11 @@ class BinlogStreamer:
         """A table id's map (the first since the library forgot it): what its rows events are, from now on."""
         if self.outbox is not None and self.outbox.table_map(event):
             self.by_table_id.pop(event.table_id, None)
+            return schemas
+        self.signal_ids.discard(event.table_id)  # table ids are reused after a table is reopened
+        if f"{event.schema}.{event.table}" == self.config.signal_table:
+            self.by_table_id.pop(event.table_id, None)
+            self.signal_ids.add(event.table_id)
             return schemas
         if not self.config.captures(event.schema, event.table):
             self.by_table_id.pop(event.table_id, None)

@@ -26,7 +26,6 @@ restart resumes after it; a window whose high watermark had not come back is rea
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -44,9 +43,9 @@ from liberator.connectors.postgres_wal.position import lsn_text
 from liberator.connectors.postgres_wal.rows import UnreadableValue, parse_values, poison_row
 from liberator.connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
+from liberator.watermarks import ChunkWindow, WindowedBackfills
 
 WATERMARK_PREFIX = "liberator.watermark"
-INTAKE_INTERVAL = 0.5  # seconds between looks at the desk
 
 Key = tuple[Any, ...]
 
@@ -68,20 +67,6 @@ class Span:
     limit: int | None
 
 
-class Window:
-    """The chunks between one pair of watermarks: their rows by key, until the high watermark comes back."""
-
-    def __init__(
-        self, chunk_id: str, state: TableState, rows: dict[Key, list[Any] | Unreadable], last: Key | None, full: bool
-    ) -> None:
-        self.id = chunk_id
-        self.state = state
-        self.rows = rows
-        self.last = last  # the key of the window's last row (None: nothing was read)
-        self.full = full  # more rows may follow
-        self.open = False  # the low watermark came back through the stream
-
-
 class TextReader:
     """A connection reading chunks as the server's text, its text loaders registered once per table."""
 
@@ -96,7 +81,7 @@ class TextReader:
         return self.conn.execute(query, params).fetchall()
 
 
-class WalBackfill:
+class WalBackfill(WindowedBackfills):
     def __init__(
         self,
         config: PostgresWalConfig,
@@ -107,37 +92,18 @@ class WalBackfill:
         what: str,
         log: logging.Logger,
     ) -> None:
+        super().__init__(desk, backfills, captured, log)
         self.config = config
         self.catalog = catalog
-        self.captured = captured
-        self.desk = desk
-        self.backfills = backfills
         self.what = what
-        self.log = log
         self.chunk = config.snapshot_chunk
         self.workers = config.snapshot_workers
-        self.window: Window | None = None
-        self.watching: str | None = None  # the table whose streamed keys are dropped from the open window
+        self._state: TableState | None = None  # the open window's table, for its poison rows
         self._readers: list[TextReader] = []  # [0] also writes the watermarks
         self._pool: ThreadPoolExecutor | None = None
         self._queries: dict[tuple[str, str], ChunkQuery] = {}  # (backfill id, table): its shape, read once
-        self._intake_at = 0.0
 
     # -- between transactions, on the reading thread ----------------------------------------------------
-
-    def intake(self) -> bool:
-        """Cancels and new requests from the desk (every INTAKE_INTERVAL); True when the backfills changed."""
-        now = time.monotonic()
-        if now - self._intake_at < INTAKE_INTERVAL:
-            return False
-        self._intake_at = now
-        backfills, changed = self.desk.intake(self.backfills, self._accept, self.captured, self.log)
-        if changed:
-            self.backfills = backfills
-            if self.window is not None and (not backfills or backfills[0].id != self.window.id.split(":")[0]):
-                self.window = self.watching = None  # its backfill was cancelled
-            self.desk.report_backfills(backfills)
-        return changed
 
     def next_chunk(self) -> None:
         """Read the next window of the first backfill between two watermarks, unless one is under way."""
@@ -184,18 +150,14 @@ class WalBackfill:
                 last = tuple(rows[-1][i] for i in key_index)
             if span.limit is not None:
                 full = len(rows) >= span.limit
-        self.window = Window(chunk_id, state, by_key, last, full)
+        self._state = state
+        self.open_window(ChunkWindow(chunk_id, state.name, state.captured, by_key, last, full), watch_now=False)
 
     def reshaped(self, name: str) -> None:
         """The stream carried a new shape of `name`: the next chunks read it afresh from the catalog."""
         self._queries = {k: v for k, v in self._queries.items() if k[1] != name}
 
     # -- in the stream ------------------------------------------------------------------------------------
-
-    def saw(self, key: Sequence[Any]) -> None:
-        """A streamed change of the watched table between the watermarks: the stream carries this key."""
-        assert self.window is not None
-        self.window.rows.pop(tuple(key), None)
 
     def watermark(self, content: bytes, lsn: int) -> list[RowChange | PoisonRow]:
         """A watermark came back: the low one opens the window, the high one closes it with its rows."""
@@ -205,31 +167,19 @@ class WalBackfill:
             return []  # a watermark of a chunk abandoned (a restart, a cancel)
         if kind == "low":
             window.open = True
-            self.watching = window.state.name
+            self.watching = window.stream
             return []
-        self.window = self.watching = None
-        backfill = self.backfills[0]
-        txn = Txn(int(time.time() * 1000), position=lsn_text(lsn), snapshot=True)
-        txn.snapshot_incremental = True
-        state = window.state
-        captured = state.captured
-        out = [
-            poison_row(state, Op.read, txn, values.reason, new=values.row)
-            if isinstance(values, Unreadable)
-            else RowChange(captured, Op.read, txn, after=values)
-            for values in window.rows.values()
-        ]
-        done = Backfill(
-            backfill.id, backfill.stream, backfill.where, window.last or backfill.after, backfill.rows + len(out)
-        )
-        if window.full:
-            self.backfills = (done, *self.backfills[1:])
-        else:
-            self.backfills = self.backfills[1:]
+        state, backfill = self._state, self.backfills[0]
+        assert state is not None
+
+        def read(txn: Txn, values: Any) -> RowChange | PoisonRow:
+            if isinstance(values, Unreadable):
+                return poison_row(state, Op.read, txn, values.reason, new=values.row)
+            return RowChange(state.captured, Op.read, txn, after=values)
+
+        if not window.full:
             self._queries.pop((backfill.id, backfill.stream), None)
-            self.desk.finished(done, self.log)
-        self.desk.report_backfills(self.backfills)
-        return out
+        return self.close_window(lsn_text(lsn), read)
 
     def close(self) -> None:
         for reader in self._readers:
@@ -242,7 +192,7 @@ class WalBackfill:
 
     # -- helpers ------------------------------------------------------------------------------------------
 
-    def _accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
+    def accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
         for name in request.tables:
             qualified = name if "." in name else f"public.{name}"

@@ -30,7 +30,7 @@ from liberator.connectors.postgres_wal.tables import TableCatalog
 from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
-from liberator.snapshots import Backfill
+from liberator.snapshots import Backfill, new_table_backfills
 from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 HEARTBEAT_PREFIX = "liberator.heartbeat"
@@ -330,20 +330,12 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             yield Checkpoint(WalPosition(position.lsn, position.tables, snapshot_done=True))
 
     def _backfill_new_tables(self, position: WalPosition, catalog: TableCatalog, tables: list[str]) -> WalPosition:
-        """Tables whose topics hold no record were added to `tables` since the snapshot (or were empty then):
-        their rows are read as a backfill between watermarks, as snapshots on demand are. Reading an empty
-        table again costs one chunk query and publishes nothing twice: its topic holds nothing."""
+        """Tables whose topics hold no record are read as a backfill between watermarks (new_table_backfills)."""
         if self.cfg.snapshot != "initial" or self.context.with_records is None:
             return position
-        running = {b.stream for b in position.backfills}
-        topics = {name: catalog.from_catalog(name).captured.stream.topic for name in tables if name not in running}
-        holding = set(self.context.with_records(sorted(set(topics.values()))))
-        new = [name for name, topic in topics.items() if topic not in holding]
-        if not new:
-            return position
-        self.context.log.info("no events yet for %s: reading their rows while streaming", ", ".join(new))
-        added = tuple(Backfill(f"new-{uuid.uuid4().hex[:8]}", name) for name in new)
-        return WalPosition(position.lsn, position.tables, position.snapshot_done, (*position.backfills, *added))
+        topics = {name: catalog.from_catalog(name).captured.stream.topic for name in tables}
+        backfills = new_table_backfills(topics, position.backfills, self.context.with_records, self.context.log)
+        return WalPosition(position.lsn, position.tables, position.snapshot_done, backfills)
 
     def _stream(
         self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None

@@ -1,0 +1,130 @@
+"""Snapshots on demand between watermarks (DBLog): the bookkeeping every CDC source shares.
+
+A source reads a chunk of the first backfill's table in key order, between a low and a high watermark of
+its own log (postgres_wal: messages it writes into the WAL; mysql_binlog: binlog positions it reads). While
+its stream goes from one watermark to the other, every key of that table the stream touches is dropped
+from the chunk (`saw`): the stream carries that key, newer than the chunk. When the stream passes the high
+watermark, the rows left go out as reads (`close_window`), and the backfill's progress moves after the chunk's
+last key. How the watermarks are written and recognised is the source's; the rest is here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from liberator.capture import CapturedTable, Op, PoisonRow, RowChange, Txn
+from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
+
+INTAKE_INTERVAL = 0.5  # seconds between looks at the desk
+
+
+class ChunkWindow:
+    """One chunk between its watermarks: its rows by key, until the stream passes the high watermark."""
+
+    def __init__(
+        self,
+        chunk_id: str,
+        stream: str,
+        captured: CapturedTable,
+        rows: dict[tuple[Any, ...], Any],  # the source's form of each row: values, or what it could not read
+        last: tuple[Any, ...] | None,
+        full: bool,
+    ) -> None:
+        self.id = chunk_id  # "<backfill id>:<chunk>"
+        self.stream = stream  # the table's qualified name
+        self.captured = captured
+        self.rows = rows
+        self.last = last  # the key of the chunk's last row (None: the chunk was empty)
+        self.full = full  # a full chunk: more rows may follow
+        self.open = False  # the stream is past the low watermark
+
+
+class WindowedBackfills:
+    """The source's backfills (first one running), the chunk window under way, and the desk they report to."""
+
+    def __init__(
+        self,
+        desk: SnapshotDesk,
+        backfills: tuple[Backfill, ...],
+        captured: set[str],
+        log: logging.Logger,
+    ) -> None:
+        self.desk = desk
+        self.backfills = backfills
+        self.captured = captured
+        self.log = log
+        self.window: ChunkWindow | None = None
+        self.watching: str | None = None  # the table whose streamed keys are dropped from the open window
+        self._intake_at = 0.0
+        if backfills:
+            desk.report_backfills(backfills)  # resumed from the stored position: visible to --status at once
+
+    def accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
+        """A request's backfills, or why it is refused (the source checks its tables and condition)."""
+        raise NotImplementedError
+
+    def intake(self) -> bool:
+        """Cancels and new requests from the desk (every INTAKE_INTERVAL); True when the backfills changed."""
+        now = time.monotonic()
+        if now - self._intake_at < INTAKE_INTERVAL:
+            return False
+        self._intake_at = now
+        backfills, changed = self.desk.intake(self.backfills, self.accept, self.captured, self.log)
+        if changed:
+            self.backfills = backfills
+            if self.window is not None and (not backfills or backfills[0].id != self.window.id.split(":")[0]):
+                self.window = self.watching = None  # its backfill was cancelled
+            self.desk.report_backfills(backfills)
+        return changed
+
+    def open_window(self, window: ChunkWindow, watch_now: bool) -> None:
+        self.window = window
+        window.open = watch_now
+        self.watching = window.stream if watch_now else None
+
+    def saw(self, key: Sequence[Any]) -> None:
+        """A streamed change of the watched table between the watermarks: the stream carries this key."""
+        assert self.window is not None
+        self.window.rows.pop(tuple(key), None)
+
+    def saw_rows(self, key_index: Sequence[int], rows: Sequence[Sequence[Any]]) -> None:
+        pop = self.window.rows.pop if self.window is not None else None
+        if pop is None:
+            return
+        for values in rows:
+            pop(tuple(values[i] for i in key_index), None)
+
+    def truncated(self, stream: str) -> None:
+        """A TRUNCATE of the watched table inside the window: the chunk read rows it removed."""
+        if self.window is not None and self.watching == stream:
+            self.window.rows.clear()
+
+    def close_window(
+        self, position: str | None, read: Callable[[Txn, Any], RowChange | PoisonRow] | None = None
+    ) -> list[RowChange | PoisonRow]:
+        """The stream passed the high watermark: the chunk's rows left, as reads at that place in the stream
+        (`read` makes each: a source whose chunk holds rows it could not read makes poison rows of them)."""
+        window = self.window
+        assert window is not None
+        self.window = self.watching = None
+        backfill = self.backfills[0]
+        txn = Txn(int(time.time() * 1000), position=position, snapshot=True)
+        txn.snapshot_incremental = True
+        out: list[RowChange | PoisonRow]
+        if read is None:
+            out = [RowChange(window.captured, Op.read, txn, after=values) for values in window.rows.values()]
+        else:
+            out = [read(txn, values) for values in window.rows.values()]
+        done = Backfill(
+            backfill.id, backfill.stream, backfill.where, window.last or backfill.after, backfill.rows + len(out)
+        )
+        if window.full:
+            self.backfills = (done, *self.backfills[1:])
+        else:
+            self.backfills = self.backfills[1:]
+            self.desk.finished(done, self.log)
+        self.desk.report_backfills(self.backfills)
+        return out
