@@ -92,7 +92,7 @@ class WalBackfill:
         if now - self._intake_at < INTAKE_INTERVAL:
             return False
         self._intake_at = now
-        backfills, changed = self.desk.intake(self.backfills, self._accept, self.captured, self.log)
+        backfills, changed = self.desk.intake(self.backfills, self._accept, self.captured, self.log, blocking=True)
         if changed:
             self.backfills = backfills
             if self.window is not None and (not backfills or backfills[0].id != self.window.id.split(":")[0]):
@@ -102,8 +102,8 @@ class WalBackfill:
 
     def next_chunk(self) -> None:
         """Read the next chunk of the first backfill between two watermarks, unless one is under way."""
-        if self.window is not None or not self.backfills:
-            return
+        if self.window is not None or not self.backfills or self.backfills[0].blocking:
+            return  # a blocking snapshot first: liberator.connectors.postgres_wal.blocking reads it
         backfill = self.backfills[0]
         state = self.catalog.from_catalog(backfill.stream)
         chunk_id = f"{backfill.id}:{uuid.uuid4().hex[:8]}"
@@ -166,6 +166,8 @@ class WalBackfill:
 
     def _accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
+        if request.blocking and request.where is not None:
+            return [], "a blocking snapshot reads whole tables: ask without the condition, or not blocking"
         for name in request.tables:
             qualified = name if "." in name else f"public.{name}"
             if qualified not in self.captured:
@@ -179,7 +181,7 @@ class WalBackfill:
             except psycopg.Error as exc:
                 reason = str(exc).splitlines()[0]
                 return [], f"the condition {request.where!r} does not run on {qualified}: {reason}"
-            found.append(Backfill(request.id, qualified, request.where))
+            found.append(Backfill(request.id, qualified, request.where, blocking=request.blocking))
         return found, None
 
     def _connection(self) -> psycopg.Connection[Any]:

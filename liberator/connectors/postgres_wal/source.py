@@ -19,6 +19,7 @@ import psycopg
 
 from liberator.connectors.postgres_wal import checks
 from liberator.connectors.postgres_wal.backfill import WalBackfill
+from liberator.connectors.postgres_wal.blocking import BlockingSnapshot
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import application_name, classify, connect
 from liberator.connectors.postgres_wal.outbox import WalOutbox
@@ -179,7 +180,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         elif start is not None:
             position = self._backfill_new_tables(position, catalog, tables)
         self.phase = "streaming"
-        yield from self._stream(position, catalog, tables, outbox)
+        yield from self._stream(position, catalog, tables, outbox, reader)
 
     def _create_slot(
         self, tables: list[str], reader: SnapshotReader, wants_snapshot: bool
@@ -325,7 +326,12 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         return WalPosition(position.lsn, position.tables, position.snapshot_done, (*position.backfills, *added))
 
     def _stream(
-        self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None
+        self,
+        position: WalPosition,
+        catalog: TableCatalog,
+        tables: list[str],
+        outbox: WalOutbox | None,
+        reader: SnapshotReader,
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
         stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
@@ -333,10 +339,15 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
             cfg, catalog, set(tables), self.context.snapshots, position.backfills, self.what, self.context.log
         )
         decoder = ChangeDecoder(cfg, catalog, set(tables), position, self.context.log, outbox, backfill)
+        blocking = BlockingSnapshot(cfg, catalog.conn, reader, backfill, self.what, self.context.log)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
         try:
             for frame in stream.frames(self.context.stop, self.context.pacing):
+                if blocking.due(frame, decoder):  # the stream reached the blocking snapshot's point: read it now
+                    yield from blocking.pause(decoder, stream)
+                    if self.context.stop.is_set():
+                        return
                 yield from decoder.frame(frame)
                 if cfg.heartbeat and time.monotonic() >= heartbeat_at:
                     heartbeat_at = time.monotonic() + cfg.heartbeat
@@ -344,7 +355,9 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
                 if decoder.between_batches():  # snapshots on demand: requests taken, the next chunk read
                     if backfill.intake():
                         yield Checkpoint(decoder.resume_here(), durable=True)  # a request survives a crash
+                    blocking.prepare()
                     backfill.next_chunk()
         finally:
+            blocking.close()
             backfill.close()
             stream.close()
