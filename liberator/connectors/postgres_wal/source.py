@@ -22,6 +22,7 @@ from liberator.connectors.postgres_wal.backfill import WalBackfill
 from liberator.connectors.postgres_wal.blocking import BlockingSnapshot
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import application_name, classify, connect
+from liberator.connectors.postgres_wal.newtables import NewTables
 from liberator.connectors.postgres_wal.outbox import WalOutbox
 from liberator.connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from liberator.connectors.postgres_wal.snapshot import SnapshotReader, create_slot
@@ -335,11 +336,12 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
         stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
-        backfill = WalBackfill(
-            cfg, catalog, set(tables), self.context.snapshots, position.backfills, self.what, self.context.log
-        )
-        decoder = ChangeDecoder(cfg, catalog, set(tables), position, self.context.log, outbox, backfill)
-        blocking = BlockingSnapshot(cfg, catalog.conn, reader, backfill, self.what, self.context.log)
+        log = self.context.log
+        captured = set(tables)  # one set: a table created while streaming is added for all of them
+        backfill = WalBackfill(cfg, catalog, captured, self.context.snapshots, position.backfills, self.what, log)
+        decoder = ChangeDecoder(cfg, catalog, captured, position, log, outbox, backfill)
+        blocking = BlockingSnapshot(cfg, catalog.conn, reader, backfill, self.what, log)
+        new_tables = NewTables(cfg, catalog, captured, backfill, decoder, log)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
         try:
@@ -353,7 +355,8 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
                     heartbeat_at = time.monotonic() + cfg.heartbeat
                     catalog.conn.execute("SELECT pg_logical_emit_message(false, %s, '')", (HEARTBEAT_PREFIX,))
                 if decoder.between_batches():  # snapshots on demand: requests taken, the next chunk read
-                    if backfill.intake():
+                    taken = backfill.intake()
+                    if new_tables.look() or taken:
                         yield Checkpoint(decoder.resume_here(), durable=True)  # a request survives a crash
                     blocking.prepare()
                     backfill.next_chunk()
