@@ -80,7 +80,7 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
     signal_table: str | None = Field(
         None,
         description="schema.table with columns id, type, data (as Debezium's signal table): an inserted row of type "
-        "execute-snapshot asks for an incremental snapshot (docs/snapshots.md)",
+        "execute-snapshot asks for an incremental or blocking snapshot (docs/snapshots.md)",
     )
 
     @model_validator(mode="after")
