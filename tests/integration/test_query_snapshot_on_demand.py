@@ -160,3 +160,15 @@ def test_rows_of_the_signal_table_are_taken_once_each_across_a_restart(
 
 def _idle_but_refused(config: Path) -> bool:
     return not any(word in _snapshot(config, "--status") for word in ("queued ", "running ", "waiting "))
+
+
+def test_a_missing_signal_table_is_one_problem_line_with_its_ddl(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    config, _topic = _config(legacy, tmp_path, kafka_bootstrap, registry_url)
+    config.write_text(config.read_text().replace("    batch_size: 7\n", "    batch_size: 7\n    signal_table: nope\n"))
+    result = cli("check", str(config))
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 1, result.stdout
+    assert "cannot read signal table nope" in problems[0] and "CREATE TABLE nope (id varchar(64)" in problems[0]

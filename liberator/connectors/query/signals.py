@@ -10,6 +10,7 @@ The daemon only reads the table (SELECT); rows may be deleted by whoever manages
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -28,19 +29,17 @@ class SignalTable:
         self.desk = desk
         self.log = log
 
+    def problem(self, conn: sa.Connection) -> str | None:
+        """For `liberator check`: why the table cannot be read, if it cannot."""
+        try:
+            self._rows(conn)
+        except FatalSourceError as exc:
+            return str(exc)
+        return None
+
     def poll(self, conn: sa.Connection, position: QueryPosition) -> QueryPosition:
         """Submit the requests of rows not taken yet; the position with the ids the table holds now."""
-        try:
-            rows = conn.execute(sa.select(self.table.c.id, self.table.c.type, self.table.c.data)).all()
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise  # a lost connection: retried like any other poll
-            reason = str(exc.orig).splitlines()[0]
-            raise FatalSourceError(
-                f"source {self.source}: cannot read signal table {self.name} ({reason}); create it: CREATE TABLE "
-                f"{self.name} (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data text), or grant SELECT "
-                "on it (docs/snapshots.md)"
-            ) from None
+        rows = self._rows(conn)
         taken = set(position.signals)
         present = []
         for signal_id, kind, data in rows:
@@ -58,3 +57,16 @@ class SignalTable:
                 self.log.info("signal %s: snapshot of %s requested", request.id, ", ".join(request.tables))
         signals = tuple(sorted(present))
         return position if signals == position.signals else position.with_signals(signals)
+
+    def _rows(self, conn: sa.Connection) -> list[tuple[Any, ...]]:
+        try:
+            return [tuple(r) for r in conn.execute(sa.select(self.table.c.id, self.table.c.type, self.table.c.data))]
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise  # a lost connection: retried like any other poll
+            reason = str(exc.orig).splitlines()[0]
+            raise FatalSourceError(
+                f"source {self.source}: cannot read signal table {self.name} ({reason}); create it: CREATE TABLE "
+                f"{self.name} (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data text), or grant SELECT "
+                "on it (docs/snapshots.md)"
+            ) from None

@@ -109,6 +109,9 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
                     problems.append(
                         str(sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}: {reader.name}", self.cfg))
                     )
+            signal_problem = None if self.signals is None else self.signals.problem(conn)
+            if signal_problem is not None:
+                problems.append(signal_problem)
         return problems
 
     def streams(self) -> list[Stream]:
