@@ -138,3 +138,30 @@ def test_a_blocking_signal_reads_its_tables_in_one_snapshot_and_where_is_refused
         again = read_topic(kafka_bootstrap, registry_url, topic)[ROWS:]
         assert [r["key"]["id"] for r in again] == list(range(1, ROWS + 1))
         assert {r["value"]["op"] for r in again} == {"r"}
+
+
+def test_a_blocking_request_waiting_for_an_open_transaction_can_be_cancelled(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    db, config = _setup(pg_url, tmp_path, kafka_bootstrap, registry_url)
+    topic = f"{db.tag}.items"
+    with DaemonThread(config), psycopg.connect(db.url) as holder:
+        wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) >= ROWS, what="the initial snapshot")
+        # A transaction with an xid, left open: creating the temporary slot waits for it to end.
+        holder.execute("UPDATE other SET version = 2 WHERE id = 1")
+        request = _snapshot(config, "--table", "items", "--blocking").split()[1]
+        wait_for(lambda: f"{request}  running  public.items" in _snapshot(config, "--status"), what="it is taken")
+        assert "(blocking)" in _snapshot(config, "--status")
+        db.run("UPDATE items SET version = 5 WHERE id = 7")  # after the slot was asked for: waits for its point
+        assert "cancelled" in _snapshot(config, "--cancel", request)
+        wait_for(lambda: _idle(config), what="the request dropped while its slot waits")
+        wait_for(
+            lambda: any(r["key"]["id"] == 7 for r in read_topic(kafka_bootstrap, registry_url, topic)[ROWS:]),
+            what="the stream going on after the cancel",
+        )
+        holder.rollback()
+        assert "queued" in _snapshot(config, "--table", "items", "--blocking")
+        wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) == 2 * ROWS + 1, what="one read")
+    records = read_topic(kafka_bootstrap, registry_url, topic)
+    assert [r["value"]["op"] for r in records[ROWS:]] == ["u"] + ["r"] * ROWS, "nothing read for the cancelled one"
+    assert not db.rows("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE %s", (f"{db.tag}_block%",))

@@ -346,8 +346,8 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         stream.open()
         try:
             for frame in stream.frames(self.context.stop, self.context.pacing):
-                if blocking.due(frame, decoder):  # the stream reached the blocking snapshot's point: read it now
-                    yield from blocking.pause(decoder, stream)
+                if blocking.guard is not None:  # a blocking snapshot under way: at its point the stream pauses
+                    yield from blocking.before(frame, decoder, stream)
                     if self.context.stop.is_set():
                         return
                 yield from decoder.frame(frame)
