@@ -21,12 +21,13 @@ import time
 import uuid
 
 import psycopg
+from psycopg import sql
 
 from liberator.connectors.postgres_wal import checks
 from liberator.connectors.postgres_wal.backfill import WalBackfill
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.streaming import ChangeDecoder
-from liberator.connectors.postgres_wal.tables import TableCatalog
+from liberator.connectors.postgres_wal.tables import TableCatalog, split_name
 from liberator.errors import LiberatorError
 from liberator.snapshots import Backfill
 
@@ -48,7 +49,7 @@ class NewTables:
         self.decoder = decoder
         self.log = log
         self._looked = time.monotonic()
-        self._warned: set[str] = set()  # tables already logged as not capturable: once each
+        self._warned: set[str] = set()  # what was logged as not capturable or not publishable: once each
 
     def look(self) -> bool:
         """At most every status_interval: True when tables were added (their backfills are queued)."""
@@ -76,14 +77,19 @@ class NewTables:
         return True
 
     def _capturable(self, name: str) -> bool:
+        reason = None
         try:
             self.catalog.from_catalog(name)  # a primary key, types that map
         except LiberatorError as exc:
-            if name not in self._warned:
-                self._warned.add(name)
-                self.log.warning("new table %s matches `tables:` but is not captured: %s", name, exc)
-            return False
-        return True
+            reason = str(exc)
+        quoted = sql.Identifier(*split_name(name)).as_string(None)
+        readable = self.catalog.conn.execute("SELECT has_table_privilege(%s, 'SELECT')", (quoted,)).fetchone()
+        if reason is None and not (readable and readable[0]):
+            reason = f"this role cannot read it; run GRANT SELECT ON {quoted} TO {self.catalog.conn.info.user};"
+        if reason is not None and name not in self._warned:
+            self._warned.add(name)
+            self.log.warning("new table %s matches `tables:` but is not captured: %s", name, reason)
+        return reason is None
 
     def _publish(self, tables: list[str]) -> bool:
         statement = checks.add_tables_sql(self.config, tables)
@@ -95,7 +101,7 @@ class NewTables:
                 reason = "this role may not alter the publication (it must own it and the tables)"
         else:
             reason = "`create: false`"
-        key = ",".join(tables)
+        key = "publish " + ",".join(tables)
         if key not in self._warned:
             self._warned.add(key)
             self.log.warning(
