@@ -72,7 +72,11 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
         "__liberator_unchanged_toast__",
         description="stands for an unchanged TOASTed text/bytes value whose old value is unknown",
     )
-    status_interval: Duration = Field(10.0, description="how often the server hears the acknowledged LSN")
+    status_interval: Duration = Field(
+        10.0,
+        description="how often the server hears the acknowledged LSN, and the catalogue is looked at for new "
+        "tables matching `tables` (docs/snapshots.md)",
+    )
     heartbeat: Duration = Field(
         0.0, description="write a pg_logical_emit_message this often, so an idle database's slot advances; 0: off"
     )
