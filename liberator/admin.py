@@ -10,7 +10,8 @@ The daemon's `http:` server answers `POST /sources/{name}/pause` and `POST /sour
 - 409: nothing to do or not possible now: already paused (pause), not paused (resume), not started yet, or
   failed, stopped or finished.
 
-Snapshots (liberator.snapshots): `POST /sources/{name}/snapshot` with `{"tables": [...], "where": "..."}`
+Snapshots (liberator.snapshots): `POST /sources/{name}/snapshot` with `{"tables": [...], "where": "...",
+"blocking": false}`
 (202: queued, with its `id`; the source takes it at its next loop), `POST /sources/{name}/snapshot-cancel`
 with `{"id": "..."}`, and `GET /sources/{name}/snapshots` (queued, running with progress, refused).
 """
@@ -105,7 +106,10 @@ class Admin:
             return 400, {"source": name, "message": 'give the tables to snapshot: {"tables": ["orders"]}'}
         if where is not None and (not isinstance(where, str) or not where.strip()):
             return 400, {"source": name, "message": '`where` must be an SQL condition, e.g. "id > 1000"'}
-        request = SnapshotRequest(tuple(tables), where)
+        blocking = body.get("blocking", False)
+        if not isinstance(blocking, bool):
+            return 400, {"source": name, "message": "`blocking` must be true or false"}
+        request = SnapshotRequest(tuple(tables), where, blocking=blocking)
         desk.submit(request)
         return 202, {
             "source": name,

@@ -166,6 +166,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             say(
                 f"{queued['id']}  queued   {', '.join(queued['tables'])}"
                 + (f"  where {queued['where']}" if queued["where"] else "")
+                + ("  (blocking)" if queued.get("blocking") else "")
             )
         for running in answer.get("running", []):
             state = "running" if running["running"] else "waiting"
@@ -174,7 +175,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             rate = f", {running['rows_per_second']:,.0f} rows/s" if running.get("rows_per_second") else ""
             eta = f", ETA {running['eta_seconds']:.0f}s" if running.get("eta_seconds") is not None else ""
             done = f"{running['rows']:,}{of} rows so far{rate}{eta}"
-            say(f"{running['id']}  {state:<8} {running['stream']}: {done}{where}")
+            kind = "  (blocking)" if running.get("blocking") else ""
+            say(f"{running['id']}  {state:<8} {running['stream']}: {done}{where}{kind}")
         for request_id, reason in answer.get("refused", {}).items():
             say(f"{request_id}  refused  {reason}")
         if not any(answer.get(k) for k in ("queued", "running", "refused")):
@@ -185,7 +187,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     else:
         if not args.table:
             raise LiberatorError("say what to snapshot: --table T (repeatable), or --status / --cancel ID")
-        code, answer = request(config, args.source, "snapshot", body={"tables": args.table, "where": args.where})
+        body = {"tables": args.table, "where": args.where, "blocking": args.blocking}
+        code, answer = request(config, args.source, "snapshot", body=body)
     message = str(answer.get("message", answer))
     if code >= 300:
         raise LiberatorError(message)
@@ -320,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="the source whose tables to read again")
     p.add_argument("--table", action="append", help="a captured table (repeatable)")
     p.add_argument("--where", help="an SQL condition: only the rows matching it are read")
+    p.add_argument(
+        "--blocking",
+        action="store_true",
+        help="pause the stream and read the tables in one consistent snapshot (postgres_wal; docs/snapshots.md)",
+    )
     p.add_argument("--status", action="store_true", help="list the snapshots queued, under way and refused")
     p.add_argument("--cancel", metavar="ID", help="stop the snapshot with this id")
     p.set_defaults(func=cmd_snapshot)

@@ -26,17 +26,18 @@ class SnapshotRequest:
     tables: tuple[str, ...]
     where: str | None = None  # an SQL condition on the table's columns: only those rows are read
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    blocking: bool = False  # the stream pauses while the tables are read in one consistent snapshot
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "tables": list(self.tables), "where": self.where}
+        return {"id": self.id, "tables": list(self.tables), "where": self.where, "blocking": self.blocking}
 
 
 def signal_requests(signal_id: str, kind: str, data: str | None) -> list[SnapshotRequest]:
     """The snapshot requests of one row of a Debezium-style signal table (`id, type, data`).
 
-    `execute-snapshot` with `{"data-collections": [...], "type": "incremental", "additional-conditions":
-    [{"data-collection": T, "filter": SQL}]}` asks for those tables (a table with a condition gets its own
-    request); anything else raises ValueError with the reason, for one log line."""
+    `execute-snapshot` with `{"data-collections": [...], "type": "incremental" | "blocking",
+    "additional-conditions": [{"data-collection": T, "filter": SQL}]}` asks for those tables (a table with a
+    condition gets its own request); anything else raises ValueError with the reason, for one log line."""
     if kind != "execute-snapshot":
         raise ValueError(f"signal {signal_id}: type {kind!r} is not supported (only execute-snapshot)")
     try:
@@ -46,8 +47,10 @@ def signal_requests(signal_id: str, kind: str, data: str | None) -> list[Snapsho
     tables = body.get("data-collections") if isinstance(body, dict) else None
     if not isinstance(tables, list) or not tables or not all(isinstance(t, str) for t in tables):
         raise ValueError(f'signal {signal_id}: data needs "data-collections": ["schema.table", ...]')
-    if body.get("type", "incremental").lower() != "incremental":
-        raise ValueError(f"signal {signal_id}: only incremental snapshots are supported, not {body['type']!r}")
+    snapshot_type = str(body.get("type", "incremental")).lower()
+    if snapshot_type not in ("incremental", "blocking"):
+        raise ValueError(f"signal {signal_id}: snapshot type {body['type']!r} is not incremental or blocking")
+    blocking = snapshot_type == "blocking"
     conditions: dict[str, str] = {}
     for condition in body.get("additional-conditions") or []:
         if (
@@ -57,9 +60,9 @@ def signal_requests(signal_id: str, kind: str, data: str | None) -> list[Snapsho
         ):
             conditions[condition["data-collection"]] = str(condition["filter"])
     plain = tuple(t for t in tables if t not in conditions)
-    requests = [SnapshotRequest(plain, None, signal_id)] if plain else []
+    requests = [SnapshotRequest(plain, None, signal_id, blocking)] if plain else []
     for i, table in enumerate(t for t in tables if t in conditions):
-        requests.append(SnapshotRequest((table,), conditions[table], f"{signal_id}-{i}"))
+        requests.append(SnapshotRequest((table,), conditions[table], f"{signal_id}-{i}", blocking))
     return requests
 
 
@@ -123,9 +126,11 @@ class SnapshotDesk:
         accept: Callable[[SnapshotRequest], tuple[list[Backfill], str | None]],
         captured: set[str],
         log: logging.Logger,
+        blocking: bool = False,
     ) -> tuple[tuple[Backfill, ...], bool]:
         """The source's backfills after the cancels and requests that arrived (`accept` turns a request into
-        backfills or says why not), without those whose table is no longer captured; and whether they changed."""
+        backfills or says why not), without those whose table is no longer captured; and whether they changed.
+        A blocking request is refused unless the source takes those (`blocking`)."""
         kept = list(backfills)
         changed = False
         cancelled = self.take_cancels()
@@ -137,7 +142,12 @@ class SnapshotDesk:
             if request.id in cancelled:  # cancelled while still queued
                 self.taken(request, "cancelled before it started")
                 continue
-            new, refusal = accept(request)
+            new: list[Backfill]
+            refusal: str | None
+            if request.blocking and not blocking:
+                new, refusal = [], "this source does not take blocking snapshots (postgres_wal does); ask without it"
+            else:
+                new, refusal = accept(request)
             self.taken(request, refusal)
             if refusal is not None:
                 log.warning("snapshot %s refused: %s", request.id, refusal)
@@ -206,15 +216,19 @@ class Backfill:
     where: str | None = None
     after: tuple[object, ...] | None = None  # the key of the last row published; None: from the start
     rows: int = 0  # published so far
+    blocking: bool = False  # read whole in one snapshot while the stream waits (postgres_wal), not in chunks
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "stream": self.stream,
             "where": self.where,
             "after": None if self.after is None else [encode_scalar(v) for v in self.after],
             "rows": self.rows,
         }
+        if self.blocking:  # absent otherwise: positions stored before blocking snapshots read the same
+            out["blocking"] = True
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Backfill:
@@ -225,6 +239,7 @@ class Backfill:
             where=data.get("where"),
             after=None if after is None else tuple(decode_scalar(v) for v in after),
             rows=int(data.get("rows", 0)),
+            blocking=bool(data.get("blocking", False)),
         )
 
 

@@ -45,6 +45,8 @@ class ChunkWindow:
 class WindowedBackfills:
     """The source's backfills (first one running), the chunk window under way, and the desk they report to."""
 
+    takes_blocking = False  # whether the source reads blocking requests (the others are refused at intake)
+
     def __init__(
         self,
         desk: SnapshotDesk,
@@ -72,7 +74,9 @@ class WindowedBackfills:
         if now - self._intake_at < INTAKE_INTERVAL:
             return False
         self._intake_at = now
-        backfills, changed = self.desk.intake(self.backfills, self.accept, self.captured, self.log)
+        backfills, changed = self.desk.intake(
+            self.backfills, self.accept, self.captured, self.log, blocking=self.takes_blocking
+        )
         if changed:
             self.backfills = backfills
             if self.window is not None and (not backfills or backfills[0].id != self.window.id.split(":")[0]):

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from liberator_testbed import MySQLInstance, PostgresInstance
 from tests.integration.test_outbox_support import AppDb, register_order_schema
 from tests.support import DaemonThread, app_config, cli, read_topic, wait_for
@@ -86,6 +88,44 @@ def test_postgres_wal_with_the_documented_grants(
         check_passes(config)
         insert = lambda: postgres_server.execute("INSERT INTO orders VALUES (3, 3.30)", database=pg_database)  # noqa: E731
         published(config, kafka_bootstrap, registry_url, f"{prefix}.orders", insert)
+    finally:  # a slot keeps its database from being dropped
+        postgres_server.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        )
+
+
+def test_postgres_wal_tells_what_to_run_for_a_new_table_it_cannot_publish_then_captures_it(
+    postgres_server: PostgresInstance,
+    pg_database: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    registry_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pg_orders(postgres_server, pg_database)
+    user = pg_grant(postgres_server, pg_database, "postgres_wal")
+    slot, prefix = f"s{user}", f"t{user}"
+    url = postgres_server.url(pg_database, user=user, password=PASSWORD, driver=None)
+    source = (
+        f'  - name: wal\n    type: postgres_wal\n    url: {url}\n    tables: ["public.orders*"]\n'
+        f'    slot: {slot}\n    publication: liberator_shop\n    topic: "{prefix}.{{table}}"\n'
+        "    status_interval: 200ms\n"
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source)
+    run = lambda statement: postgres_server.execute(statement, database=pg_database)  # noqa: E731
+    try:
+        with DaemonThread(config):
+            assert len(read_topic(kafka_bootstrap, registry_url, f"{prefix}.orders", expect=2, timeout=60)) == 2
+            run("CREATE TABLE orders_eu (id int PRIMARY KEY, total numeric(10,2) NOT NULL)")
+            run("INSERT INTO orders_eu VALUES (1, 9.90)")
+            wait_for(lambda: "new table public.orders_eu matches" in caplog.text, what="the warning")
+            assert f'GRANT SELECT ON "public"."orders_eu" TO {user};' in caplog.text
+            run(f"GRANT SELECT ON orders_eu TO {user}")  # as the owner, what the two warnings say
+            wait_for(lambda: "ALTER PUBLICATION liberator_shop ADD TABLE" in caplog.text, what="the second warning")
+            run("ALTER PUBLICATION liberator_shop ADD TABLE orders_eu")
+            run("INSERT INTO orders_eu VALUES (2, 8.80)")
+            eu = read_topic(kafka_bootstrap, registry_url, f"{prefix}.orders_eu", expect=2, timeout=60)
+            assert sorted(r["key"]["id"] for r in eu) == [1, 2]
     finally:  # a slot keeps its database from being dropped
         postgres_server.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,)

@@ -119,3 +119,56 @@ def test_a_backfill_resumes_from_its_stored_position_after_a_restart(
         wait_for(lambda: len(_records(kafka_bootstrap, registry_url, topic)) == ROWS + 15, what="the rest of it")
         wait_for(lambda: _idle(config), what="the backfill to finish")
     assert [r["key"]["id"] for r in _records(kafka_bootstrap, registry_url, topic)[ROWS:]] == list(range(26, 41))
+
+
+def _signal(legacy: LegacyDb, signal_id: str, data: dict[str, Any]) -> None:
+    text = json.dumps(data).replace("'", "''")
+    legacy.run(f"INSERT INTO liberator_signal VALUES ('{signal_id}', 'execute-snapshot', '{text}')")
+
+
+def _only(condition: str) -> dict[str, Any]:
+    return {
+        "data-collections": ["orders"],
+        "additional-conditions": [{"data-collection": "orders", "filter": condition}],
+    }
+
+
+def test_rows_of_the_signal_table_are_taken_once_each_across_a_restart(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    legacy.run("CREATE TABLE liberator_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data text)")
+    config, topic = _config(legacy, tmp_path, kafka_bootstrap, registry_url)
+    config.write_text(
+        config.read_text().replace("    batch_size: 7\n", "    batch_size: 7\n    signal_table: liberator_signal\n")
+    )
+    with DaemonThread(config) as daemon:
+        wait_for(lambda: len(_records(kafka_bootstrap, registry_url, topic)) == ROWS, what="the initial snapshot")
+        _signal(legacy, "s1", _only("id <= 5"))
+        wait_for(lambda: len(_records(kafka_bootstrap, registry_url, topic)) == ROWS + 5, what="rows 1-5 again")
+        _signal(legacy, "s2", {"data-collections": ["orders"], "type": "blocking"})
+        wait_for(lambda: "s2  refused  this source does not take blocking" in _snapshot(config, "--status"), what="no")
+        wait_for(lambda: _idle_but_refused(config) and daemon.positions_settled("legacy"), what="the position stored")
+    _signal(legacy, "s3", _only("id > 35"))  # while the daemon is stopped
+    with DaemonThread(config):
+        wait_for(lambda: len(_records(kafka_bootstrap, registry_url, topic)) == ROWS + 10, what="rows 36-40 again")
+        _signal(legacy, "s4", _only("id = 1"))
+        wait_for(lambda: len(_records(kafka_bootstrap, registry_url, topic)) == ROWS + 11, what="row 1 again")
+    again = _records(kafka_bootstrap, registry_url, topic)[ROWS:]
+    # s1 is not taken again after the restart: its rows would come before 36-40.
+    assert [r["key"]["id"] for r in again] == [1, 2, 3, 4, 5, 36, 37, 38, 39, 40, 1]
+
+
+def _idle_but_refused(config: Path) -> bool:
+    return not any(word in _snapshot(config, "--status") for word in ("queued ", "running ", "waiting "))
+
+
+def test_a_missing_signal_table_is_one_problem_line_with_its_ddl(
+    legacy: LegacyDb, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    config, _topic = _config(legacy, tmp_path, kafka_bootstrap, registry_url)
+    config.write_text(config.read_text().replace("    batch_size: 7\n", "    batch_size: 7\n    signal_table: nope\n"))
+    result = cli("check", str(config))
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 1, result.stdout
+    assert "cannot read signal table nope" in problems[0] and "CREATE TABLE nope (id varchar(64)" in problems[0]

@@ -60,3 +60,12 @@ def test_query_positions_carry_snapshots_on_demand_and_read_the_older_form() -> 
     again = QueryPosition.from_json(json.loads(json.dumps(position.to_json())))
     assert again == position
     assert QueryPosition.from_json(plain.to_json()).backfills == ()
+
+
+def test_query_positions_keep_the_signals_taken_through_every_change() -> None:
+    plain = QueryPosition().with_cursor("orders", StreamCursor((3,), None, True))
+    assert "signals" not in plain.to_json(), "a position without signals is stored as before"
+    position = plain.with_signals(("s1", "s2")).with_backfills((Backfill("s2", "orders"),))
+    position = position.with_cursor("orders", StreamCursor((4,), None, True)).with_cursor("other", StreamCursor())
+    assert position.signals == ("s1", "s2"), "moving cursors and backfills keeps the signals"
+    assert QueryPosition.from_json(json.loads(json.dumps(position.to_json()))) == position

@@ -82,6 +82,8 @@ class TextReader:
 
 
 class WalBackfill(WindowedBackfills):
+    takes_blocking = True  # read by liberator.connectors.postgres_wal.blocking, not in chunks
+
     def __init__(
         self,
         config: PostgresWalConfig,
@@ -107,8 +109,8 @@ class WalBackfill(WindowedBackfills):
 
     def next_chunk(self) -> None:
         """Read the next window of the first backfill between two watermarks, unless one is under way."""
-        if self.window is not None or not self.backfills:
-            return
+        if self.window is not None or not self.backfills or self.backfills[0].blocking:
+            return  # a blocking snapshot first: liberator.connectors.postgres_wal.blocking reads it
         backfill = self.backfills[0]
         chunk_id = f"{backfill.id}:{uuid.uuid4().hex[:8]}"
         try:
@@ -194,6 +196,8 @@ class WalBackfill(WindowedBackfills):
 
     def accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
+        if request.blocking and request.where is not None:
+            return [], "a blocking snapshot reads whole tables: ask without the condition, or not blocking"
         for name in request.tables:
             qualified = name if "." in name else f"public.{name}"
             if qualified not in self.captured:
@@ -205,7 +209,7 @@ class WalBackfill(WindowedBackfills):
             except psycopg.Error as exc:
                 reason = str(exc).splitlines()[0]
                 return [], f"the condition {request.where!r} does not run on {qualified}: {reason}"
-            found.append(Backfill(request.id, qualified, request.where))
+            found.append(Backfill(request.id, qualified, request.where, blocking=request.blocking))
         return found, None
 
     def _query(self, backfill: Backfill) -> ChunkQuery:

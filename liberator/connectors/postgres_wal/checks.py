@@ -204,18 +204,24 @@ def ensure_publication(conn: psycopg.Connection[Any], config: PostgresWalConfig,
         if not exists:
             conn.execute(publication_sql(config, tables))
             return
-        published = {
-            f"{r[0]}.{r[1]}"
-            for r in conn.execute(
-                "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (config.publication,)
-            ).fetchall()
-        }
+        published = published_tables(conn, config)
         missing = [t for t in tables if t not in published]
         if missing:
-            listed = ", ".join(_qualified(t) for t in missing)
-            conn.execute(f"ALTER PUBLICATION {config.publication} ADD TABLE {listed}")
+            conn.execute(add_tables_sql(config, missing))
     except psycopg.errors.InsufficientPrivilege:
         raise FatalSourceError(
             f"source {config.name}: may not create or alter publication {config.publication}; run "
             f"{publication_sql(config, tables)}; as the tables' owner"
         ) from None
+
+
+def published_tables(conn: psycopg.Connection[Any], config: PostgresWalConfig) -> set[str]:
+    """The tables the publication covers now (every table for FOR ALL TABLES)."""
+    rows = conn.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (config.publication,)
+    ).fetchall()
+    return {f"{r[0]}.{r[1]}" for r in rows}
+
+
+def add_tables_sql(config: PostgresWalConfig, tables: list[str]) -> str:
+    return f"ALTER PUBLICATION {config.publication} ADD TABLE {', '.join(_qualified(t) for t in tables)}"

@@ -86,7 +86,11 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
         "__liberator_unchanged_toast__",
         description="stands for an unchanged TOASTed text/bytes value whose old value is unknown",
     )
-    status_interval: Duration = Field(10.0, description="how often the server hears the acknowledged LSN")
+    status_interval: Duration = Field(
+        10.0,
+        description="how often the server hears the acknowledged LSN, and the catalogue is looked at for new "
+        "tables matching `tables` (docs/snapshots.md)",
+    )
     heartbeat: Duration = Field(
         0.0, description="write a pg_logical_emit_message this often, so an idle database's slot advances; 0: off"
     )
@@ -94,7 +98,7 @@ class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
     signal_table: str | None = Field(
         None,
         description="schema.table with columns id, type, data (as Debezium's signal table): an inserted row of type "
-        "execute-snapshot asks for an incremental snapshot (docs/snapshots.md)",
+        "execute-snapshot asks for an incremental or blocking snapshot (docs/snapshots.md)",
     )
 
     @model_validator(mode="after")

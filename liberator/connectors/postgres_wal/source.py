@@ -19,8 +19,10 @@ import psycopg
 
 from liberator.connectors.postgres_wal import checks
 from liberator.connectors.postgres_wal.backfill import WalBackfill
+from liberator.connectors.postgres_wal.blocking import BlockingSnapshot
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.connection import application_name, classify, connect
+from liberator.connectors.postgres_wal.newtables import NewTables
 from liberator.connectors.postgres_wal.outbox import WalOutbox
 from liberator.connectors.postgres_wal.position import WalPosition, lsn_text, parse_lsn
 from liberator.connectors.postgres_wal.snapshot import SnapshotReader, create_slot
@@ -181,7 +183,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         elif start is not None:
             position = self._backfill_new_tables(position, catalog, tables)
         self.phase = "streaming"
-        yield from self._stream(position, catalog, tables, outbox)
+        yield from self._stream(position, catalog, tables, outbox, reader)
 
     def _create_slot(
         self, tables: list[str], reader: SnapshotReader, wants_snapshot: bool
@@ -338,26 +340,40 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         return WalPosition(position.lsn, position.tables, position.snapshot_done, backfills)
 
     def _stream(
-        self, position: WalPosition, catalog: TableCatalog, tables: list[str], outbox: WalOutbox | None
+        self,
+        position: WalPosition,
+        catalog: TableCatalog,
+        tables: list[str],
+        outbox: WalOutbox | None,
+        reader: SnapshotReader,
     ) -> Iterator[SourceItem]:
         cfg = self.cfg
         stream = ReplicationStream(cfg, position.lsn, self.what, lambda: self.acked.value)
-        backfill = WalBackfill(
-            cfg, catalog, set(tables), self.context.snapshots, position.backfills, self.what, self.context.log
-        )
-        decoder = ChangeDecoder(cfg, catalog, set(tables), position, self.context.log, outbox, backfill)
+        log = self.context.log
+        captured = set(tables)  # one set: a table created while streaming is added for all of them
+        backfill = WalBackfill(cfg, catalog, captured, self.context.snapshots, position.backfills, self.what, log)
+        decoder = ChangeDecoder(cfg, catalog, captured, position, log, outbox, backfill)
+        blocking = BlockingSnapshot(cfg, catalog.conn, reader, backfill, self.what, log)
+        new_tables = NewTables(cfg, catalog, captured, backfill, decoder, log)
         heartbeat_at = time.monotonic() + (cfg.heartbeat or 0)
         stream.open()
         try:
             for frame in stream.frames(self.context.stop, self.context.pacing):
+                if blocking.guard is not None:  # a blocking snapshot under way: at its point the stream pauses
+                    yield from blocking.before(frame, decoder, stream)
+                    if self.context.stop.is_set():
+                        return
                 yield from decoder.frame(frame)
                 if cfg.heartbeat and time.monotonic() >= heartbeat_at:
                     heartbeat_at = time.monotonic() + cfg.heartbeat
                     catalog.conn.execute("SELECT pg_logical_emit_message(false, %s, '')", (HEARTBEAT_PREFIX,))
                 if decoder.between_batches():  # snapshots on demand: requests taken, the next chunk read
-                    if backfill.intake():
+                    taken = backfill.intake()
+                    if new_tables.look() or taken:
                         yield Checkpoint(decoder.resume_here(), durable=True)  # a request survives a crash
+                    blocking.prepare()
                     backfill.next_chunk()
         finally:
+            blocking.close()
             backfill.close()
             stream.close()

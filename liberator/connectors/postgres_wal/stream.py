@@ -141,6 +141,13 @@ class ReplicationStream:
         except OSError as exc:
             raise TransientSourceError(f"{self.what}: replication connection failed ({exc})") from None
 
+    def keep_alive(self) -> None:
+        """While the reading thread is busy elsewhere (a blocking snapshot): the server hears the acknowledged
+        LSN, so its wal_sender_timeout does not end the session, and the pause counts as no silence of its."""
+        assert self._conn is not None, "open() first"
+        self._send_status(self._conn.pgconn)
+        self._heard, self._asked = time.monotonic(), False
+
     def _check_silence(self, pgconn: Any) -> None:
         silent = time.monotonic() - self._heard
         if silent >= self.config.read_timeout:

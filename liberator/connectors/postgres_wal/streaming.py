@@ -114,6 +114,20 @@ class ChangeDecoder:
         """Nothing read and not yet handed over, and no transaction open: a Checkpoint here loses nothing."""
         return not self.items and self.done is None and self.begin_lsn is None
 
+    def capture(self, names: Sequence[str]) -> None:
+        """Tables captured from now on (liberator.connectors.postgres_wal.newtables): a Relation message already
+        seen of one (a publication FOR ALL TABLES sends them) is not sent again, so its shape comes from the
+        catalogue."""
+        for relid, name in self.names.items():
+            if name in names:
+                self.relations[relid] = self.catalog.from_catalog(name)
+
+    def hand_over(self) -> Iterator[SourceItem]:
+        """Between transactions: the changes read so far go out now, not at the next pause of the stream."""
+        assert self.begin_lsn is None
+        if self.items or self.done is not None:
+            yield self._flush()
+
     def resume_here(self) -> WalPosition:
         """Where a restart resumes now (only `between_batches`): after everything handed over."""
         return self._position(self.last)

@@ -89,17 +89,8 @@ class TableCatalog:
 
     def resolve(self) -> list[str]:
         """Qualified names of the tables `tables:` names, in config order; SchemaError if one is missing."""
-        rows = self.conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-            " ORDER BY 1, 2"
-        ).fetchall()
-        existing = [f"{s}.{t}" for s, t in rows]
         found: list[str] = []
-        for entry in self.config.tables:
-            schema, table = split_name(entry)
-            pattern = f"{schema}.{table}"
-            matches = [name for name in existing if fnmatch.fnmatchcase(name, pattern)]
+        for entry, matches in self._matches():
             if not matches:
                 raise SchemaError(
                     f"source {self.config.name}: no table matches {entry!r} in the database; check `tables:` "
@@ -107,6 +98,27 @@ class TableCatalog:
                 )
             found += [m for m in matches if m not in found]
         return found
+
+    def matching(self) -> list[str]:
+        """The tables `tables:` names now, in config order; an entry matching none is no error here."""
+        found: list[str] = []
+        for _entry, matches in self._matches():
+            found += [m for m in matches if m not in found]
+        return found
+
+    def _matches(self) -> list[tuple[str, list[str]]]:
+        rows = self.conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " ORDER BY 1, 2"
+        ).fetchall()
+        existing = [f"{s}.{t}" for s, t in rows]
+        out = []
+        for entry in self.config.tables:
+            schema, table = split_name(entry)
+            pattern = f"{schema}.{table}"
+            out.append((entry, [name for name in existing if fnmatch.fnmatchcase(name, pattern)]))
+        return out
 
     def has_row(self, state: TableState, wire: Sequence[TupleValue]) -> bool:
         """Whether the live table holds a row with the key of this streamed tuple (the server's text values)."""

@@ -81,6 +81,11 @@ class QuerySourceConfig(SourceConfig, DatabaseTimeouts):
         "the table's every reconcile_interval and publishes a tombstone for each vanished one (docs/deletes.md)",
     )
     reconcile_interval: Duration = Field(300.0, description="with `deletes: reconcile`: how often keys are compared")
+    signal_table: str | None = Field(
+        None,
+        description="[schema.]table with columns id, type, data (as Debezium's signal table), read on each poll: a "
+        "new row of type execute-snapshot asks for a snapshot (docs/snapshots.md)",
+    )
 
     @model_validator(mode="before")
     @classmethod

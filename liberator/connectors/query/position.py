@@ -40,6 +40,7 @@ class StreamCursor:
 class QueryPosition(Position):
     streams: tuple[tuple[str, StreamCursor], ...] = ()
     backfills: tuple[Backfill, ...] = ()  # in the order they run: the first one is read until done
+    signals: tuple[str, ...] = ()  # ids of the signal table's rows already taken (and still in it)
 
     def get(self, stream: str) -> StreamCursor:
         for name, cursor in self.streams:
@@ -52,17 +53,23 @@ class QueryPosition(Position):
         for index, (name, _old) in enumerate(self.streams):
             if name == stream:
                 return QueryPosition(
-                    (*self.streams[:index], (stream, cursor), *self.streams[index + 1 :]), self.backfills
+                    (*self.streams[:index], (stream, cursor), *self.streams[index + 1 :]), self.backfills, self.signals
                 )
-        return QueryPosition(tuple(sorted((*self.streams, (stream, cursor)), key=lambda item: item[0])), self.backfills)
+        streams = tuple(sorted((*self.streams, (stream, cursor)), key=lambda item: item[0]))
+        return QueryPosition(streams, self.backfills, self.signals)
 
     def with_backfills(self, backfills: tuple[Backfill, ...]) -> QueryPosition:
-        return QueryPosition(self.streams, backfills)
+        return QueryPosition(self.streams, backfills, self.signals)
+
+    def with_signals(self, signals: tuple[str, ...]) -> QueryPosition:
+        return QueryPosition(self.streams, self.backfills, signals)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"streams": {name: cursor.to_json() for name, cursor in self.streams}}
         if self.backfills:  # absent otherwise: positions stored before snapshots on demand read the same
             out["backfills"] = [b.to_json() for b in self.backfills]
+        if self.signals:  # likewise
+            out["signals"] = list(self.signals)
         return out
 
     @classmethod
@@ -71,4 +78,5 @@ class QueryPosition(Position):
         if not isinstance(streams, dict):
             raise ValueError("streams must be an object")
         backfills = tuple(Backfill.from_json(b) for b in data.get("backfills") or ())
-        return cls(tuple(sorted((str(k), StreamCursor.from_json(v)) for k, v in streams.items())), backfills)
+        signals = tuple(str(s) for s in data.get("signals") or ())
+        return cls(tuple(sorted((str(k), StreamCursor.from_json(v)) for k, v in streams.items())), backfills, signals)

@@ -25,6 +25,7 @@ from liberator.connectors.query.config import QuerySourceConfig
 from liberator.connectors.query.position import QueryPosition, StreamCursor
 from liberator.connectors.query.reader import TableReader, epoch_ms, epoch_us
 from liberator.connectors.query.reconcile import DeleteReconciler
+from liberator.connectors.query.signals import SignalTable
 from liberator.envelope import Envelope
 from liberator.errors import ConfigError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
@@ -57,6 +58,11 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
         )
         self.catalogue = Catalogue(settings, context.log)
         self.backfiller = Backfiller(context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log)
+        self.signals = (
+            None
+            if config.signal_table is None
+            else SignalTable(config.signal_table, config.name, context.snapshots, context.log)
+        )
         self.reconciler: DeleteReconciler | None = None
         if config.deletes == "reconcile":
             if context.topic_keys is None:
@@ -103,6 +109,9 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
                     problems.append(
                         str(sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}: {reader.name}", self.cfg))
                     )
+            signal_problem = None if self.signals is None else self.signals.problem(conn)
+            if signal_problem is not None:
+                problems.append(signal_problem)
         return problems
 
     def streams(self) -> list[Stream]:
@@ -158,6 +167,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
                 # Each finished poll is a checkpoint: an idle source still says it reads (after a retry,
                 # /health shows it running again) and progress past never-stamped rows gets stored.
                 yield Checkpoint(position)
+                if self.signals is not None:  # its new rows are requests the backfills take right away
+                    position = self.signals.poll(conn, position)
                 for item in self.backfiller.step(conn, readers, position):  # snapshots on demand: one page
                     yield item
                     position = cast(QueryPosition, item.position)
