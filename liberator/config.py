@@ -362,14 +362,23 @@ def _validated(loaded: LoadedYaml, kind: str, group: str, entries: list[Any], pr
             problems.append((loc, loaded.error(loc, f"each {singular} needs a type; installed: {known}")))
             continue
         try:
-            model = plugins.load(group, str(entry["type"]), _where(loaded, (*loc, "type"))).config_model
+            plugin = plugins.load(group, str(entry["type"]), _where(loaded, (*loc, "type")))
         except ConfigError as error:
             problems.append(((*loc, "type"), error))
             continue
+        model = plugin.config_model
         try:
             config = model.model_validate(entry)
         except ValidationError as exc:
             problems += _validation_problems(exc, loaded, loc, model)
+            continue
+        if hasattr(config, "moves_tables") and config.moves_tables() and not plugin.snapshots_on_demand:
+            # A moved table is read again into its new topic by the source's incremental snapshot.
+            message = (
+                f"on_incompatible: new_topic needs incremental snapshots (a moved table is read again into its new "
+                f"topic), which {entry['type']} sources do not have yet; use on_incompatible: stop"
+            )
+            problems.append(((*loc, "on_incompatible"), loaded.error((*loc, "on_incompatible"), message)))
             continue
         if any(bad[: len(loc)] == loc for bad, _ in loaded.problems):
             continue  # a value of it could not be read (reported): validated as None, not usable

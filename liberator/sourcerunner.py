@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from liberator.capture import ChangeBatch, Eventifier
+from liberator.capture import CapturedTable, ChangeBatch, Eventifier
 from liberator.capture.rowerrors import RowErrors
 from liberator.envelope import Envelope
-from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
+from liberator.errors import FatalSourceError, IncompatibleSchemaError, LiberatorError, TransientSourceError, one_line
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
 from liberator.inflight import DeliveryFailed, InFlight
 from liberator.lease import Lease, LeaseLost
@@ -32,6 +33,7 @@ from liberator.positions import Position
 from liberator.progress import SnapshotProgress
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
+from liberator.snapshots import SnapshotRequest
 from liberator.source import AnySource, SourceConfig
 from liberator.standby import LeaseTerms
 from liberator.supervisor import Backoff, Supervisor
@@ -102,6 +104,7 @@ class SourceRunner(LeaseTerms):
             lambda table, topic: publisher.prepare_table(table, stop, topic),
             lambda event: publisher.encode_event(event, stop),
             errors,
+            self._move_table,
         )
         self.store = store
         self.progress = progress  # counts snapshot reads per table
@@ -328,6 +331,21 @@ class SourceRunner(LeaseTerms):
                 self._serve(None, min(0.1, max(0.0, deadline - time.monotonic())))
             except DeliveryFailed:
                 return
+
+    def _move_table(self, table: CapturedTable, refusal: IncompatibleSchemaError) -> None:
+        """on_incompatible: new_topic (liberator.capture.moves): the table goes on in its next topic, and the
+        source reads it again into that topic with its incremental snapshot (a request on its desk)."""
+        move = self.source.context.topic_moves.move(table, one_line(refusal, 1000))
+        self.source.context.snapshots.submit(SnapshotRequest((table.name,), None, f"move-{uuid.uuid4().hex[:8]}"))
+        self.status.topic_moves.append(move)
+        self.log.warning(
+            "table %s moved from topic %s to %s (on_incompatible: new_topic; its rows are read again into it, "
+            "consumers move to it): %s",
+            move.table,
+            move.old_topic,
+            move.new_topic,
+            move.reason,
+        )
 
     # -- pause and resume (an operator's, through liberator.admin) --------------------------------------
 

@@ -68,7 +68,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         self.close()
         self._conn = connect(self.cfg.url, self.cfg, what=self.what)
         server = f"{self._conn.info.host}:{self._conn.info.port}"
-        return TableCatalog(self._conn, self.cfg, self.context.app_name, server)
+        return TableCatalog(self._conn, self.cfg, self.context.app_name, server, self.context.topic_moves)
 
     def check(self) -> list[str]:
         try:

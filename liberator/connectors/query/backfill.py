@@ -58,7 +58,8 @@ class Backfiller:
     ) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
         for name in request.tables:
-            matches = [r for r in readers if name in (r.name, r.table_name)]
+            # By the entry's name or table, or the captured table's qualified name (a move's re-read asks so).
+            matches = [r for r in readers if name in (r.name, r.table_name, r.table.name if r.table else None)]
             if not matches:
                 known = ", ".join(sorted(r.name for r in readers))
                 return [], f"no captured table {name!r} (this source captures {known})"

@@ -54,6 +54,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             topic=config.topic,
             mask_salt=config.mask_salt,
             on_error=config.on_error,
+            on_incompatible=config.on_incompatible,
+            moves=context.topic_moves,
         )
         self.catalogue = Catalogue(settings, context.log)
         self.backfiller = Backfiller(context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log)
