@@ -21,6 +21,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from liberator.capture import CapturedTable, ChangeBatch, Eventifier
+from liberator.capture.moves import TableMoved
 from liberator.capture.rowerrors import RowErrors
 from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError, IncompatibleSchemaError, LiberatorError, TransientSourceError, one_line
@@ -171,6 +172,11 @@ class SourceRunner(LeaseTerms):
                 raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
             except LeaseLost as exc:
                 self._step_down(str(exc))
+                continue
+            except TableMoved:
+                # Nothing of the refused batch was published: reading again from the last position, the source
+                # takes the re-read request first (stored at once), then publishes to the new topic.
+                self.source.close()
                 continue
             if finished or self.stop.is_set() or not self.pausing.is_set():
                 break
@@ -334,7 +340,8 @@ class SourceRunner(LeaseTerms):
 
     def _move_table(self, table: CapturedTable, refusal: IncompatibleSchemaError) -> None:
         """on_incompatible: new_topic (liberator.capture.moves): the table goes on in its next topic, and the
-        source reads it again into that topic with its incremental snapshot (a request on its desk)."""
+        source reads it again into that topic with its incremental snapshot (a request on its desk, taken when
+        the source reads again: TableMoved)."""
         move = self.source.context.topic_moves.move(table, one_line(refusal, 1000))
         self.source.context.snapshots.submit(SnapshotRequest((table.name,), None, f"move-{uuid.uuid4().hex[:8]}"))
         self.status.topic_moves.append(move)
@@ -346,6 +353,7 @@ class SourceRunner(LeaseTerms):
             move.new_topic,
             move.reason,
         )
+        raise TableMoved(f"table {move.table} moved to {move.new_topic}")
 
     # -- pause and resume (an operator's, through liberator.admin) --------------------------------------
 

@@ -8,7 +8,9 @@ the old topic keeps every record it had. A second incompatible change moves it o
 
 Where a table stands survives a restart without anything stored: the versioned topics are the record. At
 start a source asks the broker once for its topics, and a table whose `{topic}.vN` exists writes to the
-highest such N. Docs: docs/errors.md ("Incompatible schema changes").
+highest such N. The move itself is made safe against a crash by its order: the refused batch is not published,
+the source reads again from its last position and first takes the table's re-read request into a durable
+checkpoint, and only then publishes, to the new topic. Docs: docs/errors.md ("Incompatible schema changes").
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+from liberator.errors import LiberatorError
 
 if TYPE_CHECKING:
     from liberator.capture.tables import CapturedTable
@@ -46,6 +50,11 @@ def check_new_topic_template(template: str) -> str:
     if "version" not in names:
         raise ValueError(f"new_topic {template!r} needs {{version}}, e.g. {{topic}}.v{{version}}")
     return template
+
+
+class TableMoved(LiberatorError):
+    """A table moved to a new topic: the source reads again from its last position, and takes the table's
+    re-read request (a durable checkpoint) before it publishes anything to the new topic."""
 
 
 class TableIncompatiblePolicies(BaseModel):

@@ -128,6 +128,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             self.phase = "snapshot" if first_cycle else "polling"
             last_reflect = time.monotonic()
             replanned = False  # the last poll failed on an outdated plan and the shapes were re-read
+            # Requests made before this read (a table moved to a new topic) are stored before anything is polled.
+            position = yield from self.backfiller.take(conn, readers, position)
             while not stop.is_set():
                 if time.monotonic() - last_reflect >= self.cfg.schema_refresh:
                     self._refresh(conn, readers)
