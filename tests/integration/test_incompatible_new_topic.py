@@ -15,7 +15,16 @@ import pytest
 from liberator.embedded.ports import free_port
 from tests.integration.legacy_db import LegacyDb
 from tests.integration.postgres_wal_support import WalDb
-from tests.support import DaemonThread, app_config, fold_by_key, metrics_text, read_topic, wait_for, with_http
+from tests.support import (
+    DaemonThread,
+    app_config,
+    cli,
+    fold_by_key,
+    metrics_text,
+    read_topic,
+    wait_for,
+    with_http,
+)
 
 ROWS = 40
 
@@ -63,6 +72,8 @@ def test_postgres_wal_moves_a_refused_table_to_a_new_topic_and_keeps_it_there_af
         db.run("UPDATE items SET qty = 'many' WHERE id = 1")
         db.run("INSERT INTO items VALUES (1000, 'new')")
         wait_for(lambda: _topic_equals(kafka_bootstrap, registry_url, v2, table()), timeout=60, what="v2 == table")
+        reads = [r for r in read_topic(kafka_bootstrap, registry_url, v2) if r["value"] and r["value"]["op"] == "r"]
+        assert len(reads) <= ROWS + 1, "the table is read again once"
         status = daemon.status("wal")
         assert status.state == "running", status.error
         assert [(m.old_topic, m.new_topic) for m in status.topic_moves] == [(old, v2)]
@@ -74,6 +85,8 @@ def test_postgres_wal_moves_a_refused_table_to_a_new_topic_and_keeps_it_there_af
         wait_for(lambda: _topic_equals(kafka_bootstrap, registry_url, v2, table()), what="a later change in v2")
         wait_for(lambda: daemon.positions_settled("wal"), what="positions stored")
     assert read_topic(kafka_bootstrap, registry_url, old) == before, "the old topic keeps exactly what it had"
+    checked = cli("schemas", str(config), "--check")  # against the subjects of the topic it writes to now
+    assert checked.returncode == 0 and "are compatible" in checked.stdout, checked.stderr
 
     with DaemonThread(config) as daemon:  # a restart: the table stays on v2 without moving again
         db.run("INSERT INTO items VALUES (1001, 'after restart')")

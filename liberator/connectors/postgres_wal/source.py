@@ -315,6 +315,8 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         if self.cfg.snapshot != "initial" or self.context.with_records is None:
             return position
         running = {b.stream for b in position.backfills}
+        # A request already waiting (a table moved to a new topic) reads it: not twice.
+        running |= {t if "." in t else f"public.{t}" for t in self.context.snapshots.queued_tables()}
         topics = {name: catalog.from_catalog(name).captured.stream.topic for name in tables if name not in running}
         holding = set(self.context.with_records(sorted(set(topics.values()))))
         new = [name for name, topic in topics.items() if topic not in holding]
