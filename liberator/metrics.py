@@ -354,22 +354,10 @@ class Metrics:
             "Rows that could not become events, sent to the source's dead-letter topic (on_error: dead_letter).",
             [(s, s.rows_dead_lettered) for s in statuses],
         )
-        self._skipped_rows(lines, statuses)
         self._topic_moves(lines, statuses)
+        self._skipped_rows(lines, statuses)
         self._sink_metrics(lines)
         return "\n".join(lines) + "\n"
-
-    def _skipped_rows(self, lines: list[str], statuses: list[SourceStatus]) -> None:
-        name = "liberator_source_skipped_rows_total"
-        lines.append(f"# HELP {name} Rows that could not become events, counted and logged (on_error: skip).")
-        lines.append(f"# TYPE {name} counter")
-        for status in statuses:
-            for (table, reason), count in list(status.rows_skipped.items()):
-                labels = (
-                    f'app="{self.app}",source="{status.name}",type="{status.type}",'
-                    f'table="{_label(table)}",reason="{reason}"'
-                )
-                lines.append(f"{name}{{{labels}}} {count}")
 
     def _topic_moves(self, lines: list[str], statuses: list[SourceStatus]) -> None:
         name = "liberator_source_topic_moves_total"
@@ -385,6 +373,18 @@ class Metrics:
                     f'old_topic="{_label(move.old_topic)}",new_topic="{_label(move.new_topic)}"'
                 )
                 lines.append(f"{name}{{{labels}}} 1")
+
+    def _skipped_rows(self, lines: list[str], statuses: list[SourceStatus]) -> None:
+        name = "liberator_source_skipped_rows_total"
+        lines.append(f"# HELP {name} Rows that could not become events, counted and logged (on_error: skip).")
+        lines.append(f"# TYPE {name} counter")
+        for status in statuses:
+            for (table, reason), count in list(status.rows_skipped.items()):
+                labels = (
+                    f'app="{self.app}",source="{status.name}",type="{status.type}",'
+                    f'table="{_label(table)}",reason="{reason}"'
+                )
+                lines.append(f"{name}{{{labels}}} {count}")
 
     def _sink_metrics(self, lines: list[str]) -> None:
         sinks = list(self.sinks.values())
