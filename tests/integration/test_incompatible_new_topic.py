@@ -20,6 +20,7 @@ from tests.support import (
     app_config,
     cli,
     fold_by_key,
+    health,
     metrics_text,
     read_topic,
     wait_for,
@@ -78,6 +79,8 @@ def test_postgres_wal_moves_a_refused_table_to_a_new_topic_and_keeps_it_there_af
         assert status.state == "running", status.error
         assert [(m.old_topic, m.new_topic) for m in status.topic_moves] == [(old, v2)]
         assert "field before.qty as string" in status.topic_moves[0].reason
+        shown = health(port)
+        assert shown is not None and shown["sources"]["wal"]["topic_moves"][0]["new_topic"] == v2
         text = metrics_text(port)
         assert 'liberator_source_topic_moves_total{app="test",source="wal",type="postgres_wal",' in text
         assert f'old_topic="{old}",new_topic="{v2}"}} 1' in text
