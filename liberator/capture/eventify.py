@@ -233,14 +233,15 @@ class Eventifier:
         try:
             prepared = self._prepare(table, topic)
         except IncompatibleSchemaError as exc:
-            router = None if table.shaping is None else table.shaping.router
-            if self._move is None or table.on_incompatible != "new_topic" or topic != table.stream.topic:
+            if self._move is None or table.on_incompatible != "new_topic":
                 raise
-            if router is not None:
+            if table.shaping is not None and table.shaping.router is not None:
                 raise IncompatibleSchemaError(
                     f"{exc} (on_incompatible: new_topic does not move tables routed by a column; stop the source, "
                     "then route to new topics yourself)"
                 ) from exc
+            if topic != table.stream.topic:
+                raise
             self._move(table, exc)  # table.stream is on the new topic from here on
             try:
                 prepared = self._prepare(table, table.stream.topic)

@@ -10,6 +10,7 @@ import pytest
 
 from liberator.capture import CaptureSettings, Catalogue, DatumCodec, Eventifier, Op, RowChange, Txn
 from liberator.capture.moves import TopicMoves, check_new_topic_template
+from liberator.capture.routes import RouteRule
 from liberator.capture.tables import CapturedTable
 from liberator.config import load_config
 from liberator.envelope import Envelope
@@ -93,6 +94,24 @@ def test_under_stop_a_refusal_stops_and_nothing_moves() -> None:
     with pytest.raises(IncompatibleSchemaError, match="field qty"):
         _eventifier({"shop.public.orders"}, moved).records([RowChange(table, Op.create, Txn(1), after=[1, "x"])])
     assert moved == [] and table.stream.topic == "shop.public.orders"
+
+
+def test_a_table_routed_by_a_column_is_not_moved_and_the_refusal_says_so() -> None:
+    moves = TopicMoves()
+    settings = CaptureSettings(
+        source="shop",
+        connector="postgres_wal",
+        app="app",
+        on_incompatible="new_topic",
+        moves=moves,
+        route={"orders": RouteRule(by="qty", topics={"x": "{table}.x"})},
+        default_schema="public",
+    )
+    table = Catalogue(settings).table(V2)
+    moved: list[str] = []
+    with pytest.raises(IncompatibleSchemaError, match="does not move tables routed by a column"):
+        _eventifier({"orders.x"}, moved).records([RowChange(table, Op.create, Txn(1), after=[1, "x"])])
+    assert moved == []
 
 
 def _config(tmp_path: Path, source: str, registry: str = "") -> Path:
