@@ -396,11 +396,11 @@ def _validated(loaded: LoadedYaml, kind: str, group: str, entries: list[Any], pr
         except ValidationError as exc:
             problems += _validation_problems(exc, loaded, loc, model)
             continue
-        if hasattr(config, "moves_tables") and config.moves_tables() and not plugin.snapshots_on_demand:
+        if hasattr(config, "moves_tables") and config.moves_tables() and not getattr(plugin, "table_moves", False):
             # A moved table is read again into its new topic by the source's incremental snapshot.
             message = (
-                f"new_topic needs incremental snapshots (a moved table is read again into its new "
-                f"topic), which {entry['type']} sources do not have yet; use on_incompatible: stop"
+                f"new_topic needs the source to read a moved table again into its new topic with its incremental "
+                f"snapshots, which {entry['type']} sources do not do yet; use on_incompatible: stop"
             )
             problems.append(((*loc, "on_incompatible"), loaded.error((*loc, "on_incompatible"), message)))
             continue

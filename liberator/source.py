@@ -153,6 +153,9 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     # What the source is doing, for /health: "snapshot", "polling", "streaming"...
     phase: str = ""
     snapshots_on_demand: ClassVar[bool] = False  # reads `context.snapshots` (liberator.snapshots)
+    # Re-reads a table moved by on_incompatible: new_topic (liberator.capture.moves, docs/errors.md); needs
+    # snapshots on demand, the moves passed to its CaptureSettings and the desk taken when `read` starts.
+    table_moves: ClassVar[bool] = False
     # True while the runtime holds this source's lease (docs/ha.md): a slot or server_id another session
     # still uses then belongs to a daemon that lost the lease and is ending, so wait for it (transient).
     leased: bool = False

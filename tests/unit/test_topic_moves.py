@@ -131,7 +131,7 @@ def test_a_source_without_incremental_snapshots_refuses_new_topic_at_config_chec
     )
     with pytest.raises(
         ConfigError,
-        match=r":12: sources\[0\]\.on_incompatible: new_topic needs incremental snapshots .* mysql_binlog sources",
+        match=r":12: sources\[0\]\.on_incompatible: new_topic needs the source to read .* mysql_binlog sources",
     ):
         load_config(_config(tmp_path, binlog))
 

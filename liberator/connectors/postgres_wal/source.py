@@ -51,6 +51,7 @@ class AckedLsn:
 
 class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
     snapshots_on_demand: ClassVar[bool] = True
+    table_moves: ClassVar[bool] = True
     config_model: ClassVar[type[SourceConfig]] = PostgresWalConfig
     position_type: ClassVar[type[Position]] = WalPosition
 

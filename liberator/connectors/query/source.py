@@ -40,6 +40,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
     config_model: ClassVar[type[SourceConfig]] = QuerySourceConfig
     position_type: ClassVar[type[Position]] = QueryPosition
     snapshots_on_demand: ClassVar[bool] = True
+    table_moves: ClassVar[bool] = True
 
     def __init__(self, config: QuerySourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
