@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -68,15 +70,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    import threading
-
     from liberator.runtime import build_source, registry_client
 
     config = load_config(args.config)
     naming = config.schema_registry
     out = []
     for source_config in config.sources:
-        source = build_source(source_config, config.name, threading.Event(), registry_client(config))
+        stop = threading.Event()
+        topic_names = None
+        if source_config.moves_tables():  # a table moved before writes to its newest versioned topic
+            topic_names = functools.partial(_topic_names, config, stop)
+        source = build_source(source_config, config.name, stop, registry_client(config), topic_names=topic_names)
         try:
             for stream in source.streams():
                 out.append(
@@ -101,6 +105,17 @@ def cmd_schemas(args: argparse.Namespace) -> int:
         return _check_schemas(out, registry_client(config))
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _topic_names(config: AppConfig, stop: threading.Event) -> set[str]:
+    """The broker's topics, for tables moved by on_incompatible: new_topic; none (a warning) without a broker."""
+    from liberator.topics import TopicManager, admin_settings
+
+    try:
+        return TopicManager(config.kafka, admin_settings(config.kafka)).names(stop)
+    except LiberatorError as exc:
+        log.warning("cannot list the broker's topics (%s): tables are shown on their configured topics", exc)
+        return set()
 
 
 def _check_schemas(streams: list[dict[str, Any]], registry: RegistryClient) -> int:

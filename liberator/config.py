@@ -332,6 +332,8 @@ def read_config(path: str | Path) -> tuple[AppConfig | None, list[ConfigError]]:
             entries[kind] = []
     sources = _validated(loaded, "sources", plugins.SOURCE_GROUP, entries["sources"], problems)
     sinks = _validated(loaded, "sinks", plugins.SINK_GROUP, entries["sinks"], problems)
+    if raw is not None:
+        problems += _moves_need_topic_subjects(loaded, raw.schema_registry, entries["sources"], sources)
     unreadable = _unreadable(loaded, ("sources",)) or _unreadable(loaded, ("sinks",))
     if not entries["sources"] and not entries["sinks"] and not unreadable:
         error = loaded.error((), "no sources and no sinks: nothing to run; add a `sources:` list")
@@ -340,6 +342,28 @@ def read_config(path: str | Path) -> tuple[AppConfig | None, list[ConfigError]]:
     top_level_ok = raw is not None and not any(loc[:1] not in (("sources",), ("sinks",)) for loc, _ in problems)
     config = AppConfig(raw, sources, sinks, loaded.path) if raw is not None and top_level_ok else None
     return config, [error for _, error in problems]
+
+
+def _moves_need_topic_subjects(
+    loaded: LoadedYaml, registry: RegistryConfig, entries: list[Any], sources: list[Any]
+) -> list[Problem]:
+    """on_incompatible: new_topic moves a table to subjects of its new topic: refused when subjects do not
+    depend on the topic (RecordNameStrategy), which would refuse the schema again."""
+    strategies = {registry.key_subject, registry.value_subject}
+    if "record" not in strategies:
+        return []
+    out: list[Problem] = []
+    names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
+    for source in sources:
+        if getattr(source, "moves_tables", None) is not None and source.moves_tables():
+            loc: Loc = ("sources", names.index(source.name), "on_incompatible")
+            message = (
+                "new_topic needs subjects named by topic, but schema_registry names them by "
+                "record (the new topic's subjects would refuse the schema again); use key_subject and "
+                "value_subject topic or topic_record, or on_incompatible: stop"
+            )
+            out.append((loc, loaded.error(loc, message)))
+    return out
 
 
 def _valid_or_none(model: type[OffsetsConfig], data: object) -> OffsetsConfig | None:
@@ -362,14 +386,23 @@ def _validated(loaded: LoadedYaml, kind: str, group: str, entries: list[Any], pr
             problems.append((loc, loaded.error(loc, f"each {singular} needs a type; installed: {known}")))
             continue
         try:
-            model = plugins.load(group, str(entry["type"]), _where(loaded, (*loc, "type"))).config_model
+            plugin = plugins.load(group, str(entry["type"]), _where(loaded, (*loc, "type")))
         except ConfigError as error:
             problems.append(((*loc, "type"), error))
             continue
+        model = plugin.config_model
         try:
             config = model.model_validate(entry)
         except ValidationError as exc:
             problems += _validation_problems(exc, loaded, loc, model)
+            continue
+        if hasattr(config, "moves_tables") and config.moves_tables() and not getattr(plugin, "table_moves", False):
+            # A moved table is read again into its new topic by the source's incremental snapshot.
+            message = (
+                f"new_topic needs the source to read a moved table again into its new topic with its incremental "
+                f"snapshots, which {entry['type']} sources do not do yet; use on_incompatible: stop"
+            )
+            problems.append(((*loc, "on_incompatible"), loaded.error((*loc, "on_incompatible"), message)))
             continue
         if any(bad[: len(loc)] == loc for bad, _ in loaded.problems):
             continue  # a value of it could not be read (reported): validated as None, not usable

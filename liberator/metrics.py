@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from liberator.capture.moves import TopicMove
     from liberator.capture.rowerrors import PoisonRow
 
 # A source's phase before it has connected (connectors set their phase once they read: snapshot, streaming,
@@ -43,6 +44,8 @@ class SourceStatus:
     # Rows that could not become events (liberator.capture.rowerrors): skipped ones per (table, reason).
     rows_skipped: dict[tuple[str, str], int] = field(default_factory=dict)
     rows_dead_lettered: int = 0
+    # Tables moved to a new topic after the registry refused their new schema (on_incompatible: new_topic).
+    topic_moves: list[TopicMove] = field(default_factory=list)
 
     def count_poison_row(self, row: PoisonRow) -> None:
         """Count a poison row the policy skipped or sent to the dead-letter topic (on the reading thread)."""
@@ -223,6 +226,8 @@ class Metrics:
             }
             if status.snapshot:
                 out["sources"][status.name]["snapshot"] = status.snapshot
+            if status.topic_moves:
+                out["sources"][status.name]["topic_moves"] = [m.to_json() for m in list(status.topic_moves)]
         if self.sinks:
             out["sinks"] = {}
         for sink in list(self.sinks.values()):
@@ -349,10 +354,26 @@ class Metrics:
             "Rows that could not become events, sent to the source's dead-letter topic (on_error: dead_letter).",
             [(s, s.rows_dead_lettered) for s in statuses],
         )
+        self._topic_moves(lines, statuses)
         self._skipped_rows(lines, statuses)
         self._snapshot_metrics(lines, statuses)
         self._sink_metrics(lines)
         return "\n".join(lines) + "\n"
+
+    def _topic_moves(self, lines: list[str], statuses: list[SourceStatus]) -> None:
+        name = "liberator_source_topic_moves_total"
+        lines.append(
+            f"# HELP {name} Tables moved to a new topic after the registry refused their new schema "
+            "(on_incompatible: new_topic); consumers of old_topic must move to new_topic."
+        )
+        lines.append(f"# TYPE {name} counter")
+        for status in statuses:
+            for move in list(status.topic_moves):
+                labels = (
+                    f'app="{self.app}",source="{status.name}",type="{status.type}",table="{_label(move.table)}",'
+                    f'old_topic="{_label(move.old_topic)}",new_topic="{_label(move.new_topic)}"'
+                )
+                lines.append(f"{name}{{{labels}}} 1")
 
     def _skipped_rows(self, lines: list[str], statuses: list[SourceStatus]) -> None:
         name = "liberator_source_skipped_rows_total"

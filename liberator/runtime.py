@@ -22,6 +22,7 @@ from confluent_kafka import Producer
 from liberator import plugins
 from liberator.admin import Admin
 from liberator.backlog import BacklogSampler
+from liberator.capture.moves import TopicMoves
 from liberator.config import AppConfig, DatabaseTimeouts
 from liberator.dbconnect import DEFAULT_TIMEOUTS, seconds
 from liberator.errors import ConfigError, LiberatorError
@@ -80,6 +81,7 @@ def build_source(
     from_scratch: bool = False,
     topic_keys: Callable[[str], TopicKeys] | None = None,
     with_records: Callable[[Sequence[str]], list[str]] | None = None,
+    topic_names: Callable[[], Collection[str]] | None = None,
 ) -> AnySource:
     source_cls = plugins.load(plugins.SOURCE_GROUP, config.type, f"source {config.name}")
     if not isinstance(config, source_cls.config_model):
@@ -95,6 +97,7 @@ def build_source(
         from_scratch=from_scratch,
         topic_keys=topic_keys,
         with_records=with_records,
+        topic_moves=TopicMoves(config.new_topic, topic_names, log),
     )
     source: AnySource = source_cls(config, context)
     return source
@@ -192,7 +195,15 @@ class Daemon:
             # Each source has its own stop: a delivery failure stops that source alone; shutdown stops all.
             source_stop = threading.Event()
             source = build_source(
-                source_config, config.name, source_stop, registry, published, self.from_scratch, topic_keys, holding
+                source_config,
+                config.name,
+                source_stop,
+                registry,
+                published,
+                self.from_scratch,
+                topic_keys,
+                holding,
+                functools.partial(topics.names, source_stop),
             )
             start = load_start(store, type(source), source_config) if source_config.name in stored_all else None
             status = self.metrics.source(source_config.name, source_config.type)

@@ -96,6 +96,11 @@ class SnapshotDesk:
             self._cancels.put(request_id)
         return known
 
+    def queued_tables(self) -> set[str]:
+        """The tables of requests not taken yet, as they were named."""
+        with self._lock:
+            return {table for request in self._queued.values() for table in request.tables}
+
     # -- the source's side --------------------------------------------------------------------------
 
     def take(self) -> list[SnapshotRequest]:

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from liberator.capture.moves import DEFAULT_NEW_TOPIC, OnIncompatible, TopicMoves, check_new_topic_template
 from liberator.capture.rowerrors import DeadLetterTopic, OnError
 from liberator.errors import FatalSourceError
 from liberator.events import IDLE, Idle, SourceItem, Stream
@@ -42,6 +43,31 @@ class SourceConfig(BaseModel):
         "send it to the dead-letter topic (dead_letter), or count and log it (skip); docs/errors.md",
     )
     dead_letter: DeadLetterTopic = Field(DeadLetterTopic(), description="where on_error: dead_letter sends rows")
+    on_incompatible: OnIncompatible = Field(
+        "stop",
+        description="a table change whose new schema the registry refuses: stop the source with the reason, or "
+        "move the table to a new versioned topic and read it again into it (new_topic); docs/errors.md",
+    )
+    new_topic: str = Field(
+        DEFAULT_NEW_TOPIC,
+        description="with on_incompatible: new_topic: the versioned topic's template ({topic}: the table's "
+        "configured topic, {version}: 2, 3, ...)",
+    )
+
+    @field_validator("new_topic")
+    @classmethod
+    def _new_topic_template(cls, value: str) -> str:
+        return check_new_topic_template(value)
+
+    def moves_tables(self) -> bool:
+        """Whether a table of this source may move to a new topic (on_incompatible: new_topic anywhere)."""
+        tables = getattr(self, "on_incompatible_tables", None) or {}
+        entries = getattr(self, "tables", None) or []
+        return (
+            self.on_incompatible == "new_topic"
+            or "new_topic" in tables.values()
+            or any(getattr(entry, "on_incompatible", None) == "new_topic" for entry in entries)
+        )
 
 
 class Pacing:
@@ -82,6 +108,9 @@ class SourceContext:
     # Snapshots the operator asked for while the source runs (liberator.snapshots); sources that take them
     # say so with `snapshots_on_demand`.
     snapshots: SnapshotDesk = field(default_factory=SnapshotDesk)
+    # The versioned topics of tables moved by on_incompatible: new_topic (liberator.capture.moves); the runtime
+    # gives it the broker's topic list, so moves made before a restart are found.
+    topic_moves: TopicMoves = field(default_factory=TopicMoves)
 
     def idle(self, seconds: float) -> Iterator[Idle]:
         """Wait `seconds` (or until stop), yielding IDLE at least every `pacing.max_wait`: for sources that
@@ -124,6 +153,9 @@ class Source(ABC, Generic[ConfigT, PositionT]):
     # What the source is doing, for /health: "snapshot", "polling", "streaming"...
     phase: str = ""
     snapshots_on_demand: ClassVar[bool] = False  # reads `context.snapshots` (liberator.snapshots)
+    # Re-reads a table moved by on_incompatible: new_topic (liberator.capture.moves, docs/errors.md); needs
+    # snapshots on demand, the moves passed to its CaptureSettings and the desk taken when `read` starts.
+    table_moves: ClassVar[bool] = False
     # True while the runtime holds this source's lease (docs/ha.md): a slot or server_id another session
     # still uses then belongs to a daemon that lost the lease and is ending, so wait for it (transient).
     leased: bool = False

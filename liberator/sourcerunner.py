@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from liberator.capture import ChangeBatch, Eventifier
+from liberator.capture import CapturedTable, ChangeBatch, Eventifier
+from liberator.capture.moves import TableMoved
 from liberator.capture.rowerrors import RowErrors
 from liberator.envelope import Envelope
-from liberator.errors import FatalSourceError, LiberatorError, TransientSourceError
+from liberator.errors import FatalSourceError, IncompatibleSchemaError, LiberatorError, TransientSourceError, one_line
 from liberator.events import ChangeEvent, Checkpoint, SourceItem
 from liberator.inflight import DeliveryFailed, InFlight
 from liberator.lease import Lease, LeaseLost
@@ -32,6 +34,7 @@ from liberator.positions import Position
 from liberator.progress import SnapshotProgress
 from liberator.publisher import Publisher
 from liberator.registry.client import RegistryUnavailable
+from liberator.snapshots import SnapshotRequest
 from liberator.source import AnySource, SourceConfig
 from liberator.standby import LeaseTerms
 from liberator.supervisor import Backoff, Supervisor
@@ -102,6 +105,7 @@ class SourceRunner(LeaseTerms):
             lambda table, topic: publisher.prepare_table(table, stop, topic),
             lambda event: publisher.encode_event(event, stop),
             errors,
+            self._move_table,
         )
         self.store = store
         self.progress = progress  # counts snapshot reads per table
@@ -170,6 +174,11 @@ class SourceRunner(LeaseTerms):
                 raise FatalSourceError(f"{exc.reason}; {kept}; {FIX_BROKER}") from None
             except LeaseLost as exc:
                 self._step_down(str(exc))
+                continue
+            except TableMoved:
+                # Nothing of the refused batch was published: reading again from the last position, the source
+                # takes the re-read request first (stored at once), then publishes to the new topic.
+                self.source.close()
                 continue
             if finished or self.stop.is_set() or not self.pausing.is_set():
                 break
@@ -330,6 +339,23 @@ class SourceRunner(LeaseTerms):
                 self._serve(None, min(0.1, max(0.0, deadline - time.monotonic())))
             except DeliveryFailed:
                 return
+
+    def _move_table(self, table: CapturedTable, refusal: IncompatibleSchemaError) -> None:
+        """on_incompatible: new_topic (liberator.capture.moves): the table goes on in its next topic, and the
+        source reads it again into that topic with its incremental snapshot (a request on its desk, taken when
+        the source reads again: TableMoved)."""
+        move = self.source.context.topic_moves.move(table, one_line(refusal, 1000))
+        self.source.context.snapshots.submit(SnapshotRequest((table.name,), None, f"move-{uuid.uuid4().hex[:8]}"))
+        self.status.topic_moves.append(move)
+        self.log.warning(
+            "table %s moved from topic %s to %s (on_incompatible: new_topic; its rows are read again into it, "
+            "consumers move to it): %s",
+            move.table,
+            move.old_topic,
+            move.new_topic,
+            move.reason,
+        )
+        raise TableMoved(f"table {move.table} moved to {move.new_topic}")
 
     # -- pause and resume (an operator's, through liberator.admin) --------------------------------------
 

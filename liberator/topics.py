@@ -99,6 +99,10 @@ class TopicManager:
         """Return once the broker answers; BrokerUnavailable after METADATA_TIMEOUT."""
         cluster_metadata(self._admin, self.kafka.bootstrap_servers, stop)
 
+    def names(self, stop: threading.Event) -> set[str]:
+        """The names of every topic on the broker (BrokerUnavailable when it does not answer)."""
+        return set(cluster_metadata(self._admin, self.kafka.bootstrap_servers, stop).topics)
+
     def ensure(self, topic: str, stop: threading.Event) -> None:
         with self._lock:
             if topic in self._known:

@@ -13,7 +13,9 @@ The rules every source shares live here once:
   each transaction's events per table; their codecs wrap the table's own, so the other envelopes' path is
   untouched;
 - a row that cannot be converted or transformed goes to its table's `on_error` policy (liberator.capture.rowerrors),
-  with none of its records kept.
+  with none of its records kept;
+- a table version whose schemas the registry refuses stops the source, or with `on_incompatible: new_topic`
+  moves the table to its next versioned topic (liberator.capture.moves) before its first record is made.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from liberator.capture.shaping import Shaping
 from liberator.capture.tables import CapturedTable
 from liberator.capture.txmeta import TransactionCounter
 from liberator.envelope import Envelope, change_value
-from liberator.errors import FatalSourceError, SchemaError
+from liberator.errors import FatalSourceError, IncompatibleSchemaError, SchemaError
 from liberator.events import ChangeEvent
 from liberator.positions import Position
 
@@ -206,6 +208,7 @@ class Eventifier:
         prepare: Callable[[CapturedTable, str], DatumCodec],
         prepare_event: Callable[[ChangeEvent], tuple[Any, Any]],
         errors: RowErrors | None = None,
+        move: Callable[[CapturedTable, IncompatibleSchemaError], None] | None = None,
     ) -> None:
         self.change = envelope is not Envelope.state
         self._prepare = prepare
@@ -215,6 +218,9 @@ class Eventifier:
         self.counter = TransactionCounter(prepare_event)
         # None (tests, dry runs): every poison row stops, whatever its table's policy says.
         self.errors = errors
+        # Moves a table whose schemas the registry refused to its next topic (on_incompatible: new_topic);
+        # None: every refusal stops the source.
+        self._move = move
 
     def restart(self) -> None:
         """The source reads again from its last position (a retry): transactions are counted from their start."""
@@ -223,7 +229,27 @@ class Eventifier:
     def _codec(self, table: CapturedTable, topic: str | None = None) -> Codec:
         """The table's codec for `topic` (its own by default), made on its first change there (registering its
         schemas); counted where needed."""
-        prepared = self._prepare(table, table.stream.topic if topic is None else topic)
+        topic = table.stream.topic if topic is None else topic
+        try:
+            prepared = self._prepare(table, topic)
+        except IncompatibleSchemaError as exc:
+            if self._move is None or table.on_incompatible != "new_topic":
+                raise
+            if table.shaping is not None and table.shaping.router is not None:
+                raise IncompatibleSchemaError(
+                    f"{exc} (on_incompatible: new_topic does not move tables routed by a column; stop the source, "
+                    "then route to new topics yourself)"
+                ) from exc
+            if topic != table.stream.topic:
+                raise
+            self._move(table, exc)  # table.stream is on the new topic from here on
+            try:
+                prepared = self._prepare(table, table.stream.topic)
+            except IncompatibleSchemaError as again:
+                raise IncompatibleSchemaError(
+                    f"{again} (the registry refused it on the new topic too: on_incompatible: new_topic needs "
+                    "subjects named by topic, schema_registry value_subject: topic or topic_record)"
+                ) from again
         codec: Codec = prepared
         if table.debezium is not None:
             codec = DebeziumCodec(prepared, self.counter)

@@ -25,6 +25,7 @@ from liberator.capture.filters import RowFilter, compile_filter
 from liberator.capture.headers import HeaderRule, RecordHeaders
 from liberator.capture.hooks import HookRule, HookStage
 from liberator.capture.masks import Masker, MaskRule, masked
+from liberator.capture.moves import OnIncompatible, TopicMoves
 from liberator.capture.routes import RouteByColumn, RouteRule
 from liberator.capture.rowerrors import OnError
 from liberator.capture.shaping import Shaping
@@ -84,6 +85,11 @@ class CaptureSettings:
     # `exclude`) where that differs.
     on_error: OnError = "stop"
     on_error_tables: Mapping[str, OnError] = field(default_factory=dict)
+    # What happens when the registry refuses a table's new schema (liberator.capture.moves), and per table
+    # (keyed as `exclude`) where that differs; `moves` knows the versioned topics of tables moved before.
+    on_incompatible: OnIncompatible = "stop"
+    on_incompatible_tables: Mapping[str, OnIncompatible] = field(default_factory=dict)
+    moves: TopicMoves | None = None
 
 
 class CapturedTable:
@@ -104,6 +110,7 @@ class CapturedTable:
         "mask",
         "name",
         "on_error",
+        "on_incompatible",
         "pick",
         "published",
         "row_filter",
@@ -133,8 +140,10 @@ class CapturedTable:
         row_filter: RowFilter | None = None,
         on_error: OnError = "stop",
         shaping: Shaping | None = None,
+        on_incompatible: OnIncompatible = "stop",
     ) -> None:
         self.full_shape = full_shape
+        self.on_incompatible = on_incompatible  # a refused schema stops the source, or moves the table
         self.on_error = on_error  # what happens to a row of it that cannot become an event
         self.shaping = shaping  # route by column, headers, hook (None: none of them; the Eventifier's fast path)
         self.shape = shape
@@ -226,6 +235,10 @@ class Catalogue:
         found: OnError | None = self._for_table(self.settings.on_error_tables, schema, table)
         return self.settings.on_error if found is None else found
 
+    def on_incompatible(self, schema: str, table: str) -> OnIncompatible:
+        found: OnIncompatible | None = self._for_table(self.settings.on_incompatible_tables, schema, table)
+        return self.settings.on_incompatible if found is None else found
+
     def get(self, name: str) -> CapturedTable | None:
         return self._tables.get(name)
 
@@ -243,6 +256,7 @@ class Catalogue:
         route: RouteRule | None = None,
         headers: HeaderRule | None = None,
         hook: HookRule | None = None,
+        on_incompatible: OnIncompatible | None = None,
     ) -> CapturedTable:
         """The captured table for this shape: the known one when its published shape is unchanged, else a
         new version. The keyword arguments override the settings' per-table transforms (per-entry configs). The
@@ -267,6 +281,10 @@ class Catalogue:
             topic_name = self.topic_for(schema, full_shape.name, route.topic)
         shaping = self._shaping(full_shape, shape, published, topic_name, masker, list(rules), route, headers, hook)
         policy = self.on_error(schema, full_shape.name) if on_error is None else on_error
+        if on_incompatible is None:
+            on_incompatible = self.on_incompatible(schema, full_shape.name)
+        if on_incompatible == "new_topic" and self.settings.moves is not None:
+            topic_name = self.settings.moves.current(topic_name)  # moved before (this run or an earlier one)
         if shaping is not None and shaping.hook is not None:
             published, masker = shaping.hook.output, None  # the hook sees masked values; its output is published
         known = self._tables.get(name)
@@ -277,6 +295,7 @@ class Catalogue:
             and (known.row_filter is None) == (matches is None)
             and (known.shaping is None) == (shaping is None)
             and known.on_error == policy
+            and known.on_incompatible == on_incompatible
             and known.stream.topic == topic_name
         ):
             if known.pick != pick or known.full_shape != full_shape:
@@ -297,6 +316,7 @@ class Catalogue:
             matches,
             policy,
             shaping,
+            on_incompatible,
         )
         if known is not None:
             self.log.info("the shape of %s changed; its new schemas are checked before the next event", name)

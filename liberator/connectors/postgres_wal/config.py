@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from liberator.capture.moves import TableIncompatiblePolicies
 from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.capture.txmeta import TransactionSettings
@@ -36,7 +37,9 @@ class WalOutboxConfig(OutboxRouting):
         return self
 
 
-class PostgresWalConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies, TransactionSettings):
+class PostgresWalConfig(
+    SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies, TableIncompatiblePolicies, TransactionSettings
+):
     type: Literal["postgres_wal"] = "postgres_wal"
     url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
     tables: list[str] = Field(

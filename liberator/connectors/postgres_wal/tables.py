@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from liberator.capture import CapturedTable, CaptureSettings, Catalogue
+from liberator.capture.moves import TopicMoves
 from liberator.connectors.postgres_wal.config import PostgresWalConfig
 from liberator.connectors.postgres_wal.debezium import postgres_dialect
 from liberator.connectors.postgres_wal.pgoutput import Relation, TupleValue
@@ -62,7 +63,14 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 class TableCatalog:
-    def __init__(self, conn: psycopg.Connection[Any], config: PostgresWalConfig, app: str, server: str) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        config: PostgresWalConfig,
+        app: str,
+        server: str,
+        moves: TopicMoves | None = None,
+    ) -> None:
         self.conn = conn
         self.config = config
         self.app = app
@@ -77,6 +85,9 @@ class TableCatalog:
             **config.capture_settings(),
             on_error=config.on_error,
             on_error_tables=config.on_error_tables,
+            on_incompatible=config.on_incompatible,
+            on_incompatible_tables=config.on_incompatible_tables,
+            moves=moves,
             default_schema="public",
             truncate=config.truncate,
             debezium=postgres_dialect(conn.info.dbname),

@@ -41,24 +41,38 @@ class Backfiller:
         """Take new requests and cancels, then read one page of the first backfill; the last item carries the
         position after it all (a Checkpoint when nothing was read)."""
         by_name = {r.name: r for r in readers}
-        backfills, changed = self.desk.intake(
-            position.backfills, lambda request: self._accept(conn, request, readers), set(by_name), self._log
-        )
-        if changed:
-            position = position.with_backfills(backfills)
-            yield Checkpoint(position, durable=True)  # a request survives a crash from here on
+        before = position
+        position = yield from self.take(conn, readers, position)
+        changed, backfills = position is not before, position.backfills
         if backfills:
             position = yield from self._page_of(conn, by_name[backfills[0].stream], position)
         elif not changed:
             yield Checkpoint(position)
         self.desk.report_backfills(position.backfills)
 
+    def take(
+        self, conn: sa.Connection, readers: Sequence[TableReader], position: QueryPosition
+    ) -> Generator[Checkpoint, None, QueryPosition]:
+        """Take new requests and cancels into the position, stored at once (a durable Checkpoint) when they
+        change it; also before the first poll of a read, so a table moved to a new topic is re-read."""
+        backfills, changed = self.desk.intake(
+            position.backfills,
+            lambda request: self._accept(conn, request, readers),
+            {r.name for r in readers},
+            self._log,
+        )
+        if changed:
+            position = position.with_backfills(backfills)
+            yield Checkpoint(position, durable=True)  # a request survives a crash from here on
+        return position
+
     def _accept(
         self, conn: sa.Connection, request: SnapshotRequest, readers: Sequence[TableReader]
     ) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
         for name in request.tables:
-            matches = [r for r in readers if name in (r.name, r.table_name)]
+            # By the entry's name or table, or the captured table's qualified name (a move's re-read asks so).
+            matches = [r for r in readers if name in (r.name, r.table_name, r.table.name if r.table else None)]
             if not matches:
                 known = ", ".join(sorted(r.name for r in readers))
                 return [], f"no captured table {name!r} (this source captures {known})"

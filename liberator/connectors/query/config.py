@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from liberator.capture.headers import HeaderRule
 from liberator.capture.hooks import HookRule
 from liberator.capture.masks import MaskRule
+from liberator.capture.moves import OnIncompatible
 from liberator.capture.routes import RouteRule
 from liberator.capture.rowerrors import OnError
 from liberator.config import DatabaseTimeouts, Duration, published_names
@@ -37,6 +38,9 @@ class TableEntry(BaseModel):
     rename: dict[str, str] = Field({}, description="columns published under another name: {email: contact}")
     on_error: OnError | None = Field(
         None, description="overrides the source's on_error for this entry's rows (stop, dead_letter, skip)"
+    )
+    on_incompatible: OnIncompatible | None = Field(
+        None, description="overrides the source's on_incompatible for this entry (stop, new_topic)"
     )
     route: RouteRule | None = Field(
         None, description="the topic by template or by a column's value (docs/transforms.md); not with `topic`"

@@ -116,6 +116,7 @@ class TableReader:
             mask=self.entry.mask,
             row_filter=self.entry.filter,
             on_error=self.entry.on_error,
+            on_incompatible=self.entry.on_incompatible,
             route=self.entry.route,
             headers=self.entry.headers,
             hook=self.entry.hook,

@@ -41,6 +41,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
     config_model: ClassVar[type[SourceConfig]] = QuerySourceConfig
     position_type: ClassVar[type[Position]] = QueryPosition
     snapshots_on_demand: ClassVar[bool] = True
+    table_moves: ClassVar[bool] = True
 
     def __init__(self, config: QuerySourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
@@ -55,6 +56,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             topic=config.topic,
             mask_salt=config.mask_salt,
             on_error=config.on_error,
+            on_incompatible=config.on_incompatible,
+            moves=context.topic_moves,
         )
         self.catalogue = Catalogue(settings, context.log)
         self.backfiller = Backfiller(context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log)
@@ -135,6 +138,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             self.phase = "snapshot" if first_cycle else "polling"
             last_reflect = time.monotonic()
             replanned = False  # the last poll failed on an outdated plan and the shapes were re-read
+            # Requests made before this read (a table moved to a new topic) are stored before anything is polled.
+            position = yield from self.backfiller.take(conn, readers, position)
             while not stop.is_set():
                 if time.monotonic() - last_reflect >= self.cfg.schema_refresh:
                     self._refresh(conn, readers)
