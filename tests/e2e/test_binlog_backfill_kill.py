@@ -9,7 +9,7 @@ from pathlib import Path
 from liberator.embedded.ports import free_port
 from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import numbers, source_yaml
-from tests.support import app_config, cli, read_topic, start_daemon_process, terminate, wait_for, with_http
+from tests.support import app_config, cli, health, read_topic, start_daemon_process, terminate, wait_for, with_http
 
 ROWS = 400
 CHUNK = 20
@@ -31,12 +31,18 @@ def test_kill_9_mid_backfill_resumes_after_the_last_chunk(
     config = app_config(
         tmp_path, kafka_bootstrap, registry_url, source_yaml(mariadb_server, f"[{db}.items]", db, extra)
     )
-    with_http(config, free_port())
+    port = free_port()
+    with_http(config, port)
     topic = f"{db}.{db}.items"
     log = tmp_path / "daemon.log"
 
     def published() -> int:
         return len(read_topic(kafka_bootstrap, registry_url, topic))
+
+    def progress_stored() -> bool:
+        """The offsets store holds the backfill past a chunk (stored a moment after Kafka acknowledged it)."""
+        source = ((health(port) or {}).get("sources") or {}).get("cdc") or {}
+        return any(b.get("after") for b in (source.get("position") or {}).get("backfills", []))
 
     process = start_daemon_process(config, log)
     try:
@@ -44,6 +50,7 @@ def test_kill_9_mid_backfill_resumes_after_the_last_chunk(
         # 0.2 s a chunk (a condition true for every row that sleeps): the kill lands between chunks.
         wait_for(lambda: "queued" in _snapshot(config, "--table", f"{db}.items", "--where", "SLEEP(0.01) = 0"))
         wait_for(lambda: published() >= ROWS + 6 * CHUNK, timeout=60, interval=0.05, what="six chunks published")
+        wait_for(progress_stored, timeout=60, interval=0.05, what="a chunk's progress stored")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
