@@ -226,9 +226,9 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         backfill = BinlogBackfill(
             cfg, self.tables, conn, not info.mariadb, captured, context.snapshots, position.backfills, context.log
         )
-        if backfill.intake():  # a request made before reading again (a table moved to a new topic) goes first
-            position = replace(position, backfills=backfill.backfills)
-            yield Checkpoint(position, durable=True)  # stored before the new topic gets anything
+        # A request queued before reading again (a table moved to a new topic) is taken, in a durable checkpoint,
+        # between transactions before the first event is read (BinlogStreamer._between): before the new topic
+        # gets anything.
         streamer = BinlogStreamer(
             cfg, self.tables, conn, not info.mariadb, context.log, context.stop, context.pacing, outbox, backfill
         )
