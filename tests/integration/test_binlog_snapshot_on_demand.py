@@ -9,11 +9,15 @@ import json
 import random
 import threading
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from liberator.capture import ChangeBatch
+from liberator.connectors.mysql_binlog import MySQLBinlogSource
 from liberator.connectors.mysql_binlog.position import BinlogPosition
 from liberator.embedded.ports import free_port
+from liberator.events import Checkpoint
 from liberator.snapshots import SnapshotRequest
 from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import make_source, numbers, source_yaml
@@ -274,3 +278,33 @@ def test_a_missing_signal_table_is_named_with_the_ddl_to_create_it(
     source, _stop = make_source(mariadb_server, [f"{db}.items"], signal_table=f"{db}.liberator_signal")
     problems = source.check()
     assert any(f"the signal table {db}.liberator_signal does not exist" in p and "CREATE TABLE" in p for p in problems)
+
+
+def test_a_request_queued_before_reading_again_is_stored_before_anything_is_streamed(
+    mariadb_server: MySQLInstance, mysql_database: str
+) -> None:
+    """What a table moved to a new topic relies on (on_incompatible: new_topic): its re-read request, queued
+    while the source was not reading, is in a durable checkpoint before the first change read again, and the
+    table is not also backfilled as a new table (its topic holding no record)."""
+    db = mysql_database
+    mariadb_server.execute(f"CREATE TABLE `{db}`.items (id INT PRIMARY KEY, v INT NOT NULL)")
+    first, stop = make_source(mariadb_server, [f"{db}.items"], snapshot="never")
+    try:
+        start = next(item for item in first.read(None) if isinstance(item, Checkpoint))
+    finally:
+        stop.set()
+        first.close()
+    assert isinstance(start.position, BinlogPosition) and not start.position.backfills
+    mariadb_server.execute(f"INSERT INTO `{db}`.items VALUES (1, 1)")  # streamed after the stored position
+    made, stop = make_source(mariadb_server, [f"{db}.items"], server_id=first.cfg.server_id)
+    # Its topic looks empty, as a new table's would: the queued request reads it, not a new-table backfill too.
+    again = MySQLBinlogSource(made.config, replace(made.context, with_records=lambda topics: []))
+    again.context.snapshots.submit(SnapshotRequest((f"{db}.items",), None, "move-1"))
+    try:
+        item = next(i for i in again.read(start.position) if isinstance(i, Checkpoint | ChangeBatch))
+    finally:
+        stop.set()
+        again.close()
+    assert isinstance(item, Checkpoint) and item.durable, item
+    assert isinstance(item.position, BinlogPosition)
+    assert [(b.id, b.stream) for b in item.position.backfills] == [("move-1", f"{db}.items")]

@@ -1,20 +1,26 @@
 """`on_incompatible: new_topic` against real servers: an ALTER the registry refuses (int -> text under BACKWARD)
 moves the table to `{topic}.v2`; the old topic keeps every record it had, the new one folded by key equals the
 table (its rows read again by the source's incremental snapshot) and gets every later change; a restart keeps
-writing to it, and (postgres_wal) a second refused change moves the table on to `.v3`. The query source's
-change is a required column added (without a default in its schema), on PostgreSQL and MariaDB. (`stop`, the
-default, is covered by test_query_type_change and test_registry_terse.)"""
+writing to it, and (postgres_wal) a second refused change moves the table on to `.v3`. mysql_binlog's change is
+a type change on MariaDB while a writer updates rows, and there `stop` (the default) stops with the one-line
+reason. The query source's change is a required column added (without a default in its schema), on PostgreSQL
+and MariaDB. (`stop` of the others is covered by test_query_type_change and test_registry_terse.)"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from liberator.embedded.ports import free_port
+from liberator_testbed import MySQLInstance
 from tests.integration.legacy_db import LegacyDb
 from tests.integration.postgres_wal_support import WalDb
+from tests.integration.test_mysql_binlog_helpers import numbers, source_yaml
 from tests.support import (
     DaemonThread,
     app_config,
@@ -100,6 +106,109 @@ def test_postgres_wal_moves_a_refused_table_to_a_new_topic_and_keeps_it_there_af
         wait_for(lambda: _topic_equals(kafka_bootstrap, registry_url, v3, table()), timeout=60, what="v3 == table")
         assert [(m.old_topic, m.new_topic) for m in daemon.status("wal").topic_moves] == [(v2, v3)]
     assert read_topic(kafka_bootstrap, registry_url, old) == before
+
+
+def _binlog_setup(
+    server: MySQLInstance, db: str, tmp_path: Path, bootstrap: str, registry: str, extra: str = ""
+) -> tuple[Path, str]:
+    server.execute(f"CREATE TABLE `{db}`.items (id INT PRIMARY KEY, qty INT NOT NULL)")
+    server.execute(f"INSERT INTO `{db}`.items SELECT i, i FROM ({numbers(ROWS)}) AS s")
+    config = app_config(tmp_path, bootstrap, registry, source_yaml(server, f"[{db}.items]", db, extra))
+    return config, f"{db}.{db}.items"
+
+
+@contextmanager
+def _writer(server: MySQLInstance, db: str) -> Iterator[None]:
+    """Updates rows (values that fit the old and the new column type) until the block ends."""
+    stop = threading.Event()
+
+    def write() -> None:
+        key = 0
+        while not stop.is_set():
+            key = key % ROWS + 1
+            server.execute(f"UPDATE `{db}`.items SET qty = qty + 1 WHERE id = %s", (key,))
+            stop.wait(0.01)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_mysql_binlog_moves_a_refused_table_to_a_new_topic_and_keeps_it_there_after_a_restart(
+    mariadb_server: MySQLInstance, mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    db = mysql_database
+    config, old = _binlog_setup(
+        mariadb_server,
+        db,
+        tmp_path,
+        kafka_bootstrap,
+        registry_url,
+        "    snapshot_chunk: 7\n    on_incompatible: new_topic\n",
+    )
+    v2 = f"{old}.v2"
+
+    def table() -> dict[int, Any]:
+        return {int(k): v for k, v in mariadb_server.execute(f"SELECT id, qty FROM `{db}`.items")}
+
+    def v2_equals_table() -> bool:
+        try:
+            folded = _qty_by_key(read_topic(kafka_bootstrap, registry_url, v2, timeout=5))
+        except AssertionError:  # the topic does not exist yet
+            return False
+        return {k: str(v) for k, v in folded.items()} == {k: str(v) for k, v in table().items()}
+
+    with DaemonThread(config) as daemon:
+        read_topic(kafka_bootstrap, registry_url, old, expect=ROWS)
+        with _writer(mariadb_server, db):
+            wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, old, timeout=5)) > ROWS, what="updates")
+            mariadb_server.execute(f"ALTER TABLE `{db}`.items MODIFY qty VARCHAR(20) NOT NULL")  # int -> string
+            mariadb_server.execute(f"UPDATE `{db}`.items SET qty = 'many' WHERE id = 1")
+            mariadb_server.execute(f"INSERT INTO `{db}`.items VALUES (1000, 'new')")
+            status = daemon.status("cdc")
+            wait_for(lambda: bool(status.topic_moves), what="the move")
+        wait_for(v2_equals_table, timeout=60, what="v2 == table")
+        reads = [r for r in read_topic(kafka_bootstrap, registry_url, v2) if r["value"] and r["value"]["op"] == "r"]
+        assert len(reads) <= ROWS + 1, "the table is read again once"
+        assert status.state == "running", status.error
+        assert [(m.old_topic, m.new_topic) for m in status.topic_moves] == [(old, v2)]
+        assert "qty as string" in status.topic_moves[0].reason
+        before = read_topic(kafka_bootstrap, registry_url, old)
+        assert all(isinstance(r["value"]["after"]["qty"], int) for r in before if r["value"]["after"])
+        mariadb_server.execute(f"UPDATE `{db}`.items SET qty = 'later' WHERE id = 2")  # later changes: v2
+        wait_for(v2_equals_table, what="a later change in v2")
+        wait_for(lambda: daemon.positions_settled("cdc"), what="positions stored")
+    assert read_topic(kafka_bootstrap, registry_url, old) == before, "the old topic keeps exactly what it had"
+
+    with DaemonThread(config) as daemon:  # a restart: the table stays on v2 without moving again
+        mariadb_server.execute(f"INSERT INTO `{db}`.items VALUES (1001, 'after restart')")
+        wait_for(v2_equals_table, what="v2 after the restart")
+        assert daemon.status("cdc").topic_moves == []
+    assert read_topic(kafka_bootstrap, registry_url, old) == before
+
+
+def test_mysql_binlog_stops_on_a_refused_schema_by_default_with_a_one_line_reason(
+    mariadb_server: MySQLInstance, mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    db = mysql_database
+    config, old = _binlog_setup(mariadb_server, db, tmp_path, kafka_bootstrap, registry_url)
+    with DaemonThread(config) as daemon:
+        read_topic(kafka_bootstrap, registry_url, old, expect=ROWS)
+        mariadb_server.execute(f"ALTER TABLE `{db}`.items MODIFY qty VARCHAR(20) NOT NULL")
+        mariadb_server.execute(f"UPDATE `{db}`.items SET qty = 'many' WHERE id = 1")
+        assert daemon.wait(60) == 1
+        status = daemon.status("cdc")
+    assert status.state == "failed"
+    assert status.error.startswith(
+        f"table {db}.items: schema registry refused the new schema for subject '{old}-value' under BACKWARD"
+    )
+    assert "\n" not in status.error and "register it under a new topic" in status.error
+    assert status.topic_moves == []
+    assert len(read_topic(kafka_bootstrap, registry_url, old)) == ROWS
 
 
 @pytest.fixture(params=["postgresql", "mariadb"])

@@ -125,15 +125,26 @@ def _config(tmp_path: Path, source: str, registry: str = "") -> Path:
 
 
 def test_a_source_without_incremental_snapshots_refuses_new_topic_at_config_check(tmp_path: Path) -> None:
-    binlog = (
-        "  - name: cdc\n    type: mysql_binlog\n    url: mysql://u:p@127.0.0.1:3306/\n    server_id: 7\n"
-        "    tables: [shop.orders]\n    on_incompatible: new_topic\n"
+    outbox = (
+        "  - name: events\n    type: outbox\n    url: postgresql+psycopg://u@h/db\n    on_incompatible: new_topic\n"
     )
     with pytest.raises(
         ConfigError,
-        match=r":12: sources\[0\]\.on_incompatible: new_topic needs the source to read .* mysql_binlog sources",
+        match=r":10: sources\[0\]\.on_incompatible: new_topic needs the source to read .* outbox sources",
     ):
-        load_config(_config(tmp_path, binlog))
+        load_config(_config(tmp_path, outbox))
+
+
+def test_mysql_binlog_takes_new_topic_per_table_for_captured_tables_only(tmp_path: Path) -> None:
+    binlog = (
+        "  - name: cdc\n    type: mysql_binlog\n    url: mysql://u:p@127.0.0.1:3306/\n    server_id: 7\n"
+        "    tables: [shop.orders]\n    on_incompatible: new_topic\n"
+        "    on_incompatible_tables: {shop.orders: stop}\n"
+    )
+    loaded = load_config(_config(tmp_path, binlog))
+    assert loaded.sources[0].on_incompatible_tables == {"shop.orders": "stop"}  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"on_incompatible_tables: shop.items is not a captured table"):
+        load_config(_config(tmp_path, binlog.replace("{shop.orders: stop}", "{shop.items: stop}")))
 
 
 def test_new_topic_refuses_subjects_named_by_record(tmp_path: Path) -> None:

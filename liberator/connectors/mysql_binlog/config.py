@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from liberator.capture.moves import TableIncompatiblePolicies
 from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.capture.txmeta import TransactionSettings
@@ -37,7 +38,9 @@ class BinlogOutboxConfig(OutboxRouting):
         return table
 
 
-class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies, TransactionSettings):
+class MySQLBinlogConfig(
+    SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies, TableIncompatiblePolicies, TransactionSettings
+):
     type: Literal["mysql_binlog"] = "mysql_binlog"
     url: str = Field(description="mysql://user:${PW}@host:port/ (a database in the path is ignored)")
     tables: list[str] = Field(
@@ -97,7 +100,12 @@ class MySQLBinlogConfig(SourceConfig, DatabaseTimeouts, TableTransforms, TableEr
 
     @model_validator(mode="after")
     def _exclude_captured_tables(self) -> MySQLBinlogConfig:
-        for field_name, entry in [*self.transformed_tables(), *(("on_error_tables", t) for t in self.on_error_tables)]:
+        named = [
+            *self.transformed_tables(),
+            *(("on_error_tables", t) for t in self.on_error_tables),
+            *(("on_incompatible_tables", t) for t in self.on_incompatible_tables),
+        ]
+        for field_name, entry in named:
             self._captured_entry(field_name, entry)
         return self
 

@@ -40,6 +40,7 @@ from liberator.source import Source, SourceContext, lost_position
 
 class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
     snapshots_on_demand: ClassVar[bool] = True
+    table_moves: ClassVar[bool] = True
     config_model = MySQLBinlogConfig
     position_type = BinlogPosition
 
@@ -47,7 +48,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         super().__init__(config, context)
         self.cfg = config
         self.phase = "starting"
-        self.tables = TableCatalog(config, context.app_name, context.log)
+        self.tables = TableCatalog(config, context.app_name, context.log, context.topic_moves)
         self._open: list[Any] = []
         self._guard = ServerIdGuard(config)
 
@@ -198,7 +199,10 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         """Tables whose topics hold no record are read as a backfill between watermarks (new_table_backfills)."""
         if self.cfg.snapshot != "initial" or self.context.with_records is None:
             return position
-        topics = {f"{db}.{t}": self.tables.topic_for(db, t) for db, t in list_tables(conn, self.cfg)}
+        # A request already waiting (a table moved to a new topic) reads it: not twice.
+        queued = self.context.snapshots.queued_tables()
+        tables = [(db, t) for db, t in list_tables(conn, self.cfg) if f"{db}.{t}" not in queued]
+        topics = {f"{db}.{t}": self.tables.topic_for(db, t) for db, t in tables}
         backfills = new_table_backfills(topics, position.backfills, self.context.with_records, self.context.log)
         return replace(position, backfills=backfills)
 
@@ -222,6 +226,9 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         backfill = BinlogBackfill(
             cfg, self.tables, conn, not info.mariadb, captured, context.snapshots, position.backfills, context.log
         )
+        # A request queued before reading again (a table moved to a new topic) is taken, in a durable checkpoint,
+        # between transactions before the first event is read (BinlogStreamer._between): before the new topic
+        # gets anything.
         streamer = BinlogStreamer(
             cfg, self.tables, conn, not info.mariadb, context.log, context.stop, context.pacing, outbox, backfill
         )

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from liberator.capture import CapturedTable, CaptureSettings, Catalogue
+from liberator.capture.moves import TopicMoves
 from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 from liberator.connectors.mysql_binlog.debezium import MYSQL
 from liberator.connectors.mysql_binlog.history import TableDef
@@ -73,7 +74,9 @@ class BinlogTable:
 class TableCatalog:
     """The source's captured tables: TableDef -> BinlogTable, through the capture core's catalogue."""
 
-    def __init__(self, config: MySQLBinlogConfig, app: str, log: logging.Logger) -> None:
+    def __init__(
+        self, config: MySQLBinlogConfig, app: str, log: logging.Logger, moves: TopicMoves | None = None
+    ) -> None:
         self.config = config
         settings = CaptureSettings(
             source=config.name,
@@ -84,6 +87,9 @@ class TableCatalog:
             **config.capture_settings(),
             on_error=config.on_error,
             on_error_tables=config.on_error_tables,
+            on_incompatible=config.on_incompatible,
+            on_incompatible_tables=config.on_incompatible_tables,
+            moves=moves,
             truncate=config.truncate,
             debezium=MYSQL,
             transactions=config.transaction_topic(),
