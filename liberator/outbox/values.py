@@ -10,6 +10,8 @@ import re
 import uuid
 from typing import Any
 
+from liberator.instants import EPOCH, EPOCH_NAIVE, MILLISECOND
+
 # Kafka's own rule for topic names.
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -52,9 +54,7 @@ def epoch_ms(value: Any, what: str) -> int:
         except ValueError:
             raise InvalidRow(f"{what} {value!r} is not an ISO-8601 timestamp") from None
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return int(value.timestamp() * 1000) if value.microsecond % 1000 == 0 else _micros(value) // 1000
+        return (value - (EPOCH_NAIVE if value.tzinfo is None else EPOCH)) // MILLISECOND
     if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
         raise InvalidRow(f"{what} is a {type(value).__name__}, not a timestamp or epoch number")
     number = float(value)
@@ -65,11 +65,6 @@ def epoch_ms(value: Any, what: str) -> int:
     if number < 1e14:  # milliseconds
         return int(number)
     return int(number // 1000)  # microseconds
-
-
-def _micros(value: dt.datetime) -> int:
-    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def payload_bytes(value: Any, what: str) -> bytes:

@@ -94,6 +94,8 @@ def test_json_that_does_not_fit_names_the_path(document: object, message: str) -
 
 def test_column_values() -> None:
     assert epoch_ms(dt.datetime(2024, 1, 1), "t") == 1704067200000  # naive = UTC
+    assert epoch_ms(dt.datetime(2024, 1, 1, 0, 0, 0, 999_999), "t") == 1704067200999  # floored, not rounded
+    assert epoch_ms(dt.datetime(1969, 12, 31, 23, 59, 59, 999_500), "t") == -1  # floored before 1970 too
     assert epoch_ms(dt.datetime(2024, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))), "t") == 1704067200000
     assert epoch_ms("2024-01-01 00:00:00.250", "t") == 1704067200250  # SQLite text
     assert epoch_ms(1704067200, "t") == epoch_ms(1704067200000, "t") == epoch_ms(1704067200000000, "t")

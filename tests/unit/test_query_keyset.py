@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from liberator.connectors.query import keyset
-from liberator.connectors.query.reader import epoch_ms, epoch_us
+from liberator.instants import epoch_ms, epoch_us
 
 UTC_PLUS_2 = dt.timezone(dt.timedelta(hours=2))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -15,37 +14,6 @@ from liberator.connectors.query.config import QuerySourceConfig, TableEntry
 from liberator.errors import SchemaError
 from liberator.schema import DateType, DecimalType, IntType, TableSchema, TimestampType
 from liberator.sqltypes import reflect_table
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
-_EPOCH_DATE = _EPOCH.date()
-_US = dt.timedelta(microseconds=1)
-_MS = dt.timedelta(milliseconds=1)
-
-
-def _since_epoch(value: object) -> dt.timedelta | None:
-    """How long after the epoch a cursor value is; wall-clock (naive) values are read as UTC."""
-    if isinstance(value, dt.datetime):
-        return value - (_EPOCH_NAIVE if value.tzinfo is None else _EPOCH)
-    if isinstance(value, str):  # SQLite keeps timestamps as text
-        try:
-            return _since_epoch(dt.datetime.fromisoformat(value))
-        except ValueError:
-            return None
-    if isinstance(value, dt.date):
-        return value - _EPOCH_DATE
-    return None
-
-
-def epoch_us(value: object) -> int | None:
-    """The event time of a cursor value in microseconds (None: not a time)."""
-    since = _since_epoch(value)
-    return None if since is None else since // _US
-
-
-def epoch_ms(value: object) -> int | None:
-    since = _since_epoch(value)
-    return None if since is None else since // _MS
 
 
 class TableReader:

@@ -23,12 +23,13 @@ from liberator.capture import BatchItem, CaptureSettings, Catalogue, ChangeBatch
 from liberator.connectors.query.backfill import Backfiller
 from liberator.connectors.query.config import QuerySourceConfig
 from liberator.connectors.query.position import QueryPosition, StreamCursor
-from liberator.connectors.query.reader import TableReader, epoch_ms, epoch_us
+from liberator.connectors.query.reader import TableReader
 from liberator.connectors.query.reconcile import DeleteReconciler
 from liberator.connectors.query.signals import SignalTable
 from liberator.envelope import Envelope
 from liberator.errors import ConfigError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
+from liberator.instants import epoch_ms, epoch_us
 from liberator.positions import Position
 from liberator.schema import TimestampType
 from liberator.source import Source, SourceConfig, SourceContext
