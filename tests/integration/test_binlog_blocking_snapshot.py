@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,37 @@ def test_status_counts_the_blocking_read_and_a_cancel_ends_it(
     finally:
         stop.set()
         source.close()
+
+
+def test_a_blocking_snapshot_that_cannot_start_is_dropped_with_its_reason_and_the_stream_goes_on(
+    mariadb_server: MySQLInstance, mysql_database: str
+) -> None:
+    """Its transaction needs a connection of its own: one refused (here: the password changed since the source
+    connected; on MySQL: no RELOAD for the snapshot's lock) drops the request with the reason, not the stream."""
+    db = mysql_database
+    server = mariadb_server
+    user = f"blk{uuid.uuid4().hex[:8]}"
+    server.create_user(user, "pw", grants=("REPLICATION SLAVE", "BINLOG MONITOR", "SELECT"))
+    server.execute(f"CREATE TABLE `{db}`.items (id INT PRIMARY KEY, version INT NOT NULL)")
+    server.execute(f"INSERT INTO `{db}`.items SELECT i, 1 FROM ({numbers(ROWS)}) AS s")
+    url = server.url(user=user, password="pw", driver=None)
+    source, stop = make_source(server, [f"{db}.items"], url=url)
+    desk = source.context.snapshots
+    try:
+        items = iter(source.read(None))
+        _pull(items, _snapshot_done, "the snapshot's end")
+        server.execute(f"UPDATE `{db}`.items SET version = 2 WHERE id = 2")  # the binlog library opens its own
+        _pull(items, lambda i: bool(_streamed([i])), "a first change streamed")
+        server.execute(f"ALTER USER '{user}'@'%' IDENTIFIED BY 'changed'")  # the connections open stay open
+        desk.submit(SnapshotRequest((f"{db}.items",), None, "block-3", blocking=True))
+        _pull(items, _stored_with("block-3"), "the request taken")
+        server.execute(f"UPDATE `{db}`.items SET version = 4 WHERE id = 3")
+        after = _pull(items, lambda i: bool(_streamed([i])), "the stream going on")
+        assert not _reads(after)
+        reason = desk.status()["refused"].get("block-3", "")
+        assert "its consistent snapshot could not start" in reason and "Access denied" in reason, reason
+        assert desk.status()["running"] == []
+    finally:
+        stop.set()
+        source.close()
+        server.execute(f"DROP USER '{user}'@'%'")

@@ -147,10 +147,13 @@ class BlockingSnapshot:
         self._request = []
 
 
+_NEEDS_PRIVILEGE = 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR: "you need (at least one of) the RELOAD privilege(s)"
+
+
 def _why_not(exc: Exception, info: ServerInfo) -> str:
     """Why the snapshot could not start, in one line, with what to do."""
     text = str(exc.args[-1]) if isinstance(exc, pymysql.MySQLError) and exc.args else str(exc)
-    if not info.mariadb and isinstance(exc, pymysql.MySQLError) and exc.args and exc.args[0] in (1045, 1227):
+    if not info.mariadb and isinstance(exc, pymysql.MySQLError) and exc.args and exc.args[0] == _NEEDS_PRIVILEGE:
         return (
             f"its consistent snapshot needs FLUSH TABLES WITH READ LOCK, which was refused ({text}); "
             "GRANT RELOAD ON *.* to the source's user and ask again"
