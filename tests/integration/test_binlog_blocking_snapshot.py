@@ -305,6 +305,7 @@ def test_a_blocking_snapshot_that_cannot_start_is_dropped_with_its_reason_and_th
         assert not _reads(after)
         reason = desk.status()["refused"].get("block-3", "")
         assert "its consistent snapshot could not start" in reason and "Access denied" in reason, reason
+        assert any(_stored_without_backfills(i) for i in after), "the drop stored"
         assert desk.status()["running"] == []
     finally:
         stop.set()

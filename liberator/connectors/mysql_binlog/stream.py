@@ -417,7 +417,11 @@ class BinlogStreamer:
             yield Checkpoint(here, durable=True)
         blocking = self.blocking
         if blocking is not None:
+            taken = backfill.backfills
             blocking.prepare()
+            if backfill.backfills is not taken:  # a request whose snapshot could not start was dropped
+                here = replace(here, backfills=backfill.backfills)
+                yield Checkpoint(here, durable=True)
             if blocking.due(coord):
                 here = yield from blocking.pause(here)
         backfill.next_chunk()
