@@ -41,6 +41,8 @@ from liberator.watermarks import ChunkWindow, WindowedBackfills
 
 
 class BinlogBackfill(WindowedBackfills):
+    takes_blocking = True  # read by liberator.connectors.mysql_binlog.blocking, not in chunks
+
     def __init__(
         self,
         config: MySQLBinlogConfig,
@@ -65,8 +67,8 @@ class BinlogBackfill(WindowedBackfills):
 
     def next_chunk(self) -> None:
         """Read the next chunk of the first backfill between two watermarks, unless one is under way."""
-        if self.window is not None or not self.backfills:
-            return
+        if self.window is not None or not self.backfills or self.backfills[0].blocking:
+            return  # a blocking snapshot first: liberator.connectors.mysql_binlog.blocking reads it
         backfill = self.backfills[0]
         table = self._table(backfill.stream)
         if table is None:  # dropped since the request: nothing more to read
@@ -147,11 +149,13 @@ class BinlogBackfill(WindowedBackfills):
 
     def accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
+        if request.blocking and request.where is not None:
+            return [], "a blocking snapshot reads whole tables: ask without the condition, or not blocking"
         for name in request.tables:
             if name not in self.captured:
                 known = ", ".join(sorted(self.captured))
                 return [], f"no captured table {name!r} (this source captures {known}; name it database.table)"
-            backfill = Backfill(request.id, name, request.where)
+            backfill = Backfill(request.id, name, request.where, blocking=request.blocking)
             table = self._table(name)
             if table is None:
                 return [], f"table {name} does not exist"
