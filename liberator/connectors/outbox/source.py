@@ -157,7 +157,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         self._open()
         if self._presence is not None:
             try:
-                self._presence.register()  # before the first claim
+                self._presence.register(self.context.stop)  # before the first claim
             except SQLAlchemyError as exc:
                 raise self._error(exc) from None
         run = uuid.uuid4().hex[:12]
