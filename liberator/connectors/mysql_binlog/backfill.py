@@ -88,6 +88,7 @@ class BinlogBackfill(WindowedBackfills):
         if self.window is not None or not self.backfills:
             return
         backfill = self.backfills[0]
+        fresh = backfill.stream not in self._definitions  # its shape read just now, not kept from before
         table = self._table(backfill.stream)
         if table is None:  # dropped since the request: nothing more to read
             self.log.warning("snapshot %s: table %s no longer exists; dropped", backfill.id, backfill.stream)
@@ -98,12 +99,13 @@ class BinlogBackfill(WindowedBackfills):
         sql = ChunkSql(table.table, table.published, backfill.where)
         try:
             spans = window_spans(backfill.after, self.chunk, self.workers, lambda: self._ends(table, sql, backfill))
-            reads = self._reads.run(spans, lambda index, span: self._read(self._reader(index), sql, span))
+            readers = [self._reader(index) for index in range(len(spans))]  # connected here, before the reads
+            reads = self._reads.run(spans, lambda index, span: self._read(readers[index], sql, span))
             with self.conn.cursor() as cur:
                 status = binlog_status(cur)  # after every read ended
                 high = Coord(str(status[0]), int(status[1]))
         except pymysql.MySQLError as exc:
-            if exc.args and exc.args[0] in _CHANGED:
+            if exc.args and exc.args[0] in _CHANGED and not fresh:
                 # A DDL the stream has not reached yet: read the shape again; the next loop reads the window again.
                 self.log.info("snapshot %s: the shape of %s changed; reading it again", backfill.id, backfill.stream)
                 self._definitions.pop(backfill.stream, None)
