@@ -30,6 +30,7 @@ from liberator.connectors.mysql_binlog.position import (
 from liberator.connectors.mysql_binlog.tables import TableCatalog, read_table_def
 from liberator.connectors.mysql_binlog.types import key_is_ordered
 from liberator.events import Checkpoint, SourceItem
+from liberator.keyset import spelled_text
 
 _READ = Op.read
 
@@ -101,14 +102,15 @@ def read_snapshot(
         key_index = captured.key_index
         base = f"SELECT {columns} FROM {quote(database)}.{quote(name)}"
         order_by = f" ORDER BY {', '.join(keys)} LIMIT {int(chunk)}"
-        condition = f" WHERE ({', '.join(keys)}) > ({', '.join(['%s'] * len(keys))})"
+        after_key, order = spelled_text(keys, ">")  # an index range on MySQL/MariaDB (liberator.keyset)
+        condition = f" WHERE {after_key}"
         normalise = table.normalise
         while True:
             with conn.cursor() as cur:
                 if after is None:
                     cur.execute(base + order_by)
                 else:
-                    cur.execute(base + condition + order_by, after)
+                    cur.execute(base + condition + order_by, [after[i] for i in order])
                 rows = cur.fetchall()
             if rows:
                 images = [normalise(list(row)) for row in rows]
