@@ -1,7 +1,8 @@
 """`snapshot_workers` on mysql_binlog: a window of 2 chunks read at once, each in its own consistent snapshot,
 under a writer updating and deleting the same keys (single and composite primary keys): the topic folded by
-key equals the table, no key's older version follows a newer one. And the chunk SQL reads composite-key
-chunks as index ranges (EXPLAIN), selecting the same rows as the row-value comparison it replaces."""
+key equals the table, no key's older version follows a newer one; a commit between two reads' snapshot
+points (forced) is dropped from the window. The chunk SQL reads composite-key chunks as index ranges
+(EXPLAIN), selecting the same rows as the row-value comparison it replaces. A DDL has the shape read again."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ from typing import Any
 
 import pytest
 
+from liberator.capture import datum_events
+from liberator.connectors.mysql_binlog import source as binlog_source
+from liberator.connectors.mysql_binlog.backfill import BinlogBackfill
 from liberator.connectors.mysql_binlog.chunks import ChunkSql
+from liberator.connectors.mysql_binlog.position import Coord
 from liberator.connectors.mysql_binlog.tables import read_table_def
 from liberator.embedded.ports import free_port
+from liberator.events import ChangeEvent
+from liberator.snapshots import SnapshotRequest
 from liberator.watermarks import Span
 from liberator_testbed import MySQLInstance
-from tests.integration.test_mysql_binlog_helpers import numbers, source_yaml
+from tests.integration.test_mysql_binlog_helpers import collect, make_source, numbers, source_yaml
 from tests.support import DaemonThread, app_config, cli, read_topic, wait_for, with_http
 
 ROWS = 300
@@ -199,3 +206,57 @@ def test_a_ddl_during_a_backfill_has_its_next_chunks_read_in_the_new_shape(
     assert shapes[0] is False and shapes[-1] is True, "read in the old shape, then the new"
     assert shapes == sorted(shapes), "never the old shape again after the new one"
     assert {r["value"]["after"]["extra"] for r in done if "extra" in r["value"]["after"]} == {7}
+
+
+def test_a_commit_between_two_reads_snapshot_points_is_dropped_from_the_window(
+    mariadb_server: MySQLInstance, mysql_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window opens at the earliest read's point: a transaction that ends after it and before a later
+    read's point is missing from the earlier read, so it must drop its keys. Forced here: the second read to
+    begin waits until the first has its snapshot, then an update of a key in each chunk commits."""
+    db, server = mysql_database, mariadb_server
+    server.execute(f"CREATE TABLE `{db}`.items (id INT PRIMARY KEY, version INT NOT NULL)")
+    server.execute(f"INSERT INTO `{db}`.items SELECT i, 1 FROM ({numbers(10)}) AS s")
+    first_began = threading.Event()
+    lock = threading.Lock()
+    begun: list[int] = []
+
+    class Staggered(BinlogBackfill):
+        def _begin(self, cur: Any) -> Coord:
+            with lock:
+                begun.append(len(begun))
+                order = begun[-1]
+            if order == 1:  # the first window's second read
+                assert first_began.wait(10), "the first read began"
+                server.execute(f"UPDATE `{db}`.items SET version = 2 WHERE id IN (1, 6)")
+            point = super()._begin(cur)
+            if order == 0:
+                first_began.set()
+            return point
+
+    monkeypatch.setattr(binlog_source, "BinlogBackfill", Staggered)
+    source, stop = make_source(server, [f"{db}.items"], snapshot_chunk=5, snapshot_workers=2)
+    versions: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    requested = False
+
+    def until(out: list[Any]) -> bool:
+        nonlocal requested
+        for event in out[-1:]:
+            if isinstance(event, ChangeEvent) and isinstance(event.value, dict) and event.value["after"]:
+                assert isinstance(event.key, dict)
+                versions[event.key["id"]].append((event.value["op"], event.value["after"]["version"]))
+        if not requested and len(versions) == 10:  # the initial snapshot is out
+            source.context.snapshots.submit(SnapshotRequest((f"{db}.items",)))
+            requested = True
+        backfilled = {k for k, seen in versions.items() if [op for op, _v in seen].count("r") == 2}
+        return backfilled >= {2, 3, 4, 5, 7, 8, 9, 10}
+
+    try:
+        collect(datum_events(source.read(None), source.config.envelope), stop, until, limit=5000)
+    finally:
+        source.close()
+    assert len(begun) >= 2, "the window was read by two workers"
+    for key in (1, 6):
+        numbers_seen = [v for _op, v in versions[key]]
+        assert numbers_seen == sorted(numbers_seen), f"key {key}: an older version after a newer one: {versions[key]}"
+        assert versions[key][-1] == ("u", 2), versions[key]
