@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--blocking",
         action="store_true",
-        help="pause the stream and read the tables in one consistent snapshot (postgres_wal; docs/snapshots.md)",
+        help="pause the stream and read the tables in one consistent snapshot (postgres_wal, mysql_binlog; "
+        "docs/snapshots.md)",
     )
     p.add_argument("--status", action="store_true", help="list the snapshots queued, under way and refused")
     p.add_argument("--cancel", metavar="ID", help="stop the snapshot with this id")

@@ -150,7 +150,10 @@ class SnapshotDesk:
             new: list[Backfill]
             refusal: str | None
             if request.blocking and not blocking:
-                new, refusal = [], "this source does not take blocking snapshots (postgres_wal does); ask without it"
+                new, refusal = (
+                    [],
+                    ("this source does not take blocking snapshots (postgres_wal and mysql_binlog do); ask without it"),
+                )
             else:
                 new, refusal = accept(request)
             self.taken(request, refusal)
@@ -165,6 +168,11 @@ class SnapshotDesk:
                 log.warning("snapshot %s of %s dropped: the table is no longer captured", backfill.id, backfill.stream)
                 changed = True
         return tuple(b for b in kept if b.stream in captured), changed
+
+    def failed(self, request_id: str, reason: str) -> None:
+        """A request the source took but could not carry out (its snapshot could not start): --status says why."""
+        with self._lock:
+            self._refused[request_id] = reason
 
     def report_backfills(self, backfills: Sequence[Backfill]) -> None:
         """The source's backfills now, first the one being read (on every change: a chunk, a request, a cancel)."""
@@ -221,7 +229,7 @@ class Backfill:
     where: str | None = None
     after: tuple[object, ...] | None = None  # the key of the last row published; None: from the start
     rows: int = 0  # published so far
-    blocking: bool = False  # read whole in one snapshot while the stream waits (postgres_wal), not in chunks
+    blocking: bool = False  # read whole in one snapshot while the stream waits, not in chunks
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from liberator.capture import CapturedTable, Op, PoisonRow, RowChange, Txn
+from liberator.capture import CapturedTable, ChangeBatch, Op, PoisonRow, RowChange, Txn
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
 
 INTAKE_INTERVAL = 0.5  # seconds between looks at the desk
@@ -157,6 +157,25 @@ class WindowedBackfills:
             self.desk.report_backfills(backfills)
         return changed
 
+    def blocking_request(self) -> list[Backfill]:
+        """The tables of the blocking request first among the backfills (read together), or none."""
+        if not self.backfills or not self.backfills[0].blocking:
+            return []
+        first = self.backfills[0].id
+        return [b for b in self.backfills if b.blocking and b.id == first]
+
+    def first_is(self, request_id: str) -> bool:
+        """Whether the request is still first among the backfills (not cancelled)."""
+        return bool(self.backfills) and self.backfills[0].id == request_id
+
+    def drop(self, request_id: str, reason: str | None = None) -> None:
+        """The request's backfills leave the position; `reason`: why it failed (one warning, and --status)."""
+        if reason is not None:
+            self.log.warning("blocking snapshot %s dropped: %s", request_id, reason)
+            self.desk.failed(request_id, reason)
+        self.backfills = tuple(b for b in self.backfills if b.id != request_id)
+        self.desk.report_backfills(self.backfills)
+
     def open_window(self, window: ChunkWindow, watch_now: bool) -> None:
         self.window = window
         window.open = watch_now
@@ -205,3 +224,68 @@ class WindowedBackfills:
             self.desk.finished(done, self.log)
         self.desk.report_backfills(self.backfills)
         return out
+
+
+class BlockingRead:
+    """A blocking request's read while the stream waits, what every source shares: the log lines when the stream
+    pauses and resumes, the rows read per table for --status, cancels heard between chunks, the request dropped
+    at the end. The source makes the snapshot, finds its point, and reads the tables in it (its `read` items)."""
+
+    def __init__(self, backfills: WindowedBackfills, request: Sequence[Backfill], point: str) -> None:
+        self.backfills = backfills
+        self.request = list(request)
+        self.id = self.request[0].id
+        self.point = point
+        self.rows: dict[str, int] = {b.stream: 0 for b in self.request}
+        self.gone = False  # cancelled during the read
+        self._started = time.monotonic()
+
+    def paused(self) -> None:
+        self._started = time.monotonic()
+        self.backfills.log.info(
+            "stream paused at %s for blocking snapshot %s of %s", self.point, self.id, ", ".join(self.rows)
+        )
+
+    def count(self, batch: ChangeBatch) -> None:
+        """A batch the read yields: its rows counted, and reported (for --status and the progress figures)."""
+        counts = self.rows
+        for item in batch.items:
+            name = getattr(getattr(item, "table", None), "name", None)
+            if name in counts:
+                counts[name] += 1
+        backfills = self.backfills
+        backfills.backfills = tuple(
+            Backfill(b.id, b.stream, b.where, b.after, counts[b.stream], True) if b.id == self.id else b
+            for b in backfills.backfills
+        )
+        backfills.desk.report_backfills(backfills.backfills)
+
+    def cancelled(self) -> bool:
+        """Between chunks: whether the request was cancelled (then the read ends there)."""
+        backfills = self.backfills
+        backfills.intake()
+        if not backfills.first_is(self.id):
+            self.gone = True
+            backfills.log.info("blocking snapshot %s cancelled during its read, after %d rows", self.id, self.total)
+        return self.gone
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+    def finish(self) -> None:
+        """The read ended (or was cancelled): the request leaves the backfills; the stream resumes."""
+        backfills = self.backfills
+        if not self.gone:
+            for backfill in self.request:
+                done = Backfill(backfill.id, backfill.stream, None, None, self.rows[backfill.stream], True)
+                backfills.desk.finished(done, backfills.log)
+        backfills.drop(self.id)
+        backfills.log.info(
+            "stream resumed after %.1fs paused: blocking snapshot %s read %d rows of %s at %s",
+            time.monotonic() - self._started,
+            self.id,
+            self.total,
+            ", ".join(self.rows),
+            self.point,
+        )

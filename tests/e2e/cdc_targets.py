@@ -33,6 +33,7 @@ class Target:
     upsert: str  # insert a key, or bump it if it exists
     move: Callable[[int, int], Statement]  # change a row's primary key, unless the new one is taken
     table: Callable[[], dict[int, int]]
+    name: str = "acc"  # how a snapshot request names the table
 
 
 def _pg_target(pg_url: str) -> Iterator[Target]:
@@ -60,7 +61,7 @@ def _pg_target(pg_url: str) -> Iterator[Target]:
         return (f"UPDATE acc SET id = %s WHERE id = %s AND NOT {taken}", (new, old, new))
 
     def fill(rows: int) -> None:
-        db.run("INSERT INTO acc SELECT g, 0 FROM generate_series(1, %s) g", (rows,))
+        db.run("INSERT INTO acc (id, v) SELECT g, 0 FROM generate_series(1, %s) g", (rows,))
 
     yield Target("postgresql", source, f"{db.tag}.acc", db.tag, fill, transaction, upsert, move, table)
     writer.close()
@@ -93,9 +94,9 @@ def _mariadb_target(server: MySQLInstance, db: str) -> Iterator[Target]:
     source = source_yaml(server, f"[{db}.acc]", db, f"    snapshot_chunk: {CHUNK}\n")
 
     def fill(rows: int) -> None:
-        server.execute(f"INSERT INTO acc SELECT seq, 0 FROM seq_1_to_{int(rows)}", database=db)
+        server.execute(f"INSERT INTO acc (id, v) SELECT seq, 0 FROM seq_1_to_{int(rows)}", database=db)
 
-    yield Target("mariadb", source, f"{db}.{db}.acc", None, fill, transaction, upsert, move, table)
+    yield Target("mariadb", source, f"{db}.{db}.acc", None, fill, transaction, upsert, move, table, f"{db}.acc")
     writer.close()
 
 

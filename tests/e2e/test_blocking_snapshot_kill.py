@@ -1,4 +1,4 @@
-"""A postgres_wal daemon process killed with SIGKILL in the middle of a blocking snapshot's read, while an
+"""Both CDC sources as daemon processes killed with SIGKILL in the middle of a blocking snapshot's read, while an
 application updates the table: after the restart the blocking read is done again (in a new snapshot), the
 stream resumes, the topic folded by key equals the table, and no key's older version follows a newer one."""
 
@@ -9,10 +9,8 @@ import signal
 import threading
 from pathlib import Path
 
-import psycopg
-
 from liberator.embedded.ports import free_port
-from tests.integration.postgres_wal_support import WalDb
+from tests.e2e.cdc_targets import Target, _cdc_target  # noqa: F401 - _cdc_target: the fixture
 from tests.support import (
     TopicFold,
     app_config,
@@ -26,19 +24,19 @@ from tests.support import (
 )
 
 ROWS = 30_000
+PAD = "x" * 200  # wider rows: the read lasts long enough for the kill to land inside it
 
 
 class Writer(threading.Thread):
-    def __init__(self, url: str) -> None:
+    def __init__(self, target: Target) -> None:
         super().__init__(daemon=True)
-        self.url = url
+        self.target = target
         self.halt = threading.Event()
 
     def run(self) -> None:
         rng = random.Random(3)
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self.halt.is_set():
-                conn.execute("UPDATE acc SET v = v + 1 WHERE id = %s", (rng.randint(1, ROWS),))
+        while not self.halt.is_set():
+            self.target.transaction([("UPDATE acc SET v = v + 1 WHERE id = %s", (rng.randint(1, ROWS),))])
 
 
 def _log_count(log: Path, text: str) -> int:
@@ -46,27 +44,22 @@ def _log_count(log: Path, text: str) -> int:
 
 
 def test_kill_9_mid_blocking_read_reads_again_after_the_restart(
-    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+    cdc_target: Target, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    db = WalDb(pg_url)
-    db.run("CREATE TABLE acc (id int PRIMARY KEY, v int NOT NULL, pad text NOT NULL)")
-    db.run(f"INSERT INTO acc SELECT g, 0, repeat('x', 200) FROM generate_series(1, {ROWS}) g")
-    source = (
-        f"  - name: wal\n    type: postgres_wal\n    url: {db.url}\n    tables: [acc]\n    slot: {db.tag}\n"
-        f'    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n    snapshot_chunk: 500\n'
-        "    status_interval: 200ms\n"
-    )
+    target = cdc_target
+    target.transaction([(f"ALTER TABLE acc ADD COLUMN pad VARCHAR(200) NOT NULL DEFAULT '{PAD}'", ())])
+    target.fill(ROWS)
     offsets = f"offsets:\n  store: file\n  path: {tmp_path}/offsets.json\n"
-    config = app_config(tmp_path, kafka_bootstrap, registry_url, source, offsets=offsets)
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, target.source, offsets=offsets)
     with_http(config, free_port())
-    topic = f"{db.tag}.acc"
+    topic = target.topic
     log = tmp_path / "daemon.log"
-    writer = Writer(db.url)
+    writer = Writer(target)
     process = start_daemon_process(config, log)
     try:
         wait_for(lambda: len(read_topic(kafka_bootstrap, registry_url, topic)) >= ROWS, timeout=120, what="snapshot")
         writer.start()
-        asked = cli("snapshot", str(config), "--source", "wal", "--table", "acc", "--blocking")
+        asked = cli("snapshot", str(config), "--source", "cdc", "--table", target.name, "--blocking")
         assert asked.returncode == 0, asked.stderr
         wait_for(lambda: _log_count(log, "stream paused at") == 1, timeout=60, interval=0.01, what="the pause")
         process.send_signal(signal.SIGKILL)
@@ -78,8 +71,8 @@ def test_kill_9_mid_blocking_read_reads_again_after_the_restart(
         assert _log_count(log, "stream paused at") == 2
         writer.halt.set()
         writer.join(10)
-        db.run("UPDATE acc SET v = -1 WHERE id = 1")  # streamed after the pause
-        table = {row[0]: row[1] for row in db.rows("SELECT id, v FROM acc")}
+        target.transaction([("UPDATE acc SET v = -1 WHERE id = 1", ())])  # streamed after the pause
+        table = target.table()
         with TopicFold(kafka_bootstrap, registry_url, topic, "v") as fold:
             try:
                 wait_for(lambda: fold.rows() == table, timeout=60, interval=0.5, what="the topic to fold to the table")

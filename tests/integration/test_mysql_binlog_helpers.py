@@ -41,7 +41,7 @@ def make_source(server: MySQLInstance, tables: list[str], **options: Any) -> tup
 
     config = MySQLBinlogConfig(
         name="cdc",
-        url=server.url(driver=None),
+        url=options.pop("url", None) or server.url(driver=None),
         tables=tables,
         server_id=options.pop("server_id", None) or next_server_id(),
         heartbeat=options.pop("heartbeat", 0.2),

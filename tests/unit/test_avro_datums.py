@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from liberator.avro import (
     AvroDecoder,
@@ -23,6 +25,7 @@ from liberator.avro import (
     unframe,
     value_schema,
 )
+from liberator.errors import SchemaError
 from liberator.schema import (
     ArrayType,
     BitsType,
@@ -320,3 +323,28 @@ def test_encoder_does_not_modify_the_schema_it_is_given() -> None:
     before = repr(schema)
     AvroEncoder(schema, 1)
     assert repr(schema) == before
+
+
+@given(st.text())
+def test_a_plain_string_schema_writes_what_fastavro_writes(text: str) -> None:
+    # The outbox's keys take the encoder's own path for a plain string schema; fastavro is the reference.
+    encoder = AvroEncoder({"type": "string"}, 77)
+    try:
+        expected: bytes | type[SchemaError] = encoder._write(text)
+    except SchemaError:
+        expected = SchemaError
+    if expected is SchemaError:
+        with pytest.raises(SchemaError):
+            encoder.encode(text)
+    else:
+        assert encoder.encode(text) == expected
+        assert decode(encoder.encode(text), "string") == (77, text)
+
+
+def test_a_plain_string_schema_refuses_what_it_cannot_write_as_fastavro_does() -> None:
+    encoder = AvroEncoder({"type": "string"}, 77)
+    with pytest.raises(SchemaError, match="surrogates not allowed"):
+        encoder.encode("\ud800")
+    with pytest.raises(SchemaError):
+        encoder.encode(42)
+    assert encoder.encode("x" * 300) == encoder._write("x" * 300)  # a length past one varint byte

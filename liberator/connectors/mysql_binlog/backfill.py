@@ -57,6 +57,8 @@ _CHANGED = frozenset({1054, 1146})  # unknown column, no such table: the shape c
 
 
 class BinlogBackfill(WindowedBackfills):
+    takes_blocking = True  # read by liberator.connectors.mysql_binlog.blocking, not in chunks
+
     def __init__(
         self,
         config: MySQLBinlogConfig,
@@ -85,8 +87,8 @@ class BinlogBackfill(WindowedBackfills):
 
     def next_chunk(self) -> None:
         """Read the next window of the first backfill between two watermarks, unless one is under way."""
-        if self.window is not None or not self.backfills:
-            return
+        if self.window is not None or not self.backfills or self.backfills[0].blocking:
+            return  # a blocking snapshot first: liberator.connectors.mysql_binlog.blocking reads it
         backfill = self.backfills[0]
         fresh = backfill.stream not in self._definitions  # its shape read just now, not kept from before
         table = self._table(backfill.stream)
@@ -220,11 +222,13 @@ class BinlogBackfill(WindowedBackfills):
 
     def accept(self, request: SnapshotRequest) -> tuple[list[Backfill], str | None]:
         found: list[Backfill] = []
+        if request.blocking and request.where is not None:
+            return [], "a blocking snapshot reads whole tables: ask without the condition, or not blocking"
         for name in request.tables:
             if name not in self.captured:
                 known = ", ".join(sorted(self.captured))
                 return [], f"no captured table {name!r} (this source captures {known}; name it database.table)"
-            backfill = Backfill(request.id, name, request.where)
+            backfill = Backfill(request.id, name, request.where, blocking=request.blocking)
             self._definitions.pop(name, None)  # a new request reads the shape as it is now
             table = self._table(name)
             if table is None:

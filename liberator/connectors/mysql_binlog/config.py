@@ -85,7 +85,7 @@ class MySQLBinlogConfig(
     signal_table: str | None = Field(
         None,
         description="database.table with columns id, type, data (as Debezium's signal table): an inserted row of "
-        "type execute-snapshot asks for an incremental snapshot (docs/snapshots.md)",
+        "type execute-snapshot asks for an incremental or blocking snapshot (docs/snapshots.md)",
     )
 
     @field_validator("signal_table")

@@ -17,7 +17,8 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 
 from liberator.capture import ChangeBatch, Op, RowChange, Txn
-from liberator.connectors.mysql_binlog.checks import ServerInfo, binlog_status, quote
+from liberator.connectors.mysql_binlog.checks import ServerInfo, binlog_status
+from liberator.connectors.mysql_binlog.chunks import ChunkSql
 from liberator.connectors.mysql_binlog.position import (
     BinlogPosition,
     Coord,
@@ -27,10 +28,10 @@ from liberator.connectors.mysql_binlog.position import (
     SnapshotRun,
     SnapshotState,
 )
-from liberator.connectors.mysql_binlog.tables import TableCatalog, read_table_def
+from liberator.connectors.mysql_binlog.tables import BinlogTable, TableCatalog, read_table_def
 from liberator.connectors.mysql_binlog.types import key_is_ordered
 from liberator.events import Checkpoint, SourceItem
-from liberator.keyset import spelled_text
+from liberator.watermarks import Span
 
 _READ = Op.read
 
@@ -97,23 +98,9 @@ def read_snapshot(
         captured = table.captured
         schemas = schemas.with_table(definition)
         after = first_after if index == state.table_index else None
-        columns = ", ".join(quote(c) for c in table.published)
-        keys = [quote(k) for k in definition.key]
         key_index = captured.key_index
-        base = f"SELECT {columns} FROM {quote(database)}.{quote(name)}"
-        order_by = f" ORDER BY {', '.join(keys)} LIMIT {int(chunk)}"
-        after_key, order = spelled_text(keys, ">")  # an index range on MySQL/MariaDB (liberator.keyset)
-        condition = f" WHERE {after_key}"
-        normalise = table.normalise
-        while True:
-            with conn.cursor() as cur:
-                if after is None:
-                    cur.execute(base + order_by)
-                else:
-                    cur.execute(base + condition + order_by, [after[i] for i in order])
-                rows = cur.fetchall()
-            if rows:
-                images = [normalise(list(row)) for row in rows]
+        for images in table_chunks(conn, table, after, chunk):
+            if images:
                 after = tuple(images[-1][i] for i in key_index)
                 progress = SnapshotState(state.tables, runs, index, after)
                 yield ChangeBatch(
@@ -122,9 +109,24 @@ def read_snapshot(
                 )
             if stop.is_set():
                 return
-            if len(rows) < chunk:
-                break
     with contextlib.suppress(pymysql.MySQLError):
         conn.commit()  # a read-only transaction: nothing to lose if it fails
     done = SnapshotState(state.tables, runs, len(state.tables), None, done=True)
     yield Checkpoint(BinlogPosition(position.coord, position.gtid, schemas, done))
+
+
+def table_chunks(conn: Any, table: BinlogTable, after: tuple[object, ...] | None, chunk: int) -> Iterator[list[Any]]:
+    """The table's rows after the key `after` (None: all), in primary-key order, as the source publishes them:
+    one list per chunk of `chunk` rows, the last one shorter (maybe empty)."""
+    sql = ChunkSql(table.table, table.published, None)  # composite keys as index ranges (liberator.keyset)
+    key_index = table.captured.key_index
+    normalise = table.normalise
+    while True:
+        with conn.cursor() as cur:
+            cur.execute(*sql.rows(Span(after, None, chunk)))
+            rows = cur.fetchall()
+        images = [normalise(list(row)) for row in rows]
+        yield images
+        if len(rows) < chunk:
+            return
+        after = tuple(images[-1][i] for i in key_index)

@@ -12,6 +12,7 @@ import pymysql  # type: ignore[import-untyped]
 from liberator.capture import ChangeBatch
 from liberator.capture.debezium import mark_snapshot_end
 from liberator.connectors.mysql_binlog.backfill import BinlogBackfill
+from liberator.connectors.mysql_binlog.blocking import BlockingSnapshot
 from liberator.connectors.mysql_binlog.checks import (
     ServerInfo,
     classify,
@@ -230,8 +231,11 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         # A request queued before reading again (a table moved to a new topic) is taken, in a durable checkpoint,
         # between transactions before the first event is read (BinlogStreamer._between): before the new topic
         # gets anything.
+        blocking = BlockingSnapshot(cfg, info, self.tables, backfill, context.stop, context.log)
+        self._open.append(blocking)
+        mysql = not info.mariadb
         streamer = BinlogStreamer(
-            cfg, self.tables, conn, not info.mariadb, context.log, context.stop, context.pacing, outbox, backfill
+            cfg, self.tables, conn, mysql, context.log, context.stop, context.pacing, outbox, backfill, blocking
         )
         yield from streamer.run(reader, position, waiter)
 

@@ -36,6 +36,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateR
 
 from liberator.capture import BatchItem, ChangeBatch, Op, RowChange, Txn, truncate_changes
 from liberator.connectors.mysql_binlog.backfill import BinlogBackfill
+from liberator.connectors.mysql_binlog.blocking import BlockingSnapshot
 from liberator.connectors.mysql_binlog.checks import quote
 from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 from liberator.connectors.mysql_binlog.guard import reader_identity
@@ -227,10 +228,12 @@ class BinlogStreamer:
         pacing: Pacing | None = None,
         outbox: BinlogOutbox | None = None,
         backfill: BinlogBackfill | None = None,
+        blocking: BlockingSnapshot | None = None,
     ) -> None:
         self.config = config
         self.outbox = outbox
         self.backfill = backfill  # snapshots on demand, between watermarks (backfill.py)
+        self.blocking = blocking  # blocking snapshots on demand (blocking.py)
         self.signal_ids: set[int] = set()  # table ids of the signal table
         self.tables = tables
         self.ctl = ctl  # our own connection for information_schema
@@ -274,6 +277,8 @@ class BinlogStreamer:
                         moved = yield from self._between(backfill, reader, here)
                         if moved is not here:  # stored with the backfills' progress: `pending` would undo it
                             here, pending, last_yield = moved, None, time.monotonic()
+                        if stop.is_set():  # perhaps in a blocking snapshot's read: nothing more streamed
+                            return
                     if waiter.wait(pacing.max_wait):
                         break
                     yield IDLE
@@ -400,7 +405,8 @@ class BinlogStreamer:
         self, backfill: BinlogBackfill, reader: BinLogStreamReader, here: BinlogPosition
     ) -> Generator[SourceItem, None, BinlogPosition]:
         """Between transactions: the open window closes once the stream passed its high watermark; requests
-        and cancels are taken (stored at once, so a request survives a crash); the next chunk is read."""
+        and cancels are taken (stored at once, so a request survives a crash); at a blocking snapshot's point
+        the stream pauses for its read; the next chunk is read."""
         coord = None if reader.log_file is None or reader.log_pos is None else Coord(reader.log_file, reader.log_pos)
         if backfill.reached(coord):
             rows = backfill.close_window(str(coord))
@@ -409,6 +415,15 @@ class BinlogStreamer:
         if backfill.intake():
             here = replace(here, backfills=backfill.backfills)
             yield Checkpoint(here, durable=True)
+        blocking = self.blocking
+        if blocking is not None:
+            taken = backfill.backfills
+            blocking.prepare()
+            if backfill.backfills is not taken:  # a request whose snapshot could not start was dropped
+                here = replace(here, backfills=backfill.backfills)
+                yield Checkpoint(here, durable=True)
+            if blocking.due(coord):
+                here = yield from blocking.pause(here)
         backfill.next_chunk()
         return here
 

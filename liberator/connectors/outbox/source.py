@@ -22,7 +22,7 @@ import functools
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from liberator import sqldb
 from liberator.capture import BatchItem, ChangeBatch
-from liberator.connectors.outbox.claim import Claim, ClaimAhead, Claimer
+from liberator.connectors.outbox.claim import Claim, ClaimAhead, Claimer, InFlight
 from liberator.connectors.outbox.cleaner import Cleaner
 from liberator.connectors.outbox.config import OutboxSourceConfig
 from liberator.connectors.outbox.dialects import classify_error, queue_isolation, queue_session, use_skip_locked
@@ -157,7 +157,7 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
         self._open()
         if self._presence is not None:
             try:
-                self._presence.register()  # before the first claim
+                self._presence.register(self.context.stop)  # before the first claim
             except SQLAlchemyError as exc:
                 raise self._error(exc) from None
         run = uuid.uuid4().hex[:12]
@@ -205,20 +205,19 @@ class OutboxSource(Source[OutboxSourceConfig, OutboxPosition]):
             return self._ahead.take()
         return self._claimer_claim(self._in_flight(None))
 
-    def _claimer_claim(self, in_flight: set[Any]) -> Claim | None:
+    def _claimer_claim(self, in_flight: InFlight) -> Claim | None:
         assert self._claimer is not None
         return self._claimer.claim(in_flight)
 
-    def _in_flight(self, claimed: Claim | None) -> set[Any]:
+    def _in_flight(self, claimed: Claim | None) -> InFlight:
         """The ids of this daemon's rows that a claim's ordering check must count as ours: the batches
         awaiting Kafka, the cleanups not committed yet and (for a claim ahead) the claim being routed."""
-        in_flight = {i for batch in self._awaiting for i in batch.ids}
+        groups: list[Sequence[Any]] = [batch.ids for batch in self._awaiting]
         if self._cleaner is not None:
-            in_flight.update(i for ids in self._cleaner.pending() for i in ids)
-        if claimed is not None:
-            id_column = self.cfg.columns.id
-            in_flight.update(row._mapping[id_column] for row in claimed.rows)
-        return in_flight
+            groups += self._cleaner.pending()
+        if claimed is None:
+            return InFlight(tuple(groups))
+        return InFlight(tuple(groups), claimed.rows, self.cfg.columns.id)
 
     def _held(self) -> int:
         """Claims holding a connection and their rows' locks: yielded batches and uncommitted cleanups."""

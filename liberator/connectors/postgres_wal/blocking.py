@@ -27,7 +27,6 @@ import logging
 import os
 import struct
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -44,6 +43,7 @@ from liberator.connectors.postgres_wal.stream import XLOG_PAYLOAD, Frame, Keepal
 from liberator.connectors.postgres_wal.streaming import ChangeDecoder
 from liberator.events import Checkpoint, SourceItem
 from liberator.snapshots import Backfill
+from liberator.watermarks import BlockingRead
 
 _WAL_START = struct.Struct("!Q").unpack_from  # an XLogData frame's first LSN: a message's own
 _BEGIN_FINAL = struct.Struct("!Q").unpack_from  # a Begin's commit LSN
@@ -126,11 +126,10 @@ class BlockingSnapshot:
             self.close()
         if not self._request:
             if backfills and backfills[0].blocking:
-                first = backfills[0].id
                 row = self.conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
                 assert row is not None
                 self.guard = parse_lsn(str(row[0]))
-                self._request = [b for b in backfills if b.blocking and b.id == first]
+                self._request = self.backfill.blocking_request()
                 self._slot = TemporarySlot(self.config, self.what)
                 self._slot.start()
             return
@@ -173,15 +172,9 @@ class BlockingSnapshot:
         assert slot is not None
         request = self._request[0].id
         if slot.error is not None or slot.point is None:
-            self.log.warning(
-                "blocking snapshot %s dropped: its temporary replication slot could not be created (%s); "
-                "check max_replication_slots and ask again",
-                request,
-                slot.error,
-            )
             self.close()
-            self.backfill.backfills = tuple(b for b in self.backfill.backfills if b.id != request)
-            self.backfill.desk.report_backfills(self.backfill.backfills)
+            reason = f"its temporary replication slot could not be created ({slot.error}); check max_replication_slots"
+            self.backfill.drop(request, reason)
             return
         self.point = slot.point
         self.conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (WATERMARK_PREFIX, f"blocking {request}"))
@@ -190,35 +183,24 @@ class BlockingSnapshot:
         """Read the request's tables in the exported snapshot while the stream waits, then drop the request."""
         assert self.point is not None and self._slot is not None and self._slot.snapshot_name is not None
         request, point, snapshot_name = self._request, self.point, self._slot.snapshot_name
-        tables = [b.stream for b in request]
         yield from decoder.hand_over()
         # Stored before the read: a kill mid-read resumes streaming at the pause point and reads again.
         yield Checkpoint(decoder.resume_here(), durable=True)
-        self.log.info(
-            "stream paused at %s for blocking snapshot %s of %s", lsn_text(point), request[0].id, ", ".join(tables)
-        )
-        started = time.monotonic()
-        rows = 0
-        for item in self.reader.read(snapshot_name, tables, point, decoder.resume_here()):
+        read = BlockingRead(self.backfill, request, lsn_text(point))
+        read.paused()
+        for item in self.reader.read(snapshot_name, [b.stream for b in request], point, decoder.resume_here()):
             stream.keep_alive()
             if isinstance(item, ChangeBatch):
-                rows += len(item.items)
+                read.count(item)
                 yield item  # the per-table Checkpoints are the initial snapshot's bookkeeping: not wanted here
             if self.reader.stop.is_set():
                 self.close()
                 return  # stopping: the request stays in the position and is read again after a restart
+            if isinstance(item, ChangeBatch) and read.cancelled():
+                break  # what was read went out, the rest is not read
         self.close()
-        self.backfill.backfills = tuple(b for b in self.backfill.backfills if b.id != request[0].id)
-        self.backfill.desk.report_backfills(self.backfill.backfills)
+        read.finish()
         yield Checkpoint(decoder.resume_here(), durable=True)
-        self.log.info(
-            "stream resumed after %.1fs paused: blocking snapshot %s read %d rows of %s at %s",
-            time.monotonic() - started,
-            request[0].id,
-            rows,
-            ", ".join(tables),
-            lsn_text(point),
-        )
 
     def close(self) -> None:
         if self._slot is not None:
