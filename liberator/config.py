@@ -63,6 +63,21 @@ class DatabaseTimeouts(BaseModel):
     )  # fmt: skip
 
 
+class SnapshotWorkers(BaseModel):
+    """How many chunks of an incremental snapshot are read at once (liberator.watermarks): part of the CDC
+    sources whose snapshots go between watermarks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    snapshot_workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
+        "snapshots: snapshots on demand, new tables, postgres_wal's snapshot_mode incremental)",
+    )
+
+
 class TopicDefaults(Model):
     partitions: int = Field(1, ge=1, description="partitions of topics liberator creates")
     replication_factor: int = Field(-1, description="-1: the broker's default")

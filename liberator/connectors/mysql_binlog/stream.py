@@ -619,6 +619,8 @@ class BinlogStreamer:
         The captured ones are read from information_schema again there; and the ids of every table it names
         leave the library's table map (which `freeze_schema` keeps otherwise), so their next map is parsed."""
         lowered = query.lower()
+        if self.backfill is not None:
+            self.backfill.ddl(lowered)
         for qualified, table in schemas.tables:
             if table.table.lower() in lowered:
                 self.recheck.add(qualified)
