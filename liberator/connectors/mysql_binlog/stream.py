@@ -106,6 +106,8 @@ class _Connector:
             if self.stream_connects > 1:
                 raise self.lost()
         kwargs.setdefault("init_command", "SET time_zone = '+00:00'")
+        if "db" in kwargs:  # mysql-replication still says db=, which PyMySQL deprecated for database=
+            kwargs["database"] = kwargs.pop("db")
         conn = mysql_connect(self.config, **kwargs)
         if stream:
             self.stream = conn
