@@ -73,3 +73,10 @@ def test_snapshot_workers_default_to_one_and_are_bounded_as_on_postgres_wal() ->
     for workers in (0, 17):
         with pytest.raises(ValidationError, match="snapshot_workers"):
             _config(tables=["shop.*"], snapshot_workers=workers)
+
+
+def test_the_snapshot_mode_is_consistent_unless_asked_and_incremental_needs_streaming() -> None:
+    assert _config(tables=["shop.*"]).snapshot_mode == "consistent"
+    assert _config(tables=["shop.*"], snapshot_mode="incremental").snapshot_mode == "incremental"
+    with pytest.raises(ValidationError, match="snapshot: initial_only does not stream"):
+        _config(tables=["shop.*"], snapshot="initial_only", snapshot_mode="incremental")
