@@ -191,11 +191,11 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
             raise lost_position(self.cfg.name, f"topic {topic} already holds records", start_over)
 
     def _initial(self, conn: Any, info: ServerInfo) -> BinlogPosition:
-        tables = tuple(f"{db}.{t}" for db, t in list_tables(conn, self.cfg))
         if self.cfg.snapshot == "never":
             coord, gtid = current_point(conn, info)
             self.context.log.info("no stored position and snapshot: never; streaming from %s", coord)
             return BinlogPosition(coord, gtid)
+        tables = tuple(f"{db}.{t}" for db, t in list_tables(conn, self.cfg))
         if self.cfg.snapshot_mode == "incremental":
             # No snapshot transaction: the stream starts at the binlog's end now, and every table is a backfill
             # read in chunks between watermarks while streaming (backfill.py); stored before the first event.
@@ -215,7 +215,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         if self.cfg.snapshot_mode != "incremental" or state is None:
             return start
         if not state.runs:  # no run began: nothing was read
-            return self._initial(conn, info)
+            return self._initial(conn, info) if self.cfg.snapshot == "initial" else start
         finished = set(state.tables[: state.table_index])
         after: dict[str, tuple[object, ...]] = {}
         if state.after is not None and state.table_index < len(state.tables):
