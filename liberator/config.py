@@ -6,9 +6,9 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from liberator import plugins, redaction
@@ -74,8 +74,34 @@ class SnapshotWorkers(BaseModel):
         ge=1,
         le=16,
         description="chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
-        "snapshots: snapshots on demand, new tables, postgres_wal's snapshot_mode incremental)",
+        "snapshots: snapshots on demand, new tables, the initial snapshot with snapshot_mode: incremental)",
     )
+
+
+class SnapshotMode(BaseModel):
+    """How the initial snapshot of a CDC source (postgres_wal, mysql_binlog) reads its tables: part of those
+    sources, whose `snapshot` field it checks against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    snapshot_mode: Literal["consistent", "incremental"] = Field(
+        "consistent",
+        description="how `snapshot: initial` reads the tables: consistent: in REPEATABLE READ transactions at one "
+        "consistent cut (postgres_wal: the slot's exported snapshot, a crash re-reads the unfinished tables whole; "
+        "mysql_binlog: a crash goes on after the last key in a new transaction); incremental: in chunks between "
+        "watermarks while streaming from the start point (no long transaction; a crash resumes after the last "
+        "chunk published; docs/snapshots.md)",
+    )
+
+    @model_validator(mode="after")
+    def _incremental_needs_streaming(self) -> Self:
+        # `snapshot` is the source's own field (every source that takes this mixin has one).
+        if self.snapshot_mode == "incremental" and getattr(self, "snapshot", None) == "initial_only":
+            raise ValueError(
+                "snapshot_mode: incremental reads the tables while streaming, and snapshot: initial_only does not "
+                "stream; use snapshot: initial, or snapshot_mode: consistent"
+            )
+        return self
 
 
 class TopicDefaults(Model):

@@ -273,3 +273,17 @@ def new_table_backfills(
         return backfills
     log.info("no events yet for %s: reading their rows while streaming", ", ".join(new))
     return (*backfills, *(Backfill(f"new-{uuid.uuid4().hex[:8]}", name) for name in new))
+
+
+def initial_backfills(
+    tables: Sequence[str], log: logging.Logger, after: dict[str, tuple[object, ...]] | None = None
+) -> tuple[Backfill, ...]:
+    """`snapshot_mode: incremental`: the initial snapshot's tables as backfills of one snapshot, read in chunks
+    between watermarks while streaming (docs/snapshots.md); `after`: tables a consistent snapshot had read up
+    to a key, which go on after it."""
+    snapshot_id = f"initial-{uuid.uuid4().hex[:8]}"
+    resume = after or {}
+    added = tuple(Backfill(snapshot_id, name, after=resume.get(name)) for name in tables)
+    if added:
+        log.info("snapshot %s: reading %s in chunks while streaming", snapshot_id, ", ".join(tables))
+    return added

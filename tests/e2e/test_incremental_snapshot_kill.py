@@ -1,4 +1,4 @@
-"""postgres_wal with `snapshot_mode: incremental` and two workers, as a daemon process killed with SIGKILL in
+"""Both CDC sources with `snapshot_mode: incremental` and two workers, as a daemon process killed with SIGKILL in
 the middle of its initial snapshot while an application inserts, updates and deletes random keys: the
 restarted daemon resumes after the last chunk it had stored (no key at or before it is read again), and the
 topic folded by key equals the table."""
@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from tests.integration.postgres_wal_support import WalDb
+from tests.e2e.cdc_targets import CHUNK, Statement, Target, _cdc_target  # noqa: F401 - _cdc_target: the fixture
 from tests.support import (
     TopicFold,
     app_config,
@@ -27,15 +25,14 @@ from tests.support import (
 )
 
 ROWS = 40_000
-CHUNK = 400
 
 
 class Writer(threading.Thread):
     """One to three statements per transaction on random keys: updates, deletes and upserts."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, target: Target) -> None:
         super().__init__(daemon=True)
-        self.url = url
+        self.target = target
         self.halt = threading.Event()
         self.commits = 0
         self.error: BaseException | None = None
@@ -43,22 +40,19 @@ class Writer(threading.Thread):
     def run(self) -> None:
         rng = random.Random(5)
         try:
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                while not self.halt.is_set():
-                    with conn.transaction():
-                        for _ in range(rng.randint(1, 3)):
-                            key, roll = rng.randint(1, ROWS), rng.random()
-                            if roll < 0.4:
-                                conn.execute("UPDATE acc SET v = v + 1 WHERE id = %s", (key,))
-                            elif roll < 0.6:
-                                conn.execute("DELETE FROM acc WHERE id = %s", (key,))
-                            else:
-                                conn.execute(
-                                    "INSERT INTO acc VALUES (%s, 0) ON CONFLICT (id) DO UPDATE SET v = acc.v + 1",
-                                    (key,),
-                                )
-                    self.commits += 1
-                    time.sleep(0.002)
+            while not self.halt.is_set():
+                statements: list[Statement] = []
+                for _ in range(rng.randint(1, 3)):
+                    key, roll = rng.randint(1, ROWS), rng.random()
+                    if roll < 0.4:
+                        statements.append(("UPDATE acc SET v = v + 1 WHERE id = %s", (key,)))
+                    elif roll < 0.6:
+                        statements.append(("DELETE FROM acc WHERE id = %s", (key,)))
+                    else:
+                        statements.append((self.target.upsert, (key,)))
+                self.target.transaction(statements)
+                self.commits += 1
+                time.sleep(0.002)
         except BaseException as exc:  # reported by the test
             self.error = exc
 
@@ -92,17 +86,12 @@ def _reads(records: list[dict[str, Any]]) -> list[int]:
 
 
 def test_kill_9_mid_initial_snapshot_resumes_after_the_last_stored_chunk(
-    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+    cdc_target: Target, tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    db = WalDb(pg_url)
-    db.run("CREATE TABLE acc (id int PRIMARY KEY, v int NOT NULL)")
-    db.run("INSERT INTO acc SELECT g, 0 FROM generate_series(1, %s) g", (ROWS,))
-    topic = f"{db.tag}.acc"
-    source = (
-        f"  - name: cdc\n    type: postgres_wal\n    url: {db.url}\n    tables: [acc]\n    slot: {db.tag}\n"
-        f'    publication: {db.tag}\n    topic: "{db.tag}.{{table}}"\n    snapshot_chunk: {CHUNK}\n'
-        "    snapshot_mode: incremental\n    snapshot_workers: 2\n    status_interval: 200ms\n"
-    )
+    target = cdc_target
+    target.fill(ROWS)
+    topic = target.topic
+    source = target.source + "    snapshot_mode: incremental\n    snapshot_workers: 2\n"
     offsets = tmp_path / "offsets.json"
     config = app_config(
         tmp_path,
@@ -112,7 +101,7 @@ def test_kill_9_mid_initial_snapshot_resumes_after_the_last_stored_chunk(
         offsets=f"offsets:\n  store: file\n  path: {offsets}\n  flush_interval: 200ms\n",
     )
     log = tmp_path / "daemon.log"
-    writer = Writer(db.url)
+    writer = Writer(target)
     writer.start()
     process = start_daemon_process(config, log)
     try:
@@ -136,7 +125,7 @@ def test_kill_9_mid_initial_snapshot_resumes_after_the_last_stored_chunk(
         writer.join(10)
         assert writer.error is None, writer.error
         assert writer.commits > 100
-        table = {int(k): int(v) for k, v in db.rows("SELECT id, v FROM acc")}
+        table = target.table()
         with TopicFold(kafka_bootstrap, registry_url, topic, "v") as fold:
             try:
                 wait_for(lambda: fold.rows() == table, timeout=60, interval=0.5, what="the topic to fold to the table")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from liberator.connectors.mysql_binlog.checks import ServerInfo, setting_problems
 from liberator.connectors.mysql_binlog.config import MySQLBinlogConfig
 
 
@@ -73,3 +74,21 @@ def test_snapshot_workers_default_to_one_and_are_bounded_as_on_postgres_wal() ->
     for workers in (0, 17):
         with pytest.raises(ValidationError, match="snapshot_workers"):
             _config(tables=["shop.*"], snapshot_workers=workers)
+
+
+def test_the_snapshot_mode_is_consistent_unless_asked_and_incremental_needs_streaming() -> None:
+    assert _config(tables=["shop.*"]).snapshot_mode == "consistent"
+    assert _config(tables=["shop.*"], snapshot_mode="incremental").snapshot_mode == "incremental"
+    with pytest.raises(ValidationError, match="snapshot: initial_only does not stream"):
+        _config(tables=["shop.*"], snapshot="initial_only", snapshot_mode="incremental")
+
+
+def test_only_the_consistent_snapshot_asks_mysql_for_reload() -> None:
+    """FLUSH TABLES WITH READ LOCK starts a consistent snapshot on MySQL 8; the incremental chunks take no lock.
+    (Facts as SHOW GRANTS and SHOW GLOBAL VARIABLES give them: no MySQL 8 server runs on this machine.)"""
+    settings = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+    grants = ("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `cdc`@`%`",)
+    info = ServerInfo(False, "8.0.36", 1, False, settings, ("binlog.000001",), grants)
+    consistent = setting_problems(_config(tables=["shop.*"]), info)
+    assert consistent == ["source cdc: the user lacks RELOAD; run GRANT RELOAD ON *.* TO <user>"]
+    assert setting_problems(_config(tables=["shop.*"], snapshot_mode="incremental"), info) == []

@@ -144,8 +144,10 @@ def setting_problems(config: MySQLBinlogConfig, info: ServerInfo) -> list[str]:
         needed = ["REPLICATION SLAVE", "BINLOG MONITOR" if info.mariadb else "REPLICATION CLIENT"]
         if info.mariadb:
             privileges |= {"BINLOG MONITOR"} if "REPLICATION CLIENT" in privileges else set()
-        elif config.snapshot != "never":
-            needed.append("RELOAD")  # FLUSH TABLES WITH READ LOCK, for the moment the snapshot starts
+        elif config.snapshot != "never" and config.snapshot_mode == "consistent":
+            # FLUSH TABLES WITH READ LOCK, for the moment the snapshot starts; the incremental mode's chunks
+            # take no lock (a blocking snapshot on demand without it is refused with the reason: blocking.py)
+            needed.append("RELOAD")
         missing = [p for p in needed if p not in privileges]
         if missing:
             problems.append(

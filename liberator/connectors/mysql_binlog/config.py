@@ -12,7 +12,7 @@ from liberator.capture.moves import TableIncompatiblePolicies
 from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.capture.txmeta import TransactionSettings
-from liberator.config import DatabaseTimeouts, Duration, SnapshotWorkers
+from liberator.config import DatabaseTimeouts, Duration, SnapshotMode, SnapshotWorkers
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -42,6 +42,7 @@ class MySQLBinlogConfig(
     SourceConfig,
     DatabaseTimeouts,
     SnapshotWorkers,
+    SnapshotMode,
     TableTransforms,
     TableErrorPolicies,
     TableIncompatiblePolicies,

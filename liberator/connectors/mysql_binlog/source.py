@@ -35,7 +35,7 @@ from liberator.connectors.mysql_binlog.tables import TableCatalog, list_tables, 
 from liberator.envelope import Envelope
 from liberator.errors import FatalSourceError, LiberatorError
 from liberator.events import Checkpoint, SourceItem, Stream
-from liberator.snapshots import new_table_backfills
+from liberator.snapshots import initial_backfills, new_table_backfills
 from liberator.source import Source, SourceContext, lost_position
 
 
@@ -138,6 +138,8 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         try:
             conn, info = self._connect()
             problems = setting_problems(cfg, info) + unmatched_problems(conn, cfg) + self._option_problems(conn, info)
+            if start is not None and start.snapshotting and not problems:
+                start = self._rest_in_chunks(conn, info, start)
             if start is not None and not start.snapshotting:
                 problems += position_problems(cfg, info, start, conn)
             if problems:
@@ -194,7 +196,37 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
             self.context.log.info("no stored position and snapshot: never; streaming from %s", coord)
             return BinlogPosition(coord, gtid)
         tables = tuple(f"{db}.{t}" for db, t in list_tables(conn, self.cfg))
+        if self.cfg.snapshot_mode == "incremental":
+            # No snapshot transaction: the stream starts at the binlog's end now, and every table is a backfill
+            # read in chunks between watermarks while streaming (backfill.py); stored before the first event.
+            coord, gtid = current_point(conn, info)
+            return BinlogPosition(coord, gtid, backfills=initial_backfills(tables, self.context.log))
         return BinlogPosition(Coord("", 0), None, snapshot=SnapshotState(tables, ()))
+
+    def _rest_in_chunks(self, conn: Any, info: ServerInfo, start: BinlogPosition) -> BinlogPosition:
+        """A consistent snapshot cut short, now with `snapshot_mode: incremental`: the tables it has not finished
+        become backfills (the one it was in goes on after its last key), streamed from the first run's point.
+
+        The snapshot state stays, marked done, so the stream still skips the changes a later run's read holds
+        (see SnapshotRun) until it passes that run's point. A change to a row no run read is skipped too while
+        the last run covers it, and the backfill reads that row afterwards, in a newer state: per key, nothing
+        older follows something newer."""
+        state = start.snapshot
+        if self.cfg.snapshot_mode != "incremental" or state is None:
+            return start
+        if not state.runs:  # no run began: nothing was read
+            return self._initial(conn, info) if self.cfg.snapshot == "initial" else start
+        finished = set(state.tables[: state.table_index])
+        after: dict[str, tuple[object, ...]] = {}
+        if state.after is not None and state.table_index < len(state.tables):
+            after[state.tables[state.table_index]] = state.after
+        tables = [f"{db}.{t}" for db, t in list_tables(conn, self.cfg) if f"{db}.{t}" not in finished]
+        self.context.log.info(
+            "the consistent snapshot stopped in %s; with snapshot_mode: incremental the rest is read while streaming",
+            state.tables[state.table_index] if state.table_index < len(state.tables) else "its last table",
+        )
+        done = replace(state, table_index=len(state.tables), after=None, done=True)
+        return replace(start, snapshot=done, backfills=initial_backfills(tables, self.context.log, after))
 
     def _backfill_new_tables(self, conn: Any, position: BinlogPosition) -> BinlogPosition:
         """Tables whose topics hold no record are read as a backfill between watermarks (new_table_backfills)."""

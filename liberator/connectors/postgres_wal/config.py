@@ -11,7 +11,7 @@ from liberator.capture.moves import TableIncompatiblePolicies
 from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.capture.txmeta import TransactionSettings
-from liberator.config import DatabaseTimeouts, Duration, SnapshotWorkers
+from liberator.config import DatabaseTimeouts, Duration, SnapshotMode, SnapshotWorkers
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -41,6 +41,7 @@ class PostgresWalConfig(
     SourceConfig,
     DatabaseTimeouts,
     SnapshotWorkers,
+    SnapshotMode,
     TableTransforms,
     TableErrorPolicies,
     TableIncompatiblePolicies,
@@ -59,13 +60,6 @@ class PostgresWalConfig(
         description="initial: read the tables first, then stream; never: stream only; initial_only: read once",
     )
     snapshot_chunk: int = Field(10_000, ge=1, le=1_000_000, description="rows per primary-key chunk of the snapshot")
-    snapshot_mode: Literal["consistent", "incremental"] = Field(
-        "consistent",
-        description="how `snapshot: initial` reads the tables: consistent: in one REPEATABLE READ transaction on the "
-        "slot's exported snapshot (a consistent cut; a crash re-reads the unfinished tables whole); incremental: "
-        "in chunks between watermarks while streaming from the slot's point (no long transaction; a crash resumes "
-        "after the last chunk published; docs/snapshots.md)",
-    )
     envelope: Envelope = Field(
         Envelope.change,
         description="change: before/after/op/source records; state: the row itself; debezium: Debezium's "
@@ -102,15 +96,6 @@ class PostgresWalConfig(
         description="schema.table with columns id, type, data (as Debezium's signal table): an inserted row of type "
         "execute-snapshot asks for an incremental or blocking snapshot (docs/snapshots.md)",
     )
-
-    @model_validator(mode="after")
-    def _incremental_needs_streaming(self) -> PostgresWalConfig:
-        if self.snapshot_mode == "incremental" and self.snapshot == "initial_only":
-            raise ValueError(
-                "snapshot_mode: incremental reads the tables while streaming, and snapshot: initial_only does not "
-                "stream; use snapshot: initial, or snapshot_mode: consistent"
-            )
-        return self
 
     @model_validator(mode="after")
     def _truncate_needs_change_envelope(self) -> PostgresWalConfig:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import uuid
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
 
@@ -32,7 +31,7 @@ from liberator.connectors.postgres_wal.tables import TableCatalog
 from liberator.errors import FatalSourceError, TransientSourceError
 from liberator.events import Checkpoint, SourceItem, Stream
 from liberator.positions import Position
-from liberator.snapshots import Backfill, new_table_backfills
+from liberator.snapshots import initial_backfills, new_table_backfills
 from liberator.source import Source, SourceConfig, SourceContext, lost_position
 
 HEARTBEAT_PREFIX = "liberator.heartbeat"
@@ -222,12 +221,7 @@ class PostgresWalSource(Source[PostgresWalConfig, WalPosition]):
         if self.cfg.snapshot_mode != "incremental" or position.snapshot_done:
             return position
         done = {name for name, _point in position.tables} | {b.stream for b in position.backfills}
-        snapshot_id = f"initial-{uuid.uuid4().hex[:8]}"
-        added = tuple(Backfill(snapshot_id, name) for name in tables if name not in done)
-        if added:
-            self.context.log.info(
-                "snapshot %s: reading %s in chunks while streaming", snapshot_id, ", ".join(b.stream for b in added)
-            )
+        added = initial_backfills([name for name in tables if name not in done], self.context.log)
         return WalPosition(position.lsn, position.tables, True, (*position.backfills, *added))
 
     def _wait_for_release(self, conn: psycopg.Connection[Any], slot: checks.SlotState) -> checks.SlotState | None:
