@@ -14,6 +14,7 @@ from liberator.capture.txmeta import TransactionSettings
 from liberator.config import DatabaseTimeouts, Duration
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
+from liberator.snapshots import snapshot_workers_field
 from liberator.source import SourceConfig
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
@@ -60,12 +61,9 @@ class PostgresWalConfig(
         "in chunks between watermarks while streaming from the slot's point (no long transaction; a crash resumes "
         "after the last chunk published; docs/snapshots.md)",
     )
-    snapshot_workers: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
-        "snapshots: snapshot_mode incremental and snapshots on demand)",
+    snapshot_workers: int = snapshot_workers_field(
+        "chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
+        "snapshots: snapshot_mode incremental and snapshots on demand)"
     )
     envelope: Envelope = Field(
         Envelope.change,

@@ -20,13 +20,33 @@ _ROW_VALUES = frozenset({"postgresql", "sqlite"})
 
 def after(exprs: Sequence[sa.ColumnElement[Any]], values: Sequence[object], dialect: str) -> sa.ColumnElement[bool]:
     """`exprs` (as a row) > `values`, for `dialect`."""
+    return _compare(exprs, values, dialect, before=False)
+
+
+def up_to(exprs: Sequence[sa.ColumnElement[Any]], values: Sequence[object], dialect: str) -> sa.ColumnElement[bool]:
+    """`exprs` (as a row) <= `values`, for `dialect`: the end of a page whose last row is known."""
+    return _compare(exprs, values, dialect, before=True)
+
+
+def _compare(
+    exprs: Sequence[sa.ColumnElement[Any]], values: Sequence[object], dialect: str, *, before: bool
+) -> sa.ColumnElement[bool]:
     if len(exprs) != len(values):
         raise ValueError(f"a keyset of {len(exprs)} columns cannot follow {len(values)} values")
     binds = [sa.literal(v) for v in values]
+
+    def beyond(expr: Any, bind: Any) -> sa.ColumnElement[bool]:
+        return expr < bind if before else expr > bind  # type: ignore[no-any-return]
+
     if dialect in _ROW_VALUES or len(exprs) == 1:
-        return sa.tuple_(*exprs) > sa.tuple_(*binds) if len(exprs) > 1 else exprs[0] > binds[0]
-    # From the last column outwards: c_i > v_i OR (c_i = v_i AND <the rest>).
-    condition: sa.ColumnElement[bool] = exprs[-1] > binds[-1]
+        if len(exprs) == 1:
+            return exprs[0] <= binds[0] if before else exprs[0] > binds[0]
+        row, bound = sa.tuple_(*exprs), sa.tuple_(*binds)
+        return row <= bound if before else row > bound
+    # From the last column outwards: c_i > v_i OR (c_i = v_i AND <the rest>) (< and <= for up_to).
+    last: sa.ColumnElement[bool] = exprs[-1] <= binds[-1] if before else exprs[-1] > binds[-1]
+    condition = last
     for expr, bind in zip(reversed(exprs[:-1]), reversed(binds[:-1]), strict=True):
-        condition = sa.or_(expr > bind, sa.and_(expr == bind, condition))
-    return sa.and_(exprs[0] >= binds[0], condition)
+        condition = sa.or_(beyond(expr, bind), sa.and_(expr == bind, condition))
+    lead = exprs[0] <= binds[0] if before else exprs[0] >= binds[0]
+    return sa.and_(lead, condition)

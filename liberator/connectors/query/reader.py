@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from liberator.capture import CapturedTable, Catalogue
 from liberator.connectors.query import keyset
 from liberator.connectors.query.config import QuerySourceConfig, TableEntry
+from liberator.connectors.query.parallel import ParallelPages
 from liberator.errors import SchemaError
 from liberator.schema import DateType, DecimalType, IntType, TableSchema, TimestampType
 from liberator.sqltypes import reflect_table
@@ -139,28 +140,86 @@ class TableReader:
     def key_of(self, row: Sequence[Any]) -> tuple[object, ...]:
         return tuple(row[i] for i in self.key_index)
 
-    def page(self, after: Sequence[object] | None, upper: object | None, limit: int) -> sa.Select[Any]:
-        """The next `limit` rows in cursor order after `after` (None: from the start), up to `upper`."""
-        exprs = self._cursor_exprs()
-        query = self.select()
+    def _ordered(
+        self,
+        query: sa.Select[Any],
+        exprs: list[sa.ColumnElement[Any]],
+        after: Sequence[object] | None,
+        upper: object | None,
+    ) -> sa.Select[Any]:
+        """`query` limited to stamped rows after `after` (None: from the start) up to the timestamp `upper`."""
         if self.cursor_nullable:
             query = query.where(exprs[0].is_not(None))
         if after is not None:
             query = query.where(keyset.after(exprs, after, self.dialect))
         if upper is not None:
             query = query.where(exprs[0] <= sa.literal(upper))
-        return query.order_by(*exprs).limit(limit)
+        return query
+
+    def page(self, after: Sequence[object] | None, upper: object | None, limit: int) -> sa.Select[Any]:
+        """The next `limit` rows in cursor order after `after` (None: from the start), up to `upper`."""
+        exprs = self._cursor_exprs()
+        return self._ordered(self.select(), exprs, after, upper).order_by(*exprs).limit(limit)
+
+    def span(self, after: Sequence[object] | None, end: Sequence[object], upper: object | None) -> sa.Select[Any]:
+        """The rows in cursor order after `after` up to the cursor `end` (included), up to `upper`: a page whose
+        last row was found first (page_ends). No LIMIT: a row written into the span since is read, not skipped."""
+        exprs = self._cursor_exprs()
+        query = self._ordered(self.select(), exprs, after, upper).where(keyset.up_to(exprs, end, self.dialect))
+        return query.order_by(*exprs)
+
+    def page_ends(
+        self, conn: sa.Connection, after: Sequence[object] | None, upper: object | None, limit: int, count: int
+    ) -> list[tuple[object, ...]]:
+        """The cursors of the last rows of the next `count` full pages of `limit` (fewer near the end).
+
+        One query reads the cursor columns alone (an index-only range on the cursor index, in the best case)."""
+        exprs = self._cursor_exprs()
+        labelled = [expr.label(f"liberator_c{index}") for index, expr in enumerate(exprs)]
+        window = self._ordered(sa.select(*labelled), exprs, after, upper).order_by(*exprs).limit(limit * count)
+        inner = window.subquery("liberator_window")
+        cursor = list(inner.c)
+        number = sa.func.row_number().over(order_by=cursor).label("liberator_n")
+        numbered = sa.select(*cursor, number).subquery("liberator_numbered")
+        query = (
+            sa.select(*(numbered.c[label.name] for label in labelled))
+            .where(numbered.c.liberator_n % limit == 0)
+            .order_by(numbered.c.liberator_n)
+        )
+        return [tuple(row) for row in _fetch(conn, query)]
 
     def pages_after(
-        self, conn: sa.Connection, after: Sequence[object] | None, upper: object | None, limit: int
+        self,
+        conn: sa.Connection,
+        after: Sequence[object] | None,
+        upper: object | None,
+        limit: int,
+        parallel: ParallelPages | None = None,
     ) -> Iterator[Sequence[Sequence[Any]]]:
-        """Rows in cursor order after `after`, up to `upper`, a page of `limit` at a time (keyset, no OFFSET)."""
+        """Rows in cursor order after `after`, up to `upper`, a page of `limit` at a time (keyset, no OFFSET).
+
+        With `parallel`, once a page came back full (the table is behind: a bulk read), the next pages are read
+        a window of `parallel.workers` at a time; the rows and pages are those one reader would read."""
+        behind = False
         while True:
+            if behind and parallel is not None:
+                ends = self.page_ends(conn, after, upper, limit, parallel.workers)
+                if ends:
+                    starts = [after, *ends[:-1]]
+                    spans = [self.span(start, end, upper) for start, end in zip(starts, ends, strict=True)]
+                    for rows in parallel.read(spans, _fetch):
+                        if rows:
+                            yield rows
+                    after = ends[-1]
+                    if len(ends) == parallel.workers:
+                        continue
+                # Less than a window was left: what follows the last full page is read as one page.
             rows = _fetch(conn, self.page(after, upper, limit))
             if rows:
                 yield rows
             if len(rows) < limit:
                 return
+            behind = True
             after = self.cursor_of(rows[-1])
 
     def null_cursor_page(
