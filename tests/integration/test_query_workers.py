@@ -17,6 +17,7 @@ from liberator.connectors.query import QuerySource
 from liberator.events import Checkpoint
 from liberator.runtime import build_source
 from tests.integration.legacy_db import LegacyDb
+from tests.integration.test_query_source import _plan
 from tests.support import app_config
 
 EPOCH = dt.datetime(2024, 1, 1)
@@ -64,7 +65,7 @@ def _batches(
             rows = [(c.table.name, tuple(c.after or ()), c.txn.timestamp_ms) for c in changes]
             assert item.position is not None
             out.append((rows, item.position.to_json()))
-        windows = source.parallel.windows if source.parallel is not None else 0
+        windows = source.parallel.pages if source.parallel is not None else 0
     finally:
         source.close()
     return out, windows
@@ -96,3 +97,35 @@ def test_a_single_table_with_ties_reads_the_same_pages(legacy: LegacyDb, tmp_pat
     assert [len(rows) for rows, _ in two] == [20] * 15
     assert two[-1][0][-1][1][0] == 300
     assert two == one
+
+
+def test_a_span_and_the_page_ends_are_index_range_reads(legacy: LegacyDb, tmp_path: Path) -> None:
+    """A page read by a worker is bounded on both sides and has no LIMIT: it must still be one range of the
+    (updated_at, id) index, as must the query of page ends, not a scan of the table."""
+    _fill(legacy, "orders", range(1, 20_001), tie=2)
+    with legacy.engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE orders" if legacy.kind == "postgresql" else "ANALYZE TABLE orders"))
+    source_yaml = (
+        f"  - name: legacy\n    type: query\n    url: {legacy.url}\n    tables: [orders]\n"
+        "    cursor: [updated_at, id]\n    snapshot_workers: 2\n"
+    )
+    config = app_config(tmp_path, "127.0.0.1:1", "http://127.0.0.1:1", source_yaml)
+    source = build_source(load_config(config).sources[0], "test", threading.Event())
+    assert isinstance(source, QuerySource)
+    conn, (reader,) = source._connect()
+    try:
+        start = (EPOCH + dt.timedelta(seconds=5000), 10_000)
+        ends = reader.page_ends(conn, start, None, 500, 2)
+        assert ends == [(EPOCH + dt.timedelta(seconds=5250), 10_500), (EPOCH + dt.timedelta(seconds=5500), 11_000)]
+        span = reader.span(ends[0], ends[1], None)
+        assert [row[0] for row in conn.execute(span)] == list(range(10_501, 11_001))
+        plan = _plan(conn, span)
+        if legacy.kind == "postgresql":
+            text = "\n".join(row[0] for row in plan)
+            assert "Index Scan using orders_cursor" in text and "Index Cond: ((ROW(updated_at, id) >" in text, text
+        else:
+            (row,) = plan
+            assert (row[3], row[5]) == ("range", "orders_cursor"), row  # type, key
+    finally:
+        conn.close()
+        source.close()

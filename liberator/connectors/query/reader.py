@@ -203,16 +203,12 @@ class TableReader:
         behind = False
         while True:
             if behind and parallel is not None:
-                ends = self.page_ends(conn, after, upper, limit, parallel.workers)
-                if ends:
-                    starts = [after, *ends[:-1]]
-                    spans = [self.span(start, end, upper) for start, end in zip(starts, ends, strict=True)]
-                    for rows in parallel.read(spans, _fetch):
-                        if rows:
-                            yield rows
-                    after = ends[-1]
-                    if len(ends) == parallel.workers:
-                        continue
+                reached = [after]
+                spans = self._spans(conn, after, upper, limit, parallel.workers, reached)
+                for rows in parallel.read(spans, _fetch, conn):
+                    if rows:
+                        yield rows
+                after = reached[0]
                 # Less than a window was left: what follows the last full page is read as one page.
             rows = _fetch(conn, self.page(after, upper, limit))
             if rows:
@@ -221,6 +217,24 @@ class TableReader:
                 return
             behind = True
             after = self.cursor_of(rows[-1])
+
+    def _spans(
+        self,
+        conn: sa.Connection,
+        after: Sequence[object] | None,
+        upper: object | None,
+        limit: int,
+        count: int,
+        reached: list[Sequence[object] | None],
+    ) -> Iterator[sa.Select[Any]]:
+        """The full pages after `after`, as spans found `count` at a time; `reached[0]`: where the last one ends."""
+        while True:
+            ends = self.page_ends(conn, after, upper, limit, count)
+            for end in ends:
+                yield self.span(after, end, upper)
+                after = reached[0] = end
+            if len(ends) < count:
+                return
 
     def null_cursor_page(
         self, conn: sa.Connection, after: Sequence[object] | None, limit: int
