@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from liberator.capture import ChangeBatch, RowChange
 from liberator.config import load_config
 from liberator.connectors.query import QuerySource
+from liberator.connectors.query.position import QueryPosition
 from liberator.events import Checkpoint
 from liberator.runtime import build_source
+from liberator.snapshots import SnapshotRequest
 from tests.integration.legacy_db import LegacyDb
 from tests.integration.test_query_source import _plan
 from tests.support import app_config
@@ -43,9 +45,15 @@ def _fill(legacy: LegacyDb, table: str, ids: range, tie: int) -> None:
 
 
 def _batches(
-    legacy: LegacyDb, tmp_path: Path, workers: int, tables: str = "[orders, refunds]"
+    legacy: LegacyDb,
+    tmp_path: Path,
+    workers: int,
+    tables: str = "[orders, refunds]",
+    backfill: SnapshotRequest | None = None,
 ) -> tuple[list[Any], int]:
-    """Every batch of the first cycle as (rows as (table, values), position), and the windows read at once."""
+    """Every batch of the first cycle as (rows as (table, values), position), and the pages read on workers.
+
+    With `backfill`: that snapshot on demand is asked for first, and the batches run until it is done."""
     extra = f"    batch_size: 20\n    snapshot_workers: {workers}\n"
     source_yaml = (
         f"  - name: legacy\n    type: query\n    url: {legacy.url}\n    tables: {tables}\n"
@@ -55,11 +63,19 @@ def _batches(
     stop = threading.Event()
     source = build_source(load_config(config).sources[0], "test", stop)
     assert isinstance(source, QuerySource)
+    if backfill is not None:
+        source.context.snapshots.submit(backfill)
     out: list[Any] = []
+    started = False
     try:
         for item in source.read(None):
             if isinstance(item, Checkpoint):
-                break  # the first poll is done: every row stamped before now() - safety_delay was read
+                backfills = cast(QueryPosition, item.position).backfills
+                started = started or bool(backfills)
+                if backfill is not None and (not started or backfills):
+                    continue
+                # The first poll is done (every row stamped before now() - safety_delay was read), or the backfill.
+                break
             assert isinstance(item, ChangeBatch)
             changes = [c for c in item.items if isinstance(c, RowChange)]
             rows = [(c.table.name, tuple(c.after or ()), c.txn.timestamp_ms) for c in changes]
@@ -129,3 +145,17 @@ def test_a_span_and_the_page_ends_are_index_range_reads(legacy: LegacyDb, tmp_pa
     finally:
         conn.close()
         source.close()
+
+
+def test_a_snapshot_on_demand_with_workers_reads_what_one_reader_reads(legacy: LegacyDb, tmp_path: Path) -> None:
+    """A backfill reads a window of key pages per step with workers: the same rows, batches and positions."""
+    _fill(legacy, "orders", range(1, 251), tie=5)
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w2").mkdir()
+    request = SnapshotRequest(("orders",), "qty <> 3", id="again")
+    one, _ = _batches(legacy, tmp_path, 1, "[orders]", request)
+    two, pages = _batches(legacy, tmp_path, 2, "[orders]", request)
+    matching = len([i for i in range(1, 251) if i % 7 != 3])  # qty is id % 7
+    assert sum(len(rows) for rows, _ in one) == 250 + matching  # the first poll, then the backfill
+    assert pages > 12 + 5  # the first poll's pages, then the backfill's
+    assert two == one

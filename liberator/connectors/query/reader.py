@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -171,22 +171,9 @@ class TableReader:
     def page_ends(
         self, conn: sa.Connection, after: Sequence[object] | None, upper: object | None, limit: int, count: int
     ) -> list[tuple[object, ...]]:
-        """The cursors of the last rows of the next `count` full pages of `limit` (fewer near the end).
-
-        One query reads the cursor columns alone (an index-only range on the cursor index, in the best case)."""
+        """The cursors of the last rows of the next `count` full pages of `limit` (fewer near the end)."""
         exprs = self._cursor_exprs()
-        labelled = [expr.label(f"liberator_c{index}") for index, expr in enumerate(exprs)]
-        window = self._ordered(sa.select(*labelled), exprs, after, upper).order_by(*exprs).limit(limit * count)
-        inner = window.subquery("liberator_window")
-        cursor = list(inner.c)
-        number = sa.func.row_number().over(order_by=cursor).label("liberator_n")
-        numbered = sa.select(*cursor, number).subquery("liberator_numbered")
-        query = (
-            sa.select(*(numbered.c[label.name] for label in labelled))
-            .where(numbered.c.liberator_n % limit == 0)
-            .order_by(numbered.c.liberator_n)
-        )
-        return [tuple(row) for row in _fetch(conn, query)]
+        return _page_ends(conn, exprs, lambda query: self._ordered(query, exprs, after, upper), limit, count)
 
     def pages_after(
         self,
@@ -205,12 +192,12 @@ class TableReader:
             if behind and parallel is not None:
                 reached = [after]
                 spans = self._spans(conn, after, upper, limit, parallel.workers, reached)
-                for rows in parallel.read(spans, _fetch, conn):
+                for rows in parallel.read(spans, fetch, conn):
                     if rows:
                         yield rows
                 after = reached[0]
                 # Less than a window was left: what follows the last full page is read as one page.
-            rows = _fetch(conn, self.page(after, upper, limit))
+            rows = fetch(conn, self.page(after, upper, limit))
             if rows:
                 yield rows
             if len(rows) < limit:
@@ -246,7 +233,7 @@ class TableReader:
         query = self.select().where(self._cursor_exprs()[0].is_(None))
         if after is not None:
             query = query.where(keyset.after(keys, after, self.dialect))
-        return _fetch(conn, query.order_by(*keys).limit(limit))
+        return fetch(conn, query.order_by(*keys).limit(limit))
 
     def key_pages(self, conn: sa.Connection, limit: int) -> Iterator[Sequence[Sequence[Any]]]:
         """Every row's key values in key order, a page of `limit` at a time (keyset on the primary key)."""
@@ -258,29 +245,77 @@ class TableReader:
             query = sa.select(*keys)
             if after is not None:
                 query = query.where(keyset.after(keys, after, self.dialect))
-            rows = _fetch(conn, query.order_by(*keys).limit(limit))
+            rows = fetch(conn, query.order_by(*keys).limit(limit))
             if rows:
                 yield rows
             if len(rows) < limit:
                 return
             after = tuple(rows[-1])
 
-    def backfill_page(
-        self, conn: sa.Connection, after: Sequence[object] | None, where: str | None, limit: int
-    ) -> Sequence[Sequence[Any]]:
-        """One page, in key order after `after`, of the rows matching `where` (an operator's SQL condition)."""
+    def _key_exprs(self) -> list[sa.ColumnElement[Any]]:
         assert self.table is not None and self._sql_table is not None
         cols = self._sql_table.c
-        keys = [cols[k] for k in self.table.shape.key]
-        query = self.select()
+        return [cols[k] for k in self.table.shape.key]
+
+    def _matching(
+        self,
+        query: sa.Select[Any],
+        keys: list[sa.ColumnElement[Any]],
+        after: Sequence[object] | None,
+        where: str | None,
+    ) -> sa.Select[Any]:
+        """`query` limited to the rows matching `where` (an operator's SQL condition) after the key `after`."""
         if where is not None:
             query = query.where(sa.text(f"({where})"))
         if after is not None:
             query = query.where(keyset.after(keys, after, self.dialect))
-        return _fetch(conn, query.order_by(*keys).limit(limit))
+        return query
+
+    def backfill_page(
+        self, conn: sa.Connection, after: Sequence[object] | None, where: str | None, limit: int
+    ) -> Sequence[Sequence[Any]]:
+        """One page, in key order after `after`, of the rows matching `where` (an operator's SQL condition)."""
+        keys = self._key_exprs()
+        return fetch(conn, self._matching(self.select(), keys, after, where).order_by(*keys).limit(limit))
+
+    def backfill_ends(
+        self, conn: sa.Connection, after: Sequence[object] | None, where: str | None, limit: int, count: int
+    ) -> list[tuple[object, ...]]:
+        """The keys of the last rows of the next `count` full backfill pages of `limit` (fewer near the end)."""
+        keys = self._key_exprs()
+        return _page_ends(conn, keys, lambda query: self._matching(query, keys, after, where), limit, count)
+
+    def backfill_span(self, after: Sequence[object] | None, end: Sequence[object], where: str | None) -> sa.Select[Any]:
+        """The backfill's rows in key order after `after` up to the key `end` (included); no LIMIT (see span)."""
+        keys = self._key_exprs()
+        query = self._matching(self.select(), keys, after, where).where(keyset.up_to(keys, end, self.dialect))
+        return query.order_by(*keys)
 
 
-def _fetch(conn: sa.Connection, query: sa.Select[Any]) -> Sequence[Sequence[Any]]:
+def _page_ends(
+    conn: sa.Connection,
+    exprs: list[sa.ColumnElement[Any]],
+    conditions: Callable[[sa.Select[Any]], sa.Select[Any]],
+    limit: int,
+    count: int,
+) -> list[tuple[object, ...]]:
+    """The values of `exprs` at the last row of each of the next `count` full pages of `limit` rows in their
+    order, among the rows `conditions` keep. One query reads those columns alone (an index-only range, in the
+    best case), numbers them and keeps every `limit`-th."""
+    labelled = [expr.label(f"liberator_c{index}") for index, expr in enumerate(exprs)]
+    window = conditions(sa.select(*labelled)).order_by(*exprs).limit(limit * count).subquery("liberator_window")
+    columns = list(window.c)
+    number = sa.func.row_number().over(order_by=columns).label("liberator_n")
+    numbered = sa.select(*columns, number).subquery("liberator_numbered")
+    query = (
+        sa.select(*(numbered.c[label.name] for label in labelled))
+        .where(numbered.c.liberator_n % limit == 0)
+        .order_by(numbered.c.liberator_n)
+    )
+    return [tuple(row) for row in fetch(conn, query)]
+
+
+def fetch(conn: sa.Connection, query: sa.Select[Any]) -> Sequence[Sequence[Any]]:
     """The rows as the driver's tuples: the columns are untyped (no result processing to skip), and
     SQLAlchemy's Row objects cost about 1 µs a row on top of psycopg's fetch."""
     result = conn.execute(query)

@@ -62,7 +62,6 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             moves=context.topic_moves,
         )
         self.catalogue = Catalogue(settings, context.log)
-        self.backfiller = Backfiller(context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log)
         self.signals = (
             None
             if config.signal_table is None
@@ -72,6 +71,9 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             None
             if config.snapshot_workers == 1
             else ParallelPages(self._engine_now, config.snapshot_workers, f"{config.name}-snapshot")
+        )
+        self.backfiller = Backfiller(
+            context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log, self.parallel
         )
         self.reconciler: DeleteReconciler | None = None
         if config.deletes == "reconcile":
