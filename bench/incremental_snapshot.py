@@ -11,6 +11,11 @@ slot and topics, one daemon after the other), then with the last daemon a writer
 source reports it done and Kafka acknowledged its rows. `--workers` is the source's `snapshot_workers`.
 The reference is a bare keyset SELECT of the whole table in chunks of the same size (psycopg, text rows).
 Read the ratio column, not rows/s.
+
+Two ceiling phases show how far any design that publishes one Kafka record per row can go here: producing
+pre-encoded records alone (no read, no encoding, one delivery callback per record as the daemon has), and
+the bare keyset SELECT producing one such record per row it reads (reading and producing, still no
+encoding). `--no-ceiling` leaves them out.
 """
 
 from __future__ import annotations
@@ -25,9 +30,15 @@ from pathlib import Path
 
 import psycopg
 from benchkit import ResultTable, servers
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from liberator.config import load_config
+from liberator.config import KafkaConfig, load_config
+from liberator.publisher import producer_settings
 from liberator.runtime import Daemon
+
+# About the size of one row's change event in the daemon (key and value framed, the source block included).
+CEILING_VALUE = b"\x00\x00\x00\x00\x02" + bytes(75)
 
 
 def bare_keyset(dsn: str, chunk: int) -> int:
@@ -41,6 +52,56 @@ def bare_keyset(dsn: str, chunk: int) -> int:
             if len(rows) < chunk:
                 return seen
             after = rows[-1][0]
+
+
+def produce_ceiling(bootstrap: str, topic: str, rows: int, dsn: str | None, chunk: int) -> tuple[int, float]:
+    """(records, seconds until Kafka acknowledged them all): pre-encoded records produced as the daemon produces
+    them (its producer settings, a delivery callback each, a poll per chunk); one per row read with `dsn`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    producer = Producer(producer_settings("bench", KafkaConfig(bootstrap_servers=bootstrap)))
+    acked = [0]
+
+    def on_delivery(error: object, _message: object) -> None:
+        if error is not None:
+            raise SystemExit(f"delivery failed: {error}")
+        acked[0] += 1
+
+    def produce(key: bytes, now_ms: int) -> None:
+        while True:
+            try:
+                producer.produce(topic, CEILING_VALUE, key, timestamp=now_ms, on_delivery=on_delivery)
+                return
+            except BufferError:
+                producer.poll(0.01)
+
+    produced = 0
+    started = time.perf_counter()
+    if dsn is None:
+        for start in range(0, rows, chunk):
+            now_ms = int(time.time() * 1000)
+            for i in range(start, min(rows, start + chunk)):
+                produce(i.to_bytes(8, "big"), now_ms)
+            producer.poll(0)
+        produced = rows
+    else:
+        after = 0
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while True:
+                page = conn.execute(
+                    "SELECT id, version, note, amount FROM items WHERE id > %s ORDER BY id LIMIT %s", (after, chunk)
+                ).fetchall()
+                now_ms = int(time.time() * 1000)
+                for row in page:
+                    produce(row[0].to_bytes(8, "big"), now_ms)
+                producer.poll(0)
+                produced += len(page)
+                if len(page) < chunk:
+                    break
+                after = page[-1][0]
+    producer.flush()
+    assert acked[0] == produced, (acked[0], produced)
+    return produced, time.perf_counter() - started
 
 
 def writer(dsn: str, rows: int, per_second: int, stop: threading.Event, done: list[int]) -> None:
@@ -93,6 +154,7 @@ def main() -> None:
         choices=["consistent", "incremental"],
         help="snapshot_mode of the initial snapshot; repeat to time both (default: consistent)",
     )
+    parser.add_argument("--no-ceiling", action="store_true", help="leave out the two produce-ceiling phases")
     args = parser.parse_args()
     args.initial = args.initial or ["consistent"]
     logging.basicConfig(level=logging.WARNING)
@@ -112,6 +174,11 @@ def main() -> None:
         t0 = time.perf_counter()
         n = bare_keyset(dsn, args.chunk)
         table.add("bare keyset SELECT (reference)", n, time.perf_counter() - t0)
+        if not args.no_ceiling:
+            count, seconds = produce_ceiling(bootstrap, "ceiling.produce", args.rows, None, args.chunk)
+            table.add("ceiling: produce pre-encoded records alone", count, seconds)
+            count, seconds = produce_ceiling(bootstrap, "ceiling.read", args.rows, dsn, args.chunk)
+            table.add("ceiling: bare keyset SELECT + produce per row", count, seconds)
 
         running: tuple[Daemon, threading.Thread] | None = None
         for mode in args.initial:

@@ -38,7 +38,7 @@ class Stream:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ cost 1.8 us against 0.26, once per outbox event; never changed
 class ChangeEvent:
     """One record for Kafka. `key` and `value` are Avro datums matching the stream's schemas.
 

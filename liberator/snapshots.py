@@ -18,19 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field
-
 from liberator.positions import decode_scalar, encode_scalar
-
-# `snapshot_workers`: reads at once, each on its own connection. More than the cores of a database server
-# rarely helps, and each worker holds a connection for as long as the source runs.
-MAX_SNAPSHOT_WORKERS = 16
-
-
-def snapshot_workers_field(description: str) -> Any:
-    """The `snapshot_workers` setting every source with parallel snapshot reads has: 1 (one reader, the
-    default) to MAX_SNAPSHOT_WORKERS; `description` says what its source reads at once."""
-    return Field(1, ge=1, le=MAX_SNAPSHOT_WORKERS, description=description)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ its stream goes from one watermark to the other, every key of that table the str
 from the chunk (`saw`): the stream carries that key, newer than the chunk. When the stream passes the high
 watermark, the rows left go out as reads (`close_window`), and the backfill's progress moves after the chunk's
 last key. How the watermarks are written and recognised is the source's; the rest is here.
+
+With `snapshot_workers: N` a window holds N chunks read at once (`Span`, `window_spans`, `ParallelReads`):
+their end keys come first from one query of the key columns, the reads all start after the low watermark
+and the high watermark is taken once every read has ended (docs/snapshots.md says why that is enough).
 """
 
 from __future__ import annotations
@@ -13,12 +17,81 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from liberator.capture import CapturedTable, ChangeBatch, Op, PoisonRow, RowChange, Txn
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
 
 INTAKE_INTERVAL = 0.5  # seconds between looks at the desk
+
+Key = tuple[Any, ...]
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Span:
+    """One read of a window: the rows after `after` (None: from the start), up to `upto` or `limit` rows."""
+
+    after: Key | None
+    upto: Key | None
+    limit: int | None
+
+
+def window_spans(after: Key | None, chunk: int, workers: int, ends: Callable[[], Sequence[Key]]) -> list[Span]:
+    """What the next window reads: one chunk after `after`, or with workers, `workers` chunks whose end keys
+    `ends()` finds (the keys that end each of the next `workers` chunks of `chunk` rows, fewer near the table's
+    end; read before the low watermark: they only split the range, every row is read after it)."""
+    if workers == 1:
+        return [Span(after, None, chunk)]
+    spans: list[Span] = []
+    for end in ends():
+        spans.append(Span(after, tuple(end), None))
+        after = tuple(end)
+    if len(spans) < workers:  # the table ends in the next chunk (rows inserted since count too)
+        spans.append(Span(after, None, chunk))
+    return spans
+
+
+def window_end(spans: Sequence[Span], counts: Sequence[int], lasts: Sequence[Key | None]) -> tuple[Key | None, bool]:
+    """The window's last key (progress after it) and whether more rows may follow, from each span's row count
+    and the key of its last row."""
+    last: Key | None = None
+    full = True
+    for span, count, row_last in zip(spans, counts, lasts, strict=True):
+        if span.upto is not None:
+            last = span.upto
+        elif row_last is not None:
+            last = row_last
+        if span.limit is not None:
+            full = count >= span.limit
+    return last, full
+
+
+class ParallelReads:
+    """A window's reads, one per span: the only one on the calling thread, several at once on a thread pool."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers = workers
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, spans: Sequence[Span], read: Callable[[int, Span], R]) -> list[R]:
+        """`read(i, span)` of each span, in span order. All have ended when this returns, even when one failed
+        (its error is raised then): no read is still running when the high watermark is taken."""
+        if len(spans) == 1:
+            return [read(0, spans[0])]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.name}-snapshot")
+        futures = [self._pool.submit(read, i, span) for i, span in enumerate(spans)]
+        wait(futures)
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
 
 class ChunkWindow:

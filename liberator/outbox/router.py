@@ -10,6 +10,7 @@ core sends to the dead-letter topic or counts (liberator.capture.rowerrors), as 
 from __future__ import annotations
 
 import io
+import operator
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ class OutboxRouter:
         self._subjects: dict[str, _SubjectSchema] = {}
         self._writer_schemas: dict[int, Any] = {}
         self.table = table
+        # One C call for the four text columns: four lookups through Python were a sixth of the routing.
+        self._text_columns = operator.itemgetter(
+            self.columns.id, self.columns.aggregate_type, self.columns.aggregate_id, self.columns.event_type
+        )
         # The outbox's own older settings win over the source's, where given.
         self.on_error: OnError = routing.on_invalid or on_error
         template = routing.dead_letter_topic
@@ -116,11 +121,7 @@ class OutboxRouter:
 
     def _domain_event(self, row: Mapping[str, Any], position: Position | None) -> ChangeEvent:
         cols = self.columns
-        text = self._text
-        event_id = text(row, cols.id)
-        aggregate_type = text(row, cols.aggregate_type)
-        aggregate_id = text(row, cols.aggregate_id)
-        event_type = text(row, cols.event_type)
+        event_id, aggregate_type, aggregate_id, event_type = self._texts(row)
         if cols.occurred_at is not None:
             timestamp_ms = values.epoch_ms(self._get(row, cols.occurred_at), cols.occurred_at)
         else:
@@ -147,9 +148,25 @@ class OutboxRouter:
             value = self._encoded_json(subject, payload)
         return ChangeEvent(stream, aggregate_id, value, timestamp_ms, position, tuple(headers))
 
-    def _text(self, row: Mapping[str, Any], column: str) -> str:
-        value = self._get(row, column)
-        return value if value.__class__ is str and value else values.text_of(value, column)
+    def _texts(self, row: Mapping[str, Any]) -> tuple[str, str, str, str]:
+        """The id, aggregate type, aggregate id and event type as text. Plain non-empty strings are the usual
+        case; anything else is checked and printed by text_of."""
+        cols = self.columns
+        try:
+            event_id, aggregate_type, aggregate_id, event_type = self._text_columns(row)
+        except KeyError:
+            for column in (cols.id, cols.aggregate_type, cols.aggregate_id, cols.event_type):
+                self._get(row, column)  # raises, naming the missing column
+            raise
+        if not (event_id.__class__ is str and event_id):
+            event_id = values.text_of(event_id, cols.id)
+        if not (aggregate_type.__class__ is str and aggregate_type):
+            aggregate_type = values.text_of(aggregate_type, cols.aggregate_type)
+        if not (aggregate_id.__class__ is str and aggregate_id):
+            aggregate_id = values.text_of(aggregate_id, cols.aggregate_id)
+        if not (event_type.__class__ is str and event_type):
+            event_type = values.text_of(event_type, cols.event_type)
+        return event_id, aggregate_type, aggregate_id, event_type
 
     def _destination(self, aggregate_type: str, event_type: str) -> tuple[Stream, str]:
         """(stream, JSON payloads' subject) of an aggregate type and event type; remembered."""

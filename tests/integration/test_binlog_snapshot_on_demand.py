@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from liberator.capture import ChangeBatch
 from liberator.connectors.mysql_binlog import MySQLBinlogSource
 from liberator.connectors.mysql_binlog.position import BinlogPosition
@@ -192,8 +194,14 @@ def test_status_shows_progress_and_cancel_stops_the_snapshot(
         assert read_topic(kafka_bootstrap, registry_url, topic)[-1]["value"]["op"] == "u", "and no more reads"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_table_added_to_the_config_is_backfilled_at_start(
-    mariadb_server: MySQLInstance, mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+    mariadb_server: MySQLInstance,
+    mysql_database: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    registry_url: str,
+    workers: int,
 ) -> None:
     db = mysql_database
     server = mariadb_server
@@ -202,7 +210,7 @@ def test_a_table_added_to_the_config_is_backfilled_at_start(
     server.execute(f"INSERT INTO `{db}`.first SELECT i, 1 FROM ({numbers(5)}) AS s")
     server.execute(f"INSERT INTO `{db}`.second SELECT i, 1 FROM ({numbers(10)}) AS s")
     first, second = f"{db}.{db}.first", f"{db}.{db}.second"
-    extra = "    snapshot_chunk: 4\n    envelope: change\n"
+    extra = f"    snapshot_chunk: 4\n    snapshot_workers: {workers}\n    envelope: change\n"
     yaml = source_yaml(server, f"[{db}.first]", db, extra)
     config = app_config(tmp_path, kafka_bootstrap, registry_url, yaml)
 

@@ -65,3 +65,11 @@ def test_the_signal_table_is_one_table_read_from_the_binlog_and_never_published(
     for wrong in ("liberator_signal", "shop.signal_*"):
         with pytest.raises(ValidationError, match=r"must be one database\.table"):
             _config(tables=["shop.*"], signal_table=wrong)
+
+
+def test_snapshot_workers_default_to_one_and_are_bounded_as_on_postgres_wal() -> None:
+    assert _config(tables=["shop.*"]).snapshot_workers == 1
+    assert _config(tables=["shop.*"], snapshot_workers=4).snapshot_workers == 4
+    for workers in (0, 17):
+        with pytest.raises(ValidationError, match="snapshot_workers"):
+            _config(tables=["shop.*"], snapshot_workers=workers)

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from liberator.connectors.query import keyset
+from liberator import keyset
 from liberator.instants import epoch_ms, epoch_us
 
 UTC_PLUS_2 = dt.timezone(dt.timedelta(hours=2))
@@ -101,3 +101,36 @@ def test_up_to_selects_the_rows_a_row_value_comparison_does(end: tuple[int, int]
             return [(r[0], r[1]) for r in conn.execute(query)]
 
         assert rows("mariadb") == rows("sqlite") == [p for p in pairs if p <= end]
+
+
+def test_the_spelled_out_text_form_and_the_key_value_each_placeholder_takes() -> None:
+    """The binlog source's chunk conditions (text with PyMySQL's %s): the same expansion as `after`."""
+    assert keyset.spelled_text(["`a`"], ">") == ("`a` > %s", [0])
+    assert keyset.spelled_text(["`a`", "`b`"], ">") == (
+        "(`a` >= %s AND (`a` > %s OR (`a` = %s AND `b` > %s)))",
+        [0, 0, 0, 1],
+    )
+    assert keyset.spelled_text(["`a`", "`b`", "`c`"], "<=") == (
+        "(`a` <= %s AND (`a` < %s OR (`a` = %s AND (`b` < %s OR (`b` = %s AND `c` <= %s)))))",
+        [0, 0, 0, 1, 1, 2],
+    )
+
+
+@pytest.mark.parametrize("op", [">", ">=", "<", "<="])
+def test_the_spelled_out_text_selects_what_the_row_comparison_does(op: keyset.Comparison) -> None:
+    """Every comparison on every pair of a 3-column key, by SQLite (which reads row values too)."""
+    engine = sa.create_engine("sqlite://")
+    points = [(a, b, c) for a in range(3) for b in range(3) for c in range(3)]
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE t (a INTEGER, b INTEGER, c INTEGER)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:a, :b, :c)"), [dict(zip("abc", p, strict=True)) for p in points])
+        condition, order = keyset.spelled_text(["a", "b", "c"], op)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for bound in points:
+            spelled = raw.execute(
+                f"SELECT a, b, c FROM t WHERE {condition.replace('%s', '?')} ORDER BY a, b, c",
+                [bound[i] for i in order],
+            )
+            rows = raw.execute(f"SELECT a, b, c FROM t WHERE (a, b, c) {op} (?, ?, ?) ORDER BY a, b, c", bound)
+            assert spelled.fetchall() == rows.fetchall(), (op, bound)

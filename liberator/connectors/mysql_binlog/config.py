@@ -12,7 +12,7 @@ from liberator.capture.moves import TableIncompatiblePolicies
 from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.capture.txmeta import TransactionSettings
-from liberator.config import DatabaseTimeouts, Duration
+from liberator.config import DatabaseTimeouts, Duration, SnapshotWorkers
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
 from liberator.source import SourceConfig
@@ -39,7 +39,13 @@ class BinlogOutboxConfig(OutboxRouting):
 
 
 class MySQLBinlogConfig(
-    SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies, TableIncompatiblePolicies, TransactionSettings
+    SourceConfig,
+    DatabaseTimeouts,
+    SnapshotWorkers,
+    TableTransforms,
+    TableErrorPolicies,
+    TableIncompatiblePolicies,
+    TransactionSettings,
 ):
     type: Literal["mysql_binlog"] = "mysql_binlog"
     url: str = Field(description="mysql://user:${PW}@host:port/ (a database in the path is ignored)")

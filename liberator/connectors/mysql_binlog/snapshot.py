@@ -17,7 +17,8 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 
 from liberator.capture import ChangeBatch, Op, RowChange, Txn
-from liberator.connectors.mysql_binlog.checks import ServerInfo, binlog_status, quote
+from liberator.connectors.mysql_binlog.checks import ServerInfo, binlog_status
+from liberator.connectors.mysql_binlog.chunks import ChunkSql
 from liberator.connectors.mysql_binlog.position import (
     BinlogPosition,
     Coord,
@@ -30,6 +31,7 @@ from liberator.connectors.mysql_binlog.position import (
 from liberator.connectors.mysql_binlog.tables import BinlogTable, TableCatalog, read_table_def
 from liberator.connectors.mysql_binlog.types import key_is_ordered
 from liberator.events import Checkpoint, SourceItem
+from liberator.watermarks import Span
 
 _READ = Op.read
 
@@ -116,20 +118,12 @@ def read_snapshot(
 def table_chunks(conn: Any, table: BinlogTable, after: tuple[object, ...] | None, chunk: int) -> Iterator[list[Any]]:
     """The table's rows after the key `after` (None: all), in primary-key order, as the source publishes them:
     one list per chunk of `chunk` rows, the last one shorter (maybe empty)."""
-    definition = table.table
-    columns = ", ".join(quote(c) for c in table.published)
-    keys = [quote(k) for k in definition.key]
+    sql = ChunkSql(table.table, table.published, None)  # composite keys as index ranges (liberator.keyset)
     key_index = table.captured.key_index
-    base = f"SELECT {columns} FROM {quote(definition.database)}.{quote(definition.table)}"
-    order_by = f" ORDER BY {', '.join(keys)} LIMIT {int(chunk)}"
-    condition = f" WHERE ({', '.join(keys)}) > ({', '.join(['%s'] * len(keys))})"
     normalise = table.normalise
     while True:
         with conn.cursor() as cur:
-            if after is None:
-                cur.execute(base + order_by)
-            else:
-                cur.execute(base + condition + order_by, after)
+            cur.execute(*sql.rows(Span(after, None, chunk)))
             rows = cur.fetchall()
         images = [normalise(list(row)) for row in rows]
         yield images

@@ -227,6 +227,7 @@ class MySQLBinlogSource(Source[MySQLBinlogConfig, BinlogPosition]):
         backfill = BinlogBackfill(
             cfg, self.tables, conn, not info.mariadb, captured, context.snapshots, position.backfills, context.log
         )
+        self._open.append(backfill)  # its workers' connections
         # A request queued before reading again (a table moved to a new topic) is taken, in a durable checkpoint,
         # between transactions before the first event is read (BinlogStreamer._between): before the new topic
         # gets anything.

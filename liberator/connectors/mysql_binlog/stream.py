@@ -106,6 +106,8 @@ class _Connector:
             if self.stream_connects > 1:
                 raise self.lost()
         kwargs.setdefault("init_command", "SET time_zone = '+00:00'")
+        if "db" in kwargs:  # mysql-replication still says db=, which PyMySQL deprecated for database=
+            kwargs["database"] = kwargs.pop("db")
         conn = mysql_connect(self.config, **kwargs)
         if stream:
             self.stream = conn
@@ -619,6 +621,8 @@ class BinlogStreamer:
         The captured ones are read from information_schema again there; and the ids of every table it names
         leave the library's table map (which `freeze_schema` keeps otherwise), so their next map is parsed."""
         lowered = query.lower()
+        if self.backfill is not None:
+            self.backfill.ddl(lowered)
         for qualified, table in schemas.tables:
             if table.table.lower() in lowered:
                 self.recheck.add(qualified)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +42,9 @@ from liberator.connectors.postgres_wal.position import lsn_text
 from liberator.connectors.postgres_wal.rows import UnreadableValue, parse_values, poison_row
 from liberator.connectors.postgres_wal.tables import TableCatalog, TableState
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
-from liberator.watermarks import ChunkWindow, WindowedBackfills
+from liberator.watermarks import ChunkWindow, Key, ParallelReads, Span, WindowedBackfills, window_end, window_spans
 
 WATERMARK_PREFIX = "liberator.watermark"
-
-Key = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -56,15 +53,6 @@ class Unreadable:
 
     row: Sequence[Any]
     reason: str
-
-
-@dataclass(frozen=True)
-class Span:
-    """One read of a window: the rows after `after` (None: from the start), up to `upto` or `limit` rows."""
-
-    after: Key | None
-    upto: Key | None
-    limit: int | None
 
 
 class TextReader:
@@ -102,7 +90,7 @@ class WalBackfill(WindowedBackfills):
         self.workers = config.snapshot_workers
         self._state: TableState | None = None  # the open window's table, for its poison rows
         self._readers: list[TextReader] = []  # [0] also writes the watermarks
-        self._pool: ThreadPoolExecutor | None = None
+        self._reads = ParallelReads(self.workers, config.name)
         self._queries: dict[tuple[str, str], ChunkQuery] = {}  # (backfill id, table): its shape, read once
 
     # -- between transactions, on the reading thread ----------------------------------------------------
@@ -137,8 +125,7 @@ class WalBackfill(WindowedBackfills):
         state = query.state
         key_index = state.captured.key_index
         by_key: dict[Key, list[Any] | Unreadable] = {}
-        last, full = None, True
-        for span, rows in zip(spans, chunks, strict=True):
+        for rows in chunks:
             for row in rows:
                 try:
                     values = parse_values(state, row)
@@ -146,12 +133,9 @@ class WalBackfill(WindowedBackfills):
                     by_key[tuple(row[i] for i in key_index)] = Unreadable(row, str(exc))
                 else:
                     by_key[tuple(values[i] for i in key_index)] = values
-            if span.upto is not None:
-                last = span.upto
-            elif rows:  # the server's text: cast back as is
-                last = tuple(rows[-1][i] for i in key_index)
-            if span.limit is not None:
-                full = len(rows) >= span.limit
+        # A last row's key is the server's text: cast back as is by the next window's query.
+        lasts = [tuple(rows[-1][i] for i in key_index) if rows else None for rows in chunks]
+        last, full = window_end(spans, [len(rows) for rows in chunks], lasts)
         self._state = state
         self.open_window(ChunkWindow(chunk_id, state.name, state.captured, by_key, last, full), watch_now=False)
 
@@ -188,9 +172,7 @@ class WalBackfill(WindowedBackfills):
             reader.conn.close()
         self._readers = []
         self._queries = {}
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        self._reads.close()
 
     # -- helpers ------------------------------------------------------------------------------------------
 
@@ -221,24 +203,16 @@ class WalBackfill(WindowedBackfills):
         return query
 
     def _spans(self, query: ChunkQuery, backfill: Backfill) -> list[Span]:
-        """What the next window reads: one chunk after the last key done, or with workers, `workers` chunks
-        whose end keys one query of the key columns finds (read before the low watermark: they only split
-        the range, every row is read after it)."""
-        after = backfill.after
-        if self.workers == 1:
-            return [Span(after, None, self.chunk)]
-        ends = self._reader(0).rows(
-            backfill.stream,
-            query.boundaries(after=after is not None, chunk=self.chunk, count=self.workers),
-            None if after is None else list(after),
-        )
-        spans: list[Span] = []
-        for end in ends:
-            spans.append(Span(after, tuple(end), None))
-            after = tuple(end)
-        if len(spans) < self.workers:  # the table ends in the next chunk (rows inserted since count too)
-            spans.append(Span(after, None, self.chunk))
-        return spans
+        """What the next window reads (liberator.watermarks.window_spans), the end keys from the key columns."""
+
+        def ends() -> list[Key]:
+            select = query.boundaries(after=backfill.after is not None, chunk=self.chunk, count=self.workers)
+            rows = self._reader(0).rows(
+                backfill.stream, select, None if backfill.after is None else list(backfill.after)
+            )
+            return [tuple(row) for row in rows]
+
+        return window_spans(backfill.after, self.chunk, self.workers, ends)
 
     def _read(self, query: ChunkQuery, spans: list[Span]) -> list[list[tuple[Any, ...]]]:
         """Each span's rows in key order: one read on the watermark connection, several at once on their own."""
@@ -249,15 +223,9 @@ class WalBackfill(WindowedBackfills):
             params = [*(span.after or ()), *(span.upto or ())]
             return self._reader(index).rows(name, select, params or None)
 
-        if len(spans) == 1:
-            return [read(0, spans[0])]
         for index in range(len(spans)):
             self._reader(index)  # connected here, on this thread, before the reads start
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.config.name}-snapshot")
-        futures = [self._pool.submit(read, i, span) for i, span in enumerate(spans)]
-        wait(futures)  # all ended, even when one failed: no read is still running when the high watermark goes
-        return [future.result() for future in futures]
+        return self._reads.run(spans, read)
 
     def _reader(self, index: int) -> TextReader:
         while len(self._readers) <= index:

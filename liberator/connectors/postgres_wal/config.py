@@ -11,10 +11,9 @@ from liberator.capture.moves import TableIncompatiblePolicies
 from liberator.capture.rowerrors import TableErrorPolicies
 from liberator.capture.transforms import TableTransforms
 from liberator.capture.txmeta import TransactionSettings
-from liberator.config import DatabaseTimeouts, Duration
+from liberator.config import DatabaseTimeouts, Duration, SnapshotWorkers
 from liberator.envelope import Envelope
 from liberator.outbox import OutboxRouting
-from liberator.snapshots import snapshot_workers_field
 from liberator.source import SourceConfig
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
@@ -39,7 +38,13 @@ class WalOutboxConfig(OutboxRouting):
 
 
 class PostgresWalConfig(
-    SourceConfig, DatabaseTimeouts, TableTransforms, TableErrorPolicies, TableIncompatiblePolicies, TransactionSettings
+    SourceConfig,
+    DatabaseTimeouts,
+    SnapshotWorkers,
+    TableTransforms,
+    TableErrorPolicies,
+    TableIncompatiblePolicies,
+    TransactionSettings,
 ):
     type: Literal["postgres_wal"] = "postgres_wal"
     url: str = Field(description="postgresql://user:password@host:port/database (libpq URL)")
@@ -60,10 +65,6 @@ class PostgresWalConfig(
         "slot's exported snapshot (a consistent cut; a crash re-reads the unfinished tables whole); incremental: "
         "in chunks between watermarks while streaming from the slot's point (no long transaction; a crash resumes "
         "after the last chunk published; docs/snapshots.md)",
-    )
-    snapshot_workers: int = snapshot_workers_field(
-        "chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
-        "snapshots: snapshot_mode incremental and snapshots on demand)"
     )
     envelope: Envelope = Field(
         Envelope.change,

@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from liberator import keyset
 from liberator.capture import CapturedTable, Catalogue
-from liberator.connectors.query import keyset
 from liberator.connectors.query.config import QuerySourceConfig, TableEntry
 from liberator.connectors.query.parallel import ParallelPages
 from liberator.errors import SchemaError
