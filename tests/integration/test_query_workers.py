@@ -20,7 +20,7 @@ from liberator.runtime import build_source
 from liberator.snapshots import SnapshotRequest
 from tests.integration.legacy_db import LegacyDb
 from tests.integration.test_query_source import _plan
-from tests.support import app_config
+from tests.support import DaemonThread, app_config, read_topic
 
 EPOCH = dt.datetime(2024, 1, 1)
 
@@ -159,3 +159,33 @@ def test_a_snapshot_on_demand_with_workers_reads_what_one_reader_reads(legacy: L
     assert sum(len(rows) for rows, _ in one) == 250 + matching  # the first poll, then the backfill
     assert pages > 12 + 5  # the first poll's pages, then the backfill's
     assert two == one
+
+
+def test_workers_whose_connections_died_are_reconnected_and_nothing_is_lost(
+    pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    legacy = LegacyDb(pg_url, "postgresql")
+    _fill(legacy, "orders", range(1, 31), tie=1)
+    source_yaml = (
+        f'  - name: legacy\n    topic: "{legacy.prefix}.{{table}}"\n    type: query\n    url: {legacy.url}\n'
+        "    tables: [orders]\n    cursor: [updated_at, id]\n    poll_interval: 100ms\n    safety_delay: 500ms\n"
+        "    batch_size: 5\n    snapshot_workers: 2\n"
+    )
+    config = app_config(tmp_path, kafka_bootstrap, registry_url, source_yaml)
+    topic = f"{legacy.prefix}.orders"
+    with DaemonThread(config) as daemon:
+        assert len(read_topic(kafka_bootstrap, registry_url, topic, expect=30)) == 30
+        status = daemon.status("legacy")
+        # A database restart as the source sees it: every session dies, the workers' idle ones too.
+        legacy.run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()",
+            db=sa.make_url(pg_url).database,
+        )
+        with legacy.engine.begin() as conn:  # more than a window of full pages: the workers are used again
+            conn.execute(
+                sa.text("INSERT INTO orders (id, customer, total, qty, updated_at) VALUES (:id, 'c', 1, 1, :at)"),
+                [{"id": i, "at": EPOCH + dt.timedelta(seconds=i)} for i in range(31, 81)],
+            )
+        records = read_topic(kafka_bootstrap, registry_url, topic, expect=80, timeout=45)
+        assert status.retries >= 1
+    assert sorted({r["key"]["id"] for r in records}) == list(range(1, 81))

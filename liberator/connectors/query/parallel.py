@@ -41,7 +41,7 @@ class ParallelPages:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self._name}-pages")
         ahead: deque[tuple[Future[Rows], sa.Connection]] = deque()
-        failed = True
+        broken = False
         try:
             for span in spans:
                 if len(ahead) >= self.workers:
@@ -57,20 +57,26 @@ class ParallelPages:
                 ahead.append((self._pool.submit(fetch, conn, span), conn))
             while ahead:
                 yield self._done(ahead)
-            failed = False
+        except GeneratorExit:  # the caller stopped reading (a stop): the reads ahead are simply not needed
+            raise
+        except BaseException:
+            broken = True
+            raise
         finally:
-            # No read outlives the caller (a stop, or an error in one read): wait for them, then give back or
-            # close (after an error: the connection may be broken) their connections.
+            # No read outlives the caller: wait for the reads ahead. After an error (a read's, or the database
+            # gone) every connection may be broken: close them all, to be opened again by the next read.
             wait([future for future, _conn in ahead])
-            for future, conn in ahead:
-                if failed and (future.cancelled() or future.exception() is not None):
+            for _future, conn in ahead:
+                if broken:
                     self._drop(conn)
                 else:
                     self._free.append(conn)
+            if broken:
+                self.reset()
 
     def _done(self, ahead: deque[tuple[Future[Rows], sa.Connection]]) -> Rows:
         future, conn = ahead[0]
-        rows = future.result()  # raises the read's error; the connection is dropped by the caller's finally
+        rows = future.result()  # raises the read's error; the connections are closed by the caller's finally
         ahead.popleft()
         self._free.append(conn)
         return rows
