@@ -1,11 +1,14 @@
 """Query source throughput next to a bare keyset SELECT of the same table, in the same run.
 
     python bench/query_source.py [--rows 200000] [--updates 50000] [--batch 5000] [--db postgresql|mariadb]
+                                 [--workers 1,2]
 
 Starts its own database, Kafka-protocol broker and schema registry (liberator_testbed), loads an
 `orders` table, then times: a bare keyset SELECT (SQLAlchemy Core, the 1.00 reference; raw driver for
 comparison), the query source alone (no Kafka), the whole daemon snapshot until Kafka acknowledged every
-row, and an incremental burst of updated rows. The machine is noisy: read the ratio column, not rows/s.
+row, and an incremental burst of updated rows. `--workers 1,2` measures the source alone and the daemon
+snapshot once per `snapshot_workers` value (the incremental burst with the last one). The machine is noisy:
+read the ratio column, not rows/s.
 """
 
 from __future__ import annotations
@@ -173,25 +176,25 @@ def keyset_driver(url: str, kind: str, batch: int) -> int:
         engine.dispose()
 
 
-def source_alone(url: str, batch: int, rows: int) -> int:
+def source_alone(url: str, batch: int, rows: int, workers: int = 1) -> int:
     """Iterate QuerySource.read until every row came out as a ChangeEvent: no Avro, no Kafka."""
     stop = threading.Event()
     config = QuerySourceConfig.model_validate(
         {"name": SOURCE, "type": "query", "url": url, "tables": ["orders"], "cursor": ["updated_at", "id"],
-         "batch_size": batch, "poll_interval": POLL, "safety_delay": POLL}
+         "batch_size": batch, "poll_interval": POLL, "safety_delay": POLL, "snapshot_workers": workers}
     )  # fmt: skip
     source = QuerySource(config, SourceContext("bench", stop, logging.getLogger("bench")))
     return count_events(source, None, rows, stop)
 
 
-def write_config(workdir: Path, url: str, bootstrap: str, registry: str, batch: int) -> Path:
+def write_config(workdir: Path, url: str, bootstrap: str, registry: str, batch: int, workers: int = 1) -> Path:
     q = json.dumps  # JSON strings are YAML strings
     path = workdir / "liberator.yaml"
     path.write_text(
         f"name: bench\nkafka:\n  bootstrap_servers: {q(bootstrap)}\nschema_registry:\n  url: {q(registry)}\n"
         f"offsets:\n  store: file\n  path: {q(str(workdir / 'offsets.json'))}\n  flush_interval: 200ms\n"
         f"sources:\n  - name: {SOURCE}\n    type: query\n    url: {q(url)}\n    tables: [orders]\n"
-        f"    cursor: [updated_at, id]\n    batch_size: {batch}\n"
+        f"    cursor: [updated_at, id]\n    batch_size: {batch}\n    snapshot_workers: {workers}\n"
         f"    poll_interval: {int(POLL * 1000)}ms\n    safety_delay: {int(POLL * 1000)}ms\n"
     )
     return path
@@ -241,6 +244,38 @@ def show(profile: cProfile.Profile, title: str) -> None:
     pstats.Stats(profile).strip_dirs().sort_stats("tottime").print_stats(15)
 
 
+def daemon_phases(
+    db: Any, kind: str, config: Path, table: ResultTable, n: int, m: int, workers: int, incremental: bool
+) -> None:
+    """The whole daemon: its snapshot of `n` rows until Kafka acknowledged them all, then (if `incremental`)
+    the burst of `m` updated rows."""
+    daemon = Daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    while SOURCE not in daemon.metrics.sources and thread.is_alive():
+        time.sleep(0.001)  # a poll interval
+    if SOURCE not in daemon.metrics.sources:
+        raise SystemExit("the daemon stopped before its source started; see the log above")
+    try:
+        first, end = wait_acked(daemon, n)
+        print(f"  (first acknowledgement {first - t0:.2f}s after start)", flush=True)
+        table.add(f"daemon snapshot, start -> all acked by Kafka, workers {workers}", n, end - t0)
+        if not incremental:
+            return
+        time.sleep(3 * POLL)  # a few idle polls before the measured update: setup, not a wait on a result
+        t0 = time.perf_counter()
+        update(kind, db, m)
+        committed = time.perf_counter()
+        print(f"  UPDATE of {m} rows took {committed - t0:.2f}s", flush=True)
+        first, end = wait_acked(daemon, n + m)
+        table.add(f"incremental, commit -> all acked (poll {POLL * 1000:.0f}ms)", m, end - committed)
+        table.add("incremental, first ack -> last ack", m, end - first)
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -252,7 +287,12 @@ def main() -> None:
     parser.add_argument("--db", choices=["postgresql", "mariadb"], default="postgresql")
     parser.add_argument("--repeat", type=int, default=2, help="runs of the non-daemon phases (best counts)")
     parser.add_argument("--profile", action="store_true", help="cProfile the source (then ignore the table)")
+    parser.add_argument("--workers", default="1", help="snapshot_workers values to measure, comma-separated")
     args = parser.parse_args()
+    try:
+        workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers {args.workers!r}: give numbers separated by commas, as 1,2")
     if not 0 < args.updates <= args.rows:
         parser.error("--updates must be between 1 and --rows")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -283,37 +323,20 @@ def main() -> None:
             "bare keyset SELECT, raw DB-API driver", *timed(lambda: keyset_driver(url, args.db, batch), args.repeat)
         )
         profile = cProfile.Profile() if args.profile else None
-        with profile or contextlib.nullcontext():
-            rows, secs = timed(lambda: source_alone(url, batch, n), 1 if profile else args.repeat)
-        table.add("source alone (QuerySource.read, no Kafka)", rows, secs)
+        for w in workers:
+            with profile or contextlib.nullcontext():
+                rows, secs = timed(lambda w=w: source_alone(url, batch, n, w), 1 if profile else args.repeat)
+            table.add(f"source alone (QuerySource.read, no Kafka), workers {w}", rows, secs)
         if profile is not None:
             show(profile, "source alone")
             profile = cProfile.Profile()
             restore = profiled_source_thread(profile)
 
-        daemon = Daemon(load_config(write_config(Path(tmp), url, bootstrap, registry, batch)))
-        thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-        t0 = time.perf_counter()
-        thread.start()
-        while SOURCE not in daemon.metrics.sources and thread.is_alive():
-            time.sleep(0.001)  # a poll interval
-        if SOURCE not in daemon.metrics.sources:
-            raise SystemExit("the daemon stopped before its source started; see the log above")
-        try:
-            first, end = wait_acked(daemon, n)
-            print(f"  (first acknowledgement {first - t0:.2f}s after start)", flush=True)
-            table.add("daemon snapshot, start -> all acked by Kafka", n, end - t0)
-            time.sleep(3 * POLL)  # a few idle polls before the measured update: setup, not a wait on a result
-            t0 = time.perf_counter()
-            update(args.db, db, m)
-            committed = time.perf_counter()
-            print(f"  UPDATE of {m} rows took {committed - t0:.2f}s", flush=True)
-            first, end = wait_acked(daemon, n + m)
-            table.add(f"incremental, commit -> all acked (poll {POLL * 1000:.0f}ms)", m, end - committed)
-            table.add("incremental, first ack -> last ack", m, end - first)
-        finally:
-            daemon.stop.set()
-            thread.join(60)
+        for index, w in enumerate(workers):
+            workdir = Path(tmp) / f"workers-{w}-{index}"
+            workdir.mkdir()
+            last = index == len(workers) - 1
+            daemon_phases(db, args.db, write_config(workdir, url, bootstrap, registry, batch, w), table, n, m, w, last)
         if profile is not None:
             restore()
             show(profile, "daemon source thread (read + Avro + produce)")

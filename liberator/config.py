@@ -63,18 +63,26 @@ class DatabaseTimeouts(BaseModel):
     )  # fmt: skip
 
 
+# `snapshot_workers`: reads at once, each on its own connection. More than the database server's cores rarely
+# helps, and each worker holds a connection for as long as the source runs.
+MAX_SNAPSHOT_WORKERS = 16
+
+
+def snapshot_workers_field(description: str) -> Any:
+    """The `snapshot_workers` setting of every source with parallel snapshot reads: 1 (one reader, the
+    default) to MAX_SNAPSHOT_WORKERS; `description` says what its source reads at once."""
+    return Field(1, ge=1, le=MAX_SNAPSHOT_WORKERS, description=description)
+
+
 class SnapshotWorkers(BaseModel):
     """How many chunks of an incremental snapshot are read at once (liberator.watermarks): part of the CDC
     sources whose snapshots go between watermarks."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    snapshot_workers: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
-        "snapshots: snapshots on demand, new tables, the initial snapshot with snapshot_mode: incremental)",
+    snapshot_workers: int = snapshot_workers_field(
+        "chunks read at once, each on its own connection, inside one pair of watermarks (incremental "
+        "snapshots: snapshots on demand, new tables, the initial snapshot with snapshot_mode: incremental)"
     )
 
 

@@ -5,7 +5,7 @@ on (c0, c1) as a range. MySQL and MariaDB do not: they scan the whole index for 
 range), so a page late in the table reads every row before it. Spelled out as `c0 >= v0 AND (c0 > v0 OR
 (c0 = v0 AND c1 > v1))`, the leading `c0 >= v0` is a range on the index and the rest filters its first rows;
 databases without row values at all (SQL Server) read that form too. The query source builds it with
-SQLAlchemy (`after`), the binlog source's chunks as text (`spelled_text`); both from `spelled`.
+SQLAlchemy (`after`, `up_to`), the binlog source's chunks as text (`spelled_text`); both from `spelled`.
 """
 
 from __future__ import annotations
@@ -51,17 +51,34 @@ def spelled(
 
 def after(exprs: Sequence[sa.ColumnElement[Any]], values: Sequence[object], dialect: str) -> sa.ColumnElement[bool]:
     """`exprs` (as a row) > `values`, for `dialect`."""
+    return _condition(exprs, values, dialect, ">")
+
+
+def up_to(exprs: Sequence[sa.ColumnElement[Any]], values: Sequence[object], dialect: str) -> sa.ColumnElement[bool]:
+    """`exprs` (as a row) <= `values`, for `dialect`: the end of a page whose last row is known."""
+    return _condition(exprs, values, dialect, "<=")
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "=": lambda a, b: a == b,
+}
+
+
+def _condition(
+    exprs: Sequence[sa.ColumnElement[Any]], values: Sequence[object], dialect: str, op: Comparison
+) -> sa.ColumnElement[bool]:
     if len(exprs) != len(values):
         raise ValueError(f"a keyset of {len(exprs)} columns cannot follow {len(values)} values")
     binds = [sa.literal(v) for v in values]
     if row_values(dialect) or len(exprs) == 1:
-        return sa.tuple_(*exprs) > sa.tuple_(*binds) if len(exprs) > 1 else exprs[0] > binds[0]
-    operators: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
-        ">": lambda a, b: a > b,
-        ">=": lambda a, b: a >= b,
-        "=": lambda a, b: a == b,
-    }
-    return spelled(len(exprs), ">", lambda i, o: operators[o](exprs[i], binds[i]), lambda a, b: sa.and_(a, b), sa.or_)
+        if len(exprs) == 1:
+            return _OPERATORS[op](exprs[0], binds[0])
+        return _OPERATORS[op](sa.tuple_(*exprs), sa.tuple_(*binds))
+    return spelled(len(exprs), op, lambda i, o: _OPERATORS[o](exprs[i], binds[i]), lambda a, b: sa.and_(a, b), sa.or_)
 
 
 def spelled_text(columns: Sequence[str], op: Comparison) -> tuple[str, list[int]]:

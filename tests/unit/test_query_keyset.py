@@ -77,6 +77,32 @@ def test_both_forms_select_the_same_rows(after: tuple[int, int]) -> None:
         )
 
 
+def test_up_to_is_spelled_out_with_a_leading_range_too() -> None:
+    assert _sql(keyset.up_to(COLS[:2], ["t", 7], "mariadb"), mysql.dialect()) == (
+        "updated_at <= 't' AND (updated_at < 't' OR updated_at = 't' AND id <= 7)"
+    )
+    assert _sql(keyset.up_to(COLS[:2], ["t", 7], "postgresql"), postgresql.dialect()) == "(updated_at, id) <= ('t', 7)"  # type: ignore[no-untyped-call]
+    assert _sql(keyset.up_to(COLS[:1], [7], "mysql"), mysql.dialect()) == "updated_at <= 7"
+
+
+@pytest.mark.parametrize("end", [(0, 0), (1, 1), (1, 2), (2, 0), (3, 2)])
+def test_up_to_selects_the_rows_a_row_value_comparison_does(end: tuple[int, int]) -> None:
+    """`up_to` is `<=` as row values, in both forms (checked by SQLite on every pair): a page's last row is in it."""
+    engine = sa.create_engine("sqlite://")
+    table = sa.table("t", sa.column("a"), sa.column("b"))
+    pairs = [(a, b) for a in range(4) for b in range(3)]
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE t (a INTEGER, b INTEGER)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:a, :b)"), [{"a": a, "b": b} for a, b in pairs])
+        exprs = [table.c.a, table.c.b]
+
+        def rows(dialect: str) -> list[tuple[int, int]]:
+            query = sa.select(*exprs).where(keyset.up_to(exprs, list(end), dialect)).order_by(*exprs)
+            return [(r[0], r[1]) for r in conn.execute(query)]
+
+        assert rows("mariadb") == rows("sqlite") == [p for p in pairs if p <= end]
+
+
 def test_the_spelled_out_text_form_and_the_key_value_each_placeholder_takes() -> None:
     """The binlog source's chunk conditions (text with PyMySQL's %s): the same expansion as `after`."""
     assert keyset.spelled_text(["`a`"], ">") == ("`a` > %s", [0])

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from liberator.capture import BatchItem, ChangeBatch, Op
+from liberator.connectors.query.parallel import ParallelPages
 from liberator.connectors.query.position import QueryPosition
-from liberator.connectors.query.reader import TableReader
+from liberator.connectors.query.reader import TableReader, fetch
 from liberator.events import Checkpoint
 from liberator.snapshots import Backfill, SnapshotDesk, SnapshotRequest
 
@@ -28,9 +29,18 @@ Changes = Callable[[TableReader, Sequence[Sequence[Any]], Op, int], list[BatchIt
 
 
 class Backfiller:
-    def __init__(self, desk: SnapshotDesk, page: int, batch: int, changes: Changes, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        desk: SnapshotDesk,
+        page: int,
+        batch: int,
+        changes: Changes,
+        log: logging.Logger,
+        parallel: ParallelPages | None = None,
+    ) -> None:
         self.desk = desk
         self._page = page
+        self._parallel = parallel  # with snapshot_workers: a step reads a window of pages at once
         self._batch = batch
         self._changes = changes
         self._log = log
@@ -89,17 +99,37 @@ class Backfiller:
         self, conn: sa.Connection, reader: TableReader, position: QueryPosition
     ) -> Generator[BackfillItem, None, QueryPosition]:
         backfill = position.backfills[0]
-        rows = reader.backfill_page(conn, backfill.after, backfill.where, self._page)
+        pages, finished = self._pages(conn, reader, backfill)
         read_ms = int(time.time() * 1000)
-        for start in range(0, len(rows), self._batch):
-            chunk = rows[start : start + self._batch]
-            backfill = Backfill(
-                backfill.id, backfill.stream, backfill.where, reader.key_of(chunk[-1]), backfill.rows + len(chunk)
-            )
-            position = position.with_backfills((backfill, *position.backfills[1:]))
-            yield ChangeBatch(self._changes(reader, chunk, Op.read, read_ms), position)
-        if len(rows) < self._page:
+        for rows in pages:  # cut page by page, as one reader's pages are
+            for start in range(0, len(rows), self._batch):
+                chunk = rows[start : start + self._batch]
+                backfill = Backfill(
+                    backfill.id, backfill.stream, backfill.where, reader.key_of(chunk[-1]), backfill.rows + len(chunk)
+                )
+                position = position.with_backfills((backfill, *position.backfills[1:]))
+                yield ChangeBatch(self._changes(reader, chunk, Op.read, read_ms), position)
+        if finished:
             position = position.with_backfills(position.backfills[1:])
             self.desk.finished(backfill, self._log)
             yield Checkpoint(position)
         return position
+
+    def _pages(
+        self, conn: sa.Connection, reader: TableReader, backfill: Backfill
+    ) -> tuple[list[Sequence[Sequence[Any]]], bool]:
+        """The next page of the backfill, or with workers its next window of pages read at once; and whether
+        the backfill is done (its last page, one with a LIMIT, was not full)."""
+        after, where, limit = backfill.after, backfill.where, self._page
+        if self._parallel is None:
+            rows = reader.backfill_page(conn, after, where, limit)
+            return [rows], len(rows) < limit
+        ends = reader.backfill_ends(conn, after, where, limit, self._parallel.workers)
+        starts = [after, *ends][:-1]  # each page starts where the one before it ends
+        spans = (reader.backfill_span(start, end, where) for start, end in zip(starts, ends, strict=True))
+        pages = list(self._parallel.read(spans, fetch, conn))
+        if len(ends) == self._parallel.workers:
+            return pages, False
+        # Less than a window was left: what follows the last full page is read as one page.
+        tail = reader.backfill_page(conn, ends[-1] if ends else after, where, limit)
+        return [*pages, tail], len(tail) < limit

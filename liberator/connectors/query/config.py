@@ -10,7 +10,7 @@ from liberator.capture.masks import MaskRule
 from liberator.capture.moves import OnIncompatible
 from liberator.capture.routes import RouteRule
 from liberator.capture.rowerrors import OnError
-from liberator.config import DatabaseTimeouts, Duration, published_names
+from liberator.config import DatabaseTimeouts, Duration, published_names, snapshot_workers_field
 from liberator.source import SourceConfig
 
 
@@ -76,6 +76,11 @@ class QuerySourceConfig(SourceConfig, DatabaseTimeouts):
     # commits late with an older timestamp is still read.
     safety_delay: Duration = Field(2.0, description="rows newer than the database's now() minus this wait")
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="rows per keyset page")
+    snapshot_workers: int = snapshot_workers_field(
+        "pages read at once, each on its own connection: while a table is far behind (full pages in a row) and "
+        "per step of a snapshot on demand; rows go out in the order and with the positions of one reader "
+        "(docs/snapshots.md)"
+    )
     topic: str = Field("{source}.{schema}.{table}", description="template; also {app}")
     mask_salt: str | None = Field(None, description="the secret salt of `hash` masks; use ${ENV} or ${file:...}")
     schema_refresh: Duration = Field(30.0, description="how often table shapes are re-read")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from liberator import keyset
 from liberator.capture import CapturedTable, Catalogue
 from liberator.connectors.query.config import QuerySourceConfig, TableEntry
+from liberator.connectors.query.parallel import ParallelPages
 from liberator.errors import SchemaError
 from liberator.schema import DateType, DecimalType, IntType, TableSchema, TimestampType
 from liberator.sqltypes import reflect_table
@@ -139,29 +140,88 @@ class TableReader:
     def key_of(self, row: Sequence[Any]) -> tuple[object, ...]:
         return tuple(row[i] for i in self.key_index)
 
-    def page(self, after: Sequence[object] | None, upper: object | None, limit: int) -> sa.Select[Any]:
-        """The next `limit` rows in cursor order after `after` (None: from the start), up to `upper`."""
-        exprs = self._cursor_exprs()
-        query = self.select()
+    def _ordered(
+        self,
+        query: sa.Select[Any],
+        exprs: list[sa.ColumnElement[Any]],
+        after: Sequence[object] | None,
+        upper: object | None,
+    ) -> sa.Select[Any]:
+        """`query` limited to stamped rows after `after` (None: from the start) up to the timestamp `upper`."""
         if self.cursor_nullable:
             query = query.where(exprs[0].is_not(None))
         if after is not None:
             query = query.where(keyset.after(exprs, after, self.dialect))
         if upper is not None:
             query = query.where(exprs[0] <= sa.literal(upper))
-        return query.order_by(*exprs).limit(limit)
+        return query
+
+    def page(self, after: Sequence[object] | None, upper: object | None, limit: int) -> sa.Select[Any]:
+        """The next `limit` rows in cursor order after `after` (None: from the start), up to `upper`."""
+        exprs = self._cursor_exprs()
+        return self._ordered(self.select(), exprs, after, upper).order_by(*exprs).limit(limit)
+
+    def span(self, after: Sequence[object] | None, end: Sequence[object], upper: object | None) -> sa.Select[Any]:
+        """The rows in cursor order after `after` up to the cursor `end` (included), up to `upper`: a page whose
+        last row was found first (page_ends). No LIMIT: a row written into the span since is read, not skipped."""
+        exprs = self._cursor_exprs()
+        query = self._ordered(self.select(), exprs, after, upper).where(keyset.up_to(exprs, end, self.dialect))
+        return query.order_by(*exprs)
+
+    def page_ends(
+        self, conn: sa.Connection, after: Sequence[object] | None, upper: object | None, limit: int, count: int
+    ) -> list[tuple[object, ...]]:
+        """The cursors of the last rows of the next `count` full pages of `limit` (fewer near the end)."""
+        exprs = self._cursor_exprs()
+        return _page_ends(conn, exprs, lambda query: self._ordered(query, exprs, after, upper), limit, count)
 
     def pages_after(
-        self, conn: sa.Connection, after: Sequence[object] | None, upper: object | None, limit: int
+        self,
+        conn: sa.Connection,
+        after: Sequence[object] | None,
+        upper: object | None,
+        limit: int,
+        parallel: ParallelPages | None = None,
     ) -> Iterator[Sequence[Sequence[Any]]]:
-        """Rows in cursor order after `after`, up to `upper`, a page of `limit` at a time (keyset, no OFFSET)."""
+        """Rows in cursor order after `after`, up to `upper`, a page of `limit` at a time (keyset, no OFFSET).
+
+        With `parallel`, once a page came back full (the table is behind: a bulk read), the next pages are read
+        a window of `parallel.workers` at a time; the rows and pages are those one reader would read."""
+        behind = False
         while True:
-            rows = _fetch(conn, self.page(after, upper, limit))
+            if behind and parallel is not None:
+                reached = [after]
+                spans = self._spans(conn, after, upper, limit, parallel.workers, reached)
+                for rows in parallel.read(spans, fetch, conn):
+                    if rows:
+                        yield rows
+                after = reached[0]
+                # Less than a window was left: what follows the last full page is read as one page.
+            rows = fetch(conn, self.page(after, upper, limit))
             if rows:
                 yield rows
             if len(rows) < limit:
                 return
+            behind = True
             after = self.cursor_of(rows[-1])
+
+    def _spans(
+        self,
+        conn: sa.Connection,
+        after: Sequence[object] | None,
+        upper: object | None,
+        limit: int,
+        count: int,
+        reached: list[Sequence[object] | None],
+    ) -> Iterator[sa.Select[Any]]:
+        """The full pages after `after`, as spans found `count` at a time; `reached[0]`: where the last one ends."""
+        while True:
+            ends = self.page_ends(conn, after, upper, limit, count)
+            for end in ends:
+                yield self.span(after, end, upper)
+                after = reached[0] = end
+            if len(ends) < count:
+                return
 
     def null_cursor_page(
         self, conn: sa.Connection, after: Sequence[object] | None, limit: int
@@ -173,7 +233,7 @@ class TableReader:
         query = self.select().where(self._cursor_exprs()[0].is_(None))
         if after is not None:
             query = query.where(keyset.after(keys, after, self.dialect))
-        return _fetch(conn, query.order_by(*keys).limit(limit))
+        return fetch(conn, query.order_by(*keys).limit(limit))
 
     def key_pages(self, conn: sa.Connection, limit: int) -> Iterator[Sequence[Sequence[Any]]]:
         """Every row's key values in key order, a page of `limit` at a time (keyset on the primary key)."""
@@ -185,29 +245,77 @@ class TableReader:
             query = sa.select(*keys)
             if after is not None:
                 query = query.where(keyset.after(keys, after, self.dialect))
-            rows = _fetch(conn, query.order_by(*keys).limit(limit))
+            rows = fetch(conn, query.order_by(*keys).limit(limit))
             if rows:
                 yield rows
             if len(rows) < limit:
                 return
             after = tuple(rows[-1])
 
-    def backfill_page(
-        self, conn: sa.Connection, after: Sequence[object] | None, where: str | None, limit: int
-    ) -> Sequence[Sequence[Any]]:
-        """One page, in key order after `after`, of the rows matching `where` (an operator's SQL condition)."""
+    def _key_exprs(self) -> list[sa.ColumnElement[Any]]:
         assert self.table is not None and self._sql_table is not None
         cols = self._sql_table.c
-        keys = [cols[k] for k in self.table.shape.key]
-        query = self.select()
+        return [cols[k] for k in self.table.shape.key]
+
+    def _matching(
+        self,
+        query: sa.Select[Any],
+        keys: list[sa.ColumnElement[Any]],
+        after: Sequence[object] | None,
+        where: str | None,
+    ) -> sa.Select[Any]:
+        """`query` limited to the rows matching `where` (an operator's SQL condition) after the key `after`."""
         if where is not None:
             query = query.where(sa.text(f"({where})"))
         if after is not None:
             query = query.where(keyset.after(keys, after, self.dialect))
-        return _fetch(conn, query.order_by(*keys).limit(limit))
+        return query
+
+    def backfill_page(
+        self, conn: sa.Connection, after: Sequence[object] | None, where: str | None, limit: int
+    ) -> Sequence[Sequence[Any]]:
+        """One page, in key order after `after`, of the rows matching `where` (an operator's SQL condition)."""
+        keys = self._key_exprs()
+        return fetch(conn, self._matching(self.select(), keys, after, where).order_by(*keys).limit(limit))
+
+    def backfill_ends(
+        self, conn: sa.Connection, after: Sequence[object] | None, where: str | None, limit: int, count: int
+    ) -> list[tuple[object, ...]]:
+        """The keys of the last rows of the next `count` full backfill pages of `limit` (fewer near the end)."""
+        keys = self._key_exprs()
+        return _page_ends(conn, keys, lambda query: self._matching(query, keys, after, where), limit, count)
+
+    def backfill_span(self, after: Sequence[object] | None, end: Sequence[object], where: str | None) -> sa.Select[Any]:
+        """The backfill's rows in key order after `after` up to the key `end` (included); no LIMIT (see span)."""
+        keys = self._key_exprs()
+        query = self._matching(self.select(), keys, after, where).where(keyset.up_to(keys, end, self.dialect))
+        return query.order_by(*keys)
 
 
-def _fetch(conn: sa.Connection, query: sa.Select[Any]) -> Sequence[Sequence[Any]]:
+def _page_ends(
+    conn: sa.Connection,
+    exprs: list[sa.ColumnElement[Any]],
+    conditions: Callable[[sa.Select[Any]], sa.Select[Any]],
+    limit: int,
+    count: int,
+) -> list[tuple[object, ...]]:
+    """The values of `exprs` at the last row of each of the next `count` full pages of `limit` rows in their
+    order, among the rows `conditions` keep. One query reads those columns alone (an index-only range, in the
+    best case), numbers them and keeps every `limit`-th."""
+    labelled = [expr.label(f"liberator_c{index}") for index, expr in enumerate(exprs)]
+    window = conditions(sa.select(*labelled)).order_by(*exprs).limit(limit * count).subquery("liberator_window")
+    columns = list(window.c)
+    number = sa.func.row_number().over(order_by=columns).label("liberator_n")
+    numbered = sa.select(*columns, number).subquery("liberator_numbered")
+    query = (
+        sa.select(*(numbered.c[label.name] for label in labelled))
+        .where(numbered.c.liberator_n % limit == 0)
+        .order_by(numbered.c.liberator_n)
+    )
+    return [tuple(row) for row in fetch(conn, query)]
+
+
+def fetch(conn: sa.Connection, query: sa.Select[Any]) -> Sequence[Sequence[Any]]:
     """The rows as the driver's tuples: the columns are untyped (no result processing to skip), and
     SQLAlchemy's Row objects cost about 1 µs a row on top of psycopg's fetch."""
     result = conn.execute(query)

@@ -22,6 +22,7 @@ from liberator import sqldb
 from liberator.capture import BatchItem, CaptureSettings, Catalogue, ChangeBatch, Op, RowChange, Txn
 from liberator.connectors.query.backfill import Backfiller
 from liberator.connectors.query.config import QuerySourceConfig
+from liberator.connectors.query.parallel import ParallelPages
 from liberator.connectors.query.position import QueryPosition, StreamCursor
 from liberator.connectors.query.reader import TableReader
 from liberator.connectors.query.reconcile import DeleteReconciler
@@ -61,11 +62,18 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             moves=context.topic_moves,
         )
         self.catalogue = Catalogue(settings, context.log)
-        self.backfiller = Backfiller(context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log)
         self.signals = (
             None
             if config.signal_table is None
             else SignalTable(config.signal_table, config.name, context.snapshots, context.log)
+        )
+        self.parallel = (
+            None
+            if config.snapshot_workers == 1
+            else ParallelPages(self._engine_now, config.snapshot_workers, f"{config.name}-snapshot")
+        )
+        self.backfiller = Backfiller(
+            context.snapshots, config.batch_size, MAX_BATCH, _changes, context.log, self.parallel
         )
         self.reconciler: DeleteReconciler | None = None
         if config.deletes == "reconcile":
@@ -77,13 +85,19 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
 
     # -- plumbing -----------------------------------------------------------------------------------
 
-    def _connect(self) -> tuple[sa.Connection, list[TableReader]]:
+    def _engine_now(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = sqldb.create_engine(self.cfg.url, self.cfg)
+            # Parallel pages hold a connection each besides the source's own: the pool has room for them all.
+            sizes = {} if self.parallel is None else {"pool_size": self.cfg.snapshot_workers + 1}
+            self._engine = sqldb.create_engine(self.cfg.url, self.cfg, **sizes)
+        return self._engine
+
+    def _connect(self) -> tuple[sa.Connection, list[TableReader]]:
+        engine = self._engine_now()
         try:
             # AUTOCOMMIT: each page sees newly committed rows (REPEATABLE READ would freeze them) and no
             # transaction stays open between polls holding back vacuum.
-            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except SQLAlchemyError as exc:
             raise sqldb.classify(exc, self.cfg.url, f"source {self.cfg.name}", self.cfg) from None
         dialect = conn.dialect.name
@@ -124,6 +138,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
             return [s for r in readers if r.table is not None for s in r.table.streams()]
 
     def close(self) -> None:
+        if self.parallel is not None:
+            self.parallel.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -161,6 +177,8 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
                     # the shapes (a new captured version, checked by the registry first) and poll again.
                     self.context.log.info("a captured table's column types changed; re-reading table shapes")
                     sqldb.forget_prepared(conn)
+                    if self.parallel is not None:
+                        self.parallel.reset()  # their plans are outdated too: new connections prepare anew
                     self._refresh(conn, readers)
                     last_reflect, replanned = time.monotonic(), True
                     continue
@@ -216,7 +234,7 @@ class QuerySource(Source[QuerySourceConfig, QueryPosition]):
 
         upper = self._upper_bound(conn, readers)
         pages = [
-            reader.pages_after(conn, position.get(reader.name).cursor, upper.get(reader.name), limit)
+            reader.pages_after(conn, position.get(reader.name).cursor, upper.get(reader.name), limit, self.parallel)
             for reader in readers
         ]
         if len(readers) == 1:
