@@ -201,7 +201,20 @@ def test_a_ddl_during_a_backfill_has_its_next_chunks_read_in_the_new_shape(
         server.execute(f"ALTER TABLE `{db}`.items ADD COLUMN extra INT DEFAULT 7")
         idle = "no snapshot queued or under way"
         wait_for(lambda: idle in _snapshot(config, "--status"), timeout=60, what="the snapshot to finish")
-        done = wait_for(lambda: (r := reads()) and len({x["key"]["id"] for x in r}) == ROWS and r, what="every read")
+        seen: list[set[int]] = [set()]
+
+        def every_read() -> list[dict[str, Any]] | None:
+            records = reads()
+            seen[0] = {x["key"]["id"] for x in records}
+            return records if len(seen[0]) == ROWS else None
+
+        try:
+            done = wait_for(every_read, timeout=60, what="every read")
+        except AssertionError as exc:  # say which keys the snapshot never read, and what the source last said
+            never = sorted(set(range(1, ROWS + 1)) - seen[0])
+            raise AssertionError(
+                f"{exc}: {len(never)} keys never read, from {never[:10]}; status: {_snapshot(config, '--status')}"
+            ) from None
     shapes = ["extra" in r["value"]["after"] for r in done]
     assert shapes[0] is False and shapes[-1] is True, "read in the old shape, then the new"
     assert shapes == sorted(shapes), "never the old shape again after the new one"
