@@ -263,6 +263,18 @@ def cli(*args: str, timeout: float = 60, stdin: str | None = None) -> subprocess
     )
 
 
+def snapshot_cli(config_path: Path, source: str, *args: str) -> str:
+    """The output of `liberator snapshot CONFIG --source SOURCE ARGS...`; a non-zero exit fails the test."""
+    done = cli("snapshot", str(config_path), "--source", source, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def snapshots_idle(config_path: Path, source: str) -> bool:
+    """Whether `liberator snapshot --status` says the source has no snapshot queued or under way."""
+    return "no snapshot queued or under way" in snapshot_cli(config_path, source, "--status")
+
+
 def start_daemon_process(config_path: Path, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
     """`liberator run CONFIG --log-format text [options]` as a child process, its output appended to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child

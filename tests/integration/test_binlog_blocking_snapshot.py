@@ -25,7 +25,16 @@ from liberator.events import Checkpoint, SourceItem
 from liberator.snapshots import SnapshotRequest
 from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import make_source, numbers, source_yaml
-from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for, with_http
+from tests.support import (
+    DaemonThread,
+    app_config,
+    fold_by_key,
+    read_topic,
+    snapshot_cli,
+    snapshots_idle,
+    wait_for,
+    with_http,
+)
 
 ROWS = 300
 SIGNAL_DDL = "CREATE TABLE `{db}`.liberator_signal (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT)"
@@ -45,13 +54,11 @@ def _setup(
 
 
 def _snapshot(config: Path, *args: str) -> str:
-    done = cli("snapshot", str(config), "--source", "cdc", *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return snapshot_cli(config, "cdc", *args)
 
 
 def _idle(config: Path) -> bool:
-    return "no snapshot queued or under way" in _snapshot(config, "--status")
+    return snapshots_idle(config, "cdc")
 
 
 def _version(record: dict[str, Any]) -> tuple[str, int | None]:

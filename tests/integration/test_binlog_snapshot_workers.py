@@ -26,7 +26,7 @@ from liberator.snapshots import SnapshotRequest
 from liberator.watermarks import Span
 from liberator_testbed import MySQLInstance
 from tests.integration.test_mysql_binlog_helpers import collect, make_source, numbers, source_yaml
-from tests.support import DaemonThread, app_config, cli, read_topic, wait_for, with_http
+from tests.support import DaemonThread, app_config, read_topic, snapshot_cli, wait_for, with_http
 
 ROWS = 300
 CHUNK = 25
@@ -48,9 +48,7 @@ def _create(server: MySQLInstance, db: str, table: str) -> tuple[str, ...]:
 
 
 def _snapshot(config: Path, *args: str) -> str:
-    done = cli("snapshot", str(config), "--source", "cdc", *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return snapshot_cli(config, "cdc", *args)
 
 
 def _record_key(record: dict[str, Any], key: tuple[str, ...]) -> tuple[int, ...]:

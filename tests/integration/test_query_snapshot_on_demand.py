@@ -13,7 +13,17 @@ import pytest
 
 from liberator.embedded.ports import free_port
 from tests.integration.legacy_db import LegacyDb
-from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for, with_http
+from tests.support import (
+    DaemonThread,
+    app_config,
+    cli,
+    fold_by_key,
+    read_topic,
+    snapshot_cli,
+    snapshots_idle,
+    wait_for,
+    with_http,
+)
 
 ROWS = 40
 
@@ -44,13 +54,11 @@ def _records(kafka_bootstrap: str, registry_url: str, topic: str) -> list[dict[s
 
 
 def _snapshot(config: Path, *args: str) -> str:
-    done = cli("snapshot", str(config), "--source", "legacy", *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return snapshot_cli(config, "legacy", *args)
 
 
 def _idle(config: Path) -> bool:
-    return "no snapshot queued or under way" in _snapshot(config, "--status")
+    return snapshots_idle(config, "legacy")
 
 
 def test_a_table_is_read_again_while_polling_goes_on(

@@ -16,7 +16,16 @@ import psycopg
 
 from liberator.embedded.ports import free_port
 from tests.integration.postgres_wal_support import WalDb
-from tests.support import DaemonThread, app_config, cli, fold_by_key, read_topic, wait_for, with_http
+from tests.support import (
+    DaemonThread,
+    app_config,
+    fold_by_key,
+    read_topic,
+    snapshot_cli,
+    snapshots_idle,
+    wait_for,
+    with_http,
+)
 
 ROWS = 2000
 
@@ -37,13 +46,11 @@ def _setup(pg_url: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str,
 
 
 def _snapshot(config: Path, *args: str) -> str:
-    done = cli("snapshot", str(config), "--source", "wal", *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return snapshot_cli(config, "wal", *args)
 
 
 def _idle(config: Path) -> bool:
-    return "no snapshot queued or under way" in _snapshot(config, "--status")
+    return snapshots_idle(config, "wal")
 
 
 class Writers:

@@ -21,6 +21,8 @@ from tests.support import (
     health,
     metrics_text,
     read_topic,
+    snapshot_cli,
+    snapshots_idle,
     wait_for,
     with_http,
 )
@@ -56,13 +58,11 @@ def _progress(config: Path) -> dict[str, Any] | None:
 
 
 def _snapshot(config: Path, *args: str) -> str:
-    done = cli("snapshot", str(config), "--source", "wal", *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return snapshot_cli(config, "wal", *args)
 
 
 def _idle(config: Path) -> bool:
-    return "no snapshot queued or under way" in _snapshot(config, "--status")
+    return snapshots_idle(config, "wal")
 
 
 def _progress_done(config: Path, request_id: str) -> bool:
